@@ -23,6 +23,11 @@ def quiet_transformers() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # transformers' GGUF conversion uses a bare tqdm bar: keep it for people at a terminal only.
+    import sys
+
+    if not (sys.stderr.isatty() or os.environ.get("TRANSFORMERS_VERBOSITY") == "info"):
+        os.environ.setdefault("TQDM_DISABLE", "1")
     warnings.filterwarnings("ignore", module="transformers")
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
     try:

@@ -167,7 +167,13 @@ class Inspection:
         self.sections.append(Section("Checkpoint (safetensors headers)", blocks))
 
     def _architecture(self, config: dict[str, Any], geo: Geometry, ckpt: Checkpoint | None) -> int | None:
-        from llmcli.arch import ArchUnavailable, architecture_checks, build_meta_model, count_parameters, module_tree
+        from llmcli.arch import (
+            ArchUnavailable,
+            architecture_checks,
+            build_meta_model,
+            count_parameters,
+            module_tree,
+        )
 
         try:
             model = build_meta_model(self.dir, config, geo)

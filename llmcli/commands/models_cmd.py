@@ -1,2 +1,88 @@
-def register(app):
-    pass
+"""`llmcli models`: the embedded default model and llmcli's cache of converted GGUF files."""
+
+from __future__ import annotations
+
+import typer
+
+models_app = typer.Typer(help="The embedded default model and the cache of converted GGUF files.",
+                         invoke_without_command=True, no_args_is_help=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(models_app, name="models")
+
+
+@models_app.callback()
+def models(ctx: typer.Context,
+           json_out: bool = typer.Option(False, "--json", help="One JSON object on stdout.")) -> None:
+    """List the default model, where its cache lives and its size (also: rebuild, remove)."""
+    if ctx.invoked_subcommand is None:
+        list_models(json_out)
+
+
+def list_models(json_out: bool) -> None:
+    from llmcli import output
+    from llmcli.default_model import (
+        DEFAULT_DIST,
+        INSTALL_HINT,
+        cache_home,
+        cached_dir_for,
+        cached_models,
+        default_gguf,
+        dir_size,
+        is_complete,
+    )
+    from llmcli.errors import LlmcliError
+    from llmcli.modelfs.memory import human_bytes
+
+    try:
+        gguf = default_gguf()
+        default = {"package": DEFAULT_DIST, "gguf": str(gguf), "gguf_bytes": gguf.stat().st_size,
+                   "cache": str(cached_dir_for(gguf)), "converted": is_complete(cached_dir_for(gguf))}
+    except LlmcliError as exc:
+        default = {"package": DEFAULT_DIST, "error": exc.one_line(), "install": INSTALL_HINT}
+    cached = [{"path": str(p), "bytes": dir_size(p), "complete": is_complete(p)} for p in cached_models()]
+    data = {"cache_home": str(cache_home()), "default": default, "cached": cached}
+    mode = output.choose_mode(json_out)
+    if mode == "json":
+        output.emit_json(data)
+        return
+    rows = [("cache home", data["cache_home"], "$LLMCLI_HOME, else $XDG_CACHE_HOME/llmcli")]
+    if "error" in default:
+        rows.append(("default model", "not installed", default["install"]))
+    else:
+        rows += [
+            ("default model", "SmolLM2-135M-Instruct (Q4_1 GGUF)", f"package {DEFAULT_DIST}"),
+            ("GGUF file", default["gguf"], human_bytes(default["gguf_bytes"])),
+            ("converted", default["cache"] if default["converted"] else "not yet (first generate converts it)", ""),
+        ]
+    table = output.Table(["cached model", "size", "state"],
+                         [[c["path"], human_bytes(c["bytes"]), "ready" if c["complete"] else "incomplete"]
+                          for c in cached], numeric={1})
+    blocks = [output.KV(rows)] + ([table] if cached else [output.Para("cache is empty", "dim")])
+    output.show([output.Section("Models", blocks)], mode)
+
+
+@models_app.command("rebuild")
+def rebuild() -> None:
+    """Convert the default model again (removes its cached directory first)."""
+    from llmcli import output
+    from llmcli.default_model import cached_dir_for, default_gguf, ensure_converted, remove_cached
+    from llmcli.loader import _conversion_progress, progress_printer
+
+    gguf = default_gguf()
+    remove_cached([cached_dir_for(gguf)] if cached_dir_for(gguf).exists() else [])
+    path = ensure_converted(gguf, _conversion_progress(progress_printer(True)))
+    output.write_stdout(f"{path}\n", flush=True)
+
+
+@models_app.command("remove")
+def remove() -> None:
+    """Delete every converted model from llmcli's cache (the GGUF files themselves stay)."""
+    from llmcli import output
+    from llmcli.default_model import cached_models, remove_cached
+    from llmcli.modelfs.memory import human_bytes
+
+    paths = cached_models()
+    freed = remove_cached(paths)
+    output.warn(f"removed {len(paths)} cached model(s), freed {human_bytes(freed)}")

@@ -1,0 +1,194 @@
+"""Choosing the model, device and dtype, checking memory, and loading weights (torch lives here)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmcli.errors import LlmcliError, UsageError
+from llmcli.modelfs.checkpoint import DTYPE_BYTES, read_checkpoint
+from llmcli.modelfs.config import load_config
+from llmcli.modelfs.memory import device_memory, human_bytes
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+# Measured on the 2-core AVX2 CPU this project runs on: bf16 decodes ~1.7× faster than fp32 on
+# SmolLM2-135M and halves memory; fp16 matmuls on CPU are slow. See docs/generate.md.
+CPU_AUTO_DTYPE = "bfloat16"
+
+
+@dataclass
+class ModelSource:
+    """Where the weights come from: `path` is always a transformers directory."""
+
+    path: Path
+    label: str  # what the user named (a path, a .gguf file, or "default")
+    gguf: Path | None = None
+
+
+def progress_printer(enabled: bool):
+    def show(message: str) -> None:
+        if enabled:
+            sys.stderr.write(f"llmcli: {message}…\n")
+            sys.stderr.flush()
+
+    return show
+
+
+def resolve_model(arg: str | None, verbose_progress: bool) -> ModelSource:
+    """--model, else $LLMCLI_MODEL, else the embedded default; GGUF files go through the cache."""
+    from llmcli.default_model import default_gguf, ensure_converted
+    from llmcli.modelfs.locate import locate
+
+    name = arg or os.environ.get("LLMCLI_MODEL") or None
+    progress = progress_printer(verbose_progress)
+    if name is None:
+        gguf = default_gguf()
+        return ModelSource(ensure_converted(gguf, _conversion_progress(progress)), "default", gguf)
+    ref = locate(name)
+    if ref.kind == "gguf":
+        return ModelSource(ensure_converted(ref.path, _conversion_progress(progress)), name, ref.path)
+    return ModelSource(ref.path, name)
+
+
+def _conversion_progress(progress):
+    def show(step: str) -> None:
+        progress(f"first use of this GGUF: {step} (once; later runs use the cache)")
+
+    return show
+
+
+def resolve_device(requested: str) -> str:
+    import torch
+
+    req = requested.strip().lower()
+    if req == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if req == "cpu":
+        return "cpu"
+    if req == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise LlmcliError("device mps is not available on this machine", hint="use --device cpu")
+        return "mps"
+    if req == "cuda" or req.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise LlmcliError(f"device {requested} is not available: torch sees no CUDA GPU",
+                              hint="use --device cpu or auto")
+        if ":" in req:
+            try:
+                index = int(req.split(":", 1)[1])
+            except ValueError:
+                raise UsageError(f"--device {requested}: expected cuda:N") from None
+            if index < 0 or index >= torch.cuda.device_count():
+                raise LlmcliError(f"device {requested} does not exist: {torch.cuda.device_count()} CUDA device(s)",
+                                  hint="use --device cuda:0")
+        return req
+    raise UsageError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {requested!r}")
+
+
+def resolve_dtype(requested: str, device: str, config: dict[str, Any]) -> str:
+    req = requested.strip().lower()
+    if req not in DTYPES:
+        raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {requested!r}")
+    if req != "auto":
+        return req
+    if device == "cpu":
+        return CPU_AUTO_DTYPE
+    saved = config.get("torch_dtype", config.get("dtype"))
+    return saved if saved in ("float32", "bfloat16", "float16") else "bfloat16"
+
+
+def check_memory(model_dir: Path, dtype: str, device: str, force: bool) -> int:
+    """Refuse, before loading, weights that cannot fit in the device's free memory. Returns the bytes."""
+    ckpt = read_checkpoint(model_dir)
+    if ckpt.kind == "pickle":
+        return 0
+    per_param = DTYPE_BYTES.get({"float32": "F32", "bfloat16": "BF16", "float16": "F16"}[dtype], 2)
+    need = int(sum(t.numel * (per_param if t.dtype in ("F32", "F16", "BF16", "F64") else DTYPE_BYTES.get(t.dtype, 1))
+                   for t in ckpt.tensors.values()))
+    if force:
+        return need
+    dev = device_memory(device)
+    if need > dev["free_bytes"]:
+        raise LlmcliError(
+            f"the weights need {human_bytes(need)} in {dtype} but {dev['device']} has {human_bytes(dev['free_bytes'])} free",
+            path=model_dir,
+            hint="try --dtype bfloat16, another --device, or --no-memory-check to try anyway",
+        )
+    return need
+
+
+@dataclass
+class Loaded:
+    model: Any
+    tokenizer: Any
+    device: str
+    dtype: str
+    load_seconds: float
+    source: ModelSource
+    config: dict[str, Any]
+
+
+def load(source: ModelSource, device_req: str, dtype_req: str, trust_remote_code: bool, allow_pickle: bool,
+         memory_check: bool, show_progress: bool) -> Loaded:
+    from llmcli.arch import quiet_transformers
+
+    config = load_config(source.path)
+    if "auto_map" in config and not trust_remote_code:
+        raise LlmcliError(
+            "this model needs custom code from its directory (auto_map in config.json); llmcli does not run it",
+            path=source.path / "config.json",
+            hint="pass --trust-remote-code if you trust its author",
+        )
+    ckpt = read_checkpoint(source.path)
+    if ckpt.kind == "pickle" and not allow_pickle:
+        raise LlmcliError(
+            f"only pickle weights ({', '.join(ckpt.pickle_files)}); loading them can run arbitrary code",
+            path=source.path,
+            hint="convert to safetensors, or pass --allow-pickle if you trust the files",
+        )
+    if ckpt.kind == "none":
+        raise LlmcliError("no weights here (no *.safetensors files)", path=source.path)
+    quiet_transformers()
+    started = time.perf_counter()
+    import torch
+
+    device = resolve_device(device_req)
+    dtype = resolve_dtype(dtype_req, device, config)
+    check_memory(source.path, dtype, device, force=not memory_check)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    status = _load_status(show_progress, source)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(source.path), trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(source.path),
+            dtype=getattr(torch, dtype),
+            device_map=device,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=ckpt.kind == "safetensors",
+        )
+    except torch.cuda.OutOfMemoryError:
+        raise LlmcliError(f"out of memory on {device} while loading", path=source.path,
+                          hint="try --dtype bfloat16 or --device cpu") from None
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise LlmcliError(f"cannot load the model: {' '.join(str(exc).split())[:300]}", path=source.path) from None
+    finally:
+        status()
+    model.eval()
+    return Loaded(model, tokenizer, device, dtype, time.perf_counter() - started, source, config)
+
+
+def _load_status(enabled: bool, source: ModelSource):
+    """A spinner on stderr while weights load (TTY only); returns the function that stops it."""
+    if not enabled:
+        return lambda: None
+    from rich.console import Console
+
+    console = Console(file=sys.stderr)
+    status = console.status(f"Loading {source.label} ({source.path.name})…", spinner="dots")
+    status.start()
+    return status.stop
