@@ -116,7 +116,10 @@ def _leaf_detail(module: Any) -> str:
 
 
 def _signature(module: Any) -> tuple:
-    return (type(module).__name__, tuple((n, tuple(p.shape)) for n, p in module.named_parameters(remove_duplicate=False)))
+    return (
+        type(module).__name__,
+        tuple((n, tuple(p.shape)) for n, p in module.named_parameters(remove_duplicate=False)),
+    )
 
 
 def module_tree(model: Any, params: ParamReport) -> dict[str, Any]:
@@ -146,9 +149,11 @@ def module_tree(model: Any, params: ParamReport) -> dict[str, Any]:
         }
         if repeat > 1:
             entry["repeat"] = repeat
-        ties = [f"{pn} tied to {tied_to[f'{path}.{pn}' if path else pn]}"
-                for pn, _ in module.named_parameters(recurse=False, remove_duplicate=False)
-                if (f"{path}.{pn}" if path else pn) in tied_to]
+        ties = [
+            f"{pn} tied to {tied_to[f'{path}.{pn}' if path else pn]}"
+            for pn, _ in module.named_parameters(recurse=False, remove_duplicate=False)
+            if (f"{path}.{pn}" if path else pn) in tied_to
+        ]
         if ties:
             entry["tied"] = ties
         kids: list[dict[str, Any]] = []

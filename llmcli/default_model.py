@@ -120,8 +120,11 @@ def ensure_converted(gguf: Path, progress: Any = None) -> Path:
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise LlmcliError(f"cannot create the model cache: {exc.strerror or exc}", path=root,
-                          hint="set LLMCLI_HOME to a writable folder") from None
+        raise LlmcliError(
+            f"cannot create the model cache: {exc.strerror or exc}",
+            path=root,
+            hint="set LLMCLI_HOME to a writable folder",
+        ) from None
     lock_path = root / f".{final.name}.lock"
     with open(lock_path, "w") as lock:
         # Concurrent first runs: one converts, the others wait here and then find it done.

@@ -47,8 +47,7 @@ def parse_set_value(text: str) -> Any:
         return text
 
 
-def _check_range(name: str, value: float | int | None, low: float, high: float | None,
-                 low_open: bool = False) -> None:
+def _check_range(name: str, value: float | int | None, low: float, high: float | None, low_open: bool = False) -> None:
     if value is None:
         return
     if value != value:  # NaN
@@ -74,13 +73,23 @@ def build_generate_kwargs(flags: DecodingFlags) -> dict[str, Any]:
     _check_range("repetition_penalty", flags.repetition_penalty, 0, None, low_open=True)
     _check_range("no_repeat_ngram_size", flags.no_repeat_ngram_size, 0, None)
     _check_range("num_return_sequences", flags.num_return_sequences, 1, None)
-    if flags.min_new_tokens is not None and flags.max_new_tokens is not None and \
-            flags.min_new_tokens > flags.max_new_tokens:
+    if (
+        flags.min_new_tokens is not None
+        and flags.max_new_tokens is not None
+        and flags.min_new_tokens > flags.max_new_tokens
+    ):
         raise UsageError(f"--min-new-tokens ({flags.min_new_tokens}) exceeds --max-new-tokens ({flags.max_new_tokens})")
 
     kwargs: dict[str, Any] = {}
-    for name in ("max_new_tokens", "min_new_tokens", "num_beams", "length_penalty", "repetition_penalty",
-                 "no_repeat_ngram_size", "num_return_sequences"):
+    for name in (
+        "max_new_tokens",
+        "min_new_tokens",
+        "num_beams",
+        "length_penalty",
+        "repetition_penalty",
+        "no_repeat_ngram_size",
+        "num_return_sequences",
+    ):
         value = getattr(flags, name)
         if value is not None:
             kwargs[name] = value
@@ -128,8 +137,10 @@ def build_generate_kwargs(flags: DecodingFlags) -> dict[str, Any]:
         if not sep or not key:
             raise UsageError(f"--set expects key=value, got {item!r}")
         if key in HUB_ONLY_KEYS:
-            raise UsageError(f"--set {key}: this decoding mode needs code from the Hub in transformers 5; "
-                             "llmcli runs offline and does not support it")
+            raise UsageError(
+                f"--set {key}: this decoding mode needs code from the Hub in transformers 5; "
+                "llmcli runs offline and does not support it"
+            )
         if key in OWNED_KEYS:
             raise UsageError(f"--set {key}: use the dedicated flag instead")
         if key in kwargs:

@@ -65,27 +65,56 @@ def inspect_gguf(path: Path, list_tensors: bool) -> tuple[dict[str, Any], list[S
         key = f"{arch}.{suffix}"
         if key in meta:
             arch_rows.append((suffix, show_value(meta[key]), note))
-    other = [(k, show_value(v), "") for k, v in meta.items()
-             if not k.startswith(("general.", f"{arch}.", "tokenizer."))]
+    other = [
+        (k, show_value(v), "") for k, v in meta.items() if not k.startswith(("general.", f"{arch}.", "tokenizer."))
+    ]
     sections = [
         Section(f"GGUF v{info.version} ({path})", [KV(general + [("parameters", _counted(total), "sum of tensors")])]),
         Section(f"Architecture ({arch})", [KV(arch_rows + other)] if arch_rows or other else [Para("none", "dim")]),
-        Section("Quantization", [Table(
-            ["type", "tensors", "parameters", "bytes"],
-            [[q, f"{e['tensors']:,}", f"{e['parameters']:,}", human_bytes(e["bytes"])] for q, e in sorted(by_type.items())],
-            numeric={1, 2, 3},
-        )]),
-        Section("Tokenizer", [KV([
-            ("model", show_value(tokenizer["model"]), "GGUF tokenizer kind"),
-            ("vocab size", f"{vocab:,}" if vocab else "?", ""),
-            ("bos / eos ids", f"{tokenizer['bos_token_id']} / {tokenizer['eos_token_id']}", ""),
-            ("chat template", "yes" if tokenizer["chat_template"] else "no", show_value(template, 60) if template else ""),
-        ])]),
+        Section(
+            "Quantization",
+            [
+                Table(
+                    ["type", "tensors", "parameters", "bytes"],
+                    [
+                        [q, f"{e['tensors']:,}", f"{e['parameters']:,}", human_bytes(e["bytes"])]
+                        for q, e in sorted(by_type.items())
+                    ],
+                    numeric={1, 2, 3},
+                )
+            ],
+        ),
+        Section(
+            "Tokenizer",
+            [
+                KV(
+                    [
+                        ("model", show_value(tokenizer["model"]), "GGUF tokenizer kind"),
+                        ("vocab size", f"{vocab:,}" if vocab else "?", ""),
+                        ("bos / eos ids", f"{tokenizer['bos_token_id']} / {tokenizer['eos_token_id']}", ""),
+                        (
+                            "chat template",
+                            "yes" if tokenizer["chat_template"] else "no",
+                            show_value(template, 60) if template else "",
+                        ),
+                    ]
+                )
+            ],
+        ),
     ]
     if list_tensors:
         data["tensors"] = [{"name": t.name, "type": t.qtype, "shape": t.shape, "bytes": t.nbytes} for t in info.tensors]
-        sections.append(Section("Tensors", [Table(["tensor", "type", "shape", "bytes"],
-                                                  [[t.name, t.qtype, str(t.shape), f"{t.nbytes:,}"] for t in info.tensors],
-                                                  numeric={3})]))
+        sections.append(
+            Section(
+                "Tensors",
+                [
+                    Table(
+                        ["tensor", "type", "shape", "bytes"],
+                        [[t.name, t.qtype, str(t.shape), f"{t.nbytes:,}"] for t in info.tensors],
+                        numeric={3},
+                    )
+                ],
+            )
+        )
     sections.append(Section("Checks", [Para(c, "warn") for c in checks] or [Para("no problems found", "ok")]))
     return data, sections

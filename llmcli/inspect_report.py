@@ -32,8 +32,16 @@ def _counted(n: int) -> str:
 class Inspection:
     """Collects the report for one model directory, section by section."""
 
-    def __init__(self, model_dir: Path, sections: list[str], tensors: bool, depth: int | None,
-                 context: int | None, batch: int, device: str):
+    def __init__(
+        self,
+        model_dir: Path,
+        sections: list[str],
+        tensors: bool,
+        depth: int | None,
+        context: int | None,
+        batch: int,
+        device: str,
+    ):
         self.dir = model_dir
         self.wanted = sections
         self.list_tensors = tensors
@@ -55,7 +63,9 @@ class Inspection:
             self._generation()
         if "tokenizer" in self.wanted:
             self._tokenizer()
-        ckpt = read_checkpoint(self.dir) if {"checkpoint", "parameters", "modules", "memory"} & set(self.wanted) else None
+        ckpt = (
+            read_checkpoint(self.dir) if {"checkpoint", "parameters", "modules", "memory"} & set(self.wanted) else None
+        )
         if ckpt is not None:
             self.checks.extend(ckpt.checks)
         if "checkpoint" in self.wanted and ckpt is not None:
@@ -68,7 +78,9 @@ class Inspection:
                 total = ckpt.parameters
             self._memory(total, geo)
         self.data["checks"] = self.checks
-        self.sections.append(Section("Checks", [Para(c, "warn") for c in self.checks] or [Para("no problems found", "ok")]))
+        self.sections.append(
+            Section("Checks", [Para(c, "warn") for c in self.checks] or [Para("no problems found", "ok")])
+        )
         return self.data, self.sections
 
     # ------------------------------------------------------------------ sections
@@ -85,14 +97,19 @@ class Inspection:
         gen = generation_defaults(self.dir)
         self.data["generation_config"] = gen
         if gen is None:
-            self.sections.append(Section("Generation config", [Para("no generation_config.json: generate() uses "
-                                                                     "transformers' defaults (greedy)", "dim")]))
+            self.sections.append(
+                Section(
+                    "Generation config",
+                    [Para("no generation_config.json: generate() uses transformers' defaults (greedy)", "dim")],
+                )
+            )
             return
         sampling = gen.get("do_sample") is True
         rows = [(k, show_value(v), "") for k, v in gen.items()]
         mode = "sampling" if sampling else "greedy unless flags say otherwise"
-        self.sections.append(Section("Generation config (defaults generate() will use)",
-                                     [KV(rows), Para(f"decoding: {mode}", "dim")]))
+        self.sections.append(
+            Section("Generation config (defaults generate() will use)", [KV(rows), Para(f"decoding: {mode}", "dim")])
+        )
 
     def _tokenizer(self) -> None:
         tok = tokenizer_summary(self.dir)
@@ -104,8 +121,11 @@ class Inspection:
             ("class", tok["class"] or "?", "from tokenizer_config.json"),
             ("model", tok["model"] or "?", "tokenization algorithm (tokenizer.json)"),
             ("vocab size", f"{tok['vocab_size']:,}" if tok["vocab_size"] else "?", "base vocab + added tokens"),
-            ("chat template", f"yes ({tok['chat_template_source']})" if tok["chat_template"] else "no",
-             "generate applies it unless --raw"),
+            (
+                "chat template",
+                f"yes ({tok['chat_template_source']})" if tok["chat_template"] else "no",
+                "generate applies it unless --raw",
+            ),
         ]
         for key, value in tok["special_tokens"].items():
             rows.append((key, value, ""))
@@ -137,23 +157,42 @@ class Inspection:
             "pickle_files": ckpt.pickle_files,
         }
         if ckpt.kind != "safetensors":
-            text = "no weights in this directory (config only)" if ckpt.kind == "none" else \
-                f"pickle weights only ({', '.join(ckpt.pickle_files)}): not read"
+            text = (
+                "no weights in this directory (config only)"
+                if ckpt.kind == "none"
+                else f"pickle weights only ({', '.join(ckpt.pickle_files)}): not read"
+            )
             self.sections.append(Section("Checkpoint", [Para(text, "dim")]))
             return
         rows = [
-            [s.file, human_bytes(s.size_on_disk), f"{s.tensors:,}", f"{s.parameters:,}",
-             ", ".join(f"{d}×{n}" for d, n in sorted(s.dtypes.items()))]
+            [
+                s.file,
+                human_bytes(s.size_on_disk),
+                f"{s.tensors:,}",
+                f"{s.parameters:,}",
+                ", ".join(f"{d}×{n}" for d, n in sorted(s.dtypes.items())),
+            ]
             for s in ckpt.shards
         ]
-        rows.append(["total", human_bytes(sum(s.size_on_disk for s in ckpt.shards)), f"{len(ckpt.tensors):,}",
-                     f"{ckpt.parameters:,}", ""])
+        rows.append(
+            [
+                "total",
+                human_bytes(sum(s.size_on_disk for s in ckpt.shards)),
+                f"{len(ckpt.tensors):,}",
+                f"{ckpt.parameters:,}",
+                "",
+            ]
+        )
         blocks: list[Any] = [Table(["file", "size", "tensors", "parameters", "dtypes"], rows, numeric={1, 2, 3})]
         if ckpt.index_total_size is not None:
             same = ckpt.index_total_size == ckpt.tensor_bytes
-            blocks.append(Para(
-                f"index total_size {ckpt.index_total_size:,} bytes; header byte sum {ckpt.tensor_bytes:,} "
-                + ("(match)" if same else "(MISMATCH)"), "ok" if same else "warn"))
+            blocks.append(
+                Para(
+                    f"index total_size {ckpt.index_total_size:,} bytes; header byte sum {ckpt.tensor_bytes:,} "
+                    + ("(match)" if same else "(MISMATCH)"),
+                    "ok" if same else "warn",
+                )
+            )
         else:
             blocks.append(Para(f"tensor bytes (from headers): {ckpt.tensor_bytes:,}", "dim"))
         if self.list_tensors:
@@ -161,9 +200,13 @@ class Inspection:
                 {"name": t.name, "dtype": t.dtype, "shape": t.shape, "bytes": t.nbytes, "shard": t.shard}
                 for t in ckpt.tensors.values()
             ]
-            blocks.append(Table(["tensor", "dtype", "shape", "bytes", "shard"],
-                                [[t.name, t.dtype, str(t.shape), f"{t.nbytes:,}", t.shard]
-                                 for t in ckpt.tensors.values()], numeric={3}))
+            blocks.append(
+                Table(
+                    ["tensor", "dtype", "shape", "bytes", "shard"],
+                    [[t.name, t.dtype, str(t.shape), f"{t.nbytes:,}", t.shard] for t in ckpt.tensors.values()],
+                    numeric={3},
+                )
+            )
         self.sections.append(Section("Checkpoint (safetensors headers)", blocks))
 
     def _architecture(self, config: dict[str, Any], geo: Geometry, ckpt: Checkpoint | None) -> int | None:
@@ -182,14 +225,26 @@ class Inspection:
             if ckpt is not None and ckpt.tensors:
                 total = ckpt.parameters
                 self.data["parameters"] = {
-                    "total": total, "embedding": None, "non_embedding": None,
-                    "by_dtype": ckpt.by_dtype(), "source": "checkpoint", "note": reason,
+                    "total": total,
+                    "embedding": None,
+                    "non_embedding": None,
+                    "by_dtype": ckpt.by_dtype(),
+                    "source": "checkpoint",
+                    "note": reason,
                 }
                 if "parameters" in self.wanted:
-                    self.sections.append(Section("Parameters", [
-                        KV([("total", _counted(total), "sum of the checkpoint's tensor shapes")]),
-                        Para(f"architecture not built ({reason}); counted from safetensors headers instead", "warn"),
-                    ]))
+                    self.sections.append(
+                        Section(
+                            "Parameters",
+                            [
+                                KV([("total", _counted(total), "sum of the checkpoint's tensor shapes")]),
+                                Para(
+                                    f"architecture not built ({reason}); counted from safetensors headers instead",
+                                    "warn",
+                                ),
+                            ],
+                        )
+                    )
                 self.checks.append(f"architecture not built: {reason}")
                 return total
             self.checks.append(f"architecture not built: {reason}")
@@ -228,24 +283,37 @@ class Inspection:
             if ckpt is not None and ckpt.tensors:
                 arch_checks = architecture_checks(model, ckpt.tensors)
                 self.checks.extend(arch_checks)
-                blocks.append(Para("checkpoint matches the architecture: every expected parameter present, "
-                                   "shapes agree" if not arch_checks else
-                                   f"{len(arch_checks)} mismatch(es) with the checkpoint, see Checks",
-                                   "ok" if not arch_checks else "warn"))
+                blocks.append(
+                    Para(
+                        "checkpoint matches the architecture: every expected parameter present, shapes agree"
+                        if not arch_checks
+                        else f"{len(arch_checks)} mismatch(es) with the checkpoint, see Checks",
+                        "ok" if not arch_checks else "warn",
+                    )
+                )
             self.sections.append(Section("Modules", blocks))
         return params.total
 
     def _memory(self, total: int | None, geo: Geometry) -> None:
         report = memory_report(total, geo, self.context, self.batch, self.device)
         self.data["memory"] = report
-        rows = [(dtype, human_bytes(n), f"{BYTES_PER_PARAM[dtype]:g} bytes per parameter")
-                for dtype, n in report["weights_bytes"].items()]
+        rows = [
+            (dtype, human_bytes(n), f"{BYTES_PER_PARAM[dtype]:g} bytes per parameter")
+            for dtype, n in report["weights_bytes"].items()
+        ]
         kv = report["kv_cache"]
         if kv["bytes_per_token"]:
-            rows.append(("KV cache / token", human_bytes(kv["bytes_per_token"]),
-                         f"bf16: 2 × {geo.layers} layers × {geo.kv_heads} KV heads × {geo.head_dim} head_dim × 2 bytes"))
+            rows.append(
+                (
+                    "KV cache / token",
+                    human_bytes(kv["bytes_per_token"]),
+                    f"bf16: 2 × {geo.layers} layers × {geo.kv_heads} KV heads × {geo.head_dim} head_dim × 2 bytes",
+                )
+            )
         if kv["bytes"] is not None:
-            rows.append((f"KV cache {kv['context']:,} tok × {kv['batch']}", human_bytes(kv["bytes"]), "context × batch"))
+            rows.append(
+                (f"KV cache {kv['context']:,} tok × {kv['batch']}", human_bytes(kv["bytes"]), "context × batch")
+            )
         dev = report["device"]
         rows.append((f"{dev['device']} free", human_bytes(dev["free_bytes"]), f"of {human_bytes(dev['total_bytes'])}"))
         blocks: list[Any] = [KV(rows)]
@@ -255,8 +323,13 @@ class Inspection:
             if verdict["fits"]:
                 blocks.append(Para(f"fits: bf16 weights + KV cache need {need}", "ok"))
             else:
-                blocks.append(Para(f"does not fit: bf16 weights + KV cache need {need}; try --context, int8/int4 "
-                                   "weights or another device", "warn"))
+                blocks.append(
+                    Para(
+                        f"does not fit: bf16 weights + KV cache need {need}; try --context, int8/int4 "
+                        "weights or another device",
+                        "warn",
+                    )
+                )
         if total is None:
             blocks.append(Para("parameter count unknown: weight sizes not computed", "warn"))
         self.sections.append(Section("Memory", blocks))

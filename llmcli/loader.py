@@ -75,16 +75,19 @@ def resolve_device(requested: str) -> str:
         return "mps"
     if req == "cuda" or req.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise LlmcliError(f"device {requested} is not available: torch sees no CUDA GPU",
-                              hint="use --device cpu or auto")
+            raise LlmcliError(
+                f"device {requested} is not available: torch sees no CUDA GPU", hint="use --device cpu or auto"
+            )
         if ":" in req:
             try:
                 index = int(req.split(":", 1)[1])
             except ValueError:
                 raise UsageError(f"--device {requested}: expected cuda:N") from None
             if index < 0 or index >= torch.cuda.device_count():
-                raise LlmcliError(f"device {requested} does not exist: {torch.cuda.device_count()} CUDA device(s)",
-                                  hint="use --device cuda:0")
+                raise LlmcliError(
+                    f"device {requested} does not exist: {torch.cuda.device_count()} CUDA device(s)",
+                    hint="use --device cuda:0",
+                )
         return req
     raise UsageError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {requested!r}")
 
@@ -107,14 +110,19 @@ def check_memory(model_dir: Path, dtype: str, device: str, force: bool) -> int:
     if ckpt.kind == "pickle":
         return 0
     per_param = DTYPE_BYTES.get({"float32": "F32", "bfloat16": "BF16", "float16": "F16"}[dtype], 2)
-    need = int(sum(t.numel * (per_param if t.dtype in ("F32", "F16", "BF16", "F64") else DTYPE_BYTES.get(t.dtype, 1))
-                   for t in ckpt.tensors.values()))
+    need = int(
+        sum(
+            t.numel * (per_param if t.dtype in ("F32", "F16", "BF16", "F64") else DTYPE_BYTES.get(t.dtype, 1))
+            for t in ckpt.tensors.values()
+        )
+    )
     if force:
         return need
     dev = device_memory(device)
     if need > dev["free_bytes"]:
         raise LlmcliError(
-            f"the weights need {human_bytes(need)} in {dtype} but {dev['device']} has {human_bytes(dev['free_bytes'])} free",
+            f"the weights need {human_bytes(need)} in {dtype} but {dev['device']} has "
+            f"{human_bytes(dev['free_bytes'])} free",
             path=model_dir,
             hint="try --dtype bfloat16, another --device, or --no-memory-check to try anyway",
         )
@@ -132,8 +140,15 @@ class Loaded:
     config: dict[str, Any]
 
 
-def load(source: ModelSource, device_req: str, dtype_req: str, trust_remote_code: bool, allow_pickle: bool,
-         memory_check: bool, show_progress: bool) -> Loaded:
+def load(
+    source: ModelSource,
+    device_req: str,
+    dtype_req: str,
+    trust_remote_code: bool,
+    allow_pickle: bool,
+    memory_check: bool,
+    show_progress: bool,
+) -> Loaded:
     from llmcli.arch import quiet_transformers
 
     config = load_config(source.path)
@@ -172,8 +187,9 @@ def load(source: ModelSource, device_req: str, dtype_req: str, trust_remote_code
             use_safetensors=ckpt.kind == "safetensors",
         )
     except torch.cuda.OutOfMemoryError:
-        raise LlmcliError(f"out of memory on {device} while loading", path=source.path,
-                          hint="try --dtype bfloat16 or --device cpu") from None
+        raise LlmcliError(
+            f"out of memory on {device} while loading", path=source.path, hint="try --dtype bfloat16 or --device cpu"
+        ) from None
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise LlmcliError(f"cannot load the model: {' '.join(str(exc).split())[:300]}", path=source.path) from None
     finally:

@@ -128,7 +128,7 @@ def warn(message: str) -> None:
 
 
 def _pad(cells: list[str], widths: list[int], numeric: set[int]) -> str:
-    parts = [c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))]
+    parts = [c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
     return "  ".join(parts).rstrip()
 
 

@@ -113,7 +113,7 @@ class TextStream:
 
     def _emit(self, upto: str) -> None:
         if len(upto) > self.printed:
-            self.write(upto[self.printed:])
+            self.write(upto[self.printed :])
             self.printed = len(upto)
 
     def finish(self, final_text: str) -> None:
@@ -128,8 +128,7 @@ def first_stop(text: str, stops: list[str]) -> int | None:
 def prepare_prompt(tokenizer: Any, text: str, system: str | None, raw: bool) -> list[int]:
     if not raw and getattr(tokenizer, "chat_template", None):
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
-        encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                                return_dict=True)
+        encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
         return list(encoded["input_ids"])
     if system and not raw:
         raise UsageError("--system needs a chat template, and this model has none (drop --system or use --raw)")
@@ -155,8 +154,9 @@ def peak_memory(device: str) -> tuple[int | None, str]:
         return None, "rss"
 
 
-def finish_reason(new_ids: list[int], eos_ids: set[int], text_before_cut: str, stops: list[str],
-                  max_new: int | None) -> str:
+def finish_reason(
+    new_ids: list[int], eos_ids: set[int], text_before_cut: str, stops: list[str], max_new: int | None
+) -> str:
     if stops and first_stop(text_before_cut, stops) is not None:
         return "stop_string"
     if new_ids and new_ids[-1] in eos_ids:
@@ -185,8 +185,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def generate_batch(loaded: Any, prompts: list[str], kwargs: dict[str, Any], seed: int | None,
-                   system: str | None, raw: bool, stream: Callable[[str], None] | None) -> list[Result]:
+def generate_batch(
+    loaded: Any,
+    prompts: list[str],
+    kwargs: dict[str, Any],
+    seed: int | None,
+    system: str | None,
+    raw: bool,
+    stream: Callable[[str], None] | None,
+) -> list[Result]:
     """Generate for prompts sharing one batch (left-padded). Streams only for a single output."""
     import torch
 
@@ -197,12 +204,17 @@ def generate_batch(loaded: Any, prompts: list[str], kwargs: dict[str, Any], seed
         if not ids:
             raise UsageError("the prompt encodes to no tokens")
         if context and len(ids) >= context:
-            raise LlmcliError(f"the prompt is {len(ids):,} tokens, but the model's context is {context:,} tokens",
-                              hint="shorten the prompt")
+            raise LlmcliError(
+                f"the prompt is {len(ids):,} tokens, but the model's context is {context:,} tokens",
+                hint="shorten the prompt",
+            )
     call = dict(kwargs)
     gen_defaults = model.generation_config
-    if "max_new_tokens" not in call and getattr(gen_defaults, "max_new_tokens", None) is None and \
-            getattr(gen_defaults, "max_length", 20) in (None, 20):
+    if (
+        "max_new_tokens" not in call
+        and getattr(gen_defaults, "max_new_tokens", None) is None
+        and getattr(gen_defaults, "max_length", 20) in (None, 20)
+    ):
         call["max_new_tokens"] = FALLBACK_MAX_NEW_TOKENS
     if context and call.get("max_new_tokens"):
         room = context - max(len(i) for i in encoded)
@@ -244,8 +256,10 @@ def generate_batch(loaded: Any, prompts: list[str], kwargs: dict[str, Any], seed
     except torch.cuda.OutOfMemoryError:
         if text_stream is not None:
             text_stream.finish(text_stream.tokenizer.decode(text_stream.ids, skip_special_tokens=True))
-        raise LlmcliError(f"CUDA out of memory during generation on {loaded.device}",
-                          hint="lower --max-new-tokens or --batch-size, or use --dtype bfloat16") from None
+        raise LlmcliError(
+            f"CUDA out of memory during generation on {loaded.device}",
+            hint="lower --max-new-tokens or --batch-size, or use --dtype bfloat16",
+        ) from None
     except (ValueError, TypeError) as exc:
         raise UsageError(f"generate() rejected the settings: {' '.join(str(exc).split())[:300]}") from None
     ended = time.perf_counter()
@@ -256,20 +270,26 @@ def generate_batch(loaded: Any, prompts: list[str], kwargs: dict[str, Any], seed
     total_new = 0
     for p_index, prompt in enumerate(prompts):
         outputs = []
-        for seq in sequences[p_index * per_prompt:(p_index + 1) * per_prompt]:
+        for seq in sequences[p_index * per_prompt : (p_index + 1) * per_prompt]:
             new_ids = trim_after_eos(seq[width:], eos)
             while new_ids and new_ids[-1] == pad_id and pad_id not in eos:
                 new_ids.pop()
             full_text = tokenizer.decode(new_ids, skip_special_tokens=True)
             cut = first_stop(full_text, stops)
             text = full_text if cut is None else full_text[:cut]
-            reason = "length" if interrupted else finish_reason(new_ids, eos, full_text, stops, call.get("max_new_tokens"))
+            reason = (
+                "length" if interrupted else finish_reason(new_ids, eos, full_text, stops, call.get("max_new_tokens"))
+            )
             outputs.append(Output(text, new_ids, reason))
             total_new += len(new_ids)
         results.append(Result(prompt, encoded[p_index], outputs, Stats(), _jsonable(call), seed, interrupted))
 
-    stats = Stats(load_seconds=round(loaded.load_seconds, 3), prompt_tokens=sum(len(i) for i in encoded),
-                  generated_tokens=total_new, total_seconds=round(ended - started, 4))
+    stats = Stats(
+        load_seconds=round(loaded.load_seconds, 3),
+        prompt_tokens=sum(len(i) for i in encoded),
+        generated_tokens=total_new,
+        total_seconds=round(ended - started, 4),
+    )
     if timer is not None and timer.first_token_at is not None:
         ttft = timer.first_token_at - started
         stats.time_to_first_token = round(ttft, 4)

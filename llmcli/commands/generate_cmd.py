@@ -19,59 +19,100 @@ def register(app: typer.Typer) -> None:
 
 def generate(
     prompt: str = typer.Argument(None, help="The prompt; '-' reads stdin. Piped stdin is put before it."),
-    model: str = typer.Option(None, "--model", "-m", help="Model directory or .gguf file "
-                              "(default: $LLMCLI_MODEL, else the embedded SmolLM2-135M-Instruct).",
-                              rich_help_panel=H_MODEL),
+    model: str = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Model directory or .gguf file (default: $LLMCLI_MODEL, else the embedded SmolLM2-135M-Instruct).",
+        rich_help_panel=H_MODEL,
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=H_MODEL),
-    dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16 "
-                              "(auto: the checkpoint's on CUDA, bfloat16 on CPU).", rich_help_panel=H_MODEL),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Allow code shipped in the "
-                                           "model directory to run.", rich_help_panel=H_MODEL),
-    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow .bin (pickle) weights, which can run "
-                                      "code when loaded.", rich_help_panel=H_MODEL),
-    memory_check: bool = typer.Option(True, "--memory-check/--no-memory-check", help="Refuse models whose "
-                                      "weights exceed free device memory.", rich_help_panel=H_MODEL),
-    max_new_tokens: int = typer.Option(None, "--max-new-tokens", "-n", rich_help_panel=H_DEC,
-                                       help="Most tokens to generate."),
+    dtype: str = typer.Option(
+        "auto",
+        "--dtype",
+        help="auto, float32, bfloat16 or float16 (auto: the checkpoint's on CUDA, bfloat16 on CPU).",
+        rich_help_panel=H_MODEL,
+    ),
+    trust_remote_code: bool = typer.Option(
+        False, "--trust-remote-code", help="Allow code shipped in the model directory to run.", rich_help_panel=H_MODEL
+    ),
+    allow_pickle: bool = typer.Option(
+        False,
+        "--allow-pickle",
+        help="Allow .bin (pickle) weights, which can run code when loaded.",
+        rich_help_panel=H_MODEL,
+    ),
+    memory_check: bool = typer.Option(
+        True,
+        "--memory-check/--no-memory-check",
+        help="Refuse models whose weights exceed free device memory.",
+        rich_help_panel=H_MODEL,
+    ),
+    max_new_tokens: int = typer.Option(
+        None, "--max-new-tokens", "-n", rich_help_panel=H_DEC, help="Most tokens to generate."
+    ),
     min_new_tokens: int = typer.Option(None, "--min-new-tokens", rich_help_panel=H_DEC),
-    temperature: float = typer.Option(None, "--temperature", "-t", rich_help_panel=H_DEC,
-                                      help="Softmax temperature; turns sampling on (0 means greedy)."),
+    temperature: float = typer.Option(
+        None,
+        "--temperature",
+        "-t",
+        rich_help_panel=H_DEC,
+        help="Softmax temperature; turns sampling on (0 means greedy).",
+    ),
     top_p: float = typer.Option(None, "--top-p", rich_help_panel=H_DEC, help="Nucleus sampling mass (0, 1]."),
     top_k: int = typer.Option(None, "--top-k", rich_help_panel=H_DEC, help="Sample among the k most likely."),
     min_p: float = typer.Option(None, "--min-p", rich_help_panel=H_DEC),
     typical_p: float = typer.Option(None, "--typical-p", rich_help_panel=H_DEC),
-    do_sample: bool = typer.Option(None, "--do-sample/--greedy", rich_help_panel=H_DEC,
-                                   help="Force sampling or greedy decoding (default: the model's)."),
+    do_sample: bool = typer.Option(
+        None,
+        "--do-sample/--greedy",
+        rich_help_panel=H_DEC,
+        help="Force sampling or greedy decoding (default: the model's).",
+    ),
     num_beams: int = typer.Option(None, "--num-beams", rich_help_panel=H_DEC),
     length_penalty: float = typer.Option(None, "--length-penalty", rich_help_panel=H_DEC),
-    early_stopping: str = typer.Option(None, "--early-stopping", rich_help_panel=H_DEC,
-                                       help="Beam search: true, false or never."),
+    early_stopping: str = typer.Option(
+        None, "--early-stopping", rich_help_panel=H_DEC, help="Beam search: true, false or never."
+    ),
     repetition_penalty: float = typer.Option(None, "--repetition-penalty", rich_help_panel=H_DEC),
     no_repeat_ngram_size: int = typer.Option(None, "--no-repeat-ngram-size", rich_help_panel=H_DEC),
     num_return_sequences: int = typer.Option(None, "--num-return-sequences", rich_help_panel=H_DEC),
-    stop: list[str] = typer.Option(None, "--stop", rich_help_panel=H_DEC,
-                                   help="Stop string (repeatable); the output ends before it."),
-    seed: int = typer.Option(None, "--seed", rich_help_panel=H_DEC, help="Random seed (sampling always "
-                             "runs under one; --json reports it)."),
-    set_: list[str] = typer.Option(None, "--set", rich_help_panel=H_DEC,
-                                   help="Any other GenerationConfig field, key=value (value parsed as JSON)."),
-    show_config: bool = typer.Option(False, "--show-config", rich_help_panel=H_DEC,
-                                     help="Print the effective generation config and exit (no weights loaded)."),
-    system: str = typer.Option(None, "--system", "-s", rich_help_panel=H_OUT, help="System message for the chat "
-                               "template."),
+    stop: list[str] = typer.Option(
+        None, "--stop", rich_help_panel=H_DEC, help="Stop string (repeatable); the output ends before it."
+    ),
+    seed: int = typer.Option(
+        None, "--seed", rich_help_panel=H_DEC, help="Random seed (sampling always runs under one; --json reports it)."
+    ),
+    set_: list[str] = typer.Option(
+        None, "--set", rich_help_panel=H_DEC, help="Any other GenerationConfig field, key=value (value parsed as JSON)."
+    ),
+    show_config: bool = typer.Option(
+        False,
+        "--show-config",
+        rich_help_panel=H_DEC,
+        help="Print the effective generation config and exit (no weights loaded).",
+    ),
+    system: str = typer.Option(
+        None, "--system", "-s", rich_help_panel=H_OUT, help="System message for the chat template."
+    ),
     raw: bool = typer.Option(False, "--raw", rich_help_panel=H_OUT, help="Send the text as-is, no chat template."),
     file: str = typer.Option(None, "--file", "-f", rich_help_panel=H_OUT, help="Read the prompt from a file."),
-    each_line: bool = typer.Option(False, "--each-line", rich_help_panel=H_OUT,
-                                   help="Every stdin line is a prompt (batched)."),
-    prompts_file: str = typer.Option(None, "--prompts", rich_help_panel=H_OUT,
-                                     help='File with one prompt per line, or JSONL {"prompt": ...}.'),
-    batch_size: int = typer.Option(8, "--batch-size", min=1, rich_help_panel=H_OUT,
-                                   help="Prompts per batch on the device."),
-    json_out: bool = typer.Option(False, "--json", rich_help_panel=H_OUT,
-                                  help="One JSON object on stdout (JSONL for batches)."),
+    each_line: bool = typer.Option(
+        False, "--each-line", rich_help_panel=H_OUT, help="Every stdin line is a prompt (batched)."
+    ),
+    prompts_file: str = typer.Option(
+        None, "--prompts", rich_help_panel=H_OUT, help='File with one prompt per line, or JSONL {"prompt": ...}.'
+    ),
+    batch_size: int = typer.Option(
+        8, "--batch-size", min=1, rich_help_panel=H_OUT, help="Prompts per batch on the device."
+    ),
+    json_out: bool = typer.Option(
+        False, "--json", rich_help_panel=H_OUT, help="One JSON object on stdout (JSONL for batches)."
+    ),
     stats: bool = typer.Option(False, "--stats", rich_help_panel=H_OUT, help="Timing and memory figures on stderr."),
-    verbose: bool = typer.Option(False, "--verbose", "-v", rich_help_panel=H_OUT,
-                                 help="Stats, plus transformers' own warnings."),
+    verbose: bool = typer.Option(
+        False, "--verbose", "-v", rich_help_panel=H_OUT, help="Stats, plus transformers' own warnings."
+    ),
 ) -> None:
     """Generate text; every decoding flag maps straight onto transformers' generate()."""
     from llmcli import output
@@ -79,11 +120,22 @@ def generate(
     from llmcli.modelfs.tokenizer import generation_defaults
 
     flags = DecodingFlags(
-        max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, temperature=temperature, top_p=top_p,
-        top_k=top_k, min_p=min_p, typical_p=typical_p, do_sample=do_sample, num_beams=num_beams,
-        length_penalty=length_penalty, early_stopping=early_stopping, repetition_penalty=repetition_penalty,
-        no_repeat_ngram_size=no_repeat_ngram_size, num_return_sequences=num_return_sequences,
-        stop=list(stop or []), extra=list(set_ or []),
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=min_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        min_p=min_p,
+        typical_p=typical_p,
+        do_sample=do_sample,
+        num_beams=num_beams,
+        length_penalty=length_penalty,
+        early_stopping=early_stopping,
+        repetition_penalty=repetition_penalty,
+        no_repeat_ngram_size=no_repeat_ngram_size,
+        num_return_sequences=num_return_sequences,
+        stop=list(stop or []),
+        extra=list(set_ or []),
     )
     kwargs = build_generate_kwargs(flags)
     if verbose:
@@ -104,13 +156,18 @@ def generate(
     effective = effective_config(defaults, kwargs)
     if show_config:
         if json_out:
-            output.emit_json({"model": str(source.path), "defaults": defaults, "overrides": kwargs,
-                              "effective": effective})
+            output.emit_json(
+                {"model": str(source.path), "defaults": defaults, "overrides": kwargs, "effective": effective}
+            )
         else:
-            rows = [(k, repr(v) if isinstance(v, str) else str(v), "override" if k in kwargs else "model default")
-                    for k, v in effective.items()]
-            output.show([output.Section(f"Effective generation config ({source.label})", [output.KV(rows)])],
-                        output.choose_mode(False))
+            rows = [
+                (k, repr(v) if isinstance(v, str) else str(v), "override" if k in kwargs else "model default")
+                for k, v in effective.items()
+            ]
+            output.show(
+                [output.Section(f"Effective generation config ({source.label})", [output.KV(rows)])],
+                output.choose_mode(False),
+            )
         return
 
     from llmcli.runner import GenerationInterrupted, generate_batch, pick_seed
@@ -124,12 +181,17 @@ def generate(
     results = []
     try:
         for start in range(0, len(prompts), batch_size if batch else 1):
-            chunk = prompts[start:start + (batch_size if batch else 1)]
+            chunk = prompts[start : start + (batch_size if batch else 1)]
             done = generate_batch(loaded, chunk, kwargs, seed_used, system, raw, stream if not batch else None)
             results.extend(done)
             for result in done:
-                _print_result(result, model_info, json_out, streamed=stream is not None and not batch,
-                              separate=batch or len(result.outputs) > 1)
+                _print_result(
+                    result,
+                    model_info,
+                    json_out,
+                    streamed=stream is not None and not batch,
+                    separate=batch or len(result.outputs) > 1,
+                )
     except GenerationInterrupted as exc:
         for result in exc.results:
             if json_out:

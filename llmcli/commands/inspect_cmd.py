@@ -19,18 +19,25 @@ def _parse_only(only: str | None) -> list[str]:
     chosen = [s.strip().lower() for s in only.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in SECTIONS]
     if unknown or not chosen:
-        raise UsageError(f"--only: unknown section(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(SECTIONS)}")
+        raise UsageError(
+            f"--only: unknown section(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(SECTIONS)}"
+        )
     return chosen
 
 
 def inspect(
     path: str = typer.Argument(..., help="Model directory (config.json, safetensors) or a .gguf file."),
-    only: str = typer.Option(None, "--only", help="Comma-separated sections: config, generation, tokenizer, "
-                             "checkpoint, parameters, modules, memory. The first four never import torch."),
+    only: str = typer.Option(
+        None,
+        "--only",
+        help="Comma-separated sections: config, generation, tokenizer, "
+        "checkpoint, parameters, modules, memory. The first four never import torch.",
+    ),
     tensors: bool = typer.Option(False, "--tensors", help="List every tensor (name, dtype, shape, bytes, shard)."),
     depth: int = typer.Option(None, "--depth", min=0, help="Module tree depth (default: all levels)."),
-    context: int = typer.Option(None, "--context", min=1, help="Context length for the KV-cache estimate "
-                                "(default: the model's max)."),
+    context: int = typer.Option(
+        None, "--context", min=1, help="Context length for the KV-cache estimate (default: the model's max)."
+    ),
     batch: int = typer.Option(1, "--batch", min=1, help="Batch size for the KV-cache estimate."),
     device: str = typer.Option("auto", "--device", help="Device whose memory the verdict uses: auto, cpu, cuda[:N]."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout and nothing else."),

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import typer
 
-models_app = typer.Typer(help="The embedded default model and the cache of converted GGUF files.",
-                         invoke_without_command=True, no_args_is_help=False)
+models_app = typer.Typer(
+    help="The embedded default model and the cache of converted GGUF files.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -13,8 +16,9 @@ def register(app: typer.Typer) -> None:
 
 
 @models_app.callback()
-def models(ctx: typer.Context,
-           json_out: bool = typer.Option(False, "--json", help="One JSON object on stdout.")) -> None:
+def models(
+    ctx: typer.Context, json_out: bool = typer.Option(False, "--json", help="One JSON object on stdout.")
+) -> None:
     """List the default model, where its cache lives and its size (also: rebuild, remove)."""
     if ctx.invoked_subcommand is None:
         list_models(json_out)
@@ -37,8 +41,13 @@ def list_models(json_out: bool) -> None:
 
     try:
         gguf = default_gguf()
-        default = {"package": DEFAULT_DIST, "gguf": str(gguf), "gguf_bytes": gguf.stat().st_size,
-                   "cache": str(cached_dir_for(gguf)), "converted": is_complete(cached_dir_for(gguf))}
+        default = {
+            "package": DEFAULT_DIST,
+            "gguf": str(gguf),
+            "gguf_bytes": gguf.stat().st_size,
+            "cache": str(cached_dir_for(gguf)),
+            "converted": is_complete(cached_dir_for(gguf)),
+        }
     except LlmcliError as exc:
         default = {"package": DEFAULT_DIST, "error": exc.one_line(), "install": INSTALL_HINT}
     cached = [{"path": str(p), "bytes": dir_size(p), "complete": is_complete(p)} for p in cached_models()]
@@ -56,9 +65,11 @@ def list_models(json_out: bool) -> None:
             ("GGUF file", default["gguf"], human_bytes(default["gguf_bytes"])),
             ("converted", default["cache"] if default["converted"] else "not yet (first generate converts it)", ""),
         ]
-    table = output.Table(["cached model", "size", "state"],
-                         [[c["path"], human_bytes(c["bytes"]), "ready" if c["complete"] else "incomplete"]
-                          for c in cached], numeric={1})
+    table = output.Table(
+        ["cached model", "size", "state"],
+        [[c["path"], human_bytes(c["bytes"]), "ready" if c["complete"] else "incomplete"] for c in cached],
+        numeric={1},
+    )
     blocks = [output.KV(rows)] + ([table] if cached else [output.Para("cache is empty", "dim")])
     output.show([output.Section("Models", blocks)], mode)
 

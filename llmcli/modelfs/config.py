@@ -123,7 +123,9 @@ def geometry(config: dict[str, Any]) -> Geometry:
     if head_dim is None and hidden and heads:
         head_dim = hidden // heads if hidden % heads == 0 else None
     if heads and kv_heads and heads % kv_heads:
-        problems.append(f"config.json: num_attention_heads ({heads}) is not a multiple of num_key_value_heads ({kv_heads})")
+        problems.append(
+            f"config.json: num_attention_heads ({heads}) is not a multiple of num_key_value_heads ({kv_heads})"
+        )
     rope = cfg.get("rope_theta")
     if rope is None and isinstance(cfg.get("rope_parameters"), dict):
         rope = cfg["rope_parameters"].get("rope_theta")
@@ -166,18 +168,22 @@ def derived_rows(geo: Geometry) -> list[tuple[str, str, str]]:
         if geo.gqa_group == 1:
             rows.append(("GQA", "none (multi-head attention)", "every query head has its own key/value head"))
         else:
-            rows.append((
-                "GQA ratio",
-                f"{geo.gqa_group}:1",
-                f"{geo.heads} query heads share {geo.kv_heads} KV heads, {geo.gqa_group} per group",
-            ))
+            rows.append(
+                (
+                    "GQA ratio",
+                    f"{geo.gqa_group}:1",
+                    f"{geo.heads} query heads share {geo.kv_heads} KV heads, {geo.gqa_group} per group",
+                )
+            )
     if geo.hidden and geo.heads and geo.kv_heads and geo.head_dim:
         q_out = geo.heads * geo.head_dim
         kv_out = geo.kv_heads * geo.head_dim
         rows.append(("q_proj", f"{geo.hidden}→{q_out}", f"{geo.heads} heads × head_dim {geo.head_dim}"))
         rows.append(("k/v_proj", f"{geo.hidden}→{kv_out}", f"{geo.kv_heads} KV heads × head_dim {geo.head_dim}"))
     if geo.hidden and geo.intermediate:
-        rows.append(("MLP expansion", f"{geo.intermediate / geo.hidden:.2f}×", f"{geo.hidden}→{geo.intermediate}→{geo.hidden}"))
+        rows.append(
+            ("MLP expansion", f"{geo.intermediate / geo.hidden:.2f}×", f"{geo.hidden}→{geo.intermediate}→{geo.hidden}")
+        )
     return rows
 
 

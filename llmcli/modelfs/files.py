@@ -63,9 +63,7 @@ def read_json_object(path: Path, max_bytes: int = 20 * 1024 * 1024, what: str = 
     except RecursionError:
         raise LlmcliError(f"{what} is nested too deeply", path=path) from None
     except json.JSONDecodeError as exc:
-        raise LlmcliError(
-            f"is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", path=path
-        ) from None
+        raise LlmcliError(f"is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", path=path) from None
     if not isinstance(data, dict):
         raise LlmcliError(f"{what} must be a JSON object, found {type(data).__name__}", path=path)
     return data

@@ -27,8 +27,11 @@ def tokenizer_summary(model_dir: Path) -> dict[str, Any] | None:
     cfg = read_json_object(cfg_path, what="tokenizer config") if cfg_path.is_file() else {}
     summary: dict[str, Any] = {
         "class": cfg.get("tokenizer_class") if isinstance(cfg.get("tokenizer_class"), str) else None,
-        "files": sorted(p.name for p in model_dir.iterdir() if p.name.startswith(("tokenizer", "vocab", "merges",
-                                                                                  "special_tokens", "chat_template"))),
+        "files": sorted(
+            p.name
+            for p in model_dir.iterdir()
+            if p.name.startswith(("tokenizer", "vocab", "merges", "special_tokens", "chat_template"))
+        ),
     }
     specials = {k: _token_text(cfg.get(k)) for k in SPECIAL_KEYS if _token_text(cfg.get(k)) is not None}
     added_special: list[str] = []
@@ -56,8 +59,11 @@ def tokenizer_summary(model_dir: Path) -> dict[str, Any] | None:
                 vocab_size += extra
     decoder = cfg.get("added_tokens_decoder")
     if isinstance(decoder, dict) and not added_special:
-        added_special = [v["content"] for v in decoder.values()
-                         if isinstance(v, dict) and v.get("special") and isinstance(v.get("content"), str)]
+        added_special = [
+            v["content"]
+            for v in decoder.values()
+            if isinstance(v, dict) and v.get("special") and isinstance(v.get("content"), str)
+        ]
     template = cfg.get("chat_template")
     template_source = "tokenizer_config.json" if template else None
     if not template and (model_dir / "chat_template.jinja").is_file():
