@@ -173,7 +173,9 @@ def module_tree(model: Any, params: ParamReport) -> dict[str, Any]:
             entry["collapsed_list"] = True
         else:
             for cname, cmod in children:
-                kids.append(node(cmod, cname, f"{path}.{cname}" if path else cname))
+                child = node(cmod, cname, f"{path}.{cname}" if path else cname)
+                # A ModuleList is only a container: show its (collapsed) blocks in its place.
+                kids.extend(child["children"] if child.get("collapsed_list") else [child])
         entry["children"] = kids
         return entry
 

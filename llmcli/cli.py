@@ -44,9 +44,9 @@ def _register() -> None:
 _register()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     try:
-        app(prog_name="llmcli")
+        app(args=argv, prog_name="llmcli")
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         sys.exit(code)

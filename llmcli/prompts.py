@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
@@ -20,8 +21,12 @@ def _decode(data: bytes, source: str) -> str:
 
 def stdin_has_data() -> bool:
     """Only pipes and files count: a terminal, /dev/null or an inherited socket never block a read."""
+    if sys.stdin is None:
+        return False
     try:
         mode = os.fstat(sys.stdin.fileno()).st_mode
+    except io.UnsupportedOperation:  # an in-memory stream (embedding, tests): it is data when not a terminal
+        return not sys.stdin.isatty()
     except (OSError, ValueError, AttributeError):
         return False
     return stat.S_ISFIFO(mode) or stat.S_ISREG(mode)

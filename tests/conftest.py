@@ -1,0 +1,130 @@
+"""Fixtures shared across the suite: tiny models built once, the sparse 7B, the default model converted once."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import QWEN7B_CONFIG_DIR, build_tiny_model
+
+
+@pytest.fixture(autouse=True)
+def _isolate(monkeypatch, tmp_path_factory):
+    """No test sees the user's model choice; the cache lives in the session's folder."""
+    monkeypatch.delenv("LLMCLI_MODEL", raising=False)
+    monkeypatch.delenv("LLMCLI_OUTPUT", raising=False)
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("LLMCLI_HOME", str(session_home(tmp_path_factory)))
+
+
+def session_home(tmp_path_factory) -> Path:
+    base = tmp_path_factory.getbasetemp() / "llmcli-home"
+    base.mkdir(exist_ok=True)
+    return base
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    """Tiny tied Llama, saved in several shards with an index."""
+    path = tmp_path_factory.mktemp("tiny")
+    build_tiny_model(path, tied=True, shard="120KB")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_untied_single(tmp_path_factory) -> Path:
+    """Tiny untied Llama in a single model.safetensors."""
+    path = tmp_path_factory.mktemp("tiny-untied")
+    build_tiny_model(path, tied=False, shard=None, seed=1)
+    return path
+
+
+@pytest.fixture
+def tiny_copy(tiny_dir, tmp_path) -> Path:
+    """A private copy of the tiny model that a test may damage."""
+    dst = tmp_path / "model"
+    shutil.copytree(tiny_dir, dst)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def qwen_config_dir() -> Path:
+    return QWEN7B_CONFIG_DIR
+
+
+QWEN7B_SHARD_BYTES = 4_000_000_000
+
+
+@pytest.fixture(scope="session")
+def sparse_qwen7b(tmp_path_factory) -> Path:
+    """Qwen2.5-7B shaped checkpoint: real safetensors headers, data left as sparse holes (no disk cost)."""
+    import torch
+    import transformers
+
+    path = tmp_path_factory.mktemp("qwen7b-sparse")
+    shutil.copy(QWEN7B_CONFIG_DIR / "config.json", path / "config.json")
+    config = transformers.AutoConfig.from_pretrained(str(path))
+    with torch.device("meta"):
+        model = transformers.Qwen2ForCausalLM(config)
+    shards: list[list[tuple[str, list[int]]]] = [[]]
+    size = 0
+    for name, tensor in model.state_dict().items():
+        nbytes = tensor.numel() * 2
+        if size + nbytes > QWEN7B_SHARD_BYTES and shards[-1]:
+            shards.append([])
+            size = 0
+        shards[-1].append((name, list(tensor.shape)))
+        size += nbytes
+    count = len(shards)
+    weight_map = {}
+    total = 0
+    for i, entries in enumerate(shards, 1):
+        file = f"model-{i:05d}-of-{count:05d}.safetensors"
+        header = {"__metadata__": {"format": "pt"}}
+        offset = 0
+        for name, shape in entries:
+            nbytes = 2
+            for d in shape:
+                nbytes *= d
+            header[name] = {"dtype": "BF16", "shape": shape, "data_offsets": [offset, offset + nbytes]}
+            offset += nbytes
+            weight_map[name] = file
+        raw = json.dumps(header).encode()
+        raw += b" " * (-len(raw) % 8)
+        with open(path / file, "wb") as fh:
+            fh.write(struct.pack("<Q", len(raw)))
+            fh.write(raw)
+            fh.truncate(8 + len(raw) + offset)
+        total += offset
+    (path / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2)
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def default_model_dir(tmp_path_factory) -> Path:
+    """The embedded default model, converted once per test run by two racing processes (lock test included)."""
+    home = session_home(tmp_path_factory)
+    code = (
+        "from llmcli.default_model import default_gguf, ensure_converted; print(ensure_converted(default_gguf()))"
+    )
+    env = dict(os.environ, LLMCLI_HOME=str(home), HF_HUB_OFFLINE="1")
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=900) for p in procs]
+    for proc, (out, err) in zip(procs, outs, strict=True):
+        assert proc.returncode == 0, err.decode()
+    paths = {out.decode().strip() for out, _ in outs}
+    assert len(paths) == 1, paths
+    return Path(paths.pop())
