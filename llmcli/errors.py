@@ -20,6 +20,7 @@ class LlmcliError(Exception):
     """An error the user can act on. `path` names the file at fault, when there is one."""
 
     exit_code = EXIT_ERROR
+    quiet = False  # exit with the code but print nothing (e.g. the reader of stdout went away)
 
     def __init__(self, message: str, path: object | None = None, hint: str | None = None):
         super().__init__(message)
@@ -61,6 +62,8 @@ def report(exc: BaseException) -> int:
         detail = " ".join(str(exc).split()) or type(exc).__name__
         line = f"internal error: {type(exc).__name__}: {detail} (set LLMCLI_DEBUG=1 for a traceback)"
         code = EXIT_ERROR
+    if isinstance(exc, LlmcliError) and exc.quiet:
+        return code
     if debug_enabled():
         import traceback
 

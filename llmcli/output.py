@@ -20,6 +20,7 @@ class StdoutClosed(LlmcliError):
     """The reader of stdout went away (`| head`): stop quietly."""
 
     exit_code = EXIT_BROKEN_PIPE
+    quiet = True
 
     def __init__(self) -> None:
         super().__init__("stdout closed")

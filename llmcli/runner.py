@@ -157,10 +157,13 @@ def peak_memory(device: str) -> tuple[int | None, str]:
 def finish_reason(
     new_ids: list[int], eos_ids: set[int], text_before_cut: str, stops: list[str], max_new: int | None
 ) -> str:
-    if stops and first_stop(text_before_cut, stops) is not None:
-        return "stop_string"
     if new_ids and new_ids[-1] in eos_ids:
         return "stop"
+    if stops and first_stop(text_before_cut, stops) is not None:
+        return "stop_string"
+    if stops and max_new is not None and len(new_ids) < max_new:
+        # transformers matches stop strings across the prompt's tail too, so the text alone may not show it.
+        return "stop_string"
     return "length"
 
 
