@@ -168,7 +168,6 @@ def load(
     if ckpt.kind == "none":
         raise LlmcliError("no weights here (no *.safetensors files)", path=source.path)
     quiet_transformers()
-    started = time.perf_counter()
     import torch
 
     device = resolve_device(device_req)
@@ -177,6 +176,7 @@ def load(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     status = _load_status(show_progress, source)
+    started = time.perf_counter()  # weights and tokenizer only: imports are not part of loading
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(source.path), trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(

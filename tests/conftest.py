@@ -114,16 +114,14 @@ def sparse_qwen7b(tmp_path_factory) -> Path:
 def default_model_dir(tmp_path_factory) -> Path:
     """The embedded default model, converted once per test run by two racing processes (lock test included)."""
     home = session_home(tmp_path_factory)
-    code = (
-        "from llmcli.default_model import default_gguf, ensure_converted; print(ensure_converted(default_gguf()))"
-    )
+    code = "from llmcli.default_model import default_gguf, ensure_converted; print(ensure_converted(default_gguf()))"
     env = dict(os.environ, LLMCLI_HOME=str(home), HF_HUB_OFFLINE="1")
     procs = [
         subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         for _ in range(2)
     ]
     outs = [p.communicate(timeout=900) for p in procs]
-    for proc, (out, err) in zip(procs, outs, strict=True):
+    for proc, (_out, err) in zip(procs, outs, strict=True):
         assert proc.returncode == 0, err.decode()
     paths = {out.decode().strip() for out, _ in outs}
     assert len(paths) == 1, paths

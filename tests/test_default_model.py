@@ -46,8 +46,13 @@ def test_json_and_cache_reuse(default_model_dir):
 
 def test_converted_directory_is_a_normal_model(default_model_dir):
     names = {p.name for p in default_model_dir.iterdir()}
-    assert {"config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
-            "tokenizer_config.json"} <= names
+    assert {
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    } <= names
     meta = json.loads((default_model_dir / "llmcli-conversion.json").read_text())
     assert meta["dtype"] == "bfloat16"
     cfg = json.loads((default_model_dir / "config.json").read_text())
@@ -75,9 +80,23 @@ def test_models_lists_the_cache(default_model_dir, capsys, monkeypatch):
 
 def test_sigint_keeps_partial_output_and_exits_130(default_model_dir):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llmcli", "generate", "Write a long story about a dragon.", "--max-new-tokens", "400",
-         "--min-new-tokens", "400", "--greedy"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=cli_env(), cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "llmcli",
+            "generate",
+            "Write a long story about a dragon.",
+            "--max-new-tokens",
+            "400",
+            "--min-new-tokens",
+            "400",
+            "--greedy",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=cli_env(),
+        cwd=ROOT,
     )
     first = proc.stdout.read(8)  # streamed: the first words arrive while generation continues
     assert first
@@ -123,8 +142,9 @@ def test_failed_conversion_leaves_nothing(tmp_path, monkeypatch):
 def test_generate_on_a_gguf_file_uses_the_same_cache(default_model_dir, capsys, monkeypatch):
     from llmcli.default_model import default_gguf
 
-    run = run_cli(["generate", "-m", str(default_gguf()), QUESTION, "-n", "12", "--greedy", "--json"], capsys,
-                  monkeypatch)
+    run = run_cli(
+        ["generate", "-m", str(default_gguf()), QUESTION, "-n", "12", "--greedy", "--json"], capsys, monkeypatch
+    )
     assert run.code == 0, run.stderr
     data = run.json()
     assert data["model"]["path"] == str(default_model_dir)

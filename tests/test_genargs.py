@@ -16,17 +16,30 @@ def test_nothing_set_passes_nothing():
 
 def test_each_flag_forwarded_under_its_own_name():
     got = kw(
-        max_new_tokens=7, min_new_tokens=2, num_beams=3, length_penalty=0.5, repetition_penalty=1.2,
-        no_repeat_ngram_size=3, num_return_sequences=2, early_stopping="true",
+        max_new_tokens=7,
+        min_new_tokens=2,
+        num_beams=3,
+        length_penalty=0.5,
+        repetition_penalty=1.2,
+        no_repeat_ngram_size=3,
+        num_return_sequences=2,
+        early_stopping="true",
     )
     assert got == {
-        "max_new_tokens": 7, "min_new_tokens": 2, "num_beams": 3, "length_penalty": 0.5,
-        "repetition_penalty": 1.2, "no_repeat_ngram_size": 3, "num_return_sequences": 2, "early_stopping": True,
+        "max_new_tokens": 7,
+        "min_new_tokens": 2,
+        "num_beams": 3,
+        "length_penalty": 0.5,
+        "repetition_penalty": 1.2,
+        "no_repeat_ngram_size": 3,
+        "num_return_sequences": 2,
+        "early_stopping": True,
     }
 
 
-@pytest.mark.parametrize("name,value", [("temperature", 0.7), ("top_p", 0.95), ("top_k", 50), ("min_p", 0.05),
-                                        ("typical_p", 0.9)])
+@pytest.mark.parametrize(
+    "name,value", [("temperature", 0.7), ("top_p", 0.95), ("top_k", 50), ("min_p", 0.05), ("typical_p", 0.9)]
+)
 def test_sampling_flag_turns_sampling_on(name, value):
     assert kw(**{name: value}) == {name: value, "do_sample": True}
 
@@ -75,14 +88,23 @@ def test_stop_strings_deduplicated_in_order():
 
 def test_set_passes_other_fields_parsed_as_json():
     assert kw(extra=["epsilon_cutoff=0.001", "bad_words_ids=[[1,2]]", "cache_implementation=static"]) == {
-        "epsilon_cutoff": 0.001, "bad_words_ids": [[1, 2]], "cache_implementation": "static",
+        "epsilon_cutoff": 0.001,
+        "bad_words_ids": [[1, 2]],
+        "cache_implementation": "static",
     }
     assert parse_set_value("true") is True
     assert parse_set_value("hello") == "hello"
 
 
-@pytest.mark.parametrize("item,message", [("novalue", "key=value"), ("num_beam_groups=2", "Hub"),
-                                          ("stop_strings=[1]", "dedicated flag"), ("=3", "key=value")])
+@pytest.mark.parametrize(
+    "item,message",
+    [
+        ("novalue", "key=value"),
+        ("num_beam_groups=2", "Hub"),
+        ("stop_strings=[1]", "dedicated flag"),
+        ("=3", "key=value"),
+    ],
+)
 def test_set_rejects(item, message):
     with pytest.raises(UsageError) as err:
         kw(extra=[item])

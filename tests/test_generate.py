@@ -15,8 +15,12 @@ PROMPT = "What is the capital of France?"
 
 
 def gen(tiny_dir, args, capsys, monkeypatch, stdin=None):
-    return run_cli(["generate", "-m", str(tiny_dir), "--device", "cpu", "--dtype", "float32", *args], capsys,
-                   monkeypatch, stdin=stdin)
+    return run_cli(
+        ["generate", "-m", str(tiny_dir), "--device", "cpu", "--dtype", "float32", *args],
+        capsys,
+        monkeypatch,
+        stdin=stdin,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +44,7 @@ def direct_generate(direct, prompt_ids, kwargs, seed=None):
     ids = torch.tensor([prompt_ids])
     with torch.inference_mode():
         out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **kwargs)
-    return [row[len(prompt_ids):] for row in out.tolist()]
+    return [row[len(prompt_ids) :] for row in out.tolist()]
 
 
 def strip_eos(ids, eos):
@@ -55,8 +59,9 @@ def test_greedy_equals_direct_generate(tiny_dir, direct, capsys, monkeypatch):
     assert run.code == 0, run.stderr
     data = run.json()
     _, tok = direct
-    expected_prompt = tok.apply_chat_template([{"role": "user", "content": PROMPT}], add_generation_prompt=True,
-                                              tokenize=True, return_dict=True)["input_ids"]
+    expected_prompt = tok.apply_chat_template(
+        [{"role": "user", "content": PROMPT}], add_generation_prompt=True, tokenize=True, return_dict=True
+    )["input_ids"]
     assert data["prompt_token_ids"] == list(expected_prompt)
     assert data["generate_kwargs"]["do_sample"] is False and data["generate_kwargs"]["max_new_tokens"] == 12
     ref = direct_generate(direct, data["prompt_token_ids"], data["generate_kwargs"])
@@ -66,8 +71,20 @@ def test_greedy_equals_direct_generate(tiny_dir, direct, capsys, monkeypatch):
 
 
 def test_seeded_sampling_equals_direct_generate(tiny_dir, direct, capsys, monkeypatch):
-    args = [PROMPT, "--temperature", "1.3", "--top-k", "50", "--top-p", "0.95", "--seed", "1234",
-            "--max-new-tokens", "16", "--json"]
+    args = [
+        PROMPT,
+        "--temperature",
+        "1.3",
+        "--top-k",
+        "50",
+        "--top-p",
+        "0.95",
+        "--seed",
+        "1234",
+        "--max-new-tokens",
+        "16",
+        "--json",
+    ]
     first = gen(tiny_dir, args, capsys, monkeypatch).json()
     second = gen(tiny_dir, args, capsys, monkeypatch).json()
     assert first["outputs"] == second["outputs"]
@@ -81,8 +98,9 @@ def test_seeded_sampling_equals_direct_generate(tiny_dir, direct, capsys, monkey
 def test_sampling_without_seed_reports_the_seed_it_used(tiny_dir, direct, capsys, monkeypatch):
     data = gen(tiny_dir, [PROMPT, "-t", "0.8", "-n", "8", "--json"], capsys, monkeypatch).json()
     assert isinstance(data["seed"], int)
-    again = gen(tiny_dir, [PROMPT, "-t", "0.8", "-n", "8", "--json", "--seed", str(data["seed"])], capsys,
-                monkeypatch).json()
+    again = gen(
+        tiny_dir, [PROMPT, "-t", "0.8", "-n", "8", "--json", "--seed", str(data["seed"])], capsys, monkeypatch
+    ).json()
     assert again["outputs"] == data["outputs"]
 
 
@@ -97,14 +115,45 @@ def test_every_flag_reaches_generate_under_its_own_name(tiny_dir, capsys, monkey
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(LlamaForCausalLM, "generate", spy)
-    run = gen(tiny_dir, [PROMPT, "--num-beams", "3", "--num-return-sequences", "2", "--length-penalty", "0.5",
-                         "--early-stopping", "true", "--repetition-penalty", "1.1", "--no-repeat-ngram-size", "2",
-                         "--min-new-tokens", "2", "--max-new-tokens", "6", "--set", "epsilon_cutoff=0.0", "--json"],
-              capsys, monkeypatch)
+    run = gen(
+        tiny_dir,
+        [
+            PROMPT,
+            "--num-beams",
+            "3",
+            "--num-return-sequences",
+            "2",
+            "--length-penalty",
+            "0.5",
+            "--early-stopping",
+            "true",
+            "--repetition-penalty",
+            "1.1",
+            "--no-repeat-ngram-size",
+            "2",
+            "--min-new-tokens",
+            "2",
+            "--max-new-tokens",
+            "6",
+            "--set",
+            "epsilon_cutoff=0.0",
+            "--json",
+        ],
+        capsys,
+        monkeypatch,
+    )
     assert run.code == 0, run.stderr
-    expected = {"num_beams": 3, "num_return_sequences": 2, "length_penalty": 0.5, "early_stopping": True,
-                "repetition_penalty": 1.1, "no_repeat_ngram_size": 2, "min_new_tokens": 2, "max_new_tokens": 6,
-                "epsilon_cutoff": 0.0}
+    expected = {
+        "num_beams": 3,
+        "num_return_sequences": 2,
+        "length_penalty": 0.5,
+        "early_stopping": True,
+        "repetition_penalty": 1.1,
+        "no_repeat_ngram_size": 2,
+        "min_new_tokens": 2,
+        "max_new_tokens": 6,
+        "epsilon_cutoff": 0.0,
+    }
     for key, value in expected.items():
         assert seen[key] == value, key
     data = run.json()
@@ -124,11 +173,37 @@ def test_sampling_flags_reach_generate(tiny_dir, capsys, monkeypatch):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(LlamaForCausalLM, "generate", spy)
-    run = gen(tiny_dir, [PROMPT, "--temperature", "0.7", "--top-p", "0.9", "--top-k", "40", "--min-p", "0.01",
-                         "--typical-p", "0.95", "--seed", "1", "-n", "4"], capsys, monkeypatch)
+    run = gen(
+        tiny_dir,
+        [
+            PROMPT,
+            "--temperature",
+            "0.7",
+            "--top-p",
+            "0.9",
+            "--top-k",
+            "40",
+            "--min-p",
+            "0.01",
+            "--typical-p",
+            "0.95",
+            "--seed",
+            "1",
+            "-n",
+            "4",
+        ],
+        capsys,
+        monkeypatch,
+    )
     assert run.code == 0, run.stderr
-    for key, value in {"temperature": 0.7, "top_p": 0.9, "top_k": 40, "min_p": 0.01, "typical_p": 0.95,
-                       "do_sample": True}.items():
+    for key, value in {
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "top_k": 40,
+        "min_p": 0.01,
+        "typical_p": 0.95,
+        "do_sample": True,
+    }.items():
         assert seen[key] == value
 
 
@@ -143,22 +218,34 @@ def test_json_schema(tiny_dir, capsys, monkeypatch):
     if out["finish_reason"] == "length":
         assert len(out["token_ids"]) == 5
     stats = data["stats"]
-    for key in ("load_seconds", "prompt_tokens", "time_to_first_token", "prefill_tokens_per_second",
-                "decode_tokens_per_second", "generated_tokens", "peak_memory_bytes"):
+    for key in (
+        "load_seconds",
+        "prompt_tokens",
+        "time_to_first_token",
+        "prefill_tokens_per_second",
+        "decode_tokens_per_second",
+        "generated_tokens",
+        "peak_memory_bytes",
+    ):
         assert key in stats
     assert stats["prompt_tokens"] == len(data["prompt_token_ids"])
     assert stats["generated_tokens"] == len(out["token_ids"])
 
 
 def test_stop_string_cuts_output(tiny_dir, capsys, monkeypatch):
-    base = gen(tiny_dir, [PROMPT, "-n", "30", "--greedy", "--min-new-tokens", "30", "--json"], capsys,
-               monkeypatch).json()
+    base = gen(
+        tiny_dir, [PROMPT, "-n", "30", "--greedy", "--min-new-tokens", "30", "--json"], capsys, monkeypatch
+    ).json()
     text = base["outputs"][0]["text"]
     # The first character that has not appeared before: a stop string that cannot match earlier.
     first_new = next(i for i in range(1, len(text)) if text[i] not in text[:i] and not text[i].isspace())
     stop = text[first_new]
-    cut = gen(tiny_dir, [PROMPT, "-n", "30", "--greedy", "--min-new-tokens", "30", "--stop", stop, "--json"], capsys,
-              monkeypatch).json()
+    cut = gen(
+        tiny_dir,
+        [PROMPT, "-n", "30", "--greedy", "--min-new-tokens", "30", "--stop", stop, "--json"],
+        capsys,
+        monkeypatch,
+    ).json()
     assert cut["outputs"][0]["finish_reason"] == "stop_string"
     assert cut["outputs"][0]["text"] == text[:first_new]
     assert len(cut["outputs"][0]["token_ids"]) < 30
@@ -181,8 +268,9 @@ def test_stats_go_to_stderr(tiny_dir, capsys, monkeypatch):
 def test_stdin_and_dash(tiny_dir, capsys, monkeypatch):
     dash = gen(tiny_dir, ["-", "-n", "3", "--greedy", "--json"], capsys, monkeypatch, stdin=b"from stdin").json()
     assert dash["prompt"] == "from stdin"
-    joined = gen(tiny_dir, ["summarise", "-n", "3", "--greedy", "--json"], capsys, monkeypatch,
-                 stdin=b"a long document\n").json()
+    joined = gen(
+        tiny_dir, ["summarise", "-n", "3", "--greedy", "--json"], capsys, monkeypatch, stdin=b"a long document\n"
+    ).json()
     assert joined["prompt"] == "a long document\n\nsummarise"
     only_pipe = gen(tiny_dir, ["-n", "3", "--greedy", "--json"], capsys, monkeypatch, stdin=b"piped only").json()
     assert only_pipe["prompt"] == "piped only"
@@ -190,23 +278,30 @@ def test_stdin_and_dash(tiny_dir, capsys, monkeypatch):
 
 def test_file_prompt(tiny_dir, tmp_path, capsys, monkeypatch):
     (tmp_path / "p.txt").write_text("prompt from a file\n")
-    data = gen(tiny_dir, ["--file", str(tmp_path / "p.txt"), "-n", "3", "--greedy", "--json"], capsys,
-               monkeypatch).json()
+    data = gen(
+        tiny_dir, ["--file", str(tmp_path / "p.txt"), "-n", "3", "--greedy", "--json"], capsys, monkeypatch
+    ).json()
     assert data["prompt"] == "prompt from a file"
 
 
 def test_raw_skips_chat_template(tiny_dir, direct, capsys, monkeypatch):
     data = gen(tiny_dir, [PROMPT, "--raw", "-n", "3", "--greedy", "--json"], capsys, monkeypatch).json()
     assert data["prompt_token_ids"] == direct[1](PROMPT)["input_ids"]
-    system = gen(tiny_dir, [PROMPT, "--system", "Be brief.", "-n", "3", "--greedy", "--json"], capsys,
-                 monkeypatch).json()
+    system = gen(
+        tiny_dir, [PROMPT, "--system", "Be brief.", "-n", "3", "--greedy", "--json"], capsys, monkeypatch
+    ).json()
     assert direct[1].decode(system["prompt_token_ids"]).startswith("<|im_start|>system\nBe brief.")
 
 
 def test_each_line_batches_in_input_order(tiny_dir, capsys, monkeypatch):
     lines = ["first prompt", "the second one is a bit longer than the first", "third", "4", "five"]
-    batch = gen(tiny_dir, ["--each-line", "-n", "6", "--greedy", "--batch-size", "3", "--json"], capsys,
-                monkeypatch, stdin="\n".join(lines).encode()).jsonl()
+    batch = gen(
+        tiny_dir,
+        ["--each-line", "-n", "6", "--greedy", "--batch-size", "3", "--json"],
+        capsys,
+        monkeypatch,
+        stdin="\n".join(lines).encode(),
+    ).jsonl()
     assert [b["prompt"] for b in batch] == lines
     for line, result in zip(lines, batch, strict=True):
         single = gen(tiny_dir, [line, "-n", "6", "--greedy", "--json"], capsys, monkeypatch).json()
@@ -215,8 +310,9 @@ def test_each_line_batches_in_input_order(tiny_dir, capsys, monkeypatch):
 
 def test_prompts_file_jsonl(tiny_dir, tmp_path, capsys, monkeypatch):
     (tmp_path / "p.jsonl").write_text('{"prompt": "alpha"}\n\n{"prompt": "beta"}\n')
-    out = gen(tiny_dir, ["--prompts", str(tmp_path / "p.jsonl"), "-n", "2", "--greedy", "--json"], capsys,
-              monkeypatch).jsonl()
+    out = gen(
+        tiny_dir, ["--prompts", str(tmp_path / "p.jsonl"), "-n", "2", "--greedy", "--json"], capsys, monkeypatch
+    ).jsonl()
     assert [o["prompt"] for o in out] == ["alpha", "beta"]
     (tmp_path / "bad.jsonl").write_text('{"prompt": 3}\n')
     run = gen(tiny_dir, ["--prompts", str(tmp_path / "bad.jsonl")], capsys, monkeypatch)
@@ -258,10 +354,12 @@ def test_missing_model_and_bad_device(tiny_dir, tmp_path, capsys, monkeypatch):
     if not torch.cuda.is_available():
         run = run_cli(["generate", "-m", str(tiny_dir), "--device", "cuda", "hi"], capsys, monkeypatch)
         assert_clean_error(run, 1, "cuda", "not available")
-    assert_clean_error(run_cli(["generate", "-m", str(tiny_dir), "--device", "tpu", "hi"], capsys, monkeypatch), 2,
-                       "--device")
-    assert_clean_error(run_cli(["generate", "-m", str(tiny_dir), "--dtype", "int3", "hi"], capsys, monkeypatch), 2,
-                       "--dtype")
+    assert_clean_error(
+        run_cli(["generate", "-m", str(tiny_dir), "--device", "tpu", "hi"], capsys, monkeypatch), 2, "--device"
+    )
+    assert_clean_error(
+        run_cli(["generate", "-m", str(tiny_dir), "--dtype", "int3", "hi"], capsys, monkeypatch), 2, "--dtype"
+    )
 
 
 def test_env_model(tiny_dir, capsys, monkeypatch):
@@ -271,12 +369,12 @@ def test_env_model(tiny_dir, capsys, monkeypatch):
 
 
 def test_show_config_does_not_load_weights(tiny_copy, capsys, monkeypatch):
-    (tiny_copy / "generation_config.json").write_text(json.dumps({"do_sample": True, "temperature": 0.6,
-                                                                  "eos_token_id": 2}))
+    (tiny_copy / "generation_config.json").write_text(
+        json.dumps({"do_sample": True, "temperature": 0.6, "eos_token_id": 2})
+    )
     for shard in tiny_copy.glob("*.safetensors"):
         shard.write_bytes(b"garbage")  # would fail to load
-    run = run_cli(["generate", "-m", str(tiny_copy), "--top-p", "0.9", "--show-config", "--json"], capsys,
-                  monkeypatch)
+    run = run_cli(["generate", "-m", str(tiny_copy), "--top-p", "0.9", "--show-config", "--json"], capsys, monkeypatch)
     assert run.code == 0, run.stderr
     data = run.json()
     assert data["effective"]["temperature"] == 0.6 and data["effective"]["top_p"] == 0.9
@@ -321,18 +419,24 @@ def test_memory_check_refuses_oversized_weights(sparse_qwen7b, capsys, monkeypat
     import llmcli.modelfs.memory as memory
 
     real = psutil.virtual_memory()
-    monkeypatch.setattr(memory, "device_memory", lambda device="auto": {
-        "device": "cpu", "free_bytes": 1_000_000_000, "total_bytes": real.total})
+    monkeypatch.setattr(
+        memory,
+        "device_memory",
+        lambda device="auto": {"device": "cpu", "free_bytes": 1_000_000_000, "total_bytes": real.total},
+    )
     monkeypatch.setattr("llmcli.loader.device_memory", memory.device_memory)
     run = run_cli(["generate", "-m", str(sparse_qwen7b), "--device", "cpu", "hi"], capsys, monkeypatch)
     assert_clean_error(run, 1, "weights need 14.19 GiB", "--no-memory-check")
 
 
 def test_pipe_into_head_is_quiet(tiny_dir):
-    cmd = (f"set -o pipefail; {sys.executable} -m llmcli generate -m {tiny_dir} --device cpu --raw --min-new-tokens 200 "
-           f"-n 200 --greedy 'The capital' | head -c 5; echo \" rc=$?\"")
-    proc = subprocess.run(["bash", "-c", cmd], capture_output=True, cwd=ROOT, env=cli_env(), timeout=300,
-                          stdin=subprocess.DEVNULL)
+    cmd = (
+        f"set -o pipefail; {sys.executable} -m llmcli generate -m {tiny_dir} --device cpu --raw --min-new-tokens 200 "
+        f"-n 200 --greedy 'The capital' | head -c 5; echo \" rc=$?\""
+    )
+    proc = subprocess.run(
+        ["bash", "-c", cmd], capture_output=True, cwd=ROOT, env=cli_env(), timeout=300, stdin=subprocess.DEVNULL
+    )
     assert b"Traceback" not in proc.stderr and b"BrokenPipe" not in proc.stderr, proc.stderr
     assert proc.stderr == b""
     assert proc.stdout.decode().endswith(" rc=141\n") or proc.stdout.decode().endswith(" rc=0\n")

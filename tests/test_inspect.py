@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+
 import pytest
 
 from tests.helpers import DATA, ROOT, assert_clean_error, run_cli, run_subprocess
@@ -133,12 +134,18 @@ def test_architecture_check_finds_missing_and_unused(tiny_untied_single, tmp_pat
         (lambda d: (d / "config.json").write_bytes(b'{"a": "\xff"}'), "not UTF-8"),
         (lambda d: (d / "config.json").write_text("<!DOCTYPE html><html>404</html>"), "HTML"),
         (lambda d: (d / "model.safetensors.index.json").write_text('{"weight_map": []}'), "weight_map"),
-        (lambda d: (d / "model.safetensors.index.json").write_text('{"weight_map": {"a": "../x.safetensors"}}'),
-         "outside the model directory"),
-        (lambda d: (d / "model.safetensors.index.json").write_text('{"weight_map": {"a": "/etc/passwd"}}'),
-         "outside the model directory"),
-        (lambda d: (d / "model.safetensors.index.json").write_text('{"weight_map": {"a": "gone.safetensors"}}'),
-         "do not exist: gone.safetensors"),
+        (
+            lambda d: (d / "model.safetensors.index.json").write_text('{"weight_map": {"a": "../x.safetensors"}}'),
+            "outside the model directory",
+        ),
+        (
+            lambda d: (d / "model.safetensors.index.json").write_text('{"weight_map": {"a": "/etc/passwd"}}'),
+            "outside the model directory",
+        ),
+        (
+            lambda d: (d / "model.safetensors.index.json").write_text('{"weight_map": {"a": "gone.safetensors"}}'),
+            "do not exist: gone.safetensors",
+        ),
     ],
 )
 def test_bad_directories_give_one_line_errors(tiny_copy, damage, needle, capsys, monkeypatch):
@@ -204,8 +211,15 @@ def test_auto_map_is_never_run(tiny_copy, capsys, monkeypatch):
 def test_plain_output_has_no_escape_codes_and_rich_renders(tiny_dir, capsys, monkeypatch):
     run = run_cli(["inspect", str(tiny_dir)], capsys, monkeypatch)
     assert run.code == 0 and "\x1b[" not in run.stdout
-    for title in ("== Config", "== Tokenizer ==", "== Checkpoint", "== Parameters", "== Modules ==", "== Memory ==",
-                  "== Checks =="):
+    for title in (
+        "== Config",
+        "== Tokenizer ==",
+        "== Checkpoint",
+        "== Parameters",
+        "== Modules ==",
+        "== Memory ==",
+        "== Checks ==",
+    ):
         assert title in run.stdout
     monkeypatch.setenv("LLMCLI_OUTPUT", "rich")
     rich = run_cli(["inspect", str(tiny_dir)], capsys, monkeypatch)
@@ -263,7 +277,9 @@ def test_inspect_gguf_default(capsys, monkeypatch):
 
 
 def test_help_is_fast_path_without_torch():
-    code = "import sys; from llmcli.cli import main\ntry:\n    main(['inspect', '--help'])\nexcept SystemExit:\n    pass\n"
+    code = (
+        "import sys; from llmcli.cli import main\ntry:\n    main(['inspect', '--help'])\nexcept SystemExit:\n    pass\n"
+    )
     code += "sys.stderr.write('MODS=%s' % ('torch' in sys.modules or 'transformers' in sys.modules))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=ROOT, timeout=60)
     assert proc.stderr.decode().endswith("MODS=False")
@@ -276,8 +292,11 @@ def test_python_dash_m_and_version():
 
 
 def test_memory_verdict_and_context(qwen_config_dir, capsys, monkeypatch):
-    data = inspect_json([str(qwen_config_dir), "--only", "memory", "--context", "1000", "--batch", "2", "--device",
-                         "cpu"], capsys, monkeypatch)
+    data = inspect_json(
+        [str(qwen_config_dir), "--only", "memory", "--context", "1000", "--batch", "2", "--device", "cpu"],
+        capsys,
+        monkeypatch,
+    )
     kv = data["memory"]["kv_cache"]
     assert kv["bytes"] == 57344 * 1000 * 2
     verdict = data["memory"]["verdict"]

@@ -1,0 +1,55 @@
+"""The JSON that llmcli prints matches the schemas published in docs/schemas."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+
+from tests.helpers import ROOT, run_cli
+
+SCHEMAS = ROOT / "docs" / "schemas"
+
+
+def schema(name):
+    return json.loads((SCHEMAS / name).read_text())
+
+
+@pytest.mark.parametrize("fixture", ["tiny_dir", "qwen_config_dir", "tiny_untied_single"])
+def test_inspect_json_matches_schema(fixture, request, capsys, monkeypatch):
+    path = request.getfixturevalue(fixture)
+    run = run_cli(["inspect", str(path), "--json", "--tensors"], capsys, monkeypatch)
+    assert run.code == 0, run.stderr
+    jsonschema.validate(run.json(), schema("inspect.schema.json"))
+
+
+def test_inspect_gguf_json_matches_schema(capsys, monkeypatch):
+    from llmcli.default_model import default_gguf
+
+    run = run_cli(["inspect", str(default_gguf()), "--json", "--tensors"], capsys, monkeypatch)
+    jsonschema.validate(run.json(), schema("inspect-gguf.schema.json"))
+
+
+def test_generate_json_matches_schema(tiny_dir, capsys, monkeypatch):
+    run = run_cli(["generate", "-m", str(tiny_dir), "hello", "-n", "4", "-t", "0.9", "--json"], capsys, monkeypatch)
+    assert run.code == 0, run.stderr
+    jsonschema.validate(run.json(), schema("generate.schema.json"))
+    beams = run_cli(
+        ["generate", "-m", str(tiny_dir), "hello", "-n", "4", "--num-beams", "2", "--json"], capsys, monkeypatch
+    )
+    data = beams.json()
+    jsonschema.validate(data, schema("generate.schema.json"))
+    assert data["stats"]["time_to_first_token"] is None  # beam search takes no streamer
+
+
+def test_rich_markup_in_model_files_prints_literally(tiny_copy, capsys, monkeypatch):
+    cfg = json.loads((tiny_copy / "config.json").read_text())
+    cfg["[bold]custom_key[/bold]"] = "[/INST] [red]not red[/red]"
+    (tiny_copy / "config.json").write_text(json.dumps(cfg))
+    for mode in ("rich", "plain"):
+        monkeypatch.setenv("LLMCLI_OUTPUT", mode)
+        run = run_cli(["inspect", str(tiny_copy), "--only", "config"], capsys, monkeypatch)
+        assert run.code == 0, run.stderr
+        assert "[bold]custom_key[/bold]" in run.stdout
+        assert "[/INST] [red]not red[/red]" in run.stdout
