@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from llmcli.errors import LlmcliError
 from llmcli.modelfs.checkpoint import Checkpoint, read_checkpoint
 from llmcli.modelfs.config import Geometry, config_view, load_config, show_value
 from llmcli.modelfs.memory import BYTES_PER_PARAM, human_bytes, memory_report
@@ -56,7 +57,8 @@ class Inspection:
     def run(self) -> tuple[dict[str, Any], list[Section]]:
         config = load_config(self.dir)
         groups, geo = config_view(config)
-        self.checks.extend(geo.problems)
+        if geo.problems:
+            raise LlmcliError(geo.problems[0].removeprefix("config.json: "), path=self.dir / "config.json")
         if "config" in self.wanted:
             self._config(config, groups)
         if "generation" in self.wanted:

@@ -11,7 +11,7 @@ from typing import Any
 
 from llmcli.errors import LlmcliError, UsageError
 from llmcli.modelfs.checkpoint import DTYPE_BYTES, read_checkpoint
-from llmcli.modelfs.config import load_config
+from llmcli.modelfs.config import geometry, load_config
 from llmcli.modelfs.memory import device_memory, human_bytes
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -152,6 +152,9 @@ def load(
     from llmcli.arch import quiet_transformers
 
     config = load_config(source.path)
+    problems = geometry(config).problems
+    if problems:
+        raise LlmcliError(problems[0].removeprefix("config.json: "), path=source.path / "config.json")
     if "auto_map" in config and not trust_remote_code:
         raise LlmcliError(
             "this model needs custom code from its directory (auto_map in config.json); llmcli does not run it",

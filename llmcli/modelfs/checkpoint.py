@@ -131,7 +131,33 @@ def read_shard(path: Path) -> tuple[list[TensorInfo], dict[str, str] | None]:
         raise LlmcliError(f"is not a valid safetensors file: {detail}", path=path) from None
     except OSError as exc:
         raise LlmcliError(f"cannot read: {exc.strerror or exc}", path=path) from None
+    duplicate = _duplicate_name(path)
+    if duplicate is not None:
+        raise LlmcliError(f"is not a valid safetensors file: its header names tensor {duplicate!r} twice", path=path)
     return tensors, metadata
+
+
+def _duplicate_name(path: Path) -> str | None:
+    """safetensors keeps the last of two entries with the same name without a word; look for that."""
+    import json
+    import struct
+
+    seen: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [k for k, _ in items]
+        if len(set(keys)) != len(keys):
+            seen.append(next(k for k in keys if keys.count(k) > 1))
+        return dict(items)
+
+    with open(path, "rb") as fh:  # the library has validated the length (at most 100 MB) already
+        (length,) = struct.unpack("<Q", fh.read(8))
+        header = fh.read(length)
+    try:
+        json.loads(header, object_pairs_hook=pairs)
+    except (ValueError, RecursionError):
+        return None
+    return seen[0] if seen else None
 
 
 def _weight_map(index: dict[str, Any], index_path: Path) -> dict[str, str]:
