@@ -257,8 +257,10 @@ def generate_batch(
         interrupted = True
         sequences = [list(input_ids[0].tolist()) + (text_stream.ids if text_stream else [])]
     except torch.cuda.OutOfMemoryError:
-        if text_stream is not None:
+        if text_stream is not None:  # keep what was generated: flush it and end the line
             text_stream.finish(text_stream.tokenizer.decode(text_stream.ids, skip_special_tokens=True))
+            if text_stream.printed:
+                text_stream.write("\n")
         raise LlmcliError(
             f"CUDA out of memory during generation on {loaded.device}",
             hint="lower --max-new-tokens or --batch-size, or use --dtype bfloat16",

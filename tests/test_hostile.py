@@ -244,3 +244,26 @@ def test_debug_env_shows_traceback(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("LLMCLI_DEBUG", "1")
     run = run_cli(["inspect", str(tmp_path)], capsys, monkeypatch)
     assert run.code == 1 and "Traceback" in run.stderr and "not valid JSON" in run.stderr
+
+
+def test_cuda_oom_during_generation_keeps_partial_text(tiny_dir, capsys, monkeypatch):
+    import torch
+    from transformers import LlamaForCausalLM
+
+    def failing_generate(self, input_ids=None, streamer=None, **kwargs):
+        streamer.put(input_ids)
+        for token in (1, 2, 3):
+            streamer.put(torch.tensor([token]))
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(LlamaForCausalLM, "generate", failing_generate)
+    run = run_cli(["generate", "-m", str(tiny_dir), "--device", "cpu", "hello", "--raw"], capsys, monkeypatch)
+    assert run.code == 1
+    assert run.stderr.strip().splitlines() == [
+        "llmcli: error: CUDA out of memory during generation on cpu (lower --max-new-tokens or --batch-size, or "
+        "use --dtype bfloat16)"
+    ]
+    from transformers import AutoTokenizer
+
+    expected = AutoTokenizer.from_pretrained(str(tiny_dir)).decode([1, 2, 3], skip_special_tokens=True)
+    assert run.stdout == expected + "\n"
