@@ -211,3 +211,23 @@ def _load_status(enabled: bool, source: ModelSource):
     status = console.status(f"Loading {source.label} ({source.path.name})…", spinner="dots")
     status.start()
     return status.stop
+
+
+def load_tokenizer(source: ModelSource, trust_remote_code: bool) -> Any:
+    """Only the tokenizer: no weights, no torch model."""
+    from llmcli.arch import quiet_transformers
+
+    config = load_config(source.path)
+    if "auto_map" in config and not trust_remote_code:
+        raise LlmcliError(
+            "this model needs custom code from its directory (auto_map in config.json); llmcli does not run it",
+            path=source.path / "config.json",
+            hint="pass --trust-remote-code if you trust its author",
+        )
+    quiet_transformers()
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(source.path), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+        raise LlmcliError(f"cannot load the tokenizer: {' '.join(str(exc).split())[:300]}", path=source.path) from None

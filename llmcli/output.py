@@ -125,6 +125,25 @@ def warn(message: str) -> None:
         pass
 
 
+def confidence_writer():
+    """For streaming on a terminal: writes each piece coloured by the probability of its token."""
+    from rich.console import Console
+    from rich.text import Text
+
+    console = Console(file=sys.stdout, highlight=False, soft_wrap=True, force_terminal=True)
+
+    def write(text: str, prob: float) -> None:
+        style = "green" if prob >= 0.9 else "default" if prob >= 0.5 else "yellow" if prob >= 0.2 else "bold red"
+        try:
+            console.print(Text(text, style=style), end="")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            silence_stdout()
+            raise StdoutClosed() from None
+
+    return write
+
+
 # ---------------------------------------------------------------- plain text
 
 

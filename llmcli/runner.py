@@ -19,6 +19,13 @@ class Output:
     text: str
     token_ids: list[int]
     finish_reason: str  # "stop" | "length" | "stop_string"
+    logprobs: list[dict[str, Any]] | None = None  # with --logprobs: one entry per generated token
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        if self.logprobs is None:
+            del data["logprobs"]
+        return data
 
 
 @dataclass
@@ -52,9 +59,20 @@ class Result:
             "prompt_token_ids": self.prompt_token_ids,
             "generate_kwargs": self.generate_kwargs,
             "seed": self.seed,
-            "outputs": [asdict(o) for o in self.outputs],
+            "outputs": [o.as_json() for o in self.outputs],
             "stats": asdict(self.stats),
         }
+
+
+class ScoreTap:
+    """A logits processor that changes nothing and remembers the scores of the latest step."""
+
+    def __init__(self) -> None:
+        self.last: Any = None
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        self.last = scores
+        return scores
 
 
 class TokenTimer:
@@ -196,8 +214,15 @@ def generate_batch(
     system: str | None,
     raw: bool,
     stream: Callable[[str], None] | None,
+    logprobs: int | None = None,
+    colorize: Callable[[str, float], None] | None = None,
 ) -> list[Result]:
-    """Generate for prompts sharing one batch (left-padded). Streams only for a single output."""
+    """Generate for prompts sharing one batch (left-padded). Streams only for a single output.
+
+    With `logprobs`, generate() also returns the raw logits (`output_logits`), from which each token's
+    log-probability and the top alternatives are computed; with `colorize`, streamed text is handed out
+    with the probability of the token that produced it.
+    """
     import torch
 
     tokenizer, model = loaded.tokenizer, loaded.model
@@ -233,10 +258,26 @@ def generate_batch(
         call["pad_token_id"] = pad_id
 
     stops = list(call.get("stop_strings") or [])
-    single = len(prompts) == 1 and call.get("num_return_sequences", 1) == 1 and call.get("num_beams", 1) == 1
-    text_stream = TextStream(tokenizer, stream, stops) if (stream and single) else None
-    can_stream = call.get("num_beams", gen_defaults.num_beams or 1) == 1
-    timer = TokenTimer(text_stream.add if text_stream else None) if can_stream else None
+    beams = call.get("num_beams", gen_defaults.num_beams or 1)
+    if logprobs is not None:
+        if beams > 1:
+            raise UsageError("--logprobs works with greedy decoding and sampling, not with beam search")
+        call["output_logits"] = True
+        call["return_dict_in_generate"] = True
+    single = len(prompts) == 1 and call.get("num_return_sequences", 1) == 1 and beams == 1
+    tap = ScoreTap() if (colorize is not None and stream and single) else None
+    current = {"prob": 1.0}
+    write = stream
+    if tap is not None:
+        write = lambda text: colorize(text, current["prob"])  # noqa: E731
+    text_stream = TextStream(tokenizer, write, stops) if (stream and single) else None
+
+    def on_tokens(ids: list[int]) -> None:
+        if tap is not None and tap.last is not None:
+            current["prob"] = float(torch.softmax(tap.last[0].float(), dim=-1)[ids[0]])
+        text_stream.add(ids)
+
+    timer = TokenTimer(on_tokens if text_stream else None) if beams == 1 else None
 
     if seed is not None:
         seed_everything(seed)
@@ -247,12 +288,17 @@ def generate_batch(
         extra["tokenizer"] = tokenizer
     if timer is not None:
         extra["streamer"] = timer
+    if tap is not None:
+        from transformers.generation.logits_process import LogitsProcessorList
+
+        extra["logits_processor"] = LogitsProcessorList([tap])
     started = time.perf_counter()
     interrupted = False
     try:
         with torch.inference_mode():
             out = model.generate(input_ids=input_ids, attention_mask=attention, **call, **extra)
-        sequences = out.tolist()
+        step_logits = out.logits if logprobs is not None else None
+        sequences = (out.sequences if logprobs is not None else out).tolist()
     except KeyboardInterrupt:
         interrupted = True
         sequences = [list(input_ids[0].tolist()) + (text_stream.ids if text_stream else [])]
@@ -275,7 +321,7 @@ def generate_batch(
     total_new = 0
     for p_index, prompt in enumerate(prompts):
         outputs = []
-        for seq in sequences[p_index * per_prompt : (p_index + 1) * per_prompt]:
+        for row, seq in enumerate(sequences[p_index * per_prompt : (p_index + 1) * per_prompt], p_index * per_prompt):
             new_ids = trim_after_eos(seq[width:], eos)
             while new_ids and new_ids[-1] == pad_id and pad_id not in eos:
                 new_ids.pop()
@@ -285,7 +331,12 @@ def generate_batch(
             reason = (
                 "length" if interrupted else finish_reason(new_ids, eos, full_text, stops, call.get("max_new_tokens"))
             )
-            outputs.append(Output(text, new_ids, reason))
+            lps = None
+            if logprobs is not None and not interrupted:
+                from llmcli.probe import step_logprobs
+
+                lps = [step_logprobs(step_logits[t][row], tok, logprobs, tokenizer) for t, tok in enumerate(new_ids)]
+            outputs.append(Output(text, new_ids, reason, lps))
             total_new += len(new_ids)
         results.append(Result(prompt, encoded[p_index], outputs, Stats(), _jsonable(call), seed, interrupted))
 

@@ -6,11 +6,21 @@ import sys
 
 import typer
 
+from llmcli.commands.options import (
+    H_MODEL,
+    H_OUT,
+    DeviceOpt,
+    DtypeOpt,
+    FileOpt,
+    JsonOpt,
+    ModelOpt,
+    RawOpt,
+    SystemOpt,
+    TrustOpt,
+)
 from llmcli.errors import Interrupted
 
 H_DEC = "Decoding (forwarded to generate() only when set)"
-H_MODEL = "Model"
-H_OUT = "Input and output"
 
 
 def register(app: typer.Typer) -> None:
@@ -19,23 +29,10 @@ def register(app: typer.Typer) -> None:
 
 def generate(
     prompt: str = typer.Argument(None, help="The prompt; '-' reads stdin. Piped stdin is put before it."),
-    model: str = typer.Option(
-        None,
-        "--model",
-        "-m",
-        help="Model directory or .gguf file (default: $LLMCLI_MODEL, else the embedded SmolLM2-135M-Instruct).",
-        rich_help_panel=H_MODEL,
-    ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=H_MODEL),
-    dtype: str = typer.Option(
-        "auto",
-        "--dtype",
-        help="auto, float32, bfloat16 or float16 (auto: the checkpoint's on CUDA, bfloat16 on CPU).",
-        rich_help_panel=H_MODEL,
-    ),
-    trust_remote_code: bool = typer.Option(
-        False, "--trust-remote-code", help="Allow code shipped in the model directory to run.", rich_help_panel=H_MODEL
-    ),
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    dtype: DtypeOpt = "auto",
+    trust_remote_code: TrustOpt = False,
     allow_pickle: bool = typer.Option(
         False,
         "--allow-pickle",
@@ -92,11 +89,9 @@ def generate(
         rich_help_panel=H_DEC,
         help="Print the effective generation config and exit (no weights loaded).",
     ),
-    system: str = typer.Option(
-        None, "--system", "-s", rich_help_panel=H_OUT, help="System message for the chat template."
-    ),
-    raw: bool = typer.Option(False, "--raw", rich_help_panel=H_OUT, help="Send the text as-is, no chat template."),
-    file: str = typer.Option(None, "--file", "-f", rich_help_panel=H_OUT, help="Read the prompt from a file."),
+    system: SystemOpt = None,
+    raw: RawOpt = False,
+    file: FileOpt = None,
     each_line: bool = typer.Option(
         False, "--each-line", rich_help_panel=H_OUT, help="Every stdin line is a prompt (batched)."
     ),
@@ -106,8 +101,14 @@ def generate(
     batch_size: int = typer.Option(
         8, "--batch-size", min=1, rich_help_panel=H_OUT, help="Prompts per batch on the device."
     ),
-    json_out: bool = typer.Option(
-        False, "--json", rich_help_panel=H_OUT, help="One JSON object on stdout (JSONL for batches)."
+    json_out: JsonOpt = False,
+    logprobs: int = typer.Option(
+        None,
+        "--logprobs",
+        min=0,
+        rich_help_panel=H_OUT,
+        help="Log-probability of every generated token and its top N alternatives (in --json; colours the "
+        "streamed text on a terminal).",
     ),
     stats: bool = typer.Option(False, "--stats", rich_help_panel=H_OUT, help="Timing and memory figures on stderr."),
     verbose: bool = typer.Option(
@@ -178,11 +179,14 @@ def generate(
     if source.gguf is not None:
         model_info["gguf"] = str(source.gguf)
     stream = None if json_out else (lambda text: output.write_stdout(text, flush=True))
+    colorize = output.confidence_writer() if (logprobs is not None and output.choose_mode(json_out) == "rich") else None
     results = []
     try:
         for start in range(0, len(prompts), batch_size if batch else 1):
             chunk = prompts[start : start + (batch_size if batch else 1)]
-            done = generate_batch(loaded, chunk, kwargs, seed_used, system, raw, stream if not batch else None)
+            done = generate_batch(
+                loaded, chunk, kwargs, seed_used, system, raw, stream if not batch else None, logprobs, colorize
+            )
             results.extend(done)
             for result in done:
                 _print_result(

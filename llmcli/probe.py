@@ -1,0 +1,134 @@
+"""Looking inside the model: the next-token distribution, per-token log-probabilities, perplexity.
+
+The filters are transformers' own logits processors (the classes generate() builds for sampling), applied
+in generate()'s order: temperature, top-k, top-p, min-p, typical-p.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+FILTER_KEYS = ("temperature", "top_k", "top_p", "min_p", "typical_p")
+
+
+def sampling_processors(settings: dict[str, Any]) -> Any:
+    from transformers.generation.logits_process import (
+        LogitsProcessorList,
+        MinPLogitsWarper,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+        TypicalLogitsWarper,
+    )
+
+    procs = LogitsProcessorList()
+    temperature = settings.get("temperature")
+    if temperature is not None and temperature != 1.0 and temperature > 0:
+        procs.append(TemperatureLogitsWarper(float(temperature)))
+    if settings.get("top_k"):
+        procs.append(TopKLogitsWarper(top_k=int(settings["top_k"])))
+    if settings.get("top_p") is not None and settings["top_p"] < 1.0:
+        procs.append(TopPLogitsWarper(top_p=float(settings["top_p"])))
+    if settings.get("min_p") is not None and settings["min_p"] > 0:
+        procs.append(MinPLogitsWarper(min_p=float(settings["min_p"])))
+    if settings.get("typical_p") is not None and settings["typical_p"] < 1.0:
+        procs.append(TypicalLogitsWarper(mass=float(settings["typical_p"])))
+    return procs
+
+
+def entropy_bits(probs: Any) -> float:
+    import torch
+
+    p = probs[probs > 0]
+    return max(0.0, float(-(p * torch.log2(p)).sum()))
+
+
+def next_token(model: Any, tokenizer: Any, prompt_ids: list[int], settings: dict[str, Any], top: int) -> dict:
+    """One forward pass: P at T=1, P after the user's filters, which tokens survive, entropy, cumulative mass."""
+    import torch
+
+    ids = torch.tensor([prompt_ids], device=model.device)
+    with torch.inference_mode():
+        logits = model(input_ids=ids).logits[0, -1].float()
+    base = torch.softmax(logits, dim=-1)
+    greedy = settings.get("temperature") == 0
+    processed = logits.unsqueeze(0) if greedy else sampling_processors(settings)(ids, logits.unsqueeze(0).clone())
+    processed = processed[0]
+    if greedy:  # T = 0 is the argmax: all the mass on one token
+        after = torch.zeros_like(base)
+        after[int(torch.argmax(logits))] = 1.0
+    else:
+        after = torch.softmax(processed, dim=-1)
+    kept = after > 0 if greedy else torch.isfinite(processed)
+    order = torch.argsort(base, descending=True)
+    rows = []
+    cumulative = 0.0
+    for rank, index in enumerate(order[:top].tolist(), 1):
+        p = float(base[index])
+        cumulative += p
+        rows.append(
+            {
+                "rank": rank,
+                "token_id": index,
+                "token": tokenizer.decode([index]),
+                "logit": float(logits[index]),
+                "prob": p,
+                "cumulative": cumulative,
+                "prob_after": float(after[index]),
+                "kept": bool(kept[index]),
+            }
+        )
+    return {
+        "prompt_token_ids": prompt_ids,
+        "settings": {k: settings.get(k) for k in FILTER_KEYS if settings.get(k) is not None},
+        "vocab_size": int(logits.shape[-1]),
+        "entropy_bits": entropy_bits(base),
+        "entropy_bits_after": entropy_bits(after),
+        "kept_tokens": int(kept.sum()),
+        "candidates": rows,
+    }
+
+
+def step_logprobs(step_logits: Any, chosen: int, top: int, tokenizer: Any) -> dict[str, Any]:
+    import torch
+
+    logp = torch.log_softmax(step_logits.float(), dim=-1)
+    values, indexes = torch.topk(logp, top) if top > 0 else (torch.tensor([]), torch.tensor([], dtype=torch.long))
+    return {
+        "token_id": chosen,
+        "token": tokenizer.decode([chosen]),
+        "logprob": float(logp[chosen]),
+        "top": [
+            {"token_id": int(i), "token": tokenizer.decode([int(i)]), "logprob": float(v)}
+            for v, i in zip(values.tolist(), indexes.tolist(), strict=True)
+        ],
+    }
+
+
+def score(model: Any, tokenizer: Any, ids: list[int]) -> dict[str, Any]:
+    """Log-likelihood of every token given the ones before it, and perplexity = exp(mean NLL)."""
+    import torch
+
+    if len(ids) < 2:
+        from llmcli.errors import UsageError
+
+        raise UsageError("scoring needs at least two tokens (the first one has nothing to be predicted from)")
+    tensor = torch.tensor([ids], device=model.device)
+    with torch.inference_mode():
+        logits = model(input_ids=tensor).logits[0].float()
+    logp = torch.log_softmax(logits[:-1], dim=-1)
+    targets = tensor[0, 1:]
+    token_logp = logp.gather(1, targets.unsqueeze(1)).squeeze(1)
+    nll = float(-token_logp.mean())
+    tokens = [{"token_id": ids[0], "token": tokenizer.decode([ids[0]]), "logprob": None}]
+    for position, value in enumerate(token_logp.tolist(), 1):
+        tokens.append({"token_id": ids[position], "token": tokenizer.decode([ids[position]]), "logprob": value})
+    return {
+        "token_ids": ids,
+        "tokens": tokens,
+        "scored_tokens": len(ids) - 1,
+        "total_logprob": float(token_logp.sum()),
+        "mean_nll": nll,
+        "perplexity": math.exp(nll),
+    }
