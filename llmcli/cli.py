@@ -34,12 +34,13 @@ def root(
 
 def _register() -> None:
     # Command modules import only typer and llmcli's light layers at import time; torch loads on use.
-    from llmcli.commands import generate_cmd, inspect_cmd, models_cmd, probe_cmd, tokens_cmd
+    from llmcli.commands import bench_cmd, generate_cmd, inspect_cmd, models_cmd, probe_cmd, tokens_cmd
 
     inspect_cmd.register(app)
     generate_cmd.register(app)
     tokens_cmd.register(app)
     probe_cmd.register(app)
+    bench_cmd.register(app)
     models_cmd.register(app)
 
 

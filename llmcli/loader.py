@@ -15,6 +15,7 @@ from llmcli.modelfs.config import geometry, load_config
 from llmcli.modelfs.memory import device_memory, human_bytes
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+QUANTIZE = ("none", "int8")
 # Measured on the 2-core AVX2 CPU this project runs on: bf16 decodes ~1.7× faster than fp32 on
 # SmolLM2-135M and halves memory; fp16 matmuls on CPU are slow. See docs/generate.md.
 CPU_AUTO_DTYPE = "bfloat16"
@@ -92,14 +93,16 @@ def resolve_device(requested: str) -> str:
     raise UsageError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {requested!r}")
 
 
-def resolve_dtype(requested: str, device: str, config: dict[str, Any]) -> str:
+def resolve_dtype(requested: str, device: str, config: dict[str, Any], prefill_only: bool = False) -> str:
     req = requested.strip().lower()
     if req not in DTYPES:
         raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {requested!r}")
     if req != "auto":
         return req
     if device == "cpu":
-        return CPU_AUTO_DTYPE
+        # bf16 wins for token-by-token decoding; for a single pass over a whole text float32's matmuls are
+        # about 3× faster on CPUs without native bf16 (see docs/performance.md).
+        return "float32" if prefill_only else CPU_AUTO_DTYPE
     saved = config.get("torch_dtype", config.get("dtype"))
     return saved if saved in ("float32", "bfloat16", "float16") else "bfloat16"
 
@@ -138,6 +141,7 @@ class Loaded:
     load_seconds: float
     source: ModelSource
     config: dict[str, Any]
+    quantize: str = "none"
 
 
 def load(
@@ -148,6 +152,8 @@ def load(
     allow_pickle: bool,
     memory_check: bool,
     show_progress: bool,
+    quantize: str = "none",
+    prefill_only: bool = False,
 ) -> Loaded:
     from llmcli.arch import quiet_transformers
 
@@ -174,7 +180,15 @@ def load(
     import torch
 
     device = resolve_device(device_req)
-    dtype = resolve_dtype(dtype_req, device, config)
+    dtype = resolve_dtype(dtype_req, device, config, prefill_only)
+    if quantize not in QUANTIZE:
+        raise UsageError(f"--quantize must be one of {', '.join(QUANTIZE)}, got {quantize!r}")
+    if quantize == "int8":
+        if device != "cpu":
+            raise UsageError("--quantize int8 is torch's dynamic int8 for CPU; on a GPU use --dtype bfloat16")
+        if dtype_req not in ("auto", "float32"):
+            raise UsageError("--quantize int8 computes in float32; drop --dtype")
+        dtype = "float32"
     check_memory(source.path, dtype, device, force=not memory_check)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -198,7 +212,20 @@ def load(
     finally:
         status()
     model.eval()
-    return Loaded(model, tokenizer, device, dtype, time.perf_counter() - started, source, config)
+    if quantize == "int8":
+        model = quantize_int8(model)
+    return Loaded(model, tokenizer, device, dtype, time.perf_counter() - started, source, config, quantize)
+
+
+def quantize_int8(model: Any) -> Any:
+    """torch's dynamic int8: Linear weights stored as int8, activations quantized per batch (fbgemm kernels)."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def _load_status(enabled: bool, source: ModelSource):

@@ -14,6 +14,7 @@ from llmcli.commands.options import (
     FileOpt,
     JsonOpt,
     ModelOpt,
+    QuantizeOpt,
     RawOpt,
     SystemOpt,
     TrustOpt,
@@ -33,6 +34,7 @@ def generate(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     trust_remote_code: TrustOpt = False,
+    quantize: QuantizeOpt = "none",
     allow_pickle: bool = typer.Option(
         False,
         "--allow-pickle",
@@ -174,8 +176,16 @@ def generate(
     from llmcli.runner import GenerationInterrupted, generate_batch, pick_seed
 
     seed_used = pick_seed(seed, needs_sampling(kwargs, defaults))
-    loaded = load(source, device, dtype, trust_remote_code, allow_pickle, memory_check, show_progress=on_tty)
-    model_info = {"path": str(source.path), "source": source.label, "dtype": loaded.dtype, "device": loaded.device}
+    loaded = load(
+        source, device, dtype, trust_remote_code, allow_pickle, memory_check, show_progress=on_tty, quantize=quantize
+    )
+    model_info = {
+        "path": str(source.path),
+        "source": source.label,
+        "dtype": loaded.dtype,
+        "device": loaded.device,
+        "quantize": None if loaded.quantize == "none" else loaded.quantize,
+    }
     if source.gguf is not None:
         model_info["gguf"] = str(source.gguf)
     stream = None if json_out else (lambda text: output.write_stdout(text, flush=True))

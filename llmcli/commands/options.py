@@ -39,3 +39,12 @@ SystemOpt = Annotated[
 ]
 RawOpt = Annotated[bool, typer.Option("--raw", help="Send the text as-is, no chat template.", rich_help_panel=H_OUT)]
 FileOpt = Annotated[str | None, typer.Option("--file", "-f", help="Read the text from a file.", rich_help_panel=H_OUT)]
+QuantizeOpt = Annotated[
+    str,
+    typer.Option(
+        "--quantize",
+        help="none, or int8: torch's dynamic int8 Linear layers on CPU (faster prefill and "
+        "decode, small accuracy cost).",
+        rich_help_panel=H_MODEL,
+    ),
+]

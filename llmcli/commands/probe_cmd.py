@@ -26,7 +26,17 @@ def _load(model, device, dtype, trust_remote_code):
 
     on_tty = output.stderr_is_tty()
     source = resolve_model(model, verbose_progress=on_tty)
-    return load(source, device, dtype, trust_remote_code, allow_pickle=False, memory_check=True, show_progress=on_tty)
+    # One pass over the prompt, no decoding loop: the CPU default is float32 (see loader.resolve_dtype).
+    return load(
+        source,
+        device,
+        dtype,
+        trust_remote_code,
+        allow_pickle=False,
+        memory_check=True,
+        show_progress=on_tty,
+        prefill_only=True,
+    )
 
 
 def next_token(
