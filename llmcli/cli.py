@@ -9,12 +9,22 @@ import typer
 from llmcli import __version__
 from llmcli.errors import LlmcliError, report
 
+
+def _stdout_is_tty() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 app = typer.Typer(
     name="llmcli",
     help="Inspect Hugging Face models without loading them, and generate text from the terminal.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Rich help panels on a terminal; plain help when piped (greppable, and no Rich import: ~0.1 s less).
+    rich_markup_mode="rich" if _stdout_is_tty() else None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -34,10 +44,21 @@ def root(
 
 def _register() -> None:
     # Command modules import only typer and llmcli's light layers at import time; torch loads on use.
-    from llmcli.commands import bench_cmd, generate_cmd, inspect_cmd, models_cmd, probe_cmd, tokens_cmd
+    from llmcli.commands import (
+        bench_cmd,
+        chat_cmd,
+        diff_cmd,
+        generate_cmd,
+        inspect_cmd,
+        models_cmd,
+        probe_cmd,
+        tokens_cmd,
+    )
 
     inspect_cmd.register(app)
+    diff_cmd.register(app)
     generate_cmd.register(app)
+    chat_cmd.register(app)
     tokens_cmd.register(app)
     probe_cmd.register(app)
     bench_cmd.register(app)

@@ -39,7 +39,7 @@ def progress_printer(enabled: bool):
     return show
 
 
-def resolve_model(arg: str | None, verbose_progress: bool) -> ModelSource:
+def resolve_model(arg: str | None, verbose_progress: bool, revision: str | None = None) -> ModelSource:
     """--model, else $LLMCLI_MODEL, else the embedded default; GGUF files go through the cache."""
     from llmcli.default_model import default_gguf, ensure_converted
     from llmcli.modelfs.locate import locate
@@ -49,7 +49,7 @@ def resolve_model(arg: str | None, verbose_progress: bool) -> ModelSource:
     if name is None:
         gguf = default_gguf()
         return ModelSource(ensure_converted(gguf, _conversion_progress(progress)), "default", gguf)
-    ref = locate(name)
+    ref = locate(name, revision)
     if ref.kind == "gguf":
         return ModelSource(ensure_converted(ref.path, _conversion_progress(progress)), name, ref.path)
     return ModelSource(ref.path, name)
@@ -154,6 +154,8 @@ def load(
     show_progress: bool,
     quantize: str = "none",
     prefill_only: bool = False,
+    adapter: Path | None = None,
+    merge: bool = False,
 ) -> Loaded:
     from llmcli.arch import quiet_transformers
 
@@ -212,9 +214,28 @@ def load(
     finally:
         status()
     model.eval()
+    if adapter is not None:
+        model = apply_adapter(model, adapter, merge)
     if quantize == "int8":
         model = quantize_int8(model)
     return Loaded(model, tokenizer, device, dtype, time.perf_counter() - started, source, config, quantize)
+
+
+def apply_adapter(model: Any, adapter: Path, merge: bool) -> Any:
+    """A PEFT LoRA adapter on top of the loaded model; merged into the weights with `merge`."""
+    from llmcli.adapter_report import ADAPTER_WEIGHTS, inspect_adapter
+
+    inspect_adapter(adapter, None)  # validates its config and safetensors header (and refuses pickle-only)
+    from peft import PeftModel
+
+    try:
+        wrapped = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise LlmcliError(
+            f"cannot apply the adapter: {' '.join(str(exc).split())[:300]}", path=adapter / ADAPTER_WEIGHTS
+        ) from None
+    wrapped.eval()
+    return wrapped.merge_and_unload() if merge else wrapped
 
 
 def quantize_int8(model: Any) -> Any:

@@ -93,10 +93,9 @@ class TokenTimer:
         if self.first_token_at is None:
             self.first_token_at = now
         self.last_token_at = now
-        ids = value.reshape(-1).tolist()
         self.count += 1
-        if self.on_tokens is not None:
-            self.on_tokens(ids)
+        if self.on_tokens is not None:  # only streaming needs the ids on the host
+            self.on_tokens(value.reshape(-1).tolist())
 
     def end(self) -> None:
         pass
@@ -216,6 +215,7 @@ def generate_batch(
     stream: Callable[[str], None] | None,
     logprobs: int | None = None,
     colorize: Callable[[str, float], None] | None = None,
+    encoded: list[list[int]] | None = None,
 ) -> list[Result]:
     """Generate for prompts sharing one batch (left-padded). Streams only for a single output.
 
@@ -226,7 +226,8 @@ def generate_batch(
     import torch
 
     tokenizer, model = loaded.tokenizer, loaded.model
-    encoded = [prepare_prompt(tokenizer, p, system, raw) for p in prompts]
+    if encoded is None:  # callers with their own conversation (chat) pass the token ids
+        encoded = [prepare_prompt(tokenizer, p, system, raw) for p in prompts]
     context = model_context(loaded.config)
     for ids in encoded:
         if not ids:

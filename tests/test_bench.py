@@ -24,8 +24,27 @@ def direct_tokenizer(tiny_dir):
 
 
 def test_bench_json_report(tiny_dir, capsys, monkeypatch):
-    run = run_cli(["bench", "-m", str(tiny_dir), "-p", "8,16", "-g", "24", "-b", "1,2", "-r", "2", "--warmup", "0",
-                   "--compare-raw", "--json"], capsys, monkeypatch)
+    run = run_cli(
+        [
+            "bench",
+            "-m",
+            str(tiny_dir),
+            "-p",
+            "8,16",
+            "-g",
+            "24",
+            "-b",
+            "1,2",
+            "-r",
+            "2",
+            "--warmup",
+            "0",
+            "--compare-raw",
+            "--json",
+        ],
+        capsys,
+        monkeypatch,
+    )
     assert run.code == 0, run.stderr
     data = run.json()
     assert [(r["prompt_tokens"], r["batch"]) for r in data["results"]] == [(8, 1), (8, 2), (16, 1), (16, 2)]
@@ -34,13 +53,16 @@ def test_bench_json_report(tiny_dir, capsys, monkeypatch):
             entry = row[side]
             assert entry["decode_tokens_per_second"]["min"] <= entry["decode_tokens_per_second"]["median"]
             assert entry["decode_tokens_per_second"]["median"] <= entry["decode_tokens_per_second"]["max"]
-            assert len({"time_to_first_token", "prefill_tokens_per_second", "throughput_tokens_per_second"}
-                       & set(entry)) == 3
+            assert (
+                len({"time_to_first_token", "prefill_tokens_per_second", "throughput_tokens_per_second"} & set(entry))
+                == 3
+            )
         assert row["ratio"]["decode_tokens_per_second"] > 0
         assert row["peak_memory_bytes"] > 0
     assert data["load_seconds"]["llmcli"] > 0 and data["load_seconds"]["raw"] > 0
-    plain = run_cli(["bench", "-m", str(tiny_dir), "-p", "8", "-g", "3", "-r", "1", "--warmup", "0"], capsys,
-                    monkeypatch)
+    plain = run_cli(
+        ["bench", "-m", str(tiny_dir), "-p", "8", "-g", "3", "-r", "1", "--warmup", "0"], capsys, monkeypatch
+    )
     assert "decode tok/s" in plain.stdout and "TTFT ms" in plain.stdout
 
 
@@ -50,14 +72,18 @@ def test_bench_usage_errors(tiny_dir, args, needle, capsys, monkeypatch):
 
 
 def test_quantize_int8(tiny_dir, capsys, monkeypatch):
-    run = run_cli(["generate", "-m", str(tiny_dir), "hello", "-n", "4", "--greedy", "--quantize", "int8", "--json"],
-                  capsys, monkeypatch)
+    run = run_cli(
+        ["generate", "-m", str(tiny_dir), "hello", "-n", "4", "--greedy", "--quantize", "int8", "--json"],
+        capsys,
+        monkeypatch,
+    )
     assert run.code == 0, run.stderr
     data = run.json()
     assert data["model"]["quantize"] == "int8" and data["model"]["dtype"] == "float32"
     assert len(data["outputs"][0]["token_ids"]) >= 1
-    bad = run_cli(["generate", "-m", str(tiny_dir), "hi", "--quantize", "int8", "--dtype", "bfloat16"], capsys,
-                  monkeypatch)
+    bad = run_cli(
+        ["generate", "-m", str(tiny_dir), "hi", "--quantize", "int8", "--dtype", "bfloat16"], capsys, monkeypatch
+    )
     assert_clean_error(bad, 2, "--quantize int8")
     bogus = run_cli(["generate", "-m", str(tiny_dir), "hi", "--quantize", "int3"], capsys, monkeypatch)
     assert_clean_error(bogus, 2, "--quantize")

@@ -35,6 +35,22 @@ def direct(tiny_dir):
     return model, tok
 
 
+@pytest.fixture
+def generate_spy(monkeypatch):
+    """The keyword arguments the model's generate() actually receives."""
+    from transformers import LlamaForCausalLM
+
+    seen = {}
+    original = LlamaForCausalLM.generate
+
+    def spy(self, *args, **kwargs):
+        seen.update(kwargs)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(LlamaForCausalLM, "generate", spy)
+    return seen
+
+
 def direct_generate(direct, prompt_ids, kwargs, seed=None):
     import torch
 
@@ -104,17 +120,8 @@ def test_sampling_without_seed_reports_the_seed_it_used(tiny_dir, direct, capsys
     assert again["outputs"] == data["outputs"]
 
 
-def test_every_flag_reaches_generate_under_its_own_name(tiny_dir, capsys, monkeypatch):
-    from transformers import LlamaForCausalLM
-
-    seen = {}
-    original = LlamaForCausalLM.generate
-
-    def spy(self, *args, **kwargs):
-        seen.update(kwargs)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(LlamaForCausalLM, "generate", spy)
+def test_every_flag_reaches_generate_under_its_own_name(tiny_dir, generate_spy, capsys, monkeypatch):
+    seen = generate_spy
     run = gen(
         tiny_dir,
         [
@@ -162,17 +169,8 @@ def test_every_flag_reaches_generate_under_its_own_name(tiny_dir, capsys, monkey
     assert "temperature" not in seen and "top_p" not in seen  # untouched flags are not forwarded
 
 
-def test_sampling_flags_reach_generate(tiny_dir, capsys, monkeypatch):
-    from transformers import LlamaForCausalLM
-
-    seen = {}
-    original = LlamaForCausalLM.generate
-
-    def spy(self, *args, **kwargs):
-        seen.update(kwargs)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(LlamaForCausalLM, "generate", spy)
+def test_sampling_flags_reach_generate(tiny_dir, generate_spy, capsys, monkeypatch):
+    seen = generate_spy
     run = gen(
         tiny_dir,
         [

@@ -41,8 +41,9 @@ def test_generate_json_matches_schema(tiny_dir, capsys, monkeypatch):
     data = beams.json()
     jsonschema.validate(data, schema("generate.schema.json"))
     assert data["stats"]["time_to_first_token"] is None  # beam search takes no streamer
-    logprobs = run_cli(["generate", "-m", str(tiny_dir), "hello", "-n", "3", "--logprobs", "2", "--json"], capsys,
-                       monkeypatch)
+    logprobs = run_cli(
+        ["generate", "-m", str(tiny_dir), "hello", "-n", "3", "--logprobs", "2", "--json"], capsys, monkeypatch
+    )
     jsonschema.validate(logprobs.json(), schema("generate.schema.json"))
     assert len(logprobs.json()["outputs"][0]["logprobs"]) == len(logprobs.json()["outputs"][0]["token_ids"])
 

@@ -16,10 +16,11 @@ from llmcli.commands.options import (
     ModelOpt,
     QuantizeOpt,
     RawOpt,
+    RevisionOpt,
     SystemOpt,
     TrustOpt,
 )
-from llmcli.errors import Interrupted
+from llmcli.errors import Interrupted, UsageError
 
 H_DEC = "Decoding (forwarded to generate() only when set)"
 
@@ -31,10 +32,17 @@ def register(app: typer.Typer) -> None:
 def generate(
     prompt: str = typer.Argument(None, help="The prompt; '-' reads stdin. Piped stdin is put before it."),
     model: ModelOpt = None,
+    revision: RevisionOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     trust_remote_code: TrustOpt = False,
     quantize: QuantizeOpt = "none",
+    adapter: str = typer.Option(
+        None, "--adapter", help="A PEFT LoRA adapter directory to apply (through peft).", rich_help_panel=H_MODEL
+    ),
+    merge: bool = typer.Option(
+        False, "--merge", help="Merge the adapter into the weights before generating.", rich_help_panel=H_MODEL
+    ),
     allow_pickle: bool = typer.Option(
         False,
         "--allow-pickle",
@@ -154,7 +162,7 @@ def generate(
 
     from llmcli.loader import load, resolve_model
 
-    source = resolve_model(model, verbose_progress=on_tty or verbose)
+    source = resolve_model(model, verbose_progress=on_tty or verbose, revision=revision)
     defaults = generation_defaults(source.path) or {}
     effective = effective_config(defaults, kwargs)
     if show_config:
@@ -176,8 +184,26 @@ def generate(
     from llmcli.runner import GenerationInterrupted, generate_batch, pick_seed
 
     seed_used = pick_seed(seed, needs_sampling(kwargs, defaults))
+    adapter_ref = None
+    if adapter is not None:
+        from llmcli.modelfs.locate import locate
+
+        adapter_ref = locate(adapter)
+        if adapter_ref.kind != "adapter":
+            raise UsageError(f"--adapter {adapter}: not a PEFT adapter directory (no adapter_config.json)")
+    elif merge:
+        raise UsageError("--merge goes with --adapter")
     loaded = load(
-        source, device, dtype, trust_remote_code, allow_pickle, memory_check, show_progress=on_tty, quantize=quantize
+        source,
+        device,
+        dtype,
+        trust_remote_code,
+        allow_pickle,
+        memory_check,
+        show_progress=on_tty,
+        quantize=quantize,
+        adapter=adapter_ref.path if adapter_ref else None,
+        merge=merge,
     )
     model_info = {
         "path": str(source.path),
@@ -188,6 +214,8 @@ def generate(
     }
     if source.gguf is not None:
         model_info["gguf"] = str(source.gguf)
+    if adapter_ref is not None:
+        model_info["adapter"] = {"path": str(adapter_ref.path), "merged": merge}
     stream = None if json_out else (lambda text: output.write_stdout(text, flush=True))
     colorize = output.confidence_writer() if (logprobs is not None and output.choose_mode(json_out) == "rich") else None
     results = []

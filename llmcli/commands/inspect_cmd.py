@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from llmcli.commands.options import RevisionOpt
 from llmcli.errors import UsageError
 
 
@@ -41,14 +42,25 @@ def inspect(
     batch: int = typer.Option(1, "--batch", min=1, help="Batch size for the KV-cache estimate."),
     device: str = typer.Option("auto", "--device", help="Device whose memory the verdict uses: auto, cpu, cuda[:N]."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout and nothing else."),
+    revision: RevisionOpt = None,
+    base: str = typer.Option(
+        None,
+        "--base",
+        help="For a LoRA adapter: the base model to measure it against "
+        "(default: its base_model_name_or_path, when found locally).",
+    ),
 ) -> None:
     """Explain a model from its files alone: nothing is loaded, no weight is read."""
     from llmcli import output
     from llmcli.modelfs.locate import locate
 
     sections = _parse_only(only)
-    ref = locate(path)
-    if ref.kind == "gguf":
+    ref = locate(path, revision)
+    if ref.kind == "adapter":
+        from llmcli.adapter_report import inspect_adapter
+
+        data, shown = inspect_adapter(ref.path, base)
+    elif ref.kind == "gguf":
         from llmcli.gguf_report import inspect_gguf
 
         data, shown = inspect_gguf(ref.path, tensors)

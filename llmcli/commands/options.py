@@ -48,3 +48,11 @@ QuantizeOpt = Annotated[
         rich_help_panel=H_MODEL,
     ),
 ]
+RevisionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--revision",
+        help="For a Hub id (org/name): the branch, tag or commit in the local HF cache.",
+        rich_help_panel=H_MODEL,
+    ),
+]

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from llmcli.commands.options import DeviceOpt, DtypeOpt, FileOpt, JsonOpt, ModelOpt, RawOpt, SystemOpt, TrustOpt
+from llmcli.commands.options import (
+    DeviceOpt,
+    DtypeOpt,
+    FileOpt,
+    JsonOpt,
+    ModelOpt,
+    RawOpt,
+    RevisionOpt,
+    SystemOpt,
+    TrustOpt,
+)
 
 BAR = 24
 
@@ -20,12 +30,12 @@ def _bar(p: float) -> str:
     return "█" * full + ("▌" if filled - full >= 0.5 else "")
 
 
-def _load(model, device, dtype, trust_remote_code):
+def _load(model, device, dtype, trust_remote_code, revision=None):
     from llmcli import output
     from llmcli.loader import load, resolve_model
 
     on_tty = output.stderr_is_tty()
-    source = resolve_model(model, verbose_progress=on_tty)
+    source = resolve_model(model, verbose_progress=on_tty, revision=revision)
     # One pass over the prompt, no decoding loop: the CPU default is float32 (see loader.resolve_dtype).
     return load(
         source,
@@ -42,6 +52,7 @@ def _load(model, device, dtype, trust_remote_code):
 def next_token(
     prompt: str = typer.Argument(None, help="The prompt; '-' or piped stdin reads stdin."),
     model: ModelOpt = None,
+    revision: RevisionOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     temperature: float = typer.Option(None, "--temperature", "-t", help="Reshape: P ∝ exp(z / T)."),
@@ -71,7 +82,7 @@ def next_token(
         settings["temperature"] = 0
     settings = {k: v for k, v in settings.items() if k in FILTER_KEYS}
     text = single_prompt(prompt, file)
-    loaded = _load(model, device, dtype, trust_remote_code)
+    loaded = _load(model, device, dtype, trust_remote_code, revision)
     ids = prepare_prompt(loaded.tokenizer, text, system, raw)
     data = compute(loaded.model, loaded.tokenizer, ids, settings, top)
     data = {
@@ -117,6 +128,7 @@ def next_token(
 def score(
     text: str = typer.Argument(None, help="Text to score; '-' or piped stdin reads stdin."),
     model: ModelOpt = None,
+    revision: RevisionOpt = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     file: FileOpt = None,
@@ -133,7 +145,7 @@ def score(
     from llmcli.runner import model_context
 
     body = single_prompt(text, file)
-    loaded = _load(model, device, dtype, trust_remote_code)
+    loaded = _load(model, device, dtype, trust_remote_code, revision)
     ids = list(loaded.tokenizer(body, add_special_tokens=True)["input_ids"])
     context = model_context(loaded.config)
     if context and len(ids) > context:

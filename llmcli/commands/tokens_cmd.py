@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from llmcli.commands.options import FileOpt, JsonOpt, ModelOpt, SystemOpt, TrustOpt
+from llmcli.commands.options import FileOpt, JsonOpt, ModelOpt, RevisionOpt, SystemOpt, TrustOpt
 
 
 def register(app: typer.Typer) -> None:
@@ -50,6 +50,7 @@ def spans(text: str, offsets: list[tuple[int, int]], pieces: list[str]) -> list[
 def tokenize(
     text: str = typer.Argument(None, help="Text to tokenize; '-' or piped stdin reads stdin."),
     model: ModelOpt = None,
+    revision: RevisionOpt = None,
     chat: bool = typer.Option(False, "--chat", help="Render the chat template around the text first."),
     system: SystemOpt = None,
     ids: bool = typer.Option(False, "--ids", help="Print only the ids, space-separated (pipe-friendly)."),
@@ -64,7 +65,7 @@ def tokenize(
     from llmcli.prompts import single_prompt
 
     source_text = single_prompt(text, file)
-    source = resolve_model(model, verbose_progress=output.stderr_is_tty())
+    source = resolve_model(model, verbose_progress=output.stderr_is_tty(), revision=revision)
     tok = load_tokenizer(source, trust_remote_code)
     rendered = source_text
     if chat:
@@ -136,6 +137,7 @@ def tokenize(
 def detokenize(
     token_ids: list[str] = typer.Argument(None, help="Token ids (or '-' / piped stdin: ids separated by spaces)."),
     model: ModelOpt = None,
+    revision: RevisionOpt = None,
     skip_special: bool = typer.Option(False, "--skip-special", help="Leave special tokens out."),
     trust_remote_code: TrustOpt = False,
     json_out: JsonOpt = False,
@@ -156,7 +158,7 @@ def detokenize(
     except ValueError:
         bad = next(w for w in words if not w.lstrip("-").isdigit())
         raise UsageError(f"not a token id: {bad!r}") from None
-    source = resolve_model(model, verbose_progress=output.stderr_is_tty())
+    source = resolve_model(model, verbose_progress=output.stderr_is_tty(), revision=revision)
     tok = load_tokenizer(source, trust_remote_code)
     size = len(tok)
     out_of_range = [v for v in values if v < 0 or v >= size]

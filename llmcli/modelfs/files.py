@@ -79,6 +79,15 @@ def inside(root: Path, candidate: Path) -> bool:
     return real == real_root or real_root in real.parents
 
 
+def allowed_root(model_dir: Path) -> Path:
+    """Where a model's files may really live: the directory itself, or for a Hugging Face cache snapshot
+    (models--org--name/snapshots/<rev>, whose files are symlinks into ../../blobs) the whole repo folder."""
+    snapshots = model_dir.parent
+    if snapshots.name == "snapshots" and snapshots.parent.name.startswith("models--"):
+        return snapshots.parent
+    return model_dir
+
+
 def safe_child(root: Path, name: object, source: Path) -> Path:
     """Resolve a file name that a model file (e.g. an index) refers to, refusing escapes."""
     if not isinstance(name, str) or not name or "\x00" in name:
@@ -86,6 +95,6 @@ def safe_child(root: Path, name: object, source: Path) -> Path:
     if os.path.isabs(name) or ".." in Path(name).parts:
         raise LlmcliError(f"points outside the model directory: {name!r}", path=source)
     child = root / name
-    if not inside(root, child):
+    if not inside(allowed_root(root), child):
         raise LlmcliError(f"points outside the model directory (through a symlink): {name!r}", path=source)
     return child

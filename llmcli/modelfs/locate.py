@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,17 +12,42 @@ from llmcli.modelfs.files import read_head, sniff
 
 @dataclass
 class ModelRef:
-    kind: str  # "hf" (a directory) or "gguf" (a file)
+    kind: str  # "hf" (a directory), "gguf" (a file) or "adapter" (a PEFT LoRA directory)
     path: Path
 
 
-def locate(arg: str) -> ModelRef:
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
+
+
+def hub_snapshot(repo_id: str, revision: str | None) -> Path | None:
+    """The local Hugging Face cache's snapshot of a Hub model (HF_HOME / HF_HUB_CACHE respected), never the
+    network: llmcli reads what is already cached."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id=repo_id, revision=revision, local_files_only=True))
+    except (LocalEntryNotFoundError, HFValidationError, FileNotFoundError, OSError, ValueError):
+        return None
+
+
+def locate(arg: str, revision: str | None = None) -> ModelRef:
     path = Path(arg).expanduser()
+    if not path.exists() and not path.is_symlink() and HUB_ID.match(arg):
+        snapshot = hub_snapshot(arg, revision)
+        if snapshot is None:
+            raise LlmcliError(
+                f"{arg}{'@' + revision if revision else ''} is not in the local Hugging Face cache",
+                hint="download it first, e.g. `hf download " + arg + "`, or give a local directory",
+            )
+        return locate(str(snapshot))
     if not path.exists():
         if path.is_symlink():
             raise LlmcliError("is a broken symlink", path=path)
         raise LlmcliError("no such file or directory", path=path)
     if path.is_dir():
+        if (path / "adapter_config.json").is_file() and not (path / "config.json").exists():
+            return ModelRef("adapter", path)
         if not (path / "config.json").exists():
             try:
                 empty = not any(path.iterdir())

@@ -1,0 +1,110 @@
+"""LoRA adapters: inspect reads rank, alpha, targets and the parameter fraction; generate applies them via peft."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from tests.helpers import assert_clean_error, run_cli
+
+PROMPT = "What is the capital of France?"
+
+
+@pytest.fixture(scope="module")
+def tiny_adapter(tiny_dir, tmp_path_factory):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_dir), dtype=torch.float32)
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.05, target_modules=["q_proj", "v_proj"]))
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:  # B starts at zero (a no-op adapter); give it weight so it changes outputs
+                param.normal_(0, 0.5)
+    path = tmp_path_factory.mktemp("adapter")
+    model.save_pretrained(str(path))
+    cfg = json.loads((path / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = str(tiny_dir)
+    (path / "adapter_config.json").write_text(json.dumps(cfg))
+    return path
+
+
+def test_inspect_adapter(tiny_adapter, tiny_dir, capsys, monkeypatch):
+    run = run_cli(["inspect", str(tiny_adapter), "--json"], capsys, monkeypatch)
+    assert run.code == 0, run.stderr
+    data = run.json()
+    cfg = json.loads((tiny_dir / "config.json").read_text())
+    hidden, heads, kv, layers = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"], 2
+    head_dim = hidden // heads
+    q = 4 * (hidden + hidden)
+    v = 4 * (hidden + kv * head_dim)
+    assert data["adapter"]["r"] == 4 and data["adapter"]["lora_alpha"] == 8 and data["adapter"]["scaling"] == 2.0
+    assert sorted(data["adapter"]["target_modules"]) == ["q_proj", "v_proj"]
+    assert data["parameters"]["adapter"] == layers * (q + v)
+    assert data["parameters"]["by_module"] == {"q_proj": layers * q, "v_proj": layers * v}
+    base_total = inspect_total(tiny_dir, capsys, monkeypatch)
+    assert data["parameters"]["base"] == base_total
+    assert data["parameters"]["fraction_of_base"] == pytest.approx(layers * (q + v) / base_total)
+    assert data["fits_base"] is True and data["checks"] == []
+    plain = run_cli(["inspect", str(tiny_adapter)], capsys, monkeypatch)
+    assert "scaling" in plain.stdout and "of the base's" in plain.stdout
+
+
+def inspect_total(path, capsys, monkeypatch):
+    return run_cli(["inspect", str(path), "--only", "checkpoint", "--json"], capsys, monkeypatch).json()["checkpoint"][
+        "parameters"
+    ]
+
+
+def test_adapter_that_does_not_fit(tiny_adapter, tmp_path, capsys, monkeypatch):
+    from safetensors.numpy import load_file, save_file
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_adapter, bad)
+    tensors = load_file(str(bad / "adapter_model.safetensors"))
+    name = next(k for k in tensors if "q_proj.lora_A" in k)
+    tensors[name.replace("q_proj", "z_proj")] = tensors.pop(name)
+    save_file(tensors, str(bad / "adapter_model.safetensors"))
+    data = run_cli(["inspect", str(bad), "--json"], capsys, monkeypatch).json()
+    assert data["fits_base"] is False
+    assert any("z_proj.weight" in c for c in data["checks"])
+
+
+def test_generate_with_adapter_equals_peft(tiny_adapter, tiny_dir, capsys, monkeypatch):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    args = ["generate", "-m", str(tiny_dir), "--dtype", "float32", PROMPT, "--greedy", "-n", "8", "--json"]
+    run = run_cli([*args, "--adapter", str(tiny_adapter)], capsys, monkeypatch)
+    assert run.code == 0, run.stderr
+    data = run.json()
+    assert data["model"]["adapter"] == {"path": str(tiny_adapter), "merged": False}
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_dir), dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, str(tiny_adapter)).eval()
+    ids = torch.tensor([data["prompt_token_ids"]])
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **data["generate_kwargs"])
+    expected = out[0, ids.shape[1] :].tolist()
+    got = data["outputs"][0]["token_ids"]
+    assert got == expected[: len(got)]
+    merged = run_cli([*args, "--adapter", str(tiny_adapter), "--merge"], capsys, monkeypatch).json()
+    assert merged["model"]["adapter"]["merged"] is True
+    assert merged["outputs"][0]["token_ids"] == got
+
+
+def test_adapter_usage_errors(tiny_dir, capsys, monkeypatch):
+    assert_clean_error(
+        run_cli(["generate", "-m", str(tiny_dir), "hi", "--merge"], capsys, monkeypatch),
+        2,
+        "--merge goes with --adapter",
+    )
+    assert_clean_error(
+        run_cli(["generate", "-m", str(tiny_dir), "hi", "--adapter", str(tiny_dir)], capsys, monkeypatch),
+        2,
+        "not a PEFT adapter",
+    )
