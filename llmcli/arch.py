@@ -136,7 +136,7 @@ def module_tree(model: Any, params: ParamReport) -> dict[str, Any]:
         dotted = prefix + "."
         return sum(n for name, n in owned if name.startswith(dotted))
 
-    def node(module: Any, name: str, path: str, repeat: int = 1, last_index: int | None = None) -> dict[str, Any]:
+    def node(module: Any, name: str, path: str, repeat: int = 1) -> dict[str, Any]:
         children = list(module.named_children())
         n = count(path) * repeat if repeat > 1 else count(path)
         entry: dict[str, Any] = {

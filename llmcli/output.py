@@ -263,3 +263,24 @@ def show(sections: list[Section], mode: str) -> None:
             raise StdoutClosed() from None
     else:
         write_stdout(render_plain(sections), flush=True)
+
+
+def print_stats(stats: Any) -> None:
+    """Generation figures as one line on stderr (--stats, -v, chat's /stats)."""
+    from llmcli.modelfs.memory import human_bytes
+
+    def fmt(value, unit=""):
+        return "n/a" if value is None else f"{value}{unit}"
+
+    lines = [
+        f"load {fmt(stats.load_seconds, ' s')}",
+        f"prompt tokens {stats.prompt_tokens}",
+        f"time to first token {fmt(stats.time_to_first_token, ' s')}",
+        f"prefill {fmt(stats.prefill_tokens_per_second, ' tok/s')}",
+        f"decode {fmt(stats.decode_tokens_per_second, ' tok/s')}",
+        f"generated tokens {stats.generated_tokens}",
+        f"peak memory {human_bytes(stats.peak_memory_bytes) if stats.peak_memory_bytes else 'n/a'} "
+        f"({stats.peak_memory_kind})",
+    ]
+    sys.stderr.write("llmcli stats: " + "; ".join(lines) + "\n")
+    sys.stderr.flush()

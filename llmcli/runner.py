@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from llmcli.errors import Interrupted, LlmcliError, UsageError
@@ -50,7 +50,6 @@ class Result:
     generate_kwargs: dict[str, Any]
     seed: int | None
     interrupted: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self, model: dict[str, Any]) -> dict[str, Any]:
         return {

@@ -51,6 +51,14 @@ def run_cli(args: list[str], capsys, monkeypatch, stdin: bytes | None = None) ->
     return Run(code, out, err)
 
 
+def default_sigint() -> None:
+    """For Ctrl-C tests: a child of a background job inherits SIGINT ignored, and Python then installs no
+    handler; give the child the default disposition, as a terminal would."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def cli_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("LLMCLI_MODEL", None)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from tests.helpers import ROOT, cli_env, run_cli
+from tests.helpers import ROOT, cli_env, default_sigint, run_cli
 
 
 def test_conversation_commands_and_history(tiny_dir, tmp_path, capsys, monkeypatch):
@@ -81,6 +81,7 @@ def test_ctrl_c_stops_the_answer_and_ctrl_d_exits(default_model_dir):
         stderr=subprocess.PIPE,
         env=cli_env(),
         cwd=ROOT,
+        preexec_fn=default_sigint,
     )
     proc.stdin.write(b"Write a very long story about a dragon.\n")
     proc.stdin.flush()

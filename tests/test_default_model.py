@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.helpers import ROOT, assert_clean_error, cli_env, run_cli, run_subprocess
+from tests.helpers import ROOT, assert_clean_error, cli_env, default_sigint, run_cli, run_subprocess
 
 QUESTION = "What is the capital of France?"
 
@@ -97,6 +97,7 @@ def test_sigint_keeps_partial_output_and_exits_130(default_model_dir):
         stdin=subprocess.DEVNULL,
         env=cli_env(),
         cwd=ROOT,
+        preexec_fn=default_sigint,
     )
     first = proc.stdout.read(8)  # streamed: the first words arrive while generation continues
     assert first

@@ -182,9 +182,7 @@ class Session:
                 if self.last_stats is None:
                     output.warn("no answer yet")
                 else:
-                    from llmcli.commands.generate_cmd import _print_stats
-
-                    _print_stats(self.last_stats, 1)
+                    output.print_stats(self.last_stats)
             else:
                 raise UsageError(f"unknown command {name}; /help lists them")
         except (LlmcliError, OSError) as exc:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 import typer
 
 from llmcli.commands.options import (
@@ -238,12 +236,13 @@ def generate(
         for result in exc.results:
             if json_out:
                 output.emit_json(result.as_json(model_info) | {"interrupted": True})
-        output.write_stdout("\n", flush=True) if not json_out else None
+        if not json_out:
+            output.write_stdout("\n", flush=True)
         raise Interrupted() from None
     except KeyboardInterrupt:
         raise Interrupted() from None
     if (stats or verbose) and results:
-        _print_stats(results[-1].stats, len(results))
+        output.print_stats(results[-1].stats)
 
 
 def _print_result(result, model_info, json_out: bool, streamed: bool, separate: bool) -> None:
@@ -257,23 +256,3 @@ def _print_result(result, model_info, json_out: bool, streamed: bool, separate: 
         return
     for out in result.outputs:
         output.write_stdout(out.text + ("\n\n" if separate else "\n"), flush=True)
-
-
-def _print_stats(stats, batches: int) -> None:
-    from llmcli.modelfs.memory import human_bytes
-
-    def fmt(value, unit=""):
-        return "n/a" if value is None else f"{value}{unit}"
-
-    lines = [
-        f"load {fmt(stats.load_seconds, ' s')}",
-        f"prompt tokens {stats.prompt_tokens}",
-        f"time to first token {fmt(stats.time_to_first_token, ' s')}",
-        f"prefill {fmt(stats.prefill_tokens_per_second, ' tok/s')}",
-        f"decode {fmt(stats.decode_tokens_per_second, ' tok/s')}",
-        f"generated tokens {stats.generated_tokens}",
-        f"peak memory {human_bytes(stats.peak_memory_bytes) if stats.peak_memory_bytes else 'n/a'} "
-        f"({stats.peak_memory_kind})",
-    ]
-    sys.stderr.write("llmcli stats: " + "; ".join(lines) + "\n")
-    sys.stderr.flush()

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from llmcli.errors import LlmcliError
 from llmcli.modelfs.files import read_json_object
 
 SPECIAL_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token")
@@ -86,7 +85,4 @@ def generation_defaults(model_dir: Path) -> dict[str, Any] | None:
     path = model_dir / "generation_config.json"
     if not path.is_file():
         return None
-    try:
-        return read_json_object(path, max_bytes=1024 * 1024, what="generation_config.json")
-    except LlmcliError:
-        raise
+    return read_json_object(path, max_bytes=1024 * 1024, what="generation_config.json")
