@@ -42,6 +42,7 @@ class Inspection:
         context: int | None,
         batch: int,
         device: str,
+        checkpoint: Checkpoint | None = None,
     ):
         self.dir = model_dir
         self.wanted = sections
@@ -50,6 +51,7 @@ class Inspection:
         self.context = context
         self.batch = batch
         self.device = device
+        self.remote_checkpoint = checkpoint  # headers read remotely (a Hub model that is not downloaded)
         self.data: dict[str, Any] = {"path": str(model_dir), "format": "huggingface"}
         self.sections: list[Section] = []
         self.checks: list[str] = []
@@ -65,9 +67,10 @@ class Inspection:
             self._generation()
         if "tokenizer" in self.wanted:
             self._tokenizer()
-        ckpt = (
-            read_checkpoint(self.dir) if {"checkpoint", "parameters", "modules", "memory"} & set(self.wanted) else None
-        )
+        needs_checkpoint = {"checkpoint", "parameters", "modules", "memory"} & set(self.wanted)
+        ckpt = None
+        if needs_checkpoint:
+            ckpt = self.remote_checkpoint if self.remote_checkpoint is not None else read_checkpoint(self.dir)
         if ckpt is not None:
             self.checks.extend(ckpt.checks)
         if "checkpoint" in self.wanted and ckpt is not None:
@@ -209,7 +212,8 @@ class Inspection:
                     numeric={3},
                 )
             )
-        self.sections.append(Section("Checkpoint (safetensors headers)", blocks))
+        where = "read remotely, sizes are tensor bytes" if self.remote_checkpoint is not None else "headers"
+        self.sections.append(Section(f"Checkpoint (safetensors {where})", blocks))
 
     def _architecture(self, config: dict[str, Any], geo: Geometry, ckpt: Checkpoint | None) -> int | None:
         from llmcli.arch import (

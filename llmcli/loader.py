@@ -50,6 +50,11 @@ def resolve_model(arg: str | None, verbose_progress: bool, revision: str | None 
         gguf = default_gguf()
         return ModelSource(ensure_converted(gguf, _conversion_progress(progress)), "default", gguf)
     ref = locate(name, revision)
+    if ref.kind == "hub":
+        from llmcli.remote import download_model
+
+        progress(f"downloading {ref.repo_id} into the Hugging Face cache")
+        return ModelSource(download_model(ref.repo_id, ref.revision, verbose_progress), name)
     if ref.kind == "gguf":
         return ModelSource(ensure_converted(ref.path, _conversion_progress(progress)), name, ref.path)
     return ModelSource(ref.path, name)

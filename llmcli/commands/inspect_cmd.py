@@ -56,6 +56,13 @@ def inspect(
 
     sections = _parse_only(only)
     ref = locate(path, revision)
+    remote = None
+    if ref.kind == "hub":  # not cached: small files fetched, safetensors headers read remotely
+        from llmcli.modelfs.locate import ModelRef
+        from llmcli.remote import fetch_metadata
+
+        folder, remote = fetch_metadata(ref.repo_id, ref.revision)
+        ref = ModelRef("hf", folder)
     if ref.kind == "adapter":
         from llmcli.adapter_report import inspect_adapter
 
@@ -67,7 +74,7 @@ def inspect(
     else:
         from llmcli.inspect_report import Inspection
 
-        data, shown = Inspection(ref.path, sections, tensors, depth, context, batch, device).run()
+        data, shown = Inspection(ref.path, sections, tensors, depth, context, batch, device, remote).run()
     mode = output.choose_mode(json_out)
     if mode == "json":
         output.emit_json(data)

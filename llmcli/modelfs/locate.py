@@ -12,8 +12,10 @@ from llmcli.modelfs.files import read_head, sniff
 
 @dataclass
 class ModelRef:
-    kind: str  # "hf" (a directory), "gguf" (a file) or "adapter" (a PEFT LoRA directory)
+    kind: str  # "hf" (a directory), "gguf" (a file), "adapter" (a PEFT LoRA directory) or "hub" (not cached)
     path: Path
+    repo_id: str | None = None
+    revision: str | None = None
 
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}$")
@@ -36,6 +38,10 @@ def locate(arg: str, revision: str | None = None) -> ModelRef:
     if not path.exists() and not path.is_symlink() and HUB_ID.match(arg):
         snapshot = hub_snapshot(arg, revision)
         if snapshot is None:
+            from llmcli.remote import hub_online
+
+            if hub_online():
+                return ModelRef("hub", path, arg, revision)
             raise LlmcliError(
                 f"{arg}{'@' + revision if revision else ''} is not in the local Hugging Face cache",
                 hint="download it first, e.g. `hf download " + arg + "`, or give a local directory",
