@@ -137,6 +137,16 @@ def check_memory(model_dir: Path, dtype: str, device: str, force: bool) -> int:
     return need
 
 
+def refuse_custom_code(config: dict[str, Any], model_dir: Path, trust_remote_code: bool) -> None:
+    """Code shipped in a model directory runs only when the user says so on the command line."""
+    if "auto_map" in config and not trust_remote_code:
+        raise LlmcliError(
+            "this model needs custom code from its directory (auto_map in config.json); llmcli does not run it",
+            path=model_dir / "config.json",
+            hint="pass --trust-remote-code if you trust its author",
+        )
+
+
 @dataclass
 class Loaded:
     model: Any
@@ -168,12 +178,7 @@ def load(
     problems = geometry(config).problems
     if problems:
         raise LlmcliError(problems[0].removeprefix("config.json: "), path=source.path / "config.json")
-    if "auto_map" in config and not trust_remote_code:
-        raise LlmcliError(
-            "this model needs custom code from its directory (auto_map in config.json); llmcli does not run it",
-            path=source.path / "config.json",
-            hint="pass --trust-remote-code if you trust its author",
-        )
+    refuse_custom_code(config, source.path, trust_remote_code)
     ckpt = read_checkpoint(source.path)
     if ckpt.kind == "pickle" and not allow_pickle:
         raise LlmcliError(
@@ -271,12 +276,7 @@ def load_tokenizer(source: ModelSource, trust_remote_code: bool) -> Any:
     from llmcli.arch import quiet_transformers
 
     config = load_config(source.path)
-    if "auto_map" in config and not trust_remote_code:
-        raise LlmcliError(
-            "this model needs custom code from its directory (auto_map in config.json); llmcli does not run it",
-            path=source.path / "config.json",
-            hint="pass --trust-remote-code if you trust its author",
-        )
+    refuse_custom_code(config, source.path, trust_remote_code)
     quiet_transformers()
     from transformers import AutoTokenizer
 
