@@ -226,17 +226,24 @@ def test_plain_output_has_no_escape_codes_and_rich_renders(tiny_dir, capsys, mon
     assert rich.code == 0 and "Modules" in rich.stdout and "╭" in rich.stdout
 
 
-def test_torch_free_sections_do_not_import_torch(sparse_qwen7b):
+def fresh_process(args: list[str], probe: str, timeout: float = 300) -> tuple[str, str]:
+    """Run `llmcli ARGS` in a new interpreter; return its stdout and the value of `probe` evaluated there after."""
     code = (
-        "import sys; from llmcli.cli import main\n"
-        "try:\n    main(['inspect', sys.argv[1], '--only', 'config,generation,tokenizer,checkpoint', '--json'])\n"
+        "import resource, sys; from llmcli.cli import main\n"
+        "try:\n    main(sys.argv[1:])\n"
         "except SystemExit as e:\n    assert not e.code, e.code\n"
-        "sys.stderr.write('TORCH=%s' % ('torch' in sys.modules))"
+        f"sys.stderr.write('PROBE=%s' % ({probe}))"
     )
-    proc = subprocess.run([sys.executable, "-c", code, str(sparse_qwen7b)], capture_output=True, cwd=ROOT, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, cwd=ROOT, timeout=timeout)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stderr.decode().endswith("TORCH=False")
-    data = json.loads(proc.stdout)
+    return proc.stdout.decode(), proc.stderr.decode().rsplit("PROBE=", 1)[1]
+
+
+def test_torch_free_sections_do_not_import_torch(sparse_qwen7b):
+    args = ["inspect", str(sparse_qwen7b), "--only", "config,generation,tokenizer,checkpoint", "--json"]
+    out, torch_loaded = fresh_process(args, "'torch' in sys.modules", timeout=120)
+    assert torch_loaded == "False"
+    data = json.loads(out)
     assert data["checkpoint"]["parameters"] == QWEN_TOTAL
 
 
@@ -248,20 +255,15 @@ def test_sparse_7b_reads_only_headers(sparse_qwen7b):
     assert apparent > 15_000_000_000 and on_disk < 50_000_000
     index = json.loads((sparse_qwen7b / "model.safetensors.index.json").read_text())
     assert index["metadata"]["total_size"] == 15_231_233_024
-    code = (
-        "import resource, sys; from llmcli.cli import main\n"
-        "try:\n    main(['inspect', sys.argv[1], '--json'])\n"
-        "except SystemExit as e:\n    assert not e.code, e.code\n"
-        "sys.stderr.write('RSS=%d' % resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    out, rss = fresh_process(
+        ["inspect", str(sparse_qwen7b), "--json"], "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss"
     )
-    proc = subprocess.run([sys.executable, "-c", code, str(sparse_qwen7b)], capture_output=True, cwd=ROOT, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    data = json.loads(proc.stdout)
+    data = json.loads(out)
     assert data["parameters"]["total"] == QWEN_TOTAL
     assert data["checkpoint"]["parameters"] == QWEN_TOTAL
     assert data["checkpoint"]["tensor_bytes"] == 15_231_233_024
     assert data["checks"] == []
-    peak_kib = int(proc.stderr.decode().rsplit("RSS=", 1)[1])
+    peak_kib = int(rss)
     assert peak_kib < 2 * 1024 * 1024, f"peak RSS {peak_kib} KiB: weights must not be read"
 
 
@@ -277,13 +279,9 @@ def test_inspect_gguf_default(capsys, monkeypatch):
 
 
 def test_help_is_fast_path_without_torch():
-    code = (
-        "import sys; from llmcli.cli import main\ntry:\n    main(['inspect', '--help'])\nexcept SystemExit:\n    pass\n"
-    )
-    code += "sys.stderr.write('MODS=%s' % ('torch' in sys.modules or 'transformers' in sys.modules))"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=ROOT, timeout=60)
-    assert proc.stderr.decode().endswith("MODS=False")
-    assert b"--only" in proc.stdout
+    out, heavy = fresh_process(["inspect", "--help"], "'torch' in sys.modules or 'transformers' in sys.modules", 60)
+    assert heavy == "False"
+    assert "--only" in out
 
 
 def test_python_dash_m_and_version():
