@@ -79,14 +79,14 @@ def _time(fn: Callable[[], Any], device: str) -> float:
     return time.perf_counter() - started
 
 
-def _run_llmcli(loaded: Any, prompts: list[str], n: int) -> None:
+def _run_llmcli(loaded: Any, prompts: list[str], extra: dict[str, Any], n: int) -> None:
     from llmcli.runner import generate_batch
 
-    kwargs = {"max_new_tokens": n, "min_new_tokens": n, "do_sample": False}
+    kwargs = {**extra, "max_new_tokens": n, "min_new_tokens": n, "do_sample": False}
     generate_batch(loaded, prompts, kwargs, None, None, True, None)
 
 
-def _run_raw(loaded: Any, input_ids: Any, n: int) -> None:
+def _run_raw(loaded: Any, input_ids: Any, extra: dict[str, Any], n: int) -> None:
     import torch
 
     tok = loaded.tokenizer
@@ -99,6 +99,7 @@ def _run_raw(loaded: Any, input_ids: Any, n: int) -> None:
             min_new_tokens=n,
             do_sample=False,
             pad_token_id=pad,
+            **extra,
         )
 
 
@@ -111,16 +112,25 @@ def bench(
     warmup: int,
     compare_raw: bool,
     progress: Callable[[str], None],
+    gen_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """`gen_kwargs` (e.g. --compile's static cache) go to both sides' generate() alike."""
     import torch
+
+    from llmcli.genargs import for_generate
+
+    gen_kwargs = gen_kwargs or {}
 
     results = []
     for p_len in prompt_lengths:
         text, ids = prompt_of_length(loaded.tokenizer, p_len)
         for batch in batch_sizes:
-            calls: dict[str, Callable[[int], None]] = {"llmcli": functools.partial(_run_llmcli, loaded, [text] * batch)}
+            calls: dict[str, Callable[[int], None]] = {
+                "llmcli": functools.partial(_run_llmcli, loaded, [text] * batch, gen_kwargs)
+            }
             if compare_raw:
-                calls["raw"] = functools.partial(_run_raw, loaded, torch.tensor([ids] * batch, device=loaded.device))
+                ids_t = torch.tensor([ids] * batch, device=loaded.device)
+                calls["raw"] = functools.partial(_run_raw, loaded, ids_t, for_generate(gen_kwargs))
             for g_len in gen_lengths:
                 progress(f"prompt {p_len}, generate {g_len}, batch {batch}")
                 sides = {name: Measure() for name in calls}
@@ -155,7 +165,7 @@ def ratios(ours: dict[str, Any], raw: dict[str, Any]) -> dict[str, float | None]
     return out
 
 
-def load_raw(path: str, dtype: str, device: str, quantize: str = "none") -> float:
+def load_raw(path: str, dtype: str, device: str, quantize: str = "none", attn: str = "auto") -> float:
     """Seconds for a bare AutoTokenizer + AutoModelForCausalLM load, the reference for llmcli's load time."""
     from llmcli.arch import quiet_transformers
 
@@ -165,7 +175,8 @@ def load_raw(path: str, dtype: str, device: str, quantize: str = "none") -> floa
 
     started = time.perf_counter()
     AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), device_map=device)
+    chosen = {} if attn == "auto" else {"attn_implementation": attn}
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), device_map=device, **chosen)
     if quantize == "int8":
         torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     return time.perf_counter() - started

@@ -37,6 +37,7 @@ class DecodingFlags:
     num_return_sequences: int | None = None
     stop: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)  # --set key=value
+    compile: bool = False  # --compile: static KV cache + torch.compile of the decoding step
 
 
 def parse_set_value(text: str) -> Any:
@@ -130,6 +131,10 @@ def build_generate_kwargs(flags: DecodingFlags) -> dict[str, Any]:
         if any(s == "" for s in flags.stop):
             raise UsageError("--stop needs a non-empty string")
         kwargs["stop_strings"] = list(dict.fromkeys(flags.stop))
+    if flags.compile:
+        # generate() compiles its decoding step when the cache is static and a compile_config is given.
+        kwargs["cache_implementation"] = "static"
+        kwargs["compile_config"] = {}
 
     for item in flags.extra:
         key, sep, raw = item.partition("=")
@@ -143,10 +148,34 @@ def build_generate_kwargs(flags: DecodingFlags) -> dict[str, Any]:
             )
         if key in OWNED_KEYS:
             raise UsageError(f"--set {key}: use the dedicated flag instead")
+        value = parse_set_value(raw)
+        if key == "compile_config":
+            if not isinstance(value, dict):
+                raise UsageError(f"--set compile_config takes a JSON object of CompileConfig fields, got {raw!r}")
+            kwargs[key] = {**kwargs.get(key, {}), **value}
+            continue
         if key in kwargs:
             raise UsageError(f"--set {key} repeats a value already given by a flag")
-        kwargs[key] = parse_set_value(raw)
+        kwargs[key] = value
     return kwargs
+
+
+def for_generate(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The kwargs as generate() takes them: a `compile_config` dict becomes transformers' CompileConfig.
+
+    Asking for compilation is explicit here, so it applies on every device (transformers otherwise
+    compiles only on accelerators).
+    """
+    if not isinstance(kwargs.get("compile_config"), dict):
+        return kwargs
+    from transformers.generation.configuration_utils import CompileConfig
+
+    try:
+        config = CompileConfig(**kwargs["compile_config"])
+    except TypeError as exc:
+        raise UsageError(f"--set compile_config: {exc}") from None
+    config._compile_all_devices = True
+    return {**kwargs, "compile_config": config}
 
 
 def needs_sampling(kwargs: dict[str, Any], defaults: dict[str, Any]) -> bool:
@@ -167,7 +196,7 @@ def effective_config(defaults: dict[str, Any], kwargs: dict[str, Any]) -> dict[s
     from transformers import GenerationConfig
 
     merged = {k: v for k, v in defaults.items() if k != "transformers_version"}
-    merged.update({k: v for k, v in kwargs.items()})
+    merged.update(for_generate(kwargs))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -178,7 +207,7 @@ def effective_config(defaults: dict[str, Any], kwargs: dict[str, Any]) -> dict[s
                 raise UsageError(f"--set {unknown[0]}: not a GenerationConfig field")
             # Strict about what the user set (with the model's do_sample, which decides the mode); lenient
             # about inconsistencies that the model's own generation_config.json ships with.
-            own = dict(kwargs)
+            own = for_generate(kwargs)
             if "do_sample" not in own and "do_sample" in defaults:
                 own["do_sample"] = defaults["do_sample"]
             GenerationConfig(**own).validate(strict=True)
@@ -188,4 +217,7 @@ def effective_config(defaults: dict[str, Any], kwargs: dict[str, Any]) -> dict[s
         raise
     except (ValueError, TypeError) as exc:
         raise UsageError(f"invalid generation settings: {' '.join(str(exc).split())[:300]}") from None
-    return {k: v for k, v in config.to_diff_dict().items() if k != "transformers_version"}
+    diff = {k: v for k, v in config.to_diff_dict().items() if k != "transformers_version"}
+    if diff.get("compile_config") is not None:
+        diff["compile_config"] = diff["compile_config"].to_dict()
+    return diff

@@ -16,6 +16,7 @@ from llmcli.modelfs.memory import device_memory, human_bytes
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 QUANTIZE = ("none", "int8")
+ATTN = ("auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
 # Measured on the 2-core AVX2 CPU this project runs on: bf16 decodes ~1.7× faster than fp32 on
 # SmolLM2-135M and halves memory; fp16 matmuls on CPU are slow. See docs/generate.md.
 CPU_AUTO_DTYPE = "bfloat16"
@@ -109,7 +110,18 @@ def resolve_dtype(requested: str, device: str, config: dict[str, Any], prefill_o
         # about 3× faster on CPUs without native bf16 (see docs/performance.md).
         return "float32" if prefill_only else CPU_AUTO_DTYPE
     saved = config.get("torch_dtype", config.get("dtype"))
-    return saved if saved in ("float32", "bfloat16", "float16") else "bfloat16"
+    if saved == "float16":  # a float16 checkpoint's values may not survive bfloat16's shorter mantissa
+        return "float16"
+    import torch
+
+    # bf16 by default on GPUs that have it (float32 checkpoints too: half the bytes to read per token).
+    return "bfloat16" if _bf16_supported(torch, device) else "float16"
+
+
+def _bf16_supported(torch: Any, device: str) -> bool:
+    if device.startswith("cuda"):
+        return bool(torch.cuda.is_bf16_supported())
+    return True
 
 
 def check_memory(model_dir: Path, dtype: str, device: str, force: bool) -> int:
@@ -157,6 +169,11 @@ class Loaded:
     source: ModelSource
     config: dict[str, Any]
     quantize: str = "none"
+    attn_request: str = "auto"
+
+    @property
+    def attn(self) -> str | None:
+        return getattr(getattr(self.model, "config", None), "_attn_implementation", None)
 
 
 def load(
@@ -171,6 +188,7 @@ def load(
     prefill_only: bool = False,
     adapter: Path | None = None,
     merge: bool = False,
+    attn: str = "auto",
 ) -> Loaded:
     from llmcli.arch import quiet_transformers
 
@@ -201,7 +219,10 @@ def load(
         if dtype_req not in ("auto", "float32"):
             raise UsageError("--quantize int8 computes in float32; drop --dtype")
         dtype = "float32"
+    if attn not in ATTN:
+        raise UsageError(f"--attn must be one of {', '.join(ATTN)}, got {attn!r}")
     check_memory(source.path, dtype, device, force=not memory_check)
+    chosen = {} if attn == "auto" else {"attn_implementation": attn}
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     status = _load_status(show_progress, source)
@@ -214,11 +235,14 @@ def load(
             device_map=device,
             trust_remote_code=trust_remote_code,
             use_safetensors=ckpt.kind == "safetensors",
+            **chosen,
         )
     except torch.cuda.OutOfMemoryError:
         raise LlmcliError(
             f"out of memory on {device} while loading", path=source.path, hint="try --dtype bfloat16 or --device cpu"
         ) from None
+    except ImportError as exc:  # e.g. --attn flash_attention_2 without the flash_attn package
+        raise LlmcliError(f"--attn {attn}: {' '.join(str(exc).split())[:300]}", path=source.path) from None
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise LlmcliError(f"cannot load the model: {' '.join(str(exc).split())[:300]}", path=source.path) from None
     finally:
@@ -228,7 +252,12 @@ def load(
         model = apply_adapter(model, adapter, merge)
     if quantize == "int8":
         model = quantize_int8(model)
-    return Loaded(model, tokenizer, device, dtype, time.perf_counter() - started, source, config, quantize)
+    if attn == "auto" and device.startswith("cuda"):
+        # With cuDNN's SDPA backend a decoding step took ~65 ms (H200, 7B) until its key length had been seen
+        # once, i.e. for the whole of a one-shot run; 34 ms without it (docs/performance.md, CUDA).
+        torch.backends.cuda.enable_cudnn_sdp(False)
+    seconds = time.perf_counter() - started
+    return Loaded(model, tokenizer, device, dtype, seconds, source, config, quantize, attn)
 
 
 def apply_adapter(model: Any, adapter: Path, merge: bool) -> Any:

@@ -282,5 +282,7 @@ def print_stats(stats: Any) -> None:
         f"peak memory {human_bytes(stats.peak_memory_bytes) if stats.peak_memory_bytes else 'n/a'} "
         f"({stats.peak_memory_kind})",
     ]
+    if getattr(stats, "attn_implementation", None):
+        lines.append(f"attention {stats.attn_implementation}")
     sys.stderr.write("llmcli stats: " + "; ".join(lines) + "\n")
     sys.stderr.flush()

@@ -39,6 +39,7 @@ class Stats:
     total_seconds: float = 0.0
     peak_memory_bytes: int | None = None
     peak_memory_kind: str = "rss"
+    attn_implementation: str | None = None
 
 
 @dataclass
@@ -77,8 +78,9 @@ class ScoreTap:
 class TokenTimer:
     """A streamer: records when the prefill ends and forwards new token ids to `on_tokens`."""
 
-    def __init__(self, on_tokens: Callable[[list[int]], None] | None = None):
+    def __init__(self, on_tokens: Callable[[list[int]], None] | None = None, sync: Callable[[], None] | None = None):
         self.on_tokens = on_tokens
+        self.sync = sync  # on a GPU, put() runs ahead of the kernels: wait once so that TTFT is real
         self.prompt_seen = False
         self.first_token_at: float | None = None
         self.last_token_at: float | None = None
@@ -88,6 +90,8 @@ class TokenTimer:
         if not self.prompt_seen:  # generate() first hands over the prompt itself
             self.prompt_seen = True
             return
+        if self.first_token_at is None and self.sync is not None:
+            self.sync()
         now = time.perf_counter()
         if self.first_token_at is None:
             self.first_token_at = now
@@ -224,6 +228,9 @@ def generate_batch(
     """
     import torch
 
+    from llmcli.attention import attention_for_call
+    from llmcli.genargs import for_generate
+
     tokenizer, model = loaded.tokenizer, loaded.model
     if encoded is None:  # callers with their own conversation (chat) pass the token ids
         encoded = [prepare_prompt(tokenizer, p, system, raw) for p in prompts]
@@ -277,7 +284,9 @@ def generate_batch(
             current["prob"] = float(torch.softmax(tap.last[0].float(), dim=-1)[ids[0]])
         text_stream.add(ids)
 
-    timer = TokenTimer(on_tokens if text_stream else None) if beams == 1 else None
+    on_gpu = loaded.device.startswith("cuda")
+    sync = (lambda: torch.cuda.synchronize(loaded.device)) if on_gpu else None
+    timer = TokenTimer(on_tokens if text_stream else None, sync) if beams == 1 else None
 
     if seed is not None:
         seed_everything(seed)
@@ -294,9 +303,11 @@ def generate_batch(
         extra["logits_processor"] = LogitsProcessorList([tap])
     started = time.perf_counter()
     interrupted = False
+    kernel = attention_for_call(loaded, input_ids.numel(), call.get("cache_implementation") == "static")
+    attn_used = loaded.attn
     try:
-        with torch.inference_mode():
-            out = model.generate(input_ids=input_ids, attention_mask=attention, **call, **extra)
+        with torch.inference_mode(), kernel as attn_used:
+            out = model.generate(input_ids=input_ids, attention_mask=attention, **for_generate(call), **extra)
         step_logits = out.logits if logprobs is not None else None
         sequences = (out.sequences if logprobs is not None else out).tolist()
     except KeyboardInterrupt:
@@ -345,15 +356,18 @@ def generate_batch(
         prompt_tokens=sum(len(i) for i in encoded),
         generated_tokens=total_new,
         total_seconds=round(ended - started, 4),
+        attn_implementation=attn_used,
     )
     if timer is not None and timer.first_token_at is not None:
         ttft = timer.first_token_at - started
         stats.time_to_first_token = round(ttft, 4)
         stats.prefill_tokens_per_second = round(stats.prompt_tokens / ttft, 2) if ttft > 0 else None
         steps = timer.count - 1
-        if steps > 0 and timer.last_token_at and timer.last_token_at > timer.first_token_at:
+        # On a GPU the last put() is queued ahead of its kernels; the ids' copy to the host (above) waited.
+        last = ended if on_gpu else timer.last_token_at
+        if steps > 0 and last and last > timer.first_token_at:
             rows = input_ids.shape[0] * call.get("num_return_sequences", 1)
-            stats.decode_tokens_per_second = round(steps * rows / (timer.last_token_at - timer.first_token_at), 2)
+            stats.decode_tokens_per_second = round(steps * rows / (last - timer.first_token_at), 2)
     stats.peak_memory_bytes, stats.peak_memory_kind = peak_memory(loaded.device)
     if text_stream is not None and results and not interrupted:
         text_stream.finish(results[0].outputs[0].text)

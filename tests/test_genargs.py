@@ -130,3 +130,27 @@ def test_effective_config_keeps_model_defaults_and_validates_with_generation_con
 def test_effective_config_tolerates_inconsistent_model_defaults():
     # A model shipping temperature without do_sample is the model's business, not a user error.
     assert effective_config({"temperature": 0.6}, {"max_new_tokens": 3})["max_new_tokens"] == 3
+
+
+def test_compile_maps_to_static_cache_and_compile_config():
+    assert kw(compile=True) == {"cache_implementation": "static", "compile_config": {}}
+    merged = kw(compile=True, extra=['compile_config={"mode": "default"}'])
+    assert merged["compile_config"] == {"mode": "default"}
+    with pytest.raises(UsageError, match="cache_implementation"):
+        kw(compile=True, extra=["cache_implementation=dynamic"])
+    with pytest.raises(UsageError, match="JSON object"):
+        kw(extra=["compile_config=fast"])
+
+
+def test_for_generate_builds_a_compile_config_for_every_device():
+    from transformers.generation.configuration_utils import CompileConfig
+
+    from llmcli.genargs import for_generate
+
+    plain = {"max_new_tokens": 3}
+    assert for_generate(plain) is plain
+    call = for_generate({"cache_implementation": "static", "compile_config": {"mode": "default"}})
+    assert isinstance(call["compile_config"], CompileConfig)
+    assert call["compile_config"].mode == "default" and call["compile_config"]._compile_all_devices is True
+    with pytest.raises(UsageError, match="compile_config"):
+        for_generate({"compile_config": {"no_such_field": 1}})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from llmcli.commands.options import DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, QuantizeOpt
+from llmcli.commands.options import AttnOpt, CompileOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, QuantizeOpt
 
 
 def register(app: typer.Typer) -> None:
@@ -28,6 +28,8 @@ def bench(
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "auto",
     quantize: QuantizeOpt = "none",
+    compile_: CompileOpt = False,
+    attn: AttnOpt = "auto",
     prompt_lengths: str = typer.Option("32", "--prompt-lengths", "-p", help="Prompt lengths in tokens, e.g. 32,512."),
     gen_lengths: str = typer.Option("64", "--gen-lengths", "-g", help="Tokens to generate, e.g. 32,128."),
     batch_sizes: str = typer.Option("1", "--batch-sizes", "-b", help="Batch sizes, e.g. 1,8."),
@@ -66,7 +68,10 @@ def bench(
 
         dev = resolve_device(device)
         load_raw(str(source.path), resolve_dtype(dtype, dev, load_config(source.path)), dev)  # warm-up
-    loaded = load(source, device, dtype, False, False, True, show_progress=on_tty, quantize=quantize)
+    loaded = load(source, device, dtype, False, False, True, show_progress=on_tty, quantize=quantize, attn=attn)
+    from llmcli.genargs import DecodingFlags, build_generate_kwargs
+
+    gen_kwargs = build_generate_kwargs(DecodingFlags(compile=compile_))
     report = {
         "model": {
             "path": str(source.path),
@@ -74,15 +79,33 @@ def bench(
             "dtype": loaded.dtype,
             "device": loaded.device,
             "quantize": None if loaded.quantize == "none" else loaded.quantize,
+            "attn_implementation": loaded.attn,
         },
-        "settings": {"reps": reps, "warmup": warmup, "threads": threads, "decoding": "greedy"},
+        "settings": {
+            "reps": reps,
+            "warmup": warmup,
+            "threads": threads,
+            "decoding": "greedy",
+            "compile": compile_,
+            "generate_kwargs": gen_kwargs,
+        },
         "load_seconds": {"llmcli": loaded.load_seconds},
     }
     if compare_raw:
-        report["load_seconds"]["raw"] = load_raw(str(source.path), loaded.dtype, loaded.device, loaded.quantize)
+        report["load_seconds"]["raw"] = load_raw(str(source.path), loaded.dtype, loaded.device, loaded.quantize, attn)
         report["load_seconds"]["ratio"] = loaded.load_seconds / report["load_seconds"]["raw"]
     report.update(
-        run(loaded, plens, glens, bsizes, reps, warmup, compare_raw, output.warn if on_tty else (lambda _m: None))
+        run(
+            loaded,
+            plens,
+            glens,
+            bsizes,
+            reps,
+            warmup,
+            compare_raw,
+            output.warn if on_tty else (lambda _m: None),
+            gen_kwargs,
+        )
     )
     import torch
 
@@ -136,7 +159,9 @@ def _sections(report, compare_raw: bool):
     load_text = f"load {load['llmcli']:.2f} s" + (
         f" (raw {load['raw']:.2f} s, ×{load['ratio']:.3f})" if "raw" in load else ""
     )
-    title = f"bench: {m['source']} ({m['dtype']}, {m['device']}, {report['settings']['threads']} threads)"
+    extras = [m["attn_implementation"] or "", "compiled" if report["settings"]["compile"] else ""]
+    details = ", ".join([m["dtype"], m["device"], f"{report['settings']['threads']} threads", *filter(None, extras)])
+    title = f"bench: {m['source']} ({details})"
     return [
         output.Section(
             title,

@@ -7,6 +7,8 @@ import typer
 from llmcli.commands.options import (
     H_MODEL,
     H_OUT,
+    AttnOpt,
+    CompileOpt,
     DeviceOpt,
     DtypeOpt,
     FileOpt,
@@ -35,6 +37,8 @@ def generate(
     dtype: DtypeOpt = "auto",
     trust_remote_code: TrustOpt = False,
     quantize: QuantizeOpt = "none",
+    compile_: CompileOpt = False,
+    attn: AttnOpt = "auto",
     adapter: str = typer.Option(
         None, "--adapter", help="A PEFT LoRA adapter directory to apply (through peft).", rich_help_panel=H_MODEL
     ),
@@ -145,6 +149,7 @@ def generate(
         num_return_sequences=num_return_sequences,
         stop=list(stop or []),
         extra=list(set_ or []),
+        compile=compile_,
     )
     kwargs = build_generate_kwargs(flags)
     if verbose:
@@ -202,6 +207,7 @@ def generate(
         quantize=quantize,
         adapter=adapter_ref.path if adapter_ref else None,
         merge=merge,
+        attn=attn,
     )
     model_info = {
         "path": str(source.path),
@@ -209,6 +215,7 @@ def generate(
         "dtype": loaded.dtype,
         "device": loaded.device,
         "quantize": None if loaded.quantize == "none" else loaded.quantize,
+        "attn_implementation": loaded.attn,
     }
     if source.gguf is not None:
         model_info["gguf"] = str(source.gguf)

@@ -56,3 +56,22 @@ RevisionOpt = Annotated[
         rich_help_panel=H_MODEL,
     ),
 ]
+H_SPEED = "Speed"
+AttnOpt = Annotated[
+    str,
+    typer.Option(
+        "--attn",
+        help="Attention kernel: auto (transformers' choice, SDPA where the model supports it), sdpa, eager, "
+        "flash_attention_2, flash_attention_3 or flex_attention.",
+        rich_help_panel=H_SPEED,
+    ),
+]
+CompileOpt = Annotated[
+    bool,
+    typer.Option(
+        "--compile",
+        help="Static KV cache + torch.compile of the decoding step (generate()'s cache_implementation='static' "
+        "and compile_config). Pays off on CUDA after a one-time compile; see docs/performance.md.",
+        rich_help_panel=H_SPEED,
+    ),
+]
