@@ -13,8 +13,10 @@ def med(entry):
 
 def main(folder: str) -> None:
     out = Path(folder)
-    print("| dtype | quantize | batch | TTFT ms | prefill tok/s | decode tok/s (min–max) | throughput tok/s | "
-          "raw decode tok/s | llmcli/raw decode | llmcli/raw throughput | load s (raw) | peak RSS MiB |")
+    print(
+        "| dtype | quantize | batch | TTFT ms | prefill tok/s | decode tok/s (min–max) | throughput tok/s | "
+        "raw decode tok/s | llmcli/raw decode | llmcli/raw throughput | load s (raw) | peak RSS MiB |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for path in sorted(out.glob("bench-*.json")):
         data = json.loads(path.read_text())
@@ -22,12 +24,15 @@ def main(folder: str) -> None:
         for row in data["results"]:
             ours, raw = row["llmcli"], row["raw"]
             dec = ours["decode_tokens_per_second"]
-            print(f"| {data['model']['dtype']} | {data['model'].get('quantize') or 'none'} | {row['batch']} | "
-                  f"{med(ours['time_to_first_token']) * 1000:.0f} | {ours['prefill_tokens_per_second']:.1f} | "
-                  f"{dec['median']:.1f} ({dec['min']:.1f}–{dec['max']:.1f}) | "
-                  f"{ours['throughput_tokens_per_second']:.1f} | {med(raw['decode_tokens_per_second']):.1f} | "
-                  f"{row['ratio']['decode_tokens_per_second']:.3f} | {row['ratio']['throughput_tokens_per_second']:.3f} | "
-                  f"{load['llmcli']:.2f} ({load['raw']:.2f}) | {row['peak_memory_bytes'] / 2**20:.0f} |")
+            print(
+                f"| {data['model']['dtype']} | {data['model'].get('quantize') or 'none'} | {row['batch']} | "
+                f"{med(ours['time_to_first_token']) * 1000:.0f} | {ours['prefill_tokens_per_second']:.1f} | "
+                f"{dec['median']:.1f} ({dec['min']:.1f}–{dec['max']:.1f}) | "
+                f"{ours['throughput_tokens_per_second']:.1f} | {med(raw['decode_tokens_per_second']):.1f} | "
+                f"{row['ratio']['decode_tokens_per_second']:.3f} | "
+                f"{row['ratio']['throughput_tokens_per_second']:.3f} | "
+                f"{load['llmcli']:.2f} ({load['raw']:.2f}) | {row['peak_memory_bytes'] / 2**20:.0f} |"
+            )
     startup = out / "startup.json"
     if startup.exists():
         print()
