@@ -3,9 +3,9 @@
 Measured on an H200 with a Qwen2.5-7B-shaped model (docs/performance.md): in a fresh process, SDPA's
 decoding steps cost 65 ms (cuDNN backend) or 34 ms (without it) until each key length has been seen once
 (19 ms warm), and a one-shot `generate` sees every length for the first time; eager attention (two
-matmuls and a softmax) runs 20 ms steps from the second step on. Eager materializes the attention matrix during the prefill, so it is
-used only for prefills up to SHORT_PREFILL_TOKENS; a static cache (`--compile`) keeps SDPA, whose fixed
-key length is planned once.
+matmuls and a softmax) runs 20 ms steps from the second step on. Eager builds the whole attention matrix
+during the prefill, so it is used only for prefills up to SHORT_PREFILL_TOKENS; a static cache
+(`--compile`) keeps SDPA, whose key length is fixed.
 """
 
 from __future__ import annotations

@@ -189,6 +189,7 @@ def load(
     adapter: Path | None = None,
     merge: bool = False,
     attn: str = "auto",
+    threads: int | None = None,
 ) -> Loaded:
     from llmcli.arch import quiet_transformers
 
@@ -209,6 +210,8 @@ def load(
     quiet_transformers()
     import torch
 
+    if threads:
+        torch.set_num_threads(threads)
     device = resolve_device(device_req)
     dtype = resolve_dtype(dtype_req, device, config, prefill_only)
     if quantize not in QUANTIZE:

@@ -193,3 +193,17 @@ def test_cuda_auto_attention_through_generate_batch(tiny_dir, tiny_model, monkey
     assert results["sdpa"].stats.attn_implementation == "sdpa"
     assert tiny_model.config._attn_implementation == "sdpa"
     assert results["auto"].outputs[0].token_ids == results["sdpa"].outputs[0].token_ids
+
+
+def test_threads_sets_torchs_thread_count(tiny_dir, capsys, monkeypatch):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        run = run_cli(["generate", "-m", str(tiny_dir), "hi", "-n", "2", "--threads", "1"], capsys, monkeypatch)
+        assert run.code == 0, run.stderr
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    bad = run_cli(["generate", "-m", str(tiny_dir), "hi", "--threads", "0"], capsys, monkeypatch)
+    assert bad.code == 2 and "--threads" in bad.stderr and "Traceback" not in bad.stderr  # Typer's usage error

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from llmcli.commands.options import AttnOpt, CompileOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, QuantizeOpt
+from llmcli.commands.options import (
+    AttnOpt,
+    CompileOpt,
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    ModelOpt,
+    QuantizeOpt,
+    ThreadsOpt,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -41,7 +50,7 @@ def bench(
         help="Also time a bare transformers generate() on the "
         "same inputs in this process, and print llmcli/raw ratios.",
     ),
-    threads: int = typer.Option(None, "--threads", min=1, help="torch intra-op threads (default: torch's choice)."),
+    threads: ThreadsOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Measure llmcli's generation speed, like llama-bench; --compare-raw puts a bare generate() beside it."""

@@ -7,7 +7,17 @@ import sys
 
 import typer
 
-from llmcli.commands.options import DeviceOpt, DtypeOpt, ModelOpt, QuantizeOpt, RevisionOpt, SystemOpt, TrustOpt
+from llmcli.commands.options import (
+    AttnOpt,
+    DeviceOpt,
+    DtypeOpt,
+    ModelOpt,
+    QuantizeOpt,
+    RevisionOpt,
+    SystemOpt,
+    ThreadsOpt,
+    TrustOpt,
+)
 
 HELP = """commands:
   /system TEXT       set the system message (history is kept)
@@ -42,6 +52,8 @@ def chat(
     dtype: DtypeOpt = "auto",
     quantize: QuantizeOpt = "none",
     trust_remote_code: TrustOpt = False,
+    attn: AttnOpt = "auto",
+    threads: ThreadsOpt = None,
     system: SystemOpt = None,
     temperature: float = typer.Option(None, "--temperature", "-t"),
     top_p: float = typer.Option(None, "--top-p"),
@@ -68,7 +80,18 @@ def chat(
     kwargs = build_generate_kwargs(DecodingFlags(**settings))
     on_tty = output.stderr_is_tty()
     source = resolve_model(model, verbose_progress=on_tty, revision=revision)
-    loaded = load(source, device, dtype, trust_remote_code, False, True, show_progress=on_tty, quantize=quantize)
+    loaded = load(
+        source,
+        device,
+        dtype,
+        trust_remote_code,
+        False,
+        True,
+        show_progress=on_tty,
+        quantize=quantize,
+        attn=attn,
+        threads=threads,
+    )
     if not getattr(loaded.tokenizer, "chat_template", None):
         raise UsageError("this model's tokenizer has no chat template; use `llmcli generate --raw` instead")
     interactive = sys.stdin.isatty()

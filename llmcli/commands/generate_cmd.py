@@ -18,6 +18,7 @@ from llmcli.commands.options import (
     RawOpt,
     RevisionOpt,
     SystemOpt,
+    ThreadsOpt,
     TrustOpt,
 )
 from llmcli.errors import Interrupted, UsageError
@@ -39,6 +40,7 @@ def generate(
     quantize: QuantizeOpt = "none",
     compile_: CompileOpt = False,
     attn: AttnOpt = "auto",
+    threads: ThreadsOpt = None,
     adapter: str = typer.Option(
         None, "--adapter", help="A PEFT LoRA adapter directory to apply (through peft).", rich_help_panel=H_MODEL
     ),
@@ -208,6 +210,7 @@ def generate(
         adapter=adapter_ref.path if adapter_ref else None,
         merge=merge,
         attn=attn,
+        threads=threads,
     )
     model_info = {
         "path": str(source.path),

@@ -75,3 +75,12 @@ CompileOpt = Annotated[
         rich_help_panel=H_SPEED,
     ),
 ]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        min=1,
+        help="CPU threads for torch's operators (torch.set_num_threads; default: torch's choice, the physical cores).",
+        rich_help_panel=H_SPEED,
+    ),
+]
