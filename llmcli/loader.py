@@ -124,6 +124,15 @@ def _bf16_supported(torch: Any, device: str) -> bool:
     return True
 
 
+def check_speed_options(quantize: str, compile_: bool) -> None:
+    """Combinations measured to lose (docs/performance.md) are refused rather than run slowly."""
+    if compile_ and quantize == "int8":
+        raise UsageError(
+            "--compile and --quantize int8 do not combine: torch's dynamic int8 layers split the compiled graph "
+            "(measured slower than int8 alone); pick one"
+        )
+
+
 def check_memory(model_dir: Path, dtype: str, device: str, force: bool) -> int:
     """Refuse, before loading, weights that cannot fit in the device's free memory. Returns the bytes."""
     ckpt = read_checkpoint(model_dir)

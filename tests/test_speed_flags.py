@@ -207,3 +207,9 @@ def test_threads_sets_torchs_thread_count(tiny_dir, capsys, monkeypatch):
         torch.set_num_threads(before)
     bad = run_cli(["generate", "-m", str(tiny_dir), "hi", "--threads", "0"], capsys, monkeypatch)
     assert bad.code == 2 and "--threads" in bad.stderr and "Traceback" not in bad.stderr  # Typer's usage error
+
+
+@pytest.mark.parametrize("command", ["generate", "bench"])
+def test_compile_with_int8_is_refused(tiny_dir, command, capsys, monkeypatch):
+    args = [command, "-m", str(tiny_dir), "--compile", "--quantize", "int8"] + (["hi"] if command == "generate" else [])
+    assert_clean_error(run_cli(args, capsys, monkeypatch), 2, "--compile and --quantize int8")

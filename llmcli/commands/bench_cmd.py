@@ -64,6 +64,9 @@ def bench(
         _ints(gen_lengths, "--gen-lengths"),
         _ints(batch_sizes, "--batch-sizes"),
     )
+    from llmcli.loader import check_speed_options
+
+    check_speed_options(quantize, compile_)
     on_tty = output.stderr_is_tty()
     source = resolve_model(model, verbose_progress=on_tty)
     if threads:

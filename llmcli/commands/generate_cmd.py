@@ -154,6 +154,9 @@ def generate(
         compile=compile_,
     )
     kwargs = build_generate_kwargs(flags)
+    from llmcli.loader import check_speed_options
+
+    check_speed_options(quantize, compile_)
     if verbose:
         import os
 
