@@ -184,6 +184,20 @@ class Loaded:
     def attn(self) -> str | None:
         return getattr(getattr(self.model, "config", None), "_attn_implementation", None)
 
+    def describe(self) -> dict[str, Any]:
+        """The `model` object of --json outputs."""
+        info = {
+            "path": str(self.source.path),
+            "source": self.source.label,
+            "dtype": self.dtype,
+            "device": self.device,
+            "quantize": None if self.quantize == "none" else self.quantize,
+            "attn_implementation": self.attn,
+        }
+        if self.source.gguf is not None:
+            info["gguf"] = str(self.source.gguf)
+        return info
+
 
 def load(
     source: ModelSource,

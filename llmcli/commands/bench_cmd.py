@@ -85,14 +85,7 @@ def bench(
 
     gen_kwargs = build_generate_kwargs(DecodingFlags(compile=compile_))
     report = {
-        "model": {
-            "path": str(source.path),
-            "source": source.label,
-            "dtype": loaded.dtype,
-            "device": loaded.device,
-            "quantize": None if loaded.quantize == "none" else loaded.quantize,
-            "attn_implementation": loaded.attn,
-        },
+        "model": loaded.describe(),
         "settings": {
             "reps": reps,
             "warmup": warmup,

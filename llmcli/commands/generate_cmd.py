@@ -215,16 +215,7 @@ def generate(
         attn=attn,
         threads=threads,
     )
-    model_info = {
-        "path": str(source.path),
-        "source": source.label,
-        "dtype": loaded.dtype,
-        "device": loaded.device,
-        "quantize": None if loaded.quantize == "none" else loaded.quantize,
-        "attn_implementation": loaded.attn,
-    }
-    if source.gguf is not None:
-        model_info["gguf"] = str(source.gguf)
+    model_info = loaded.describe()
     if adapter_ref is not None:
         model_info["adapter"] = {"path": str(adapter_ref.path), "merged": merge}
     stream = None if json_out else (lambda text: output.write_stdout(text, flush=True))
