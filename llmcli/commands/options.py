@@ -71,7 +71,8 @@ CompileOpt = Annotated[
     typer.Option(
         "--compile",
         help="Static KV cache + torch.compile of the decoding step (generate()'s cache_implementation='static' "
-        "and compile_config). Pays off on CUDA after a one-time compile; see docs/performance.md.",
+        "and compile_config). The first decoding step compiles (a minute or more), so it pays off for long "
+        "generations; see docs/performance.md.",
         rich_help_panel=H_SPEED,
     ),
 ]
