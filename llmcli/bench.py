@@ -175,7 +175,9 @@ def load_raw(path: str, dtype: str, device: str, quantize: str = "none", attn: s
 
     started = time.perf_counter()
     AutoTokenizer.from_pretrained(path)
-    chosen = {} if attn == "auto" else {"attn_implementation": attn}
+    from llmcli.loader import attn_kwargs
+
+    chosen = attn_kwargs(attn)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), device_map=device, **chosen)
     if quantize == "int8":
         torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)

@@ -124,6 +124,11 @@ def _bf16_supported(torch: Any, device: str) -> bool:
     return True
 
 
+def attn_kwargs(attn: str) -> dict[str, str]:
+    """from_pretrained's `attn_implementation`, left out under auto so that transformers picks."""
+    return {} if attn == "auto" else {"attn_implementation": attn}
+
+
 def check_speed_options(quantize: str, compile_: bool) -> None:
     """Combinations measured to lose (docs/performance.md) are refused rather than run slowly."""
     if compile_ and quantize == "int8":
@@ -248,7 +253,7 @@ def load(
     if attn not in ATTN:
         raise UsageError(f"--attn must be one of {', '.join(ATTN)}, got {attn!r}")
     check_memory(source.path, dtype, device, force=not memory_check)
-    chosen = {} if attn == "auto" else {"attn_implementation": attn}
+    chosen = attn_kwargs(attn)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     status = _load_status(show_progress, source)
