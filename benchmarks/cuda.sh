@@ -19,7 +19,7 @@ if [ -z "${MODEL_DIR:-}" ]; then
         MODEL_DIR=/dev/shm/llmcli-qwen7b-random
     fi
 fi
-TOKENIZER=${TOKENIZER:-$("$PY" -c 'from llmcli.default_model import default_gguf, ensure_converted as e; print(e(default_gguf(), lambda s: None))')}
+TOKENIZER=${TOKENIZER:-$("$PY" -c 'from llmcli.modelfs.default_model import default_gguf, ensure_converted as e; print(e(default_gguf(), lambda s: None))')}
 LLMCLI="$PY -m llmcli"
 step() { # name limit_seconds command...
     local name=$1 limit=$2; shift 2

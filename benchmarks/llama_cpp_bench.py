@@ -17,7 +17,7 @@ def main() -> None:
 
     from llama_cpp import Llama
 
-    from llmcli.default_model import default_gguf
+    from llmcli.modelfs.default_model import default_gguf
 
     llm = Llama(model_path=str(default_gguf()), n_ctx=2048, verbose=False)
     filler = " the quick brown fox jumps over the lazy dog" * 40

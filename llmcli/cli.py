@@ -70,12 +70,13 @@ _register()
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        app(args=argv, prog_name="llmcli")
+        # Not standalone: Typer's own usage errors come here too, so that every error ends in one place.
+        code = app(args=argv, prog_name="llmcli", standalone_mode=False)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        sys.exit(code)
     except (LlmcliError, KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - the single place errors end
-        sys.exit(report(exc))
+        code = report(exc)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -46,12 +46,40 @@ class Interrupted(LlmcliError):
         super().__init__(message)
 
 
+def squash(exc: BaseException, limit: int | None = 300) -> str:
+    """A library's exception text on one line, cut to `limit` characters, for a one-line error message."""
+    return " ".join(str(exc).split())[:limit]
+
+
 def debug_enabled() -> bool:
     return os.environ.get("LLMCLI_DEBUG", "") not in ("", "0")
 
 
+def _typer_usage(exc: BaseException) -> tuple[str, int] | None:
+    """Typer's parse-time errors (bad choice, missing argument, unknown option) as one line and exit 2.
+
+    Duck-typed: Typer vendors its own click, whose exception classes are not public API.
+    """
+    message = getattr(exc, "format_message", None)
+    if message is None or not isinstance(getattr(exc, "exit_code", None), int):
+        return None
+    ctx = getattr(exc, "ctx", None)
+    if "\n" in message():  # a command given no arguments: its help, as Typer prints it
+        exc.show()
+        return "", exc.exit_code
+    hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    return f"{message().replace('Value error, ', '')}{hint}", exc.exit_code
+
+
 def report(exc: BaseException) -> int:
     """Print the error on stderr as one line and return its exit code."""
+    usage = _typer_usage(exc)
+    if usage is not None:
+        if usage[0]:
+            _write_line(usage[0])
+        return usage[1]
+    if type(exc).__name__ == "Abort":  # Typer's word for Ctrl-C outside a command's own handling
+        exc = KeyboardInterrupt()
     if isinstance(exc, LlmcliError):
         line, code = exc.one_line(), exc.exit_code
     elif isinstance(exc, KeyboardInterrupt):
@@ -59,7 +87,7 @@ def report(exc: BaseException) -> int:
     elif isinstance(exc, MemoryError):
         line, code = "out of memory", EXIT_ERROR
     else:
-        detail = " ".join(str(exc).split()) or type(exc).__name__
+        detail = squash(exc, limit=None) or type(exc).__name__
         line = f"internal error: {type(exc).__name__}: {detail} (set LLMCLI_DEBUG=1 for a traceback)"
         code = EXIT_ERROR
     if isinstance(exc, LlmcliError) and exc.quiet:
@@ -68,9 +96,13 @@ def report(exc: BaseException) -> int:
         import traceback
 
         traceback.print_exception(exc)
+    _write_line(line)
+    return code
+
+
+def _write_line(line: str) -> None:
     try:
         sys.stderr.write(f"llmcli: error: {line}\n")
         sys.stderr.flush()
     except (OSError, ValueError):
         pass
-    return code

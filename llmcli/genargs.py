@@ -7,37 +7,30 @@ generation_config.json defaults survive for everything else.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
-from llmcli.errors import UsageError
+from llmcli.errors import UsageError, squash
+from llmcli.flags import BY_KEY, EARLY_STOPPING_VALUES, FLAGS, SAMPLING_KEYS
 
-SAMPLING_FLAGS = ("temperature", "top_p", "top_k", "min_p", "typical_p")
 # Modes transformers 5 serves only by downloading code from the Hub: never reachable from llmcli.
 HUB_ONLY_KEYS = {"num_beam_groups", "diversity_penalty", "custom_generate", "constraints", "force_words_ids"}
 # Keys that --set may not use because a typed flag or llmcli itself owns them.
 OWNED_KEYS = {"stop_strings", "streamer", "output_scores", "output_logits", "return_dict_in_generate"}
 
 
-@dataclass
 class DecodingFlags:
-    max_new_tokens: int | None = None
-    min_new_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    min_p: float | None = None
-    typical_p: float | None = None
-    do_sample: bool | None = None  # True: --do-sample, False: --greedy, None: the model's default
-    num_beams: int | None = None
-    length_penalty: float | None = None
-    early_stopping: str | None = None  # "true", "false" or "never"
-    repetition_penalty: float | None = None
-    no_repeat_ngram_size: int | None = None
-    num_return_sequences: int | None = None
-    stop: list[str] = field(default_factory=list)
-    extra: list[str] = field(default_factory=list)  # --set key=value
-    compile: bool = False  # --compile: static KV cache + torch.compile of the decoding step
+    """The values of the decoding flags in `FLAGS` (None: not set), `--set` items and `--compile`."""
+
+    def __init__(self, *, extra: list[str] | None = None, compile: bool = False, **values: Any):
+        unknown = [k for k in values if k not in BY_KEY]
+        if unknown:
+            raise TypeError(f"not a decoding flag: {unknown[0]}")
+        self.values = {k: v for k, v in values.items() if v is not None and v != []}
+        self.extra = list(extra or [])
+        self.compile = compile
+
+    def get(self, key: str) -> Any:
+        return self.values.get(key)
 
 
 def parse_set_value(text: str) -> Any:
@@ -48,116 +41,84 @@ def parse_set_value(text: str) -> Any:
         return text
 
 
-def _check_range(name: str, value: float | int | None, low: float, high: float | None, low_open: bool = False) -> None:
-    if value is None:
-        return
-    if value != value:  # NaN
-        raise UsageError(f"--{name.replace('_', '-')} must be a number, got nan")
-    too_low = value <= low if low_open else value < low
-    if too_low or (high is not None and value > high):
-        bound = f"({low}, {high}]" if low_open else f"[{low}, {high}]"
-        if high is None:
-            bound = f"> {low}" if low_open else f">= {low}"
-        raise UsageError(f"--{name.replace('_', '-')} must be {'in ' if high is not None else ''}{bound}, got {value}")
-
-
 def build_generate_kwargs(flags: DecodingFlags) -> dict[str, Any]:
     """The keyword arguments for `model.generate()`; raises UsageError on contradictions."""
-    _check_range("max_new_tokens", flags.max_new_tokens, 1, None)
-    _check_range("min_new_tokens", flags.min_new_tokens, 0, None)
-    _check_range("temperature", flags.temperature, 0, None)
-    _check_range("top_p", flags.top_p, 0, 1, low_open=True)
-    _check_range("top_k", flags.top_k, 0, None)
-    _check_range("min_p", flags.min_p, 0, 1)
-    _check_range("typical_p", flags.typical_p, 0, 1, low_open=True)
-    _check_range("num_beams", flags.num_beams, 1, None)
-    _check_range("repetition_penalty", flags.repetition_penalty, 0, None, low_open=True)
-    _check_range("no_repeat_ngram_size", flags.no_repeat_ngram_size, 0, None)
-    _check_range("num_return_sequences", flags.num_return_sequences, 1, None)
-    if (
-        flags.min_new_tokens is not None
-        and flags.max_new_tokens is not None
-        and flags.min_new_tokens > flags.max_new_tokens
-    ):
-        raise UsageError(f"--min-new-tokens ({flags.min_new_tokens}) exceeds --max-new-tokens ({flags.max_new_tokens})")
-
+    for key, value in flags.values.items():
+        BY_KEY[key].check(value)
+    low, high = flags.get("min_new_tokens"), flags.get("max_new_tokens")
+    if low is not None and high is not None and low > high:
+        raise UsageError(f"--min-new-tokens ({low}) exceeds --max-new-tokens ({high})")
     kwargs: dict[str, Any] = {}
-    for name in (
-        "max_new_tokens",
-        "min_new_tokens",
-        "num_beams",
-        "length_penalty",
-        "repetition_penalty",
-        "no_repeat_ngram_size",
-        "num_return_sequences",
-    ):
-        value = getattr(flags, name)
-        if value is not None:
-            kwargs[name] = value
-
-    sampling_set = [n for n in SAMPLING_FLAGS if getattr(flags, n) is not None]
-    if flags.temperature == 0:
-        # Temperature 0 is the limit of sharpening: the argmax, i.e. greedy decoding.
-        if flags.do_sample is True:
-            raise UsageError("--do-sample contradicts --temperature 0 (which means greedy decoding)")
-        others = [n for n in sampling_set if n != "temperature"]
-        if others:
-            raise UsageError(f"--temperature 0 means greedy decoding; it contradicts --{others[0].replace('_', '-')}")
-        kwargs["do_sample"] = False
-    else:
-        if flags.do_sample is False and sampling_set:
-            name = sampling_set[0]
-            raise UsageError(
-                f"--greedy contradicts --{name.replace('_', '-')} {getattr(flags, name)} (a sampling setting)"
-            )
-        for name in sampling_set:
-            kwargs[name] = getattr(flags, name)
-        if flags.do_sample is not None:
-            kwargs["do_sample"] = flags.do_sample
-        elif sampling_set:
-            kwargs["do_sample"] = True
-
-    if flags.early_stopping is not None:
-        value = flags.early_stopping.lower()
-        if value not in ("true", "false", "never"):
-            raise UsageError(f"--early-stopping must be true, false or never, got {flags.early_stopping!r}")
-        kwargs["early_stopping"] = {"true": True, "false": False}.get(value, "never")
-
-    beams = flags.num_beams or 1
-    returns = flags.num_return_sequences or 1
+    for flag in FLAGS:
+        if flag.key in flags.values and not flag.sampling and flag.key not in ("do_sample", "early_stopping", "stop"):
+            kwargs[flag.forwarded_as] = flags.values[flag.key]
+    kwargs.update(_sampling_kwargs(flags))
+    if flags.get("early_stopping") is not None:
+        value = str(flags.get("early_stopping")).lower()
+        if value not in EARLY_STOPPING_VALUES:
+            raise UsageError(f"--early-stopping must be true, false or never, got {flags.get('early_stopping')!r}")
+        kwargs["early_stopping"] = EARLY_STOPPING_VALUES[value]
+    beams, returns = flags.get("num_beams") or 1, flags.get("num_return_sequences") or 1
     if beams > 1 and returns > beams:
         raise UsageError(f"--num-return-sequences ({returns}) cannot exceed --num-beams ({beams})")
-    if flags.stop:
-        if any(s == "" for s in flags.stop):
+    stops = flags.get("stop")
+    if stops:
+        if any(s == "" for s in stops):
             raise UsageError("--stop needs a non-empty string")
-        kwargs["stop_strings"] = list(dict.fromkeys(flags.stop))
+        kwargs["stop_strings"] = list(dict.fromkeys(stops))
     if flags.compile:
         # generate() compiles its decoding step when the cache is static and a compile_config is given.
         kwargs["cache_implementation"] = "static"
         kwargs["compile_config"] = {}
-
     for item in flags.extra:
-        key, sep, raw = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise UsageError(f"--set expects key=value, got {item!r}")
-        if key in HUB_ONLY_KEYS:
-            raise UsageError(
-                f"--set {key}: this decoding mode needs code from the Hub in transformers 5; "
-                "llmcli runs offline and does not support it"
-            )
-        if key in OWNED_KEYS:
-            raise UsageError(f"--set {key}: use the dedicated flag instead")
-        value = parse_set_value(raw)
-        if key == "compile_config":
-            if not isinstance(value, dict):
-                raise UsageError(f"--set compile_config takes a JSON object of CompileConfig fields, got {raw!r}")
-            kwargs[key] = {**kwargs.get(key, {}), **value}
-            continue
-        if key in kwargs:
-            raise UsageError(f"--set {key} repeats a value already given by a flag")
-        kwargs[key] = value
+        _apply_set(kwargs, item)
     return kwargs
+
+
+def _sampling_kwargs(flags: DecodingFlags) -> dict[str, Any]:
+    """Sampling filters turn sampling on; temperature 0 (the limit of sharpening, the argmax) means greedy."""
+    do_sample = flags.get("do_sample")
+    sampling_set = [k for k in SAMPLING_KEYS if flags.get(k) is not None]
+    if flags.get("temperature") == 0:
+        if do_sample is True:
+            raise UsageError("--do-sample contradicts --temperature 0 (which means greedy decoding)")
+        others = [k for k in sampling_set if k != "temperature"]
+        if others:
+            raise UsageError(f"--temperature 0 means greedy decoding; it contradicts {BY_KEY[others[0]].option}")
+        return {"do_sample": False}
+    if do_sample is False and sampling_set:
+        key = sampling_set[0]
+        raise UsageError(f"--greedy contradicts {BY_KEY[key].option} {flags.get(key)} (a sampling setting)")
+    out = {k: flags.get(k) for k in sampling_set}
+    if do_sample is not None:
+        out["do_sample"] = do_sample
+    elif sampling_set:
+        out["do_sample"] = True
+    return out
+
+
+def _apply_set(kwargs: dict[str, Any], item: str) -> None:
+    """One `--set key=value`: any other GenerationConfig field, unless llmcli or a flag owns it."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise UsageError(f"--set expects key=value, got {item!r}")
+    if key in HUB_ONLY_KEYS:
+        raise UsageError(
+            f"--set {key}: this decoding mode needs code from the Hub in transformers 5; "
+            "llmcli runs offline and does not support it"
+        )
+    if key in OWNED_KEYS:
+        raise UsageError(f"--set {key}: use the dedicated flag instead")
+    value = parse_set_value(raw)
+    if key == "compile_config":
+        if not isinstance(value, dict):
+            raise UsageError(f"--set compile_config takes a JSON object of CompileConfig fields, got {raw!r}")
+        kwargs[key] = {**kwargs.get(key, {}), **value}
+        return
+    if key in kwargs:
+        raise UsageError(f"--set {key} repeats a value already given by a flag")
+    kwargs[key] = value
 
 
 def for_generate(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -216,7 +177,7 @@ def effective_config(defaults: dict[str, Any], kwargs: dict[str, Any]) -> dict[s
     except UsageError:
         raise
     except (ValueError, TypeError) as exc:
-        raise UsageError(f"invalid generation settings: {' '.join(str(exc).split())[:300]}") from None
+        raise UsageError(f"invalid generation settings: {squash(exc)}") from None
     diff = {k: v for k, v in config.to_diff_dict().items() if k != "transformers_version"}
     if diff.get("compile_config") is not None:
         diff["compile_config"] = diff["compile_config"].to_dict()

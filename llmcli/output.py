@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,26 +92,28 @@ def silence_stdout() -> None:
         pass
 
 
-def write_stdout(text: str, flush: bool = False) -> None:
+@contextmanager
+def _stdout_errors() -> Iterator[None]:
+    """A reader that went away ends quietly (exit 141); any other write failure is a one-line error."""
     try:
+        yield
+    except BrokenPipeError:
+        silence_stdout()
+        raise StdoutClosed() from None
+    except OSError as exc:
+        raise LlmcliError(f"cannot write output: {exc.strerror or exc}", path="stdout") from None
+
+
+def write_stdout(text: str, flush: bool = False) -> None:
+    with _stdout_errors():
         sys.stdout.write(text)
         if flush:
             sys.stdout.flush()
-    except BrokenPipeError:
-        silence_stdout()
-        raise StdoutClosed() from None
-    except OSError as exc:
-        raise LlmcliError(f"cannot write output: {exc.strerror or exc}", path="stdout") from None
 
 
 def flush_stdout() -> None:
-    try:
+    with _stdout_errors():
         sys.stdout.flush()
-    except BrokenPipeError:
-        silence_stdout()
-        raise StdoutClosed() from None
-    except OSError as exc:
-        raise LlmcliError(f"cannot write output: {exc.strerror or exc}", path="stdout") from None
 
 
 def emit_json(obj: Any) -> None:
@@ -125,6 +129,28 @@ def warn(message: str) -> None:
         pass
 
 
+def progress_printer(enabled: bool) -> Callable[[str], None]:
+    """Progress notes on stderr ("llmcli: converting…"), or nothing when not enabled."""
+
+    def show(message: str) -> None:
+        if enabled:
+            warn(f"{message}…")
+
+    return show
+
+
+@contextmanager
+def spinner(message: str, *, enabled: bool) -> Iterator[None]:
+    """A spinner on stderr while something slow runs (a terminal only)."""
+    if not enabled:
+        yield
+        return
+    from rich.console import Console
+
+    with Console(file=sys.stderr).status(message, spinner="dots"):
+        yield
+
+
 def confidence_writer():
     """For streaming on a terminal: writes each piece coloured by the probability of its token."""
     from rich.console import Console
@@ -134,12 +160,9 @@ def confidence_writer():
 
     def write(text: str, prob: float) -> None:
         style = "green" if prob >= 0.9 else "default" if prob >= 0.5 else "yellow" if prob >= 0.2 else "bold red"
-        try:
+        with _stdout_errors():
             console.print(Text(text, style=style), end="")
             sys.stdout.flush()
-        except BrokenPipeError:
-            silence_stdout()
-            raise StdoutClosed() from None
 
     return write
 
@@ -255,12 +278,9 @@ def render_rich(sections: list[Section], file: Any = None, width: int | None = N
 
 def show(sections: list[Section], mode: str) -> None:
     if mode == "rich":
-        try:
+        with _stdout_errors():
             render_rich(sections)
-            flush_stdout()
-        except BrokenPipeError:
-            silence_stdout()
-            raise StdoutClosed() from None
+            sys.stdout.flush()
     else:
         write_stdout(render_plain(sections), flush=True)
 
@@ -286,3 +306,12 @@ def print_stats(stats: Any) -> None:
         lines.append(f"attention {stats.attn_implementation}")
     sys.stderr.write("llmcli stats: " + "; ".join(lines) + "\n")
     sys.stderr.flush()
+
+
+def present(report: Any, *, json: bool = False) -> None:
+    """A `reports.Report`: its data as one JSON object, or its sections (Rich on a terminal, else plain)."""
+    mode = choose_mode(json)
+    if mode == "json":
+        emit_json(report.data)
+    else:
+        show(report.sections, mode)

@@ -99,3 +99,8 @@ def batch_prompts(each_line: bool, prompts_file: str | None, arg: str | None) ->
     if not prompts:
         raise UsageError(f"no prompts found in {source}")
     return prompts
+
+
+def chat_messages(system: str | None, turns: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The message list a chat template takes: the system message, if any, then the turns."""
+    return ([{"role": "system", "content": system}] if system else []) + list(turns)

@@ -114,7 +114,10 @@ def sparse_qwen7b(tmp_path_factory) -> Path:
 def default_model_dir(tmp_path_factory) -> Path:
     """The embedded default model, converted once per test run by two racing processes (lock test included)."""
     home = session_home(tmp_path_factory)
-    code = "from llmcli.default_model import default_gguf, ensure_converted; print(ensure_converted(default_gguf()))"
+    code = (
+        "from llmcli.modelfs.default_model import default_gguf, ensure_converted; "
+        "print(ensure_converted(default_gguf()))"
+    )
     env = dict(os.environ, LLMCLI_HOME=str(home), HF_HUB_OFFLINE="1")
     procs = [
         subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
@@ -126,3 +129,14 @@ def default_model_dir(tmp_path_factory) -> Path:
     paths = {out.decode().strip() for out, _ in outs}
     assert len(paths) == 1, paths
     return Path(paths.pop())
+
+
+@pytest.fixture(scope="session")
+def direct(tiny_dir):
+    """The tiny model and its tokenizer loaded directly with transformers (float32), for reference outputs."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_dir), dtype=torch.float32).eval()
+    return model, tok

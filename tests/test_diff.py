@@ -60,7 +60,7 @@ def test_changed_dtype_and_shape(tiny_untied_single, tmp_path, capsys, monkeypat
 
 
 def test_gguf_against_itself(capsys, monkeypatch):
-    from llmcli.default_model import default_gguf
+    from llmcli.modelfs.default_model import default_gguf
 
     data = diff_json(default_gguf(), default_gguf(), capsys, monkeypatch)
     assert data["identical"] is True and data["a"]["parameters"] == 134_515_008

@@ -23,18 +23,6 @@ def gen(tiny_dir, args, capsys, monkeypatch, stdin=None):
     )
 
 
-@pytest.fixture(scope="module")
-def direct(tiny_dir):
-    """The same model loaded directly with transformers, for reference outputs."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(tiny_dir))
-    model = AutoModelForCausalLM.from_pretrained(str(tiny_dir), dtype=torch.float32)
-    model.eval()
-    return model, tok
-
-
 @pytest.fixture
 def generate_spy(monkeypatch):
     """The keyword arguments the model's generate() actually receives."""
@@ -422,7 +410,7 @@ def test_memory_check_refuses_oversized_weights(sparse_qwen7b, capsys, monkeypat
         "device_memory",
         lambda device="auto": {"device": "cpu", "free_bytes": 1_000_000_000, "total_bytes": real.total},
     )
-    monkeypatch.setattr("llmcli.loader.device_memory", memory.device_memory)
+    monkeypatch.setattr("llmcli.engine.loader.device_memory", memory.device_memory)
     run = run_cli(["generate", "-m", str(sparse_qwen7b), "--device", "cpu", "hi"], capsys, monkeypatch)
     assert_clean_error(run, 1, "weights need 14.19 GiB", "--no-memory-check")
 

@@ -268,7 +268,7 @@ def test_sparse_7b_reads_only_headers(sparse_qwen7b):
 
 
 def test_inspect_gguf_default(capsys, monkeypatch):
-    from llmcli.default_model import default_gguf
+    from llmcli.modelfs.default_model import default_gguf
 
     data = inspect_json([str(default_gguf())], capsys, monkeypatch)
     assert data["format"] == "gguf" and data["architecture"] == "llama"

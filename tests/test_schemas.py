@@ -25,9 +25,10 @@ def test_inspect_json_matches_schema(fixture, request, capsys, monkeypatch):
 
 
 def test_inspect_gguf_json_matches_schema(capsys, monkeypatch):
-    from llmcli.default_model import default_gguf
+    from llmcli.modelfs.default_model import default_gguf
 
     run = run_cli(["inspect", str(default_gguf()), "--json", "--tensors"], capsys, monkeypatch)
+    assert run.code == 0, run.stderr
     jsonschema.validate(run.json(), schema("inspect-gguf.schema.json"))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.helpers import assert_clean_error, run_cli
-from tests.test_generate import PROMPT, direct, direct_generate, strip_eos  # noqa: F401  (fixture)
+from tests.test_generate import PROMPT, direct_generate, strip_eos
 
 
 def gen_json(tiny_dir, args, capsys, monkeypatch):
@@ -112,7 +112,7 @@ def test_bench_compile_and_attn_are_reported(tiny_dir, capsys, monkeypatch):
 def test_cuda_auto_dtype(monkeypatch, saved, bf16, expected):
     import torch
 
-    from llmcli.loader import resolve_dtype
+    from llmcli.engine.loader import resolve_dtype
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
     config = {"torch_dtype": saved} if saved else {}
@@ -121,7 +121,7 @@ def test_cuda_auto_dtype(monkeypatch, saved, bf16, expected):
 
 
 def test_token_timer_waits_for_the_device_once():
-    from llmcli.runner import TokenTimer
+    from llmcli.engine.streaming import TokenTimer
 
     waits = []
     timer = TokenTimer(None, sync=lambda: waits.append(1))
@@ -150,7 +150,7 @@ def tiny_model(tiny_dir):
 
 
 def test_auto_attention_policy(tiny_model):
-    from llmcli.attention import SHORT_PREFILL_TOKENS, choose
+    from llmcli.engine.attention import SHORT_PREFILL_TOKENS, choose
 
     assert choose(FakeLoaded(tiny_model), 40, static_cache=False) == "eager"
     assert choose(FakeLoaded(tiny_model), SHORT_PREFILL_TOKENS + 1, static_cache=False) is None
@@ -160,7 +160,7 @@ def test_auto_attention_policy(tiny_model):
 
 
 def test_attention_switch_is_undone_after_the_call(tiny_model):
-    from llmcli.attention import attention_for_call
+    from llmcli.engine.attention import attention_for_call
 
     loaded = FakeLoaded(tiny_model)
     assert loaded.attn == "sdpa"
@@ -172,13 +172,14 @@ def test_attention_switch_is_undone_after_the_call(tiny_model):
     assert tiny_model.config._attn_implementation == "sdpa"
 
 
-def test_cuda_auto_attention_through_generate_batch(tiny_dir, tiny_model, monkeypatch):
-    """generate_batch under the CUDA policy (device name faked, model on CPU): eager runs, is reported, and
+def test_cuda_auto_attention_through_generate(tiny_dir, tiny_model, monkeypatch):
+    """generate() under the CUDA policy (device name faked, model on CPU): eager runs, is reported, and
     gives the tokens SDPA gives."""
     import torch
     from transformers import AutoTokenizer
 
-    from llmcli.runner import generate_batch
+    from llmcli.engine.generation import generate
+    from llmcli.plan import GenerationPlan
 
     for name, value in (("synchronize", None), ("reset_peak_memory_stats", None), ("max_memory_allocated", 0)):
         monkeypatch.setattr(torch.cuda, name, lambda *a, _v=value, **k: _v)  # no GPU here
@@ -188,7 +189,7 @@ def test_cuda_auto_attention_through_generate_batch(tiny_dir, tiny_model, monkey
     for request in ("auto", "sdpa"):
         loaded = FakeLoaded(tiny_model, request=request)
         loaded.tokenizer, loaded.config, loaded.load_seconds = tokenizer, tiny_model.config.to_dict(), 0.0
-        [results[request]] = generate_batch(loaded, ["hello there"], kwargs, None, None, True, None)
+        [results[request]] = generate(loaded, ["hello there"], GenerationPlan(kwargs=kwargs), raw=True)
     assert results["auto"].stats.attn_implementation == "eager"
     assert results["sdpa"].stats.attn_implementation == "sdpa"
     assert tiny_model.config._attn_implementation == "sdpa"

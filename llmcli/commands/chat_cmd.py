@@ -7,6 +7,7 @@ import sys
 
 import typer
 
+from llmcli.commands.decoding_options import decoding_options
 from llmcli.commands.options import (
     AttnOpt,
     DeviceOpt,
@@ -14,84 +15,68 @@ from llmcli.commands.options import (
     ModelOpt,
     QuantizeOpt,
     RevisionOpt,
+    SeedOpt,
     SystemOpt,
     ThreadsOpt,
     TrustOpt,
 )
+from llmcli.flags import BY_KEY, CHAT_KEYS
+from llmcli.genargs import DecodingFlags
+from llmcli.plan import Attn, Dtype, Quantize
 
 HELP = """commands:
   /system TEXT       set the system message (history is kept)
   /set KEY VALUE     change a decoding setting, e.g. /set temperature 0.7, /set max_new_tokens 64
+                     (KEY: any decoding flag chat takes, with _ for -)
   /reset             forget the conversation
   /save FILE         write the conversation as JSON
   /stats             figures of the last answer
   /help              this text
   /exit              leave (or Ctrl-D); Ctrl-C stops the current answer"""
 
-SETTABLE = {
-    "temperature": float,
-    "top_p": float,
-    "top_k": int,
-    "min_p": float,
-    "typical_p": float,
-    "max_new_tokens": int,
-    "min_new_tokens": int,
-    "repetition_penalty": float,
-    "no_repeat_ngram_size": int,
-}
-
 
 def register(app: typer.Typer) -> None:
     app.command("chat")(chat)
 
 
+@decoding_options(CHAT_KEYS)
 def chat(
     model: ModelOpt = None,
     revision: RevisionOpt = None,
     device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
-    quantize: QuantizeOpt = "none",
+    dtype: DtypeOpt = Dtype.auto,
+    quantize: QuantizeOpt = Quantize.none,
     trust_remote_code: TrustOpt = False,
-    attn: AttnOpt = "auto",
+    attn: AttnOpt = Attn.auto,
     threads: ThreadsOpt = None,
     system: SystemOpt = None,
-    temperature: float = typer.Option(None, "--temperature", "-t"),
-    top_p: float = typer.Option(None, "--top-p"),
-    top_k: int = typer.Option(None, "--top-k"),
-    max_new_tokens: int = typer.Option(None, "--max-new-tokens", "-n"),
-    seed: int = typer.Option(None, "--seed"),
+    seed: SeedOpt = None,
+    *,
+    decoding: DecodingFlags,
 ) -> None:
     """Talk to the model: answers stream, the history goes through the chat template; /help for commands."""
     from llmcli import output
+    from llmcli.engine.loader import load
     from llmcli.errors import UsageError
-    from llmcli.genargs import DecodingFlags, build_generate_kwargs
-    from llmcli.loader import load, resolve_model
+    from llmcli.genargs import build_generate_kwargs
+    from llmcli.modelfs.source import resolve_model
+    from llmcli.plan import LoadSpec, check_combinations
 
-    settings = {
-        k: v
-        for k, v in {
-            "temperature": temperature,
-            "top_p": top_p,
-            "top_k": top_k,
-            "max_new_tokens": max_new_tokens,
-        }.items()
-        if v is not None
-    }
-    kwargs = build_generate_kwargs(DecodingFlags(**settings))
+    settings = dict(decoding.values)
+    kwargs = build_generate_kwargs(decoding)
     on_tty = output.stderr_is_tty()
-    source = resolve_model(model, verbose_progress=on_tty, revision=revision)
-    loaded = load(
-        source,
-        device,
-        dtype,
-        trust_remote_code,
-        False,
-        True,
-        show_progress=on_tty,
+    spec = LoadSpec(
+        device=device,
+        dtype=dtype,
         quantize=quantize,
         attn=attn,
         threads=threads,
+        trust_remote_code=trust_remote_code,
+        show_progress=on_tty,
     )
+    check_combinations(spec=spec, kwargs=kwargs)
+    source = resolve_model(model, revision=revision, verbose=on_tty)
+    loaded = load(source, spec)
     if not getattr(loaded.tokenizer, "chat_template", None):
         raise UsageError("this model's tokenizer has no chat template; use `llmcli generate --raw` instead")
     interactive = sys.stdin.isatty()
@@ -135,12 +120,15 @@ class Session:
         self.last_stats = None
 
     def messages(self) -> list[dict[str, str]]:
-        return ([{"role": "system", "content": self.system}] if self.system else []) + self.history
+        from llmcli.prompts import chat_messages
+
+        return chat_messages(self.system, self.history)
 
     def ask(self, text: str) -> None:
         from llmcli import output
+        from llmcli.engine.generation import TextDelta, pick_seed, stream_generate
         from llmcli.genargs import needs_sampling
-        from llmcli.runner import GenerationInterrupted, generate_batch, pick_seed
+        from llmcli.plan import GenerationPlan
 
         self.history.append({"role": "user", "content": text})
         ids = list(
@@ -148,24 +136,43 @@ class Session:
                 self.messages(), add_generation_prompt=True, tokenize=True, return_dict=True
             )["input_ids"]
         )
-        seed = pick_seed(self.seed, needs_sampling(self.kwargs, {}))
-        write = lambda piece: output.write_stdout(piece, flush=True)  # noqa: E731
-        try:
-            result = generate_batch(self.loaded, [text], self.kwargs, seed, None, False, write, encoded=[ids])[0]
-            answer = result.outputs[0].text
-            self.last_stats = result.stats
-        except GenerationInterrupted as stopped:  # Ctrl-C: keep what was said, carry on
-            answer = stopped.results[0].outputs[0].text if stopped.results else ""
-        except KeyboardInterrupt:
-            answer = ""
+        plan = GenerationPlan(kwargs=self.kwargs, seed=pick_seed(self.seed, sampling=needs_sampling(self.kwargs, {})))
+        answer = ""
+        with stream_generate(self.loaded, [text], plan, encoded=[ids], stream_text=True) as stream:
+            try:
+                for event in stream:
+                    if isinstance(event, TextDelta):
+                        output.write_stdout(event.text, flush=True)
+                    else:
+                        answer = event.results[0].outputs[0].text
+                        self.last_stats = event.results[0].stats
+            except KeyboardInterrupt:  # Ctrl-C: keep what was said, carry on
+                partial = stream.stop()
+                answer = partial[0].outputs[0].text if partial else ""
         output.write_stdout("\n", flush=True)
         self.history.append({"role": "assistant", "content": answer})
+
+    def set(self, rest: str) -> None:
+        """/set KEY VALUE: any decoding flag chat offers, parsed and checked as the command line does."""
+        from llmcli import output
+        from llmcli.errors import UsageError
+        from llmcli.genargs import build_generate_kwargs
+
+        key, _, value = rest.partition(" ")
+        key = key.replace("-", "_")
+        settable = [k for k in CHAT_KEYS if BY_KEY[k].type is not list]
+        if key not in settable or not value.strip():
+            raise UsageError(f"/set KEY VALUE with KEY one of {', '.join(settable)}")
+        parsed = BY_KEY[key].parse(value)
+        settings = dict(self.settings, **{key: parsed})
+        self.kwargs = build_generate_kwargs(DecodingFlags(**settings))
+        self.settings = settings
+        output.warn(f"{key} = {parsed}")
 
     def command(self, line: str) -> bool:
         """Run a /command; False means leave."""
         from llmcli import output
         from llmcli.errors import LlmcliError, UsageError
-        from llmcli.genargs import DecodingFlags, build_generate_kwargs
 
         name, _, rest = line.partition(" ")
         rest = rest.strip()
@@ -181,18 +188,7 @@ class Session:
                 self.history = []
                 output.warn("conversation reset")
             elif name == "/set":
-                key, _, value = rest.partition(" ")
-                key = key.replace("-", "_")
-                if key not in SETTABLE or not value.strip():
-                    raise UsageError(f"/set KEY VALUE with KEY one of {', '.join(SETTABLE)}")
-                try:
-                    parsed = SETTABLE[key](value.strip())
-                except ValueError:
-                    raise UsageError(f"/set {key}: {value.strip()!r} is not a {SETTABLE[key].__name__}") from None
-                settings = dict(self.settings, **{key: parsed})
-                self.kwargs = build_generate_kwargs(DecodingFlags(**settings))
-                self.settings = settings
-                output.warn(f"{key} = {parsed}")
+                self.set(rest)
             elif name == "/save":
                 if not rest:
                     raise UsageError("/save FILE")

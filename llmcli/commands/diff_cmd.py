@@ -18,13 +18,8 @@ def diff(
 ) -> None:
     """Config keys that differ, tensors only in one, tensors whose dtype or shape changed, parameter totals."""
     from llmcli import output
-    from llmcli.diff_report import diff_models
     from llmcli.modelfs.locate import locate
+    from llmcli.reports import diff as diff_report
 
     ra, rb = locate(a), locate(b)
-    data, sections = diff_models((ra.path, ra.kind), (rb.path, rb.kind))
-    mode = output.choose_mode(json_out)
-    if mode == "json":
-        output.emit_json(data)
-    else:
-        output.show(sections, mode)
+    output.present(diff_report.build((ra.path, ra.kind), (rb.path, rb.kind)), json=json_out)

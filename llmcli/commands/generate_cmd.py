@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
+from llmcli.commands.decoding_options import decoding_options
 from llmcli.commands.options import (
+    H_DEC,
     H_MODEL,
     H_OUT,
     AttnOpt,
@@ -17,29 +21,32 @@ from llmcli.commands.options import (
     QuantizeOpt,
     RawOpt,
     RevisionOpt,
+    SeedOpt,
+    SetOpt,
     SystemOpt,
     ThreadsOpt,
     TrustOpt,
 )
 from llmcli.errors import Interrupted, UsageError
-
-H_DEC = "Decoding (forwarded to generate() only when set)"
+from llmcli.genargs import DecodingFlags
+from llmcli.plan import Attn, Dtype, Quantize
 
 
 def register(app: typer.Typer) -> None:
     app.command("generate")(generate)
 
 
+@decoding_options()
 def generate(
     prompt: str = typer.Argument(None, help="The prompt; '-' reads stdin. Piped stdin is put before it."),
     model: ModelOpt = None,
     revision: RevisionOpt = None,
     device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "auto",
+    dtype: DtypeOpt = Dtype.auto,
     trust_remote_code: TrustOpt = False,
-    quantize: QuantizeOpt = "none",
+    quantize: QuantizeOpt = Quantize.none,
     compile_: CompileOpt = False,
-    attn: AttnOpt = "auto",
+    attn: AttnOpt = Attn.auto,
     threads: ThreadsOpt = None,
     adapter: str = typer.Option(
         None, "--adapter", help="A PEFT LoRA adapter directory to apply (through peft).", rich_help_panel=H_MODEL
@@ -59,44 +66,8 @@ def generate(
         help="Refuse models whose weights exceed free device memory.",
         rich_help_panel=H_MODEL,
     ),
-    max_new_tokens: int = typer.Option(
-        None, "--max-new-tokens", "-n", rich_help_panel=H_DEC, help="Most tokens to generate."
-    ),
-    min_new_tokens: int = typer.Option(None, "--min-new-tokens", rich_help_panel=H_DEC),
-    temperature: float = typer.Option(
-        None,
-        "--temperature",
-        "-t",
-        rich_help_panel=H_DEC,
-        help="Softmax temperature; turns sampling on (0 means greedy).",
-    ),
-    top_p: float = typer.Option(None, "--top-p", rich_help_panel=H_DEC, help="Nucleus sampling mass (0, 1]."),
-    top_k: int = typer.Option(None, "--top-k", rich_help_panel=H_DEC, help="Sample among the k most likely."),
-    min_p: float = typer.Option(None, "--min-p", rich_help_panel=H_DEC),
-    typical_p: float = typer.Option(None, "--typical-p", rich_help_panel=H_DEC),
-    do_sample: bool = typer.Option(
-        None,
-        "--do-sample/--greedy",
-        rich_help_panel=H_DEC,
-        help="Force sampling or greedy decoding (default: the model's).",
-    ),
-    num_beams: int = typer.Option(None, "--num-beams", rich_help_panel=H_DEC),
-    length_penalty: float = typer.Option(None, "--length-penalty", rich_help_panel=H_DEC),
-    early_stopping: str = typer.Option(
-        None, "--early-stopping", rich_help_panel=H_DEC, help="Beam search: true, false or never."
-    ),
-    repetition_penalty: float = typer.Option(None, "--repetition-penalty", rich_help_panel=H_DEC),
-    no_repeat_ngram_size: int = typer.Option(None, "--no-repeat-ngram-size", rich_help_panel=H_DEC),
-    num_return_sequences: int = typer.Option(None, "--num-return-sequences", rich_help_panel=H_DEC),
-    stop: list[str] = typer.Option(
-        None, "--stop", rich_help_panel=H_DEC, help="Stop string (repeatable); the output ends before it."
-    ),
-    seed: int = typer.Option(
-        None, "--seed", rich_help_panel=H_DEC, help="Random seed (sampling always runs under one; --json reports it)."
-    ),
-    set_: list[str] = typer.Option(
-        None, "--set", rich_help_panel=H_DEC, help="Any other GenerationConfig field, key=value (value parsed as JSON)."
-    ),
+    seed: SeedOpt = None,
+    set_: SetOpt = None,
     show_config: bool = typer.Option(
         False,
         "--show-config",
@@ -128,135 +99,159 @@ def generate(
     verbose: bool = typer.Option(
         False, "--verbose", "-v", rich_help_panel=H_OUT, help="Stats, plus transformers' own warnings."
     ),
+    *,
+    decoding: DecodingFlags,
 ) -> None:
     """Generate text; every decoding flag maps straight onto transformers' generate()."""
     from llmcli import output
-    from llmcli.genargs import DecodingFlags, build_generate_kwargs, effective_config, needs_sampling
-    from llmcli.modelfs.tokenizer import generation_defaults
+    from llmcli.genargs import build_generate_kwargs
+    from llmcli.plan import LoadSpec, check_combinations
 
-    flags = DecodingFlags(
-        max_new_tokens=max_new_tokens,
-        min_new_tokens=min_new_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        min_p=min_p,
-        typical_p=typical_p,
-        do_sample=do_sample,
-        num_beams=num_beams,
-        length_penalty=length_penalty,
-        early_stopping=early_stopping,
-        repetition_penalty=repetition_penalty,
-        no_repeat_ngram_size=no_repeat_ngram_size,
-        num_return_sequences=num_return_sequences,
-        stop=list(stop or []),
-        extra=list(set_ or []),
-        compile=compile_,
+    decoding.extra, decoding.compile = list(set_ or []), compile_
+    kwargs = build_generate_kwargs(decoding)
+    spec = LoadSpec(
+        device=device,
+        dtype=dtype,
+        quantize=quantize,
+        attn=attn,
+        threads=threads,
+        trust_remote_code=trust_remote_code,
+        allow_pickle=allow_pickle,
+        memory_check=memory_check,
+        merge=merge,
+        show_progress=output.stderr_is_tty(),
     )
-    kwargs = build_generate_kwargs(flags)
-    from llmcli.loader import check_speed_options
-
-    check_speed_options(quantize, compile_)
+    check_combinations(spec=spec, kwargs=kwargs, logprobs=logprobs, adapter_given=adapter is not None)
     if verbose:
         import os
 
         os.environ["TRANSFORMERS_VERBOSITY"] = "info"
     batch = each_line or prompts_file is not None
+    prompts = None
     if not show_config:
         from llmcli.prompts import batch_prompts, single_prompt
 
         prompts = batch_prompts(each_line, prompts_file, prompt) if batch else [single_prompt(prompt, file)]
-    on_tty = output.stderr_is_tty()
+    from llmcli.modelfs.source import resolve_model
 
-    from llmcli.loader import load, resolve_model
+    source = resolve_model(model, revision=revision, verbose=spec.show_progress or verbose)
+    if show_config:
+        _show_config(source, kwargs, json_out=json_out)
+        return
+    if adapter is not None:
+        spec = _with_adapter(spec, adapter)
+    run = _Run(source, spec, kwargs, seed=seed, logprobs=logprobs, json_out=json_out)
+    run.all(prompts, system=system, raw=raw, batch_size=batch_size if batch else 1, batch=batch)
+    if (stats or verbose) and run.last_stats is not None:
+        output.print_stats(run.last_stats)
 
-    source = resolve_model(model, verbose_progress=on_tty or verbose, revision=revision)
+
+def _with_adapter(spec: Any, adapter: str) -> Any:
+    from dataclasses import replace
+
+    from llmcli.modelfs.locate import locate
+
+    ref = locate(adapter)
+    if ref.kind != "adapter":
+        raise UsageError(f"--adapter {adapter}: not a PEFT adapter directory (no adapter_config.json)")
+    return replace(spec, adapter=ref.path)
+
+
+def _show_config(source: Any, kwargs: dict[str, Any], *, json_out: bool) -> None:
+    """The model's generation defaults overlaid with the flags, checked by GenerationConfig; no weights."""
+    from llmcli import output
+    from llmcli.genargs import effective_config
+    from llmcli.modelfs.tokenizer import generation_defaults
+
     defaults = generation_defaults(source.path) or {}
     effective = effective_config(defaults, kwargs)
-    if show_config:
-        if json_out:
-            output.emit_json(
-                {"model": str(source.path), "defaults": defaults, "overrides": kwargs, "effective": effective}
-            )
-        else:
-            rows = [
-                (k, repr(v) if isinstance(v, str) else str(v), "override" if k in kwargs else "model default")
-                for k, v in effective.items()
-            ]
-            output.show(
-                [output.Section(f"Effective generation config ({source.label})", [output.KV(rows)])],
-                output.choose_mode(False),
-            )
+    if json_out:
+        output.emit_json({"model": str(source.path), "defaults": defaults, "overrides": kwargs, "effective": effective})
         return
+    rows = [
+        (k, repr(v) if isinstance(v, str) else str(v), "override" if k in kwargs else "model default")
+        for k, v in effective.items()
+    ]
+    title = f"Effective generation config ({source.label})"
+    output.show([output.Section(title, [output.KV(rows)])], output.choose_mode(False))
 
-    from llmcli.runner import GenerationInterrupted, generate_batch, pick_seed
 
-    seed_used = pick_seed(seed, needs_sampling(kwargs, defaults))
-    adapter_ref = None
-    if adapter is not None:
-        from llmcli.modelfs.locate import locate
+class _Run:
+    """The loaded model and the plan, printing each batch's results as they finish."""
 
-        adapter_ref = locate(adapter)
-        if adapter_ref.kind != "adapter":
-            raise UsageError(f"--adapter {adapter}: not a PEFT adapter directory (no adapter_config.json)")
-    elif merge:
-        raise UsageError("--merge goes with --adapter")
-    loaded = load(
-        source,
-        device,
-        dtype,
-        trust_remote_code,
-        allow_pickle,
-        memory_check,
-        show_progress=on_tty,
-        quantize=quantize,
-        adapter=adapter_ref.path if adapter_ref else None,
-        merge=merge,
-        attn=attn,
-        threads=threads,
-    )
-    model_info = loaded.describe()
-    if adapter_ref is not None:
-        model_info["adapter"] = {"path": str(adapter_ref.path), "merged": merge}
-    stream = None if json_out else (lambda text: output.write_stdout(text, flush=True))
-    colorize = output.confidence_writer() if (logprobs is not None and output.choose_mode(json_out) == "rich") else None
-    results = []
-    try:
-        for start in range(0, len(prompts), batch_size if batch else 1):
-            chunk = prompts[start : start + (batch_size if batch else 1)]
-            done = generate_batch(
-                loaded, chunk, kwargs, seed_used, system, raw, stream if not batch else None, logprobs, colorize
-            )
-            results.extend(done)
-            for result in done:
-                _print_result(
-                    result,
-                    model_info,
-                    json_out,
-                    streamed=stream is not None and not batch,
-                    separate=batch or len(result.outputs) > 1,
-                )
-    except GenerationInterrupted as exc:
-        for result in exc.results:
-            if json_out:
-                output.emit_json(result.as_json(model_info) | {"interrupted": True})
-        if not json_out:
+    def __init__(self, source: Any, spec: Any, kwargs: dict[str, Any], *, seed, logprobs, json_out: bool):
+        from llmcli import output
+        from llmcli.engine.generation import pick_seed
+        from llmcli.engine.loader import load
+        from llmcli.genargs import effective_config, needs_sampling
+        from llmcli.modelfs.tokenizer import generation_defaults
+        from llmcli.plan import GenerationPlan
+
+        defaults = generation_defaults(source.path) or {}
+        effective_config(defaults, kwargs)  # GenerationConfig's own checks, before the weights load
+        seed_used = pick_seed(seed, sampling=needs_sampling(kwargs, defaults))
+        self.plan = GenerationPlan(kwargs=kwargs, seed=seed_used, logprobs=logprobs)
+        self.loaded = load(source, spec)
+        self.model_info = self.loaded.describe()
+        if spec.adapter is not None:
+            self.model_info["adapter"] = {"path": str(spec.adapter), "merged": spec.merge}
+        self.json_out = json_out
+        self.colorize = logprobs is not None and output.choose_mode(json_out) == "rich"
+        self.last_stats = None
+
+    def all(self, prompts: list[str], *, system, raw: bool, batch_size: int, batch: bool) -> None:
+        for start in range(0, len(prompts), batch_size):
+            self.one_batch(prompts[start : start + batch_size], system=system, raw=raw, batch=batch)
+
+    def one_batch(self, prompts: list[str], *, system, raw: bool, batch: bool) -> None:
+        from llmcli.engine.generation import stream_generate
+
+        streamed = not self.json_out and not batch
+        stream = stream_generate(
+            self.loaded, prompts, self.plan, system=system, raw=raw, stream_text=streamed, token_probs=self.colorize
+        )
+        with stream:
+            self._consume(stream, batch=batch)
+
+    def _consume(self, stream: Any, *, batch: bool) -> None:
+        from llmcli import output
+        from llmcli.engine.generation import Finished, TextDelta
+
+        write = output.confidence_writer() if self.colorize else None
+        printed = False
+        try:
+            for event in stream:
+                if isinstance(event, TextDelta):
+                    write(event.text, event.prob) if write else output.write_stdout(event.text, flush=True)
+                    printed = printed or bool(event.text)
+                elif isinstance(event, Finished):
+                    for result in event.results:
+                        self._print(result, streamed=stream.stream_text, separate=batch or len(result.outputs) > 1)
+                        self.last_stats = result.stats
+        except KeyboardInterrupt:
+            self._interrupted(stream.stop())
+        except Exception:
+            if printed:  # keep the partial text on its own line
+                output.write_stdout("\n", flush=True)
+            raise
+
+    def _interrupted(self, results: list[Any]) -> None:
+        from llmcli import output
+
+        if self.json_out:
+            for result in results:
+                output.emit_json(result.as_json(self.model_info))
+        else:
             output.write_stdout("\n", flush=True)
         raise Interrupted() from None
-    except KeyboardInterrupt:
-        raise Interrupted() from None
-    if (stats or verbose) and results:
-        output.print_stats(results[-1].stats)
 
+    def _print(self, result: Any, *, streamed: bool, separate: bool) -> None:
+        from llmcli import output
 
-def _print_result(result, model_info, json_out: bool, streamed: bool, separate: bool) -> None:
-    from llmcli import output
-
-    if json_out:
-        output.emit_json(result.as_json(model_info))
-        return
-    if streamed:
-        output.write_stdout("\n", flush=True)
-        return
-    for out in result.outputs:
-        output.write_stdout(out.text + ("\n\n" if separate else "\n"), flush=True)
+        if self.json_out:
+            output.emit_json(result.as_json(self.model_info))
+        elif streamed:
+            output.write_stdout("\n", flush=True)
+        else:
+            for out in result.outputs:
+                output.write_stdout(out.text + ("\n\n" if separate else "\n"), flush=True)

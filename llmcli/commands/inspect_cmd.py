@@ -4,8 +4,20 @@ from __future__ import annotations
 
 import typer
 
-from llmcli.commands.options import RevisionOpt
+from llmcli.commands.options import JsonOpt, RevisionOpt
 from llmcli.errors import UsageError
+
+# Options that mean something only for some kinds of model; anything else is refused, never ignored.
+APPLIES_TO = {
+    "--only": ("hf",),
+    "--depth": ("hf",),
+    "--context": ("hf",),
+    "--batch": ("hf",),
+    "--device": ("hf",),
+    "--tensors": ("hf", "gguf"),
+    "--base": ("adapter",),
+}
+KIND_NAMES = {"hf": "a model directory", "gguf": "a GGUF file", "adapter": "a LoRA adapter"}
 
 
 def register(app: typer.Typer) -> None:
@@ -13,7 +25,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _parse_only(only: str | None) -> list[str]:
-    from llmcli.inspect_report import SECTIONS
+    from llmcli.reports.inspect import SECTIONS
 
     if not only:
         return list(SECTIONS)
@@ -26,8 +38,16 @@ def _parse_only(only: str | None) -> list[str]:
     return chosen
 
 
+def check_applies(kind: str, given: dict[str, object]) -> None:
+    """A usage error for an option given that this kind of model has no use for."""
+    kind = "hf" if kind == "hub" else kind
+    for option, value in given.items():
+        if value not in (None, False) and kind not in APPLIES_TO[option]:
+            raise UsageError(f"{option} does not apply to {KIND_NAMES[kind]}")
+
+
 def inspect(
-    path: str = typer.Argument(..., help="Model directory (config.json, safetensors) or a .gguf file."),
+    path: str = typer.Argument(..., help="Model directory (config.json, safetensors), a .gguf file or an adapter."),
     only: str = typer.Option(
         None,
         "--only",
@@ -39,9 +59,11 @@ def inspect(
     context: int = typer.Option(
         None, "--context", min=1, help="Context length for the KV-cache estimate (default: the model's max)."
     ),
-    batch: int = typer.Option(1, "--batch", min=1, help="Batch size for the KV-cache estimate."),
-    device: str = typer.Option("auto", "--device", help="Device whose memory the verdict uses: auto, cpu, cuda[:N]."),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout and nothing else."),
+    batch: int = typer.Option(None, "--batch", min=1, help="Batch size for the KV-cache estimate (default 1)."),
+    device: str = typer.Option(
+        None, "--device", help="Device whose memory the verdict uses: auto, cpu, cuda[:N] (default auto)."
+    ),
+    json_out: JsonOpt = False,
     revision: RevisionOpt = None,
     base: str = typer.Option(
         None,
@@ -56,27 +78,29 @@ def inspect(
 
     sections = _parse_only(only)
     ref = locate(path, revision)
+    given = {"--only": only, "--depth": depth, "--context": context, "--batch": batch, "--device": device}
+    check_applies(ref.kind, given | {"--tensors": tensors, "--base": base})
+    if ref.kind == "adapter":
+        from llmcli.reports import adapter
+
+        report = adapter.build(ref.path, base=base)
+    elif ref.kind == "gguf":
+        from llmcli.reports import gguf
+
+        report = gguf.build(ref.path, tensors=tensors)
+    else:
+        report = _inspect_directory(ref, sections, tensors, depth, context, batch or 1, device or "auto")
+    output.present(report, json=json_out)
+
+
+def _inspect_directory(ref, sections, tensors, depth, context, batch, device):
+    from llmcli.reports import inspect as inspect_report
+
     remote = None
     if ref.kind == "hub":  # not cached: small files fetched, safetensors headers read remotely
-        from llmcli.modelfs.locate import ModelRef
-        from llmcli.remote import fetch_metadata
+        from llmcli.modelfs.remote import fetch_metadata
 
         folder, remote = fetch_metadata(ref.repo_id, ref.revision)
-        ref = ModelRef("hf", folder)
-    if ref.kind == "adapter":
-        from llmcli.adapter_report import inspect_adapter
-
-        data, shown = inspect_adapter(ref.path, base)
-    elif ref.kind == "gguf":
-        from llmcli.gguf_report import inspect_gguf
-
-        data, shown = inspect_gguf(ref.path, tensors)
-    else:
-        from llmcli.inspect_report import Inspection
-
-        data, shown = Inspection(ref.path, sections, tensors, depth, context, batch, device, remote).run()
-    mode = output.choose_mode(json_out)
-    if mode == "json":
-        output.emit_json(data)
-    else:
-        output.show(shown, mode)
+        ref.path = folder
+    options = {"tensors": tensors, "depth": depth, "context": context, "batch": batch, "device": device}
+    return inspect_report.build(ref.path, sections=sections, checkpoint=remote, **options)

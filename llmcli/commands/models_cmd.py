@@ -26,7 +26,8 @@ def models(
 
 def list_models(json_out: bool) -> None:
     from llmcli import output
-    from llmcli.default_model import (
+    from llmcli.errors import LlmcliError
+    from llmcli.modelfs.default_model import (
         DEFAULT_DIST,
         INSTALL_HINT,
         cache_home,
@@ -36,8 +37,6 @@ def list_models(json_out: bool) -> None:
         dir_size,
         is_complete,
     )
-    from llmcli.errors import LlmcliError
-    from llmcli.modelfs.memory import human_bytes
 
     try:
         gguf = default_gguf()
@@ -52,38 +51,21 @@ def list_models(json_out: bool) -> None:
         default = {"package": DEFAULT_DIST, "error": exc.one_line(), "install": INSTALL_HINT}
     cached = [{"path": str(p), "bytes": dir_size(p), "complete": is_complete(p)} for p in cached_models()]
     data = {"cache_home": str(cache_home()), "default": default, "cached": cached}
-    mode = output.choose_mode(json_out)
-    if mode == "json":
-        output.emit_json(data)
-        return
-    rows = [("cache home", data["cache_home"], "$LLMCLI_HOME, else $XDG_CACHE_HOME/llmcli")]
-    if "error" in default:
-        rows.append(("default model", "not installed", default["install"]))
-    else:
-        rows += [
-            ("default model", "SmolLM2-135M-Instruct (Q4_1 GGUF)", f"package {DEFAULT_DIST}"),
-            ("GGUF file", default["gguf"], human_bytes(default["gguf_bytes"])),
-            ("converted", default["cache"] if default["converted"] else "not yet (first generate converts it)", ""),
-        ]
-    table = output.Table(
-        ["cached model", "size", "state"],
-        [[c["path"], human_bytes(c["bytes"]), "ready" if c["complete"] else "incomplete"] for c in cached],
-        numeric={1},
-    )
-    blocks = [output.KV(rows)] + ([table] if cached else [output.Para("cache is empty", "dim")])
-    output.show([output.Section("Models", blocks)], mode)
+    from llmcli.reports import models as models_report
+
+    output.present(models_report.build(data), json=json_out)
 
 
 @models_app.command("rebuild")
 def rebuild() -> None:
     """Convert the default model again (removes its cached directory first)."""
     from llmcli import output
-    from llmcli.default_model import cached_dir_for, default_gguf, ensure_converted, remove_cached
-    from llmcli.loader import _conversion_progress, progress_printer
+    from llmcli.modelfs.default_model import cached_dir_for, default_gguf, ensure_converted, remove_cached
+    from llmcli.modelfs.source import conversion_progress
 
     gguf = default_gguf()
     remove_cached([cached_dir_for(gguf)] if cached_dir_for(gguf).exists() else [])
-    path = ensure_converted(gguf, _conversion_progress(progress_printer(True)))
+    path = ensure_converted(gguf, conversion_progress(output.progress_printer(True)))
     output.write_stdout(f"{path}\n", flush=True)
 
 
@@ -91,7 +73,7 @@ def rebuild() -> None:
 def remove() -> None:
     """Delete every converted model from llmcli's cache (the GGUF files themselves stay)."""
     from llmcli import output
-    from llmcli.default_model import cached_models, remove_cached
+    from llmcli.modelfs.default_model import cached_models, remove_cached
     from llmcli.modelfs.memory import human_bytes
 
     paths = cached_models()

@@ -6,8 +6,11 @@ from typing import Annotated
 
 import typer
 
+from llmcli.plan import Attn, Dtype, Quantize
+
 H_MODEL = "Model"
 H_OUT = "Input and output"
+H_DEC = "Decoding (forwarded to generate() only when set)"
 
 ModelOpt = Annotated[
     str | None,
@@ -20,10 +23,11 @@ ModelOpt = Annotated[
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=H_MODEL)]
 DtypeOpt = Annotated[
-    str,
+    Dtype,
     typer.Option(
         "--dtype",
-        help="auto, float32, bfloat16 or float16 (auto: the checkpoint's on CUDA, bfloat16 on CPU).",
+        help="auto: bfloat16 on GPUs that have it (float16 checkpoints stay float16), bfloat16 on CPU for "
+        "generation and float32 for one-pass commands (next-token, score).",
         rich_help_panel=H_MODEL,
     ),
 ]
@@ -40,11 +44,10 @@ SystemOpt = Annotated[
 RawOpt = Annotated[bool, typer.Option("--raw", help="Send the text as-is, no chat template.", rich_help_panel=H_OUT)]
 FileOpt = Annotated[str | None, typer.Option("--file", "-f", help="Read the text from a file.", rich_help_panel=H_OUT)]
 QuantizeOpt = Annotated[
-    str,
+    Quantize,
     typer.Option(
         "--quantize",
-        help="none, or int8: torch's dynamic int8 Linear layers on CPU (faster prefill and "
-        "decode, small accuracy cost).",
+        help="int8: torch's dynamic int8 Linear layers on CPU (faster prefill and decode, small accuracy cost).",
         rich_help_panel=H_MODEL,
     ),
 ]
@@ -58,11 +61,10 @@ RevisionOpt = Annotated[
 ]
 H_SPEED = "Speed"
 AttnOpt = Annotated[
-    str,
+    Attn,
     typer.Option(
         "--attn",
-        help="Attention kernel: auto (transformers' choice, SDPA where the model supports it), sdpa, eager, "
-        "flash_attention_2, flash_attention_3 or flex_attention.",
+        help="Attention kernel (auto: transformers' choice, SDPA where the model supports it).",
         rich_help_panel=H_SPEED,
     ),
 ]
@@ -83,5 +85,17 @@ ThreadsOpt = Annotated[
         min=1,
         help="CPU threads for torch's operators (torch.set_num_threads; default: torch's choice, the physical cores).",
         rich_help_panel=H_SPEED,
+    ),
+]
+SeedOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--seed", help="Random seed (sampling always runs under one; --json reports it).", rich_help_panel=H_DEC
+    ),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", help="Any other GenerationConfig field, key=value (value parsed as JSON).", rich_help_panel=H_DEC
     ),
 ]

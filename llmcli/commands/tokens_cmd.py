@@ -60,23 +60,22 @@ def tokenize(
 ) -> None:
     """Show the tokens of a text: ids, pieces, character and byte spans, special tokens marked."""
     from llmcli import output
+    from llmcli.engine.loader import load_tokenizer
     from llmcli.errors import UsageError
-    from llmcli.loader import load_tokenizer, resolve_model
-    from llmcli.prompts import single_prompt
+    from llmcli.modelfs.source import resolve_model
+    from llmcli.prompts import chat_messages, single_prompt
 
+    if system and not chat:
+        raise UsageError("--system goes with --chat")
     source_text = single_prompt(text, file)
-    source = resolve_model(model, verbose_progress=output.stderr_is_tty(), revision=revision)
-    tok = load_tokenizer(source, trust_remote_code)
+    source = resolve_model(model, revision=revision, verbose=output.stderr_is_tty())
+    tok = load_tokenizer(source, trust_remote_code=trust_remote_code)
     rendered = source_text
     if chat:
         if not getattr(tok, "chat_template", None):
             raise UsageError("--chat: this model's tokenizer has no chat template")
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": source_text}
-        ]
+        messages = chat_messages(system, [{"role": "user", "content": source_text}])
         rendered = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    elif system:
-        raise UsageError("--system goes with --chat")
     add_special = not chat  # a rendered template already carries its special tokens
     try:
         enc = tok(rendered, add_special_tokens=add_special, return_offsets_mapping=True)
@@ -104,34 +103,9 @@ def tokenize(
         output.write_stdout(" ".join(str(t) for t in token_ids) + "\n", flush=True)
         return
     data = {"model": str(source.path), "text": rendered, "count": len(token_ids), "chat": chat, "tokens": rows}
-    mode = output.choose_mode(json_out)
-    if mode == "json":
-        output.emit_json(data)
-        return
-    table = output.Table(
-        ["#", "id", "token", "text", "chars", "bytes", ""],
-        [
-            [
-                str(r["index"]),
-                str(r["id"]),
-                r["token"],
-                repr(r["text"]),
-                f"{r['chars'][0]}–{r['chars'][1]}",
-                f"{r['bytes'][0]}–{r['bytes'][1]}",
-                "special" if r["special"] else "",
-            ]
-            for r in rows
-        ],
-        numeric={0, 1},
-    )
-    blocks = [
-        table,
-        output.Para(f"{len(token_ids)} tokens, {len(rendered)} characters, {len(rendered.encode('utf-8'))} bytes"),
-    ]
-    if chat:
-        blocks.insert(0, output.Para("rendered chat template", "head"))
-        blocks.insert(1, output.Para(repr(rendered)))
-    output.show([output.Section(f"Tokens ({type(tok).__name__})", blocks)], mode)
+    from llmcli.reports import tokens as tokens_report
+
+    output.present(tokens_report.build(data, type(tok).__name__), json=json_out)
 
 
 def detokenize(
@@ -144,8 +118,9 @@ def detokenize(
 ) -> None:
     """Turn token ids back into text."""
     from llmcli import output
+    from llmcli.engine.loader import load_tokenizer
     from llmcli.errors import UsageError
-    from llmcli.loader import load_tokenizer, resolve_model
+    from llmcli.modelfs.source import resolve_model
     from llmcli.prompts import read_stdin, stdin_has_data
 
     words = list(token_ids or [])
@@ -158,8 +133,8 @@ def detokenize(
     except ValueError:
         bad = next(w for w in words if not w.lstrip("-").isdigit())
         raise UsageError(f"not a token id: {bad!r}") from None
-    source = resolve_model(model, verbose_progress=output.stderr_is_tty(), revision=revision)
-    tok = load_tokenizer(source, trust_remote_code)
+    source = resolve_model(model, revision=revision, verbose=output.stderr_is_tty())
+    tok = load_tokenizer(source, trust_remote_code=trust_remote_code)
     size = len(tok)
     out_of_range = [v for v in values if v < 0 or v >= size]
     if out_of_range:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmcli.errors import LlmcliError
+from llmcli.errors import LlmcliError, squash
 from llmcli.modelfs.files import read_head, read_json_object, safe_child, sniff
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -127,7 +127,7 @@ def read_shard(path: Path) -> tuple[list[TensorInfo], dict[str, str] | None]:
                 piece = fh.get_slice(name)
                 tensors.append(TensorInfo(name, piece.get_dtype(), list(piece.get_shape()), path.name))
     except SafetensorError as exc:
-        detail = " ".join(str(exc).split())
+        detail = squash(exc, None)
         raise LlmcliError(f"is not a valid safetensors file: {detail}", path=path) from None
     except OSError as exc:
         raise LlmcliError(f"cannot read: {exc.strerror or exc}", path=path) from None

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmcli.errors import LlmcliError
+from llmcli.errors import LlmcliError, squash
 
 MAX_ARRAY_SHOWN = 8
 
@@ -80,6 +80,6 @@ def read_gguf(path: Path) -> GgufInfo:
     except (MemoryError, RecursionError):
         raise LlmcliError("GGUF file is malformed (sizes it claims are impossible)", path=path) from None
     except Exception as exc:  # noqa: BLE001 - gguf-py raises bare ValueError/IndexError/KeyError on bad files
-        detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+        detail = squash(exc, 200) or type(exc).__name__
         raise LlmcliError(f"GGUF file is malformed: {detail}", path=path) from None
     return GgufInfo(version, metadata, tensors)

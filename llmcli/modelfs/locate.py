@@ -38,7 +38,7 @@ def locate(arg: str, revision: str | None = None) -> ModelRef:
     if not path.exists() and not path.is_symlink() and HUB_ID.match(arg):
         snapshot = hub_snapshot(arg, revision)
         if snapshot is None:
-            from llmcli.remote import hub_online
+            from llmcli.modelfs.remote import hub_online
 
             if hub_online():
                 return ModelRef("hub", path, arg, revision)

@@ -7,6 +7,7 @@ from typing import Any
 
 from llmcli.modelfs.config import show_value
 from llmcli.output import KV, Para, Section, Table
+from llmcli.reports import Report
 
 MISSING = object()
 
@@ -50,7 +51,8 @@ def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 IGNORED_KEYS = {"transformers_version", "_name_or_path", "_model_name_or_path"}
 
 
-def diff_models(a: tuple[Path, str], b: tuple[Path, str]) -> tuple[dict[str, Any], list[Section]]:
+def build(a: tuple[Path, str], b: tuple[Path, str]) -> Report:
+    """`a` and `b` are (path, kind) as `locate()` names them."""
     left, right = _side(*a), _side(*b)
     fa, fb = _flatten(left["config"]), _flatten(right["config"])
     config_changes = [
@@ -59,88 +61,62 @@ def diff_models(a: tuple[Path, str], b: tuple[Path, str]) -> tuple[dict[str, Any
         if k not in IGNORED_KEYS and fa.get(k, MISSING) != fb.get(k, MISSING)
     ]
     ta, tb = left["tensors"], right["tensors"]
-    only_a = sorted(set(ta) - set(tb))
-    only_b = sorted(set(tb) - set(ta))
     changed = [
         {"name": n, "a": {"dtype": ta[n][0], "shape": ta[n][1]}, "b": {"dtype": tb[n][0], "shape": tb[n][1]}}
         for n in sorted(set(ta) & set(tb))
         if ta[n] != tb[n]
     ]
-    same = len(set(ta) & set(tb)) - len(changed)
     data = {
         "a": {"path": str(a[0]), "format": left["format"], "parameters": left["parameters"], "tensors": len(ta)},
         "b": {"path": str(b[0]), "format": right["format"], "parameters": right["parameters"], "tensors": len(tb)},
         "config": config_changes,
-        "tensors_only_in_a": only_a,
-        "tensors_only_in_b": only_b,
+        "tensors_only_in_a": sorted(set(ta) - set(tb)),
+        "tensors_only_in_b": sorted(set(tb) - set(ta)),
         "tensors_changed": changed,
-        "tensors_same": same,
-        "identical": not (config_changes or only_a or only_b or changed),
+        "tensors_same": len(set(ta) & set(tb)) - len(changed),
     }
+    data["identical"] = not (config_changes or data["tensors_only_in_a"] or data["tensors_only_in_b"] or changed)
+    sections = [_models_section(data), _config_section(config_changes), _tensors_section(data)]
+    verdict = Para("identical" if data["identical"] else "different", "ok" if data["identical"] else "warn")
+    sections.append(Section("Verdict", [verdict]))
+    return Report(data, sections)
 
-    def num(n: int | None) -> str:
-        return "n/a (no weights)" if n is None else f"{n:,}"
 
-    sections = [
-        Section(
-            "Models",
-            [
-                KV(
-                    [
-                        (
-                            "A",
-                            str(a[0]),
-                            f"{left['format']}, {len(ta):,} tensors, {num(left['parameters'])} parameters",
-                        ),
-                        (
-                            "B",
-                            str(b[0]),
-                            f"{right['format']}, {len(tb):,} tensors, {num(right['parameters'])} parameters",
-                        ),
-                    ]
-                )
-            ],
-        ),
-        Section(
-            f"Config: {len(config_changes)} difference(s)",
-            [
-                Table(
-                    ["key", "A", "B"],
-                    [
-                        [
-                            c["key"],
-                            "—" if c["only_in"] == "b" else show_value(c["a"], 50),
-                            "—" if c["only_in"] == "a" else show_value(c["b"], 50),
-                        ]
-                        for c in config_changes
-                    ],
-                )
-            ]
-            if config_changes
-            else [Para("identical", "ok")],
-        ),
+def _models_section(data: dict[str, Any]) -> Section:
+    def row(label: str, side: dict[str, Any]) -> tuple[str, str, str]:
+        params = "n/a (no weights)" if side["parameters"] is None else f"{side['parameters']:,}"
+        return label, side["path"], f"{side['format']}, {side['tensors']:,} tensors, {params} parameters"
+
+    return Section("Models", [KV([row("A", data["a"]), row("B", data["b"])])])
+
+
+def _config_section(changes: list[dict[str, Any]]) -> Section:
+    if not changes:
+        return Section("Config: 0 difference(s)", [Para("identical", "ok")])
+    rows = [
+        [
+            c["key"],
+            "—" if c["only_in"] == "b" else show_value(c["a"], 50),
+            "—" if c["only_in"] == "a" else show_value(c["b"], 50),
+        ]
+        for c in changes
     ]
-    blocks: list[Any] = [Para(f"{same:,} tensors identical in name, dtype and shape", "dim")]
-    if changed:
-        blocks.append(
-            Table(
-                ["tensor", "A", "B"],
-                [
-                    [c["name"], f"{c['a']['dtype']} {c['a']['shape']}", f"{c['b']['dtype']} {c['b']['shape']}"]
-                    for c in changed
-                ],
-            )
-        )
-    for label, names in (("only in A", only_a), ("only in B", only_b)):
+    return Section(f"Config: {len(changes)} difference(s)", [Table(["key", "A", "B"], rows)])
+
+
+def _tensors_section(data: dict[str, Any]) -> Section:
+    blocks: list[Any] = [Para(f"{data['tensors_same']:,} tensors identical in name, dtype and shape", "dim")]
+    if data["tensors_changed"]:
+        rows = [
+            [c["name"], f"{c['a']['dtype']} {c['a']['shape']}", f"{c['b']['dtype']} {c['b']['shape']}"]
+            for c in data["tensors_changed"]
+        ]
+        blocks.append(Table(["tensor", "A", "B"], rows))
+    for label, names in (("only in A", data["tensors_only_in_a"]), ("only in B", data["tensors_only_in_b"])):
         if names:
             shown = ", ".join(names[:8]) + (f" … (+{len(names) - 8})" if len(names) > 8 else "")
             blocks.append(Para(f"{len(names):,} tensor(s) {label}: {shown}", "warn"))
-    if left["format"] != right["format"] and "gguf" in (left["format"], right["format"]):
+    formats = (data["a"]["format"], data["b"]["format"])
+    if formats[0] != formats[1] and "gguf" in formats:
         blocks.append(Para("GGUF and transformers name tensors differently: compare like with like", "dim"))
-    sections.append(Section("Tensors", blocks))
-    sections.append(
-        Section(
-            "Verdict", [Para("identical" if data["identical"] else "different", "ok" if data["identical"] else "warn")]
-        )
-    )
-    return data, sections
+    return Section("Tensors", blocks)

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from llmcli.errors import LlmcliError
+from llmcli.errors import LlmcliError, squash
 from llmcli.modelfs.checkpoint import DTYPE_NAMES, Checkpoint, ShardInfo, TensorInfo
 
 SMALL_FILES = (
@@ -50,7 +50,7 @@ def _hub_error(repo_id: str, exc: Exception) -> LlmcliError:
         return LlmcliError(f"{repo_id}: no such model on the Hub (or it is private)")
     if isinstance(exc, RevisionNotFoundError):
         return LlmcliError(f"{repo_id}: no such revision")
-    detail = " ".join(str(exc).split())[:200] or type(exc).__name__
+    detail = squash(exc, 200) or type(exc).__name__
     return LlmcliError(f"{repo_id}: cannot reach the Hub ({detail})", hint="set HF_HUB_OFFLINE=1 to use the cache only")
 
 

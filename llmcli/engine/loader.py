@@ -2,76 +2,30 @@
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmcli.errors import LlmcliError, UsageError
+from llmcli.engine.arch import quiet_transformers
+from llmcli.errors import LlmcliError, UsageError, squash
+from llmcli.modelfs.adapter import ADAPTER_WEIGHTS, read_adapter
 from llmcli.modelfs.checkpoint import DTYPE_BYTES, read_checkpoint
 from llmcli.modelfs.config import geometry, load_config
 from llmcli.modelfs.memory import device_memory, human_bytes
+from llmcli.modelfs.source import ModelSource
+from llmcli.output import spinner
+from llmcli.plan import Attn, Dtype, LoadSpec, Quantize, check_device
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-QUANTIZE = ("none", "int8")
-ATTN = ("auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
 # Measured on the 2-core AVX2 CPU this project runs on: bf16 decodes ~1.7× faster than fp32 on
 # SmolLM2-135M and halves memory; fp16 matmuls on CPU are slow. See docs/generate.md.
 CPU_AUTO_DTYPE = "bfloat16"
 
 
-@dataclass
-class ModelSource:
-    """Where the weights come from: `path` is always a transformers directory."""
-
-    path: Path
-    label: str  # what the user named (a path, a .gguf file, or "default")
-    gguf: Path | None = None
-
-
-def progress_printer(enabled: bool):
-    def show(message: str) -> None:
-        if enabled:
-            sys.stderr.write(f"llmcli: {message}…\n")
-            sys.stderr.flush()
-
-    return show
-
-
-def resolve_model(arg: str | None, verbose_progress: bool, revision: str | None = None) -> ModelSource:
-    """--model, else $LLMCLI_MODEL, else the embedded default; GGUF files go through the cache."""
-    from llmcli.default_model import default_gguf, ensure_converted
-    from llmcli.modelfs.locate import locate
-
-    name = arg or os.environ.get("LLMCLI_MODEL") or None
-    progress = progress_printer(verbose_progress)
-    if name is None:
-        gguf = default_gguf()
-        return ModelSource(ensure_converted(gguf, _conversion_progress(progress)), "default", gguf)
-    ref = locate(name, revision)
-    if ref.kind == "hub":
-        from llmcli.remote import download_model
-
-        progress(f"downloading {ref.repo_id} into the Hugging Face cache")
-        return ModelSource(download_model(ref.repo_id, ref.revision, verbose_progress), name)
-    if ref.kind == "gguf":
-        return ModelSource(ensure_converted(ref.path, _conversion_progress(progress)), name, ref.path)
-    return ModelSource(ref.path, name)
-
-
-def _conversion_progress(progress):
-    def show(step: str) -> None:
-        progress(f"first use of this GGUF: {step} (once; later runs use the cache)")
-
-    return show
-
-
 def resolve_device(requested: str) -> str:
     import torch
 
-    req = requested.strip().lower()
+    req = check_device(requested)
     if req == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if req == "cpu":
@@ -86,23 +40,17 @@ def resolve_device(requested: str) -> str:
                 f"device {requested} is not available: torch sees no CUDA GPU", hint="use --device cpu or auto"
             )
         if ":" in req:
-            try:
-                index = int(req.split(":", 1)[1])
-            except ValueError:
-                raise UsageError(f"--device {requested}: expected cuda:N") from None
+            index = int(req.split(":", 1)[1])
             if index < 0 or index >= torch.cuda.device_count():
                 raise LlmcliError(
                     f"device {requested} does not exist: {torch.cuda.device_count()} CUDA device(s)",
                     hint="use --device cuda:0",
                 )
-        return req
-    raise UsageError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {requested!r}")
+    return req
 
 
-def resolve_dtype(requested: str, device: str, config: dict[str, Any], prefill_only: bool = False) -> str:
-    req = requested.strip().lower()
-    if req not in DTYPES:
-        raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {requested!r}")
+def resolve_dtype(requested: str, device: str, config: dict[str, Any], *, prefill_only: bool = False) -> str:
+    req = str(Dtype(requested))
     if req != "auto":
         return req
     if device == "cpu":
@@ -126,16 +74,7 @@ def _bf16_supported(torch: Any, device: str) -> bool:
 
 def attn_kwargs(attn: str) -> dict[str, str]:
     """from_pretrained's `attn_implementation`, left out under auto so that transformers picks."""
-    return {} if attn == "auto" else {"attn_implementation": attn}
-
-
-def check_speed_options(quantize: str, compile_: bool) -> None:
-    """Combinations measured to lose (docs/performance.md) are refused rather than run slowly."""
-    if compile_ and quantize == "int8":
-        raise UsageError(
-            "--compile and --quantize int8 do not combine: torch's dynamic int8 layers split the compiled graph "
-            "(measured slower than int8 alone); pick one"
-        )
+    return {} if attn == "auto" else {"attn_implementation": str(attn)}
 
 
 def check_memory(model_dir: Path, dtype: str, device: str, force: bool) -> int:
@@ -204,30 +143,15 @@ class Loaded:
         return info
 
 
-def load(
-    source: ModelSource,
-    device_req: str,
-    dtype_req: str,
-    trust_remote_code: bool,
-    allow_pickle: bool,
-    memory_check: bool,
-    show_progress: bool,
-    quantize: str = "none",
-    prefill_only: bool = False,
-    adapter: Path | None = None,
-    merge: bool = False,
-    attn: str = "auto",
-    threads: int | None = None,
-) -> Loaded:
-    from llmcli.arch import quiet_transformers
-
+def load(source: ModelSource, spec: LoadSpec) -> Loaded:
+    """Checks the files (custom code, pickle, memory), then loads the tokenizer and the weights."""
     config = load_config(source.path)
     problems = geometry(config).problems
     if problems:
         raise LlmcliError(problems[0].removeprefix("config.json: "), path=source.path / "config.json")
-    refuse_custom_code(config, source.path, trust_remote_code)
+    refuse_custom_code(config, source.path, spec.trust_remote_code)
     ckpt = read_checkpoint(source.path)
-    if ckpt.kind == "pickle" and not allow_pickle:
+    if ckpt.kind == "pickle" and not spec.allow_pickle:
         raise LlmcliError(
             f"only pickle weights ({', '.join(ckpt.pickle_files)}); loading them can run arbitrary code",
             path=source.path,
@@ -235,75 +159,78 @@ def load(
         )
     if ckpt.kind == "none":
         raise LlmcliError("no weights here (no *.safetensors files)", path=source.path)
+    if spec.adapter is not None:
+        read_adapter(spec.adapter)  # its config and safetensors header, before any weight loads
     quiet_transformers()
     import torch
 
-    if threads:
-        torch.set_num_threads(threads)
-    device = resolve_device(device_req)
-    dtype = resolve_dtype(dtype_req, device, config, prefill_only)
-    if quantize not in QUANTIZE:
-        raise UsageError(f"--quantize must be one of {', '.join(QUANTIZE)}, got {quantize!r}")
-    if quantize == "int8":
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    device = resolve_device(spec.device)
+    dtype = resolve_dtype(spec.dtype, device, config, prefill_only=spec.prefill_only)
+    if spec.quantize == Quantize.int8:
         if device != "cpu":
             raise UsageError("--quantize int8 is torch's dynamic int8 for CPU; on a GPU use --dtype bfloat16")
-        if dtype_req not in ("auto", "float32"):
-            raise UsageError("--quantize int8 computes in float32; drop --dtype")
         dtype = "float32"
-    if attn not in ATTN:
-        raise UsageError(f"--attn must be one of {', '.join(ATTN)}, got {attn!r}")
-    check_memory(source.path, dtype, device, force=not memory_check)
-    chosen = attn_kwargs(attn)
+    check_memory(source.path, dtype, device, force=not spec.memory_check)
+    with spinner(f"Loading {source.label} ({source.path.name})…", enabled=spec.show_progress):
+        started = time.perf_counter()  # weights and tokenizer only: imports are not part of loading
+        tokenizer, model = _from_pretrained(source, spec, device, dtype, ckpt.kind)
+        model = _finish(model, spec, device)
+        seconds = time.perf_counter() - started
+    return Loaded(model, tokenizer, device, dtype, seconds, source, config, str(spec.quantize), str(spec.attn))
+
+
+def _from_pretrained(source: ModelSource, spec: LoadSpec, device: str, dtype: str, kind: str) -> tuple[Any, Any]:
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    status = _load_status(show_progress, source)
-    started = time.perf_counter()  # weights and tokenizer only: imports are not part of loading
+    trust = spec.trust_remote_code
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(source.path), trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(str(source.path), trust_remote_code=trust)
         model = AutoModelForCausalLM.from_pretrained(
             str(source.path),
             dtype=getattr(torch, dtype),
             device_map=device,
-            trust_remote_code=trust_remote_code,
-            use_safetensors=ckpt.kind == "safetensors",
-            **chosen,
+            trust_remote_code=trust,
+            use_safetensors=kind == "safetensors",
+            **attn_kwargs(spec.attn),
         )
     except torch.cuda.OutOfMemoryError:
         raise LlmcliError(
             f"out of memory on {device} while loading", path=source.path, hint="try --dtype bfloat16 or --device cpu"
         ) from None
     except ImportError as exc:  # e.g. --attn flash_attention_2 without the flash_attn package
-        raise LlmcliError(f"--attn {attn}: {' '.join(str(exc).split())[:300]}", path=source.path) from None
+        raise LlmcliError(f"--attn {spec.attn}: {squash(exc)}", path=source.path) from None
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        raise LlmcliError(f"cannot load the model: {' '.join(str(exc).split())[:300]}", path=source.path) from None
-    finally:
-        status()
+        raise LlmcliError(f"cannot load the model: {squash(exc)}", path=source.path) from None
+    return tokenizer, model
+
+
+def _finish(model: Any, spec: LoadSpec, device: str) -> Any:
+    """Evaluation mode, then the adapter, int8 and the CUDA attention default."""
     model.eval()
-    if adapter is not None:
-        model = apply_adapter(model, adapter, merge)
-    if quantize == "int8":
+    if spec.adapter is not None:
+        model = apply_adapter(model, spec.adapter, merge=spec.merge)
+    if spec.quantize == Quantize.int8:
         model = quantize_int8(model)
-    if attn == "auto" and device.startswith("cuda"):
+    if spec.attn == Attn.auto and device.startswith("cuda"):
+        import torch
+
         # With cuDNN's SDPA backend a decoding step took ~65 ms (H200, 7B) until its key length had been seen
         # once, i.e. for the whole of a one-shot run; 34 ms without it (docs/performance.md, CUDA).
         torch.backends.cuda.enable_cudnn_sdp(False)
-    seconds = time.perf_counter() - started
-    return Loaded(model, tokenizer, device, dtype, seconds, source, config, quantize, attn)
+    return model
 
 
-def apply_adapter(model: Any, adapter: Path, merge: bool) -> Any:
+def apply_adapter(model: Any, adapter: Path, *, merge: bool) -> Any:
     """A PEFT LoRA adapter on top of the loaded model; merged into the weights with `merge`."""
-    from llmcli.adapter_report import ADAPTER_WEIGHTS, inspect_adapter
-
-    inspect_adapter(adapter, None)  # validates its config and safetensors header (and refuses pickle-only)
     from peft import PeftModel
 
     try:
         wrapped = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
-        raise LlmcliError(
-            f"cannot apply the adapter: {' '.join(str(exc).split())[:300]}", path=adapter / ADAPTER_WEIGHTS
-        ) from None
+        raise LlmcliError(f"cannot apply the adapter: {squash(exc)}", path=adapter / ADAPTER_WEIGHTS) from None
     wrapped.eval()
     return wrapped.merge_and_unload() if merge else wrapped
 
@@ -319,21 +246,8 @@ def quantize_int8(model: Any) -> Any:
         return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
-def _load_status(enabled: bool, source: ModelSource):
-    """A spinner on stderr while weights load (TTY only); returns the function that stops it."""
-    if not enabled:
-        return lambda: None
-    from rich.console import Console
-
-    console = Console(file=sys.stderr)
-    status = console.status(f"Loading {source.label} ({source.path.name})…", spinner="dots")
-    status.start()
-    return status.stop
-
-
-def load_tokenizer(source: ModelSource, trust_remote_code: bool) -> Any:
+def load_tokenizer(source: ModelSource, *, trust_remote_code: bool = False) -> Any:
     """Only the tokenizer: no weights, no torch model."""
-    from llmcli.arch import quiet_transformers
 
     config = load_config(source.path)
     refuse_custom_code(config, source.path, trust_remote_code)
@@ -343,4 +257,4 @@ def load_tokenizer(source: ModelSource, trust_remote_code: bool) -> Any:
     try:
         return AutoTokenizer.from_pretrained(str(source.path), trust_remote_code=trust_remote_code)
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
-        raise LlmcliError(f"cannot load the tokenizer: {' '.join(str(exc).split())[:300]}", path=source.path) from None
+        raise LlmcliError(f"cannot load the tokenizer: {squash(exc)}", path=source.path) from None

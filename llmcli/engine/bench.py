@@ -57,16 +57,6 @@ def summarize(m: Measure, prompt: int, gen: int, batch: int) -> dict[str, Any]:
     }
 
 
-def peak_memory(device: str) -> tuple[int, str]:
-    import resource
-
-    import torch
-
-    if device.startswith("cuda"):
-        return int(torch.cuda.max_memory_allocated(device)), "cuda_max_allocated"
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "rss"
-
-
 def _time(fn: Callable[[], Any], device: str) -> float:
     import torch
 
@@ -80,10 +70,11 @@ def _time(fn: Callable[[], Any], device: str) -> float:
 
 
 def _run_llmcli(loaded: Any, prompts: list[str], extra: dict[str, Any], n: int) -> None:
-    from llmcli.runner import generate_batch
+    from llmcli.engine.generation import generate
+    from llmcli.plan import GenerationPlan
 
     kwargs = {**extra, "max_new_tokens": n, "min_new_tokens": n, "do_sample": False}
-    generate_batch(loaded, prompts, kwargs, None, None, True, None)
+    generate(loaded, prompts, GenerationPlan(kwargs=kwargs), raw=True)
 
 
 def _run_raw(loaded: Any, input_ids: Any, extra: dict[str, Any], n: int) -> None:
@@ -103,13 +94,21 @@ def _run_raw(loaded: Any, input_ids: Any, extra: dict[str, Any], n: int) -> None
         )
 
 
+@dataclass(frozen=True)
+class Grid:
+    """What to measure: every prompt length × generated length × batch size, `reps` times after `warmup`."""
+
+    prompt_lengths: list[int]
+    gen_lengths: list[int]
+    batch_sizes: list[int]
+    reps: int = 3
+    warmup: int = 1
+
+
 def bench(
     loaded: Any,
-    prompt_lengths: list[int],
-    gen_lengths: list[int],
-    batch_sizes: list[int],
-    reps: int,
-    warmup: int,
+    grid: Grid,
+    *,
     compare_raw: bool,
     progress: Callable[[str], None],
     gen_kwargs: dict[str, Any] | None = None,
@@ -117,30 +116,31 @@ def bench(
     """`gen_kwargs` (e.g. --compile's static cache) go to both sides' generate() alike."""
     import torch
 
+    from llmcli.engine.collect import peak_memory
     from llmcli.genargs import for_generate
 
     gen_kwargs = gen_kwargs or {}
 
     results = []
-    for p_len in prompt_lengths:
+    for p_len in grid.prompt_lengths:
         text, ids = prompt_of_length(loaded.tokenizer, p_len)
-        for batch in batch_sizes:
+        for batch in grid.batch_sizes:
             calls: dict[str, Callable[[int], None]] = {
                 "llmcli": functools.partial(_run_llmcli, loaded, [text] * batch, gen_kwargs)
             }
             if compare_raw:
                 ids_t = torch.tensor([ids] * batch, device=loaded.device)
                 calls["raw"] = functools.partial(_run_raw, loaded, ids_t, for_generate(gen_kwargs))
-            for g_len in gen_lengths:
+            for g_len in grid.gen_lengths:
                 progress(f"prompt {p_len}, generate {g_len}, batch {batch}")
                 sides = {name: Measure() for name in calls}
-                for _ in range(warmup):
+                for _ in range(grid.warmup):
                     for call in calls.values():
                         call(g_len)
                 if loaded.device.startswith("cuda"):
                     torch.cuda.reset_peak_memory_stats(loaded.device)
                 # Alternate the two sides so that drift (heat, other load) hits both alike.
-                for _ in range(reps):
+                for _ in range(grid.reps):
                     for name, call in calls.items():
                         sides[name].seconds_first.append(_time(functools.partial(call, 1), loaded.device))
                         sides[name].seconds_full.append(_time(functools.partial(call, g_len), loaded.device))
@@ -167,7 +167,7 @@ def ratios(ours: dict[str, Any], raw: dict[str, Any]) -> dict[str, float | None]
 
 def load_raw(path: str, dtype: str, device: str, quantize: str = "none", attn: str = "auto") -> float:
     """Seconds for a bare AutoTokenizer + AutoModelForCausalLM load, the reference for llmcli's load time."""
-    from llmcli.arch import quiet_transformers
+    from llmcli.engine.arch import quiet_transformers
 
     quiet_transformers()
     import torch
@@ -175,7 +175,7 @@ def load_raw(path: str, dtype: str, device: str, quantize: str = "none", attn: s
 
     started = time.perf_counter()
     AutoTokenizer.from_pretrained(path)
-    from llmcli.loader import attn_kwargs
+    from llmcli.engine.loader import attn_kwargs
 
     chosen = attn_kwargs(attn)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), device_map=device, **chosen)

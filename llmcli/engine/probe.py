@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-FILTER_KEYS = ("temperature", "top_k", "top_p", "min_p", "typical_p")
+from llmcli.flags import SAMPLING_KEYS
 
 
 def sampling_processors(settings: dict[str, Any]) -> Any:
@@ -81,7 +81,7 @@ def next_token(model: Any, tokenizer: Any, prompt_ids: list[int], settings: dict
         )
     return {
         "prompt_token_ids": prompt_ids,
-        "settings": {k: settings.get(k) for k in FILTER_KEYS if settings.get(k) is not None},
+        "settings": {k: settings.get(k) for k in SAMPLING_KEYS if settings.get(k) is not None},
         "vocab_size": int(logits.shape[-1]),
         "entropy_bits": entropy_bits(base),
         "entropy_bits_after": entropy_bits(after),

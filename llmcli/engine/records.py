@@ -1,0 +1,62 @@
+"""The records a generation produces: one `Result` per prompt, its `Output`s, and the call's `Stats`.
+
+`Result.as_json()` is the `generate --json` object (docs/schemas/generate.schema.json).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass
+class Output:
+    text: str
+    token_ids: list[int]
+    finish_reason: str  # "stop" | "length" | "stop_string"
+    logprobs: list[dict[str, Any]] | None = None  # with --logprobs: one entry per generated token
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        if self.logprobs is None:
+            del data["logprobs"]
+        return data
+
+
+@dataclass
+class Stats:
+    load_seconds: float | None = None
+    prompt_tokens: int = 0
+    time_to_first_token: float | None = None
+    prefill_tokens_per_second: float | None = None
+    decode_tokens_per_second: float | None = None
+    generated_tokens: int = 0
+    total_seconds: float = 0.0
+    peak_memory_bytes: int | None = None
+    peak_memory_kind: str = "rss"
+    attn_implementation: str | None = None
+
+
+@dataclass
+class Result:
+    prompt: str
+    prompt_token_ids: list[int]
+    outputs: list[Output]
+    stats: Stats
+    generate_kwargs: dict[str, Any]
+    seed: int | None
+    interrupted: bool = False
+
+    def as_json(self, model: dict[str, Any]) -> dict[str, Any]:
+        data = {
+            "model": model,
+            "prompt": self.prompt,
+            "prompt_token_ids": self.prompt_token_ids,
+            "generate_kwargs": self.generate_kwargs,
+            "seed": self.seed,
+            "outputs": [o.as_json() for o in self.outputs],
+            "stats": asdict(self.stats),
+        }
+        if self.interrupted:
+            data["interrupted"] = True
+        return data

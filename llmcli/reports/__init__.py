@@ -1,0 +1,31 @@
+"""Reports: what a command found, as JSON data and as display sections, built without torch at import.
+
+Every builder returns a `Report`; the output layer's `present(report, json=...)` prints it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmcli.output import Section
+
+
+@dataclass
+class Report:
+    data: dict[str, Any]  # the --json object
+    sections: list[Section] = field(default_factory=list)  # what a terminal or a pipe shows
+
+
+def billions(n: int) -> str:
+    if n >= 1e9:
+        return f"{n / 1e9:.2f}B"
+    if n >= 1e6:
+        return f"{n / 1e6:.2f}M"
+    if n >= 1e3:
+        return f"{n / 1e3:.1f}K"
+    return str(n)
+
+
+def counted(n: int) -> str:
+    return f"{n:,} ({billions(n)})"

@@ -1,0 +1,31 @@
+"""models as a report: the embedded default model and llmcli's cache of converted GGUF files."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmcli.modelfs.default_model import DEFAULT_DIST
+from llmcli.modelfs.memory import human_bytes
+from llmcli.output import KV, Para, Section, Table
+from llmcli.reports import Report
+
+
+def build(data: dict[str, Any]) -> Report:
+    """`data`: cache_home, the default model's record (or its error) and the cached directories."""
+    default, cached = data["default"], data["cached"]
+    rows = [("cache home", data["cache_home"], "$LLMCLI_HOME, else $XDG_CACHE_HOME/llmcli")]
+    if "error" in default:
+        rows.append(("default model", "not installed", default["install"]))
+    else:
+        rows += [
+            ("default model", "SmolLM2-135M-Instruct (Q4_1 GGUF)", f"package {DEFAULT_DIST}"),
+            ("GGUF file", default["gguf"], human_bytes(default["gguf_bytes"])),
+            ("converted", default["cache"] if default["converted"] else "not yet (first generate converts it)", ""),
+        ]
+    table = Table(
+        ["cached model", "size", "state"],
+        [[c["path"], human_bytes(c["bytes"]), "ready" if c["complete"] else "incomplete"] for c in cached],
+        numeric={1},
+    )
+    blocks = [KV(rows)] + ([table] if cached else [Para("cache is empty", "dim")])
+    return Report(data, [Section("Models", blocks)])
