@@ -76,7 +76,7 @@ def report(exc: BaseException) -> int:
     usage = _typer_usage(exc)
     if usage is not None:
         if usage[0]:
-            _write_line(usage[0])
+            write_stderr(f"llmcli: error: {usage[0]}")
         return usage[1]
     if type(exc).__name__ == "Abort":  # Typer's word for Ctrl-C outside a command's own handling
         exc = KeyboardInterrupt()
@@ -96,13 +96,14 @@ def report(exc: BaseException) -> int:
         import traceback
 
         traceback.print_exception(exc)
-    _write_line(line)
+    write_stderr(f"llmcli: error: {line}")
     return code
 
 
-def _write_line(line: str) -> None:
+def write_stderr(line: str) -> None:
+    """One line on stderr; a closed or broken stderr is no reason to fail."""
     try:
-        sys.stderr.write(f"llmcli: error: {line}\n")
+        sys.stderr.write(line + "\n")
         sys.stderr.flush()
     except (OSError, ValueError):
         pass

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmcli.errors import EXIT_BROKEN_PIPE, LlmcliError
+from llmcli.errors import EXIT_BROKEN_PIPE, LlmcliError, write_stderr
 
 
 class StdoutClosed(LlmcliError):
@@ -122,11 +122,12 @@ def emit_json(obj: Any) -> None:
 
 def warn(message: str) -> None:
     """A one-line notice on stderr (never stdout)."""
-    try:
-        sys.stderr.write(f"llmcli: {message}\n")
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
+    write_stderr(f"llmcli: {message}")
+
+
+def stderr_text(text: str = "") -> None:
+    """Text for the person at the terminal (chat's help, a line end after Ctrl-C): stderr, never stdout."""
+    write_stderr(text)
 
 
 def progress_printer(enabled: bool) -> Callable[[str], None]:
@@ -304,8 +305,7 @@ def print_stats(stats: Any) -> None:
     ]
     if getattr(stats, "attn_implementation", None):
         lines.append(f"attention {stats.attn_implementation}")
-    sys.stderr.write("llmcli stats: " + "; ".join(lines) + "\n")
-    sys.stderr.flush()
+    write_stderr("llmcli stats: " + "; ".join(lines))
 
 
 def present(report: Any, *, json: bool = False) -> None:

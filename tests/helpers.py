@@ -78,6 +78,19 @@ def run_subprocess(args: list[str], stdin: bytes | None = None, env: dict | None
     return Run(proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"))
 
 
+def fresh_process(args: list[str], probe: str, timeout: float = 300) -> tuple[str, str]:
+    """Run `llmcli ARGS` in a new interpreter; return its stdout and the value of `probe` evaluated there after."""
+    code = (
+        "import resource, sys; from llmcli.cli import main\n"
+        "try:\n    main(sys.argv[1:])\n"
+        "except SystemExit as e:\n    assert not e.code, e.code\n"
+        f"sys.stderr.write('PROBE=%s' % ({probe}))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, cwd=ROOT, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.decode(), proc.stderr.decode().rsplit("PROBE=", 1)[1]
+
+
 def assert_clean_error(run: Run, code: int, *needles: str) -> None:
     """One non-empty line on stderr, the expected exit code, no traceback, nothing on stdout."""
     assert run.code == code, (run.code, run.stderr, run.stdout)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 
-from tests.helpers import DATA, ROOT, assert_clean_error, run_cli, run_subprocess
+from tests.helpers import DATA, assert_clean_error, fresh_process, run_cli, run_subprocess
 
 QWEN_TOTAL = 7_615_616_512
 QWEN_EMBED = 2 * 152064 * 3584
@@ -224,19 +222,6 @@ def test_plain_output_has_no_escape_codes_and_rich_renders(tiny_dir, capsys, mon
     monkeypatch.setenv("LLMCLI_OUTPUT", "rich")
     rich = run_cli(["inspect", str(tiny_dir)], capsys, monkeypatch)
     assert rich.code == 0 and "Modules" in rich.stdout and "╭" in rich.stdout
-
-
-def fresh_process(args: list[str], probe: str, timeout: float = 300) -> tuple[str, str]:
-    """Run `llmcli ARGS` in a new interpreter; return its stdout and the value of `probe` evaluated there after."""
-    code = (
-        "import resource, sys; from llmcli.cli import main\n"
-        "try:\n    main(sys.argv[1:])\n"
-        "except SystemExit as e:\n    assert not e.code, e.code\n"
-        f"sys.stderr.write('PROBE=%s' % ({probe}))"
-    )
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, cwd=ROOT, timeout=timeout)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout.decode(), proc.stderr.decode().rsplit("PROBE=", 1)[1]
 
 
 def test_torch_free_sections_do_not_import_torch(sparse_qwen7b):

@@ -4,17 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from llmcli.commands.options import (
-    AttnOpt,
-    CompileOpt,
-    DeviceOpt,
-    DtypeOpt,
-    JsonOpt,
-    ModelOpt,
-    QuantizeOpt,
-    ThreadsOpt,
-)
-from llmcli.plan import Attn, Dtype, Quantize
+from llmcli.commands import options as opt
+from llmcli.commands.model_options import ModelArgs, model_options
 
 
 def register(app: typer.Typer) -> None:
@@ -47,13 +38,8 @@ def _warm_up_raw(source, spec) -> None:
     load_raw(str(source.path), resolve_dtype(spec.dtype, dev, load_config(source.path)), dev)
 
 
+@model_options("model", "device", "dtype", "quantize", "compile", "attn", "threads")
 def bench(
-    model: ModelOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = Dtype.auto,
-    quantize: QuantizeOpt = Quantize.none,
-    compile_: CompileOpt = False,
-    attn: AttnOpt = Attn.auto,
     prompt_lengths: str = typer.Option("32", "--prompt-lengths", "-p", help="Prompt lengths in tokens, e.g. 32,512."),
     gen_lengths: str = typer.Option("64", "--gen-lengths", "-g", help="Tokens to generate, e.g. 32,128."),
     batch_sizes: str = typer.Option("1", "--batch-sizes", "-b", help="Batch sizes, e.g. 1,8."),
@@ -65,31 +51,32 @@ def bench(
         help="Also time a bare transformers generate() on the "
         "same inputs in this process, and print llmcli/raw ratios.",
     ),
-    threads: ThreadsOpt = None,
-    json_out: JsonOpt = False,
+    json_out: opt.JsonOpt = False,
+    *,
+    model_args: ModelArgs,
 ) -> None:
     """Measure llmcli's generation speed, like llama-bench; --compare-raw puts a bare generate() beside it."""
     from llmcli import output
-    from llmcli.engine.bench import Grid, load_raw
-    from llmcli.engine.bench import bench as run
-    from llmcli.engine.loader import load
     from llmcli.genargs import DecodingFlags, build_generate_kwargs
-    from llmcli.modelfs.source import resolve_model
-    from llmcli.plan import LoadSpec, check_combinations
+    from llmcli.plan import check_combinations
     from llmcli.reports import bench as bench_report
 
-    grid = Grid(
+    grid = dict(
         prompt_lengths=_ints(prompt_lengths, "--prompt-lengths"),
         gen_lengths=_ints(gen_lengths, "--gen-lengths"),
         batch_sizes=_ints(batch_sizes, "--batch-sizes"),
         reps=reps,
         warmup=warmup,
     )
-    gen_kwargs = build_generate_kwargs(DecodingFlags(compile=compile_))
-    on_tty = output.stderr_is_tty()
-    spec = LoadSpec(device=device, dtype=dtype, quantize=quantize, attn=attn, threads=threads, show_progress=on_tty)
+    gen_kwargs = build_generate_kwargs(DecodingFlags(compile=model_args.compile))
+    spec = model_args.spec()
+    on_tty = spec.show_progress
     check_combinations(spec=spec, kwargs=gen_kwargs)
-    source = resolve_model(model, verbose=on_tty)
+    from llmcli.engine.bench import Grid, load_raw
+    from llmcli.engine.bench import bench as run
+    from llmcli.engine.loader import load
+
+    source = model_args.source(verbose=on_tty)
     if compare_raw:
         _warm_up_raw(source, spec)
     loaded = load(source, spec)
@@ -98,18 +85,20 @@ def bench(
         "settings": {
             "reps": reps,
             "warmup": warmup,
-            "threads": threads,
+            "threads": spec.threads,
             "decoding": "greedy",
-            "compile": compile_,
+            "compile": model_args.compile,
             "generate_kwargs": gen_kwargs,
         },
         "load_seconds": {"llmcli": loaded.load_seconds},
     }
     if compare_raw:
-        report["load_seconds"]["raw"] = load_raw(str(source.path), loaded.dtype, loaded.device, loaded.quantize, attn)
+        report["load_seconds"]["raw"] = load_raw(
+            str(source.path), loaded.dtype, loaded.device, loaded.quantize, spec.attn
+        )
         report["load_seconds"]["ratio"] = loaded.load_seconds / report["load_seconds"]["raw"]
     progress = output.warn if on_tty else (lambda _m: None)
-    report.update(run(loaded, grid, compare_raw=compare_raw, progress=progress, gen_kwargs=gen_kwargs))
+    report.update(run(loaded, Grid(**grid), compare_raw=compare_raw, progress=progress, gen_kwargs=gen_kwargs))
     import torch
 
     report["settings"]["threads"] = torch.get_num_threads()

@@ -7,22 +7,11 @@ import sys
 
 import typer
 
+from llmcli.commands import options as opt
 from llmcli.commands.decoding_options import decoding_options
-from llmcli.commands.options import (
-    AttnOpt,
-    DeviceOpt,
-    DtypeOpt,
-    ModelOpt,
-    QuantizeOpt,
-    RevisionOpt,
-    SeedOpt,
-    SystemOpt,
-    ThreadsOpt,
-    TrustOpt,
-)
+from llmcli.commands.model_options import ModelArgs, model_options
 from llmcli.flags import BY_KEY, CHAT_KEYS
 from llmcli.genargs import DecodingFlags
-from llmcli.plan import Attn, Dtype, Quantize
 
 HELP = """commands:
   /system TEXT       set the system message (history is kept)
@@ -39,19 +28,13 @@ def register(app: typer.Typer) -> None:
     app.command("chat")(chat)
 
 
+@model_options("model", "revision", "device", "dtype", "quantize", "trust_remote_code", "attn", "threads")
 @decoding_options(CHAT_KEYS)
 def chat(
-    model: ModelOpt = None,
-    revision: RevisionOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = Dtype.auto,
-    quantize: QuantizeOpt = Quantize.none,
-    trust_remote_code: TrustOpt = False,
-    attn: AttnOpt = Attn.auto,
-    threads: ThreadsOpt = None,
-    system: SystemOpt = None,
-    seed: SeedOpt = None,
+    system: opt.SystemOpt = None,
+    seed: opt.SeedOpt = None,
     *,
+    model_args: ModelArgs,
     decoding: DecodingFlags,
 ) -> None:
     """Talk to the model: answers stream, the history goes through the chat template; /help for commands."""
@@ -59,23 +42,13 @@ def chat(
     from llmcli.engine.loader import load
     from llmcli.errors import UsageError
     from llmcli.genargs import build_generate_kwargs
-    from llmcli.modelfs.source import resolve_model
-    from llmcli.plan import LoadSpec, check_combinations
+    from llmcli.plan import check_combinations
 
     settings = dict(decoding.values)
     kwargs = build_generate_kwargs(decoding)
-    on_tty = output.stderr_is_tty()
-    spec = LoadSpec(
-        device=device,
-        dtype=dtype,
-        quantize=quantize,
-        attn=attn,
-        threads=threads,
-        trust_remote_code=trust_remote_code,
-        show_progress=on_tty,
-    )
+    spec = model_args.spec()
     check_combinations(spec=spec, kwargs=kwargs)
-    source = resolve_model(model, revision=revision, verbose=on_tty)
+    source = model_args.source(verbose=spec.show_progress)
     loaded = load(source, spec)
     if not getattr(loaded.tokenizer, "chat_template", None):
         raise UsageError("this model's tokenizer has no chat template; use `llmcli generate --raw` instead")
@@ -93,7 +66,7 @@ def chat(
         except EOFError:
             break
         except KeyboardInterrupt:
-            sys.stderr.write("\n")
+            output.stderr_text()
             continue
         if not interactive and line == "":
             break
@@ -106,7 +79,7 @@ def chat(
             continue
         session.ask(line)
     if interactive:
-        sys.stderr.write("\n")
+        output.stderr_text()
 
 
 class Session:
@@ -180,7 +153,7 @@ class Session:
             if name in ("/exit", "/quit", "/bye"):
                 return False
             if name == "/help":
-                sys.stderr.write(HELP + "\n")
+                output.stderr_text(HELP)
             elif name == "/system":
                 self.system = rest or None
                 output.warn("system message " + ("set" if rest else "cleared"))

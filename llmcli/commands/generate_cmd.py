@@ -6,122 +6,74 @@ from typing import Any
 
 import typer
 
+from llmcli.commands import options as opt
 from llmcli.commands.decoding_options import decoding_options
-from llmcli.commands.options import (
-    H_DEC,
-    H_MODEL,
-    H_OUT,
-    AttnOpt,
-    CompileOpt,
-    DeviceOpt,
-    DtypeOpt,
-    FileOpt,
-    JsonOpt,
-    ModelOpt,
-    QuantizeOpt,
-    RawOpt,
-    RevisionOpt,
-    SeedOpt,
-    SetOpt,
-    SystemOpt,
-    ThreadsOpt,
-    TrustOpt,
-)
+from llmcli.commands.model_options import ModelArgs, model_options
 from llmcli.errors import Interrupted, UsageError
 from llmcli.genargs import DecodingFlags
-from llmcli.plan import Attn, Dtype, Quantize
+
+LOADING = (
+    "model", "revision", "device", "dtype", "trust_remote_code", "quantize", "compile", "attn", "threads",
+    "adapter", "merge", "allow_pickle", "memory_check",
+)  # fmt: skip
 
 
 def register(app: typer.Typer) -> None:
     app.command("generate")(generate)
 
 
+@model_options(*LOADING)
 @decoding_options()
 def generate(
     prompt: str = typer.Argument(None, help="The prompt; '-' reads stdin. Piped stdin is put before it."),
-    model: ModelOpt = None,
-    revision: RevisionOpt = None,
-    device: DeviceOpt = "auto",
-    dtype: DtypeOpt = Dtype.auto,
-    trust_remote_code: TrustOpt = False,
-    quantize: QuantizeOpt = Quantize.none,
-    compile_: CompileOpt = False,
-    attn: AttnOpt = Attn.auto,
-    threads: ThreadsOpt = None,
-    adapter: str = typer.Option(
-        None, "--adapter", help="A PEFT LoRA adapter directory to apply (through peft).", rich_help_panel=H_MODEL
-    ),
-    merge: bool = typer.Option(
-        False, "--merge", help="Merge the adapter into the weights before generating.", rich_help_panel=H_MODEL
-    ),
-    allow_pickle: bool = typer.Option(
-        False,
-        "--allow-pickle",
-        help="Allow .bin (pickle) weights, which can run code when loaded.",
-        rich_help_panel=H_MODEL,
-    ),
-    memory_check: bool = typer.Option(
-        True,
-        "--memory-check/--no-memory-check",
-        help="Refuse models whose weights exceed free device memory.",
-        rich_help_panel=H_MODEL,
-    ),
-    seed: SeedOpt = None,
-    set_: SetOpt = None,
+    seed: opt.SeedOpt = None,
+    set_: opt.SetOpt = None,
     show_config: bool = typer.Option(
         False,
         "--show-config",
-        rich_help_panel=H_DEC,
+        rich_help_panel=opt.H_DEC,
         help="Print the effective generation config and exit (no weights loaded).",
     ),
-    system: SystemOpt = None,
-    raw: RawOpt = False,
-    file: FileOpt = None,
+    system: opt.SystemOpt = None,
+    raw: opt.RawOpt = False,
+    file: opt.FileOpt = None,
     each_line: bool = typer.Option(
-        False, "--each-line", rich_help_panel=H_OUT, help="Every stdin line is a prompt (batched)."
+        False, "--each-line", rich_help_panel=opt.H_OUT, help="Every stdin line is a prompt (batched)."
     ),
     prompts_file: str = typer.Option(
-        None, "--prompts", rich_help_panel=H_OUT, help='File with one prompt per line, or JSONL {"prompt": ...}.'
+        None, "--prompts", rich_help_panel=opt.H_OUT, help='File with one prompt per line, or JSONL {"prompt": ...}.'
     ),
     batch_size: int = typer.Option(
-        8, "--batch-size", min=1, rich_help_panel=H_OUT, help="Prompts per batch on the device."
+        8, "--batch-size", min=1, rich_help_panel=opt.H_OUT, help="Prompts per batch on the device."
     ),
-    json_out: JsonOpt = False,
+    json_out: opt.JsonOpt = False,
     logprobs: int = typer.Option(
         None,
         "--logprobs",
         min=0,
-        rich_help_panel=H_OUT,
+        rich_help_panel=opt.H_OUT,
         help="Log-probability of every generated token and its top N alternatives (in --json; colours the "
         "streamed text on a terminal).",
     ),
-    stats: bool = typer.Option(False, "--stats", rich_help_panel=H_OUT, help="Timing and memory figures on stderr."),
+    stats: bool = typer.Option(
+        False, "--stats", rich_help_panel=opt.H_OUT, help="Timing and memory figures on stderr."
+    ),
     verbose: bool = typer.Option(
-        False, "--verbose", "-v", rich_help_panel=H_OUT, help="Stats, plus transformers' own warnings."
+        False, "--verbose", "-v", rich_help_panel=opt.H_OUT, help="Stats, plus transformers' own warnings."
     ),
     *,
+    model_args: ModelArgs,
     decoding: DecodingFlags,
 ) -> None:
     """Generate text; every decoding flag maps straight onto transformers' generate()."""
     from llmcli import output
     from llmcli.genargs import build_generate_kwargs
-    from llmcli.plan import LoadSpec, check_combinations
+    from llmcli.plan import check_combinations
 
-    decoding.extra, decoding.compile = list(set_ or []), compile_
+    decoding.extra, decoding.compile = list(set_ or []), model_args.compile
     kwargs = build_generate_kwargs(decoding)
-    spec = LoadSpec(
-        device=device,
-        dtype=dtype,
-        quantize=quantize,
-        attn=attn,
-        threads=threads,
-        trust_remote_code=trust_remote_code,
-        allow_pickle=allow_pickle,
-        memory_check=memory_check,
-        merge=merge,
-        show_progress=output.stderr_is_tty(),
-    )
-    check_combinations(spec=spec, kwargs=kwargs, logprobs=logprobs, adapter_given=adapter is not None)
+    spec = model_args.spec()
+    check_combinations(spec=spec, kwargs=kwargs, logprobs=logprobs, adapter_given=model_args.adapter is not None)
     if verbose:
         import os
 
@@ -132,14 +84,12 @@ def generate(
         from llmcli.prompts import batch_prompts, single_prompt
 
         prompts = batch_prompts(each_line, prompts_file, prompt) if batch else [single_prompt(prompt, file)]
-    from llmcli.modelfs.source import resolve_model
-
-    source = resolve_model(model, revision=revision, verbose=spec.show_progress or verbose)
+    source = model_args.source(verbose=spec.show_progress or verbose)
     if show_config:
         _show_config(source, kwargs, json_out=json_out)
         return
-    if adapter is not None:
-        spec = _with_adapter(spec, adapter)
+    if model_args.adapter is not None:
+        spec = _with_adapter(spec, model_args.adapter)
     run = _Run(source, spec, kwargs, seed=seed, logprobs=logprobs, json_out=json_out)
     run.all(prompts, system=system, raw=raw, batch_size=batch_size if batch else 1, batch=batch)
     if (stats or verbose) and run.last_stats is not None:

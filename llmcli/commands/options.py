@@ -99,3 +99,24 @@ SetOpt = Annotated[
         "--set", help="Any other GenerationConfig field, key=value (value parsed as JSON).", rich_help_panel=H_DEC
     ),
 ]
+AdapterOpt = Annotated[
+    str | None,
+    typer.Option("--adapter", help="A PEFT LoRA adapter directory to apply (through peft).", rich_help_panel=H_MODEL),
+]
+MergeOpt = Annotated[
+    bool, typer.Option("--merge", help="Merge the adapter into the weights before generating.", rich_help_panel=H_MODEL)
+]
+AllowPickleOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-pickle", help="Allow .bin (pickle) weights, which can run code when loaded.", rich_help_panel=H_MODEL
+    ),
+]
+MemoryCheckOpt = Annotated[
+    bool,
+    typer.Option(
+        "--memory-check/--no-memory-check",
+        help="Refuse models whose weights exceed free device memory.",
+        rich_help_panel=H_MODEL,
+    ),
+]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from llmcli.commands.options import FileOpt, JsonOpt, ModelOpt, RevisionOpt, SystemOpt, TrustOpt
+from llmcli.commands import options as opt
+from llmcli.commands.model_options import ModelArgs, model_options
 
 
 def register(app: typer.Typer) -> None:
@@ -47,29 +48,29 @@ def spans(text: str, offsets: list[tuple[int, int]], pieces: list[str]) -> list[
     return out
 
 
+@model_options("model", "revision", "trust_remote_code")
 def tokenize(
     text: str = typer.Argument(None, help="Text to tokenize; '-' or piped stdin reads stdin."),
-    model: ModelOpt = None,
-    revision: RevisionOpt = None,
     chat: bool = typer.Option(False, "--chat", help="Render the chat template around the text first."),
-    system: SystemOpt = None,
+    system: opt.SystemOpt = None,
     ids: bool = typer.Option(False, "--ids", help="Print only the ids, space-separated (pipe-friendly)."),
-    file: FileOpt = None,
-    trust_remote_code: TrustOpt = False,
-    json_out: JsonOpt = False,
+    file: opt.FileOpt = None,
+    json_out: opt.JsonOpt = False,
+    *,
+    model_args: ModelArgs,
 ) -> None:
     """Show the tokens of a text: ids, pieces, character and byte spans, special tokens marked."""
     from llmcli import output
-    from llmcli.engine.loader import load_tokenizer
     from llmcli.errors import UsageError
-    from llmcli.modelfs.source import resolve_model
     from llmcli.prompts import chat_messages, single_prompt
 
     if system and not chat:
         raise UsageError("--system goes with --chat")
+    from llmcli.engine.loader import load_tokenizer
+
     source_text = single_prompt(text, file)
-    source = resolve_model(model, revision=revision, verbose=output.stderr_is_tty())
-    tok = load_tokenizer(source, trust_remote_code=trust_remote_code)
+    source = model_args.source(verbose=output.stderr_is_tty())
+    tok = load_tokenizer(source, trust_remote_code=model_args.spec().trust_remote_code)
     rendered = source_text
     if chat:
         if not getattr(tok, "chat_template", None):
@@ -108,19 +109,18 @@ def tokenize(
     output.present(tokens_report.build(data, type(tok).__name__), json=json_out)
 
 
+@model_options("model", "revision", "trust_remote_code")
 def detokenize(
     token_ids: list[str] = typer.Argument(None, help="Token ids (or '-' / piped stdin: ids separated by spaces)."),
-    model: ModelOpt = None,
-    revision: RevisionOpt = None,
     skip_special: bool = typer.Option(False, "--skip-special", help="Leave special tokens out."),
-    trust_remote_code: TrustOpt = False,
-    json_out: JsonOpt = False,
+    json_out: opt.JsonOpt = False,
+    *,
+    model_args: ModelArgs,
 ) -> None:
     """Turn token ids back into text."""
     from llmcli import output
     from llmcli.engine.loader import load_tokenizer
     from llmcli.errors import UsageError
-    from llmcli.modelfs.source import resolve_model
     from llmcli.prompts import read_stdin, stdin_has_data
 
     words = list(token_ids or [])
@@ -133,8 +133,8 @@ def detokenize(
     except ValueError:
         bad = next(w for w in words if not w.lstrip("-").isdigit())
         raise UsageError(f"not a token id: {bad!r}") from None
-    source = resolve_model(model, revision=revision, verbose=output.stderr_is_tty())
-    tok = load_tokenizer(source, trust_remote_code=trust_remote_code)
+    source = model_args.source(verbose=output.stderr_is_tty())
+    tok = load_tokenizer(source, trust_remote_code=model_args.spec().trust_remote_code)
     size = len(tok)
     out_of_range = [v for v in values if v < 0 or v >= size]
     if out_of_range:

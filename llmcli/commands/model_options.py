@@ -1,0 +1,63 @@
+"""Which model a command uses and how to load it: the options declared once, gathered into `ModelArgs`.
+
+A command decorated with `@model_options("model", "device", ...)` declares `model_args: ModelArgs` and gets
+those options; `model_args.spec()` is the engine's LoadSpec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmcli.commands import options as opt
+from llmcli.commands.signature import option, with_options
+from llmcli.plan import Attn, Dtype, LoadSpec, Quantize
+
+OWN = ("model", "revision", "compile", "adapter")  # the rest are LoadSpec fields
+
+
+@dataclass
+class ModelArgs:
+    model: str | None = None
+    revision: str | None = None
+    compile: bool = False
+    adapter: str | None = None  # located by the command (see generate's _with_adapter)
+    load: dict[str, Any] = field(default_factory=dict)  # LoadSpec fields the command offers
+
+    def spec(self, **overrides: Any) -> LoadSpec:
+        from llmcli import output
+
+        return LoadSpec(**{"show_progress": output.stderr_is_tty(), **self.load, **overrides})
+
+    def source(self, *, verbose: bool) -> Any:
+        from llmcli.modelfs.source import resolve_model
+
+        return resolve_model(self.model, revision=self.revision, verbose=verbose)
+
+
+def _model_args(values: dict[str, Any]) -> ModelArgs:
+    own = {k: values.pop(k) for k in OWN if k in values}
+    return ModelArgs(**own, load=values)
+
+
+OPTIONS: dict[str, tuple[Any, Any]] = {
+    "model": (opt.ModelOpt, None),
+    "revision": (opt.RevisionOpt, None),
+    "device": (opt.DeviceOpt, "auto"),
+    "dtype": (opt.DtypeOpt, Dtype.auto),
+    "quantize": (opt.QuantizeOpt, Quantize.none),
+    "attn": (opt.AttnOpt, Attn.auto),
+    "threads": (opt.ThreadsOpt, None),
+    "trust_remote_code": (opt.TrustOpt, False),
+    "allow_pickle": (opt.AllowPickleOpt, False),
+    "memory_check": (opt.MemoryCheckOpt, True),
+    "compile": (opt.CompileOpt, False),
+    "adapter": (opt.AdapterOpt, None),
+    "merge": (opt.MergeOpt, False),
+}
+
+
+def model_options(*names: str) -> Callable:
+    params = [option(name, *OPTIONS[name]) for name in names]
+    return with_options(params, into="model_args", build=_model_args)

@@ -1,0 +1,140 @@
+"""The layers hold: torch-free modules stay torch-free, usage errors cost nothing, the flag table drives the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from llmcli.flags import BY_KEY, CHAT_KEYS, FLAGS, SAMPLING_KEYS
+from tests.helpers import ROOT, run_cli
+
+TORCH_FREE = [
+    "llmcli.cli",
+    "llmcli.errors",
+    "llmcli.output",
+    "llmcli.flags",
+    "llmcli.genargs",
+    "llmcli.plan",
+    "llmcli.prompts",
+    *(f"llmcli.modelfs.{m.stem}" for m in (ROOT / "llmcli" / "modelfs").glob("*.py") if m.stem != "__init__"),
+    *(f"llmcli.reports.{m.stem}" for m in (ROOT / "llmcli" / "reports").glob("*.py") if m.stem != "__init__"),
+    *(f"llmcli.commands.{m.stem}" for m in (ROOT / "llmcli" / "commands").glob("*.py") if m.stem != "__init__"),
+]
+
+
+def _in_fresh_interpreter(code: str) -> dict:
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode()
+    return json.loads(proc.stdout.decode().splitlines()[-1])
+
+
+def test_torch_free_layers_import_neither_torch_nor_the_engine():
+    """modelfs, reports, commands and the pure layers never import torch (or transformers, or the engine)
+    at module level; commands reach the engine lazily, inside the command."""
+    code = (
+        "import importlib, json, sys\n"
+        f"for name in {TORCH_FREE!r}:\n"
+        "    importlib.import_module(name)\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')"
+        " or m.startswith('llmcli.engine'))\n"
+        "print(json.dumps(heavy))"
+    )
+    assert _in_fresh_interpreter(code) == []
+
+
+USAGE_ERRORS = {
+    "attn choice": (["generate", "--attn", "bogus", "hi"], "--attn"),
+    "dtype choice": (["generate", "--dtype", "fp8", "hi"], "--dtype"),
+    "quantize choice": (["chat", "--quantize", "int3"], "--quantize"),
+    "early-stopping choice": (["generate", "--early-stopping", "maybe", "hi"], "--early-stopping"),
+    "compile with int8": (["generate", "--compile", "--quantize", "int8", "hi"], "--compile and --quantize int8"),
+    "compile with int8 in bench": (["bench", "--compile", "--quantize", "int8"], "--compile and --quantize int8"),
+    "int8 with a dtype": (["generate", "--quantize", "int8", "--dtype", "bfloat16", "hi"], "--quantize int8"),
+    "int8 on a GPU": (["generate", "--quantize", "int8", "--device", "cuda", "hi"], "--quantize int8"),
+    "logprobs with beams": (["generate", "--logprobs", "2", "--num-beams", "2", "hi"], "--logprobs"),
+    "merge without adapter": (["generate", "--merge", "hi"], "--merge goes with --adapter"),
+    "top-p range": (["generate", "--top-p", "1.5", "hi"], "--top-p must be in (0, 1]"),
+    "greedy with temperature": (["generate", "--greedy", "-t", "0.7", "hi"], "--greedy contradicts"),
+    "device spelling": (["generate", "--device", "gpu0", "hi"], "--device"),
+    "device index": (["score", "--device", "cuda:x", "hi"], "cuda:N"),
+    "next-token filters": (["next-token", "--temperature", "0", "--top-k", "3", "hi"], "greedy"),
+    "set key": (["generate", "--set", "novalue", "hi"], "key=value"),
+    "system without chat": (["tokenize", "--system", "x", "hi"], "--system goes with --chat"),
+    "threads": (["chat", "--threads", "0"], "--threads"),
+    "gguf --depth": (["inspect", "{gguf}", "--depth", "2"], "--depth does not apply to a GGUF file"),
+    "gguf --only": (["inspect", "{gguf}", "--only", "config"], "--only does not apply to a GGUF file"),
+    "gguf --base": (["inspect", "{gguf}", "--base", "x"], "--base does not apply to a GGUF file"),
+    "adapter --tensors": (["inspect", "{adapter}", "--tensors"], "--tensors does not apply to a LoRA adapter"),
+    "adapter --context": (["inspect", "{adapter}", "--context", "9"], "--context does not apply to a LoRA adapter"),
+    "directory --base": (["inspect", "{model}", "--base", "x"], "--base does not apply to a model directory"),
+}
+
+
+@pytest.fixture(scope="module")
+def usage_runs(tmp_path_factory):
+    """Every usage error above, each run through the real entry point in one fresh interpreter, recording
+    the exit code, stderr and whether torch, transformers or a model header reader was imported by then."""
+    from llmcli.modelfs.default_model import default_gguf
+
+    base = tmp_path_factory.mktemp("usage")
+    (base / "adapter").mkdir()
+    (base / "adapter" / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 4, "lora_alpha": 8}')
+    (base / "model").mkdir()
+    (base / "model" / "config.json").write_text('{"model_type": "llama"}')
+    paths = {"gguf": str(default_gguf()), "adapter": str(base / "adapter"), "model": str(base / "model")}
+    cases = {name: [a.format(**paths) for a in argv] for name, (argv, _) in USAGE_ERRORS.items()}
+    code = (
+        "import contextlib, io, json, sys\n"
+        "from llmcli.cli import main\n"
+        "out = {}\n"
+        f"for name, argv in {cases!r}.items():\n"
+        "    err = io.StringIO()\n"
+        "    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):\n"
+        "        try:\n"
+        "            main(argv)\n"
+        "        except SystemExit as exc:\n"
+        "            status = exc.code\n"
+        "    heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'safetensors',"
+        " 'gguf') or m.startswith('llmcli.engine'))\n"
+        "    out[name] = {'code': status, 'stderr': err.getvalue(), 'heavy': heavy}\n"
+        "print(json.dumps(out))"
+    )
+    return _in_fresh_interpreter(code)
+
+
+@pytest.mark.parametrize("name", list(USAGE_ERRORS))
+def test_usage_errors_come_before_any_work(usage_runs, name):
+    run = usage_runs[name]
+    lines = [line for line in run["stderr"].splitlines() if line.strip()]
+    assert run["code"] == 2, run
+    assert len(lines) == 1 and lines[0].startswith("llmcli: error: "), run["stderr"]
+    assert USAGE_ERRORS[name][1] in lines[0]
+    assert run["heavy"] == [], f"{name}: imported {run['heavy']} before saying no"
+
+
+def test_every_flag_reaches_generate_under_its_own_name(tiny_dir, capsys, monkeypatch):
+    """Each table entry is an option of generate whose value lands in generate_kwargs (via --show-config)."""
+    samples = {int: "3", float: "0.5", bool: None, list: "END"}
+    for flag in FLAGS:
+        if flag.key in ("do_sample",):
+            args = ["--greedy"]
+        elif flag.key == "early_stopping":
+            args = [flag.option, "never"]
+        else:
+            args = [flag.option, samples[flag.type]]
+        if flag.key in ("num_return_sequences", "length_penalty", "early_stopping"):
+            args += ["--num-beams", "4"]
+        run = run_cli(["generate", "-m", str(tiny_dir), "--show-config", "--json", *args], capsys, monkeypatch)
+        assert run.code == 0, (flag.key, run.stderr)
+        assert flag.forwarded_as in run.json()["overrides"], flag.key
+
+
+def test_chat_and_next_token_options_come_from_the_table(capsys, monkeypatch):
+    chat_help = run_cli(["chat", "--help"], capsys, monkeypatch).stdout
+    probe_help = run_cli(["next-token", "--help"], capsys, monkeypatch).stdout
+    for key, flag in BY_KEY.items():
+        assert (flag.option in chat_help) == (key in CHAT_KEYS), key
+        assert (flag.option in probe_help) == (key in SAMPLING_KEYS), key
