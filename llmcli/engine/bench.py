@@ -78,6 +78,13 @@ def _run_llmcli(loaded: Any, prompts: list[str], extra: dict[str, Any], n: int) 
 
 
 def _run_raw(loaded: Any, input_ids: Any, extra: dict[str, Any], n: int) -> None:
+    """A bare generate(), on the thread llmcli's own calls run on, so that both sides share one OpenMP team."""
+    from llmcli.engine.generation import engine_thread
+
+    engine_thread().submit(_bare_generate, loaded, input_ids, extra, n).result()
+
+
+def _bare_generate(loaded: Any, input_ids: Any, extra: dict[str, Any], n: int) -> None:
     import torch
 
     tok = loaded.tokenizer

@@ -13,6 +13,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,12 +138,28 @@ def prepare(loaded: Any, prompts: list[str], encoded: list[list[int]], plan: Gen
     return call
 
 
+_ENGINE: list[ThreadPoolExecutor] = []
+
+
+def engine_thread() -> ThreadPoolExecutor:
+    """The one thread on which every generate() call runs, one call at a time.
+
+    torch's OpenMP workers belong to the thread that starts a parallel region. Two threads taking turns on
+    the CPU each keep a team whose idle workers spin for a while, in each other's way: on 2 cores a fresh
+    thread per call decoded a batch of 4 up to 12% slower than the thread before it (benchmarks in
+    docs/performance.md). One long-lived thread keeps one team.
+    """
+    if not _ENGINE:
+        _ENGINE.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmcli-engine"))
+    return _ENGINE[0]
+
+
 class GenerationStream:
     """Iterate for the events of one call; `stop()` ends it early (Ctrl-C, a client gone) with what it has.
     Use it as a context manager so that the worker never outlives its consumer.
 
-    generate() runs in a worker thread so that the caller can consume tokens as they come and stop the call
-    between two decoding steps (a stopping criterion watches the flag).
+    generate() runs on the engine thread so that the caller can consume tokens as they come and stop the
+    call between two decoding steps (a stopping criterion watches the flag).
     """
 
     def __init__(self, call: Call, *, stream_text: bool, token_probs: bool):
@@ -152,17 +169,16 @@ class GenerationStream:
         self.stream_text = stream_text and call.single
         self.token_probs = token_probs and self.stream_text
         self.results: list[Result] | None = None
-        self.thread = threading.Thread(target=self._work, name="llmcli-generate", daemon=True)
-        self.thread.start()
+        self.job = engine_thread().submit(self._work)
 
     def __enter__(self) -> GenerationStream:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
         # Whatever ended the consumer (an error, stdout closed), the worker must not outlive it.
-        if self.thread.is_alive():
+        if not self.job.done():
             self.cancelled.set()
-            self.thread.join()
+            wait([self.job])
 
     def __iter__(self) -> Iterator[Event]:
         while True:
@@ -178,7 +194,7 @@ class GenerationStream:
     def stop(self) -> list[Result]:
         """Stop after the current decoding step; the partial results, marked interrupted."""
         self.cancelled.set()
-        self.thread.join()
+        wait([self.job])
         while self.results is None:
             event = self.events.get()
             if isinstance(event, Finished):
