@@ -53,7 +53,10 @@ def read_file(path: str) -> str:
 
 
 def single_prompt(arg: str | None, file: str | None) -> str:
-    """`cat notes.txt | llmcli generate "Summarise"`: the piped text, then the argument (as `llm` does)."""
+    """`cat notes.txt | llmcli generate "Summarise"`: the piped text, then the argument (as `llm` does).
+
+    A single source (the argument, `--file`, or stdin through `-`) is taken exactly as given.
+    """
     parts: list[str] = []
     if file:
         parts.append(read_file(file))
@@ -66,7 +69,9 @@ def single_prompt(arg: str | None, file: str | None) -> str:
                 parts.append(piped)
         if arg is not None:
             parts.append(arg)
-    text = "\n\n".join(p.rstrip("\n") for p in parts if p is not None)
+    # One source reaches the tokenizer byte for byte; sources merged (piped text and an argument) are joined
+    # by one blank line, their trailing newlines dropped.
+    text = parts[0] if len(parts) == 1 else "\n\n".join(p.rstrip("\n") for p in parts)
     if not text.strip():
         raise UsageError("empty prompt: give it as an argument, with --file, or on stdin")
     return text

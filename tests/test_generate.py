@@ -267,7 +267,7 @@ def test_file_prompt(tiny_dir, tmp_path, capsys, monkeypatch):
     data = gen(
         tiny_dir, ["--file", str(tmp_path / "p.txt"), "-n", "3", "--greedy", "--json"], capsys, monkeypatch
     ).json()
-    assert data["prompt"] == "prompt from a file"
+    assert data["prompt"] == "prompt from a file\n"  # one source: byte for byte
 
 
 def test_raw_skips_chat_template(tiny_dir, direct, capsys, monkeypatch):
@@ -385,17 +385,6 @@ def test_pickle_only_checkpoint_refused(tiny_dir, tmp_path, capsys, monkeypatch)
     (model / "pytorch_model.bin").write_bytes(pickle.dumps(_Payload(str(sentinel))))
     run = run_cli(["generate", "-m", str(model), "hi"], capsys, monkeypatch)
     assert_clean_error(run, 1, "pickle", "--allow-pickle")
-    assert not sentinel.exists()
-
-
-def test_auto_map_refused_without_trust(tiny_copy, capsys, monkeypatch):
-    sentinel = tiny_copy / "PWNED"
-    (tiny_copy / "evil.py").write_text(f"open({str(sentinel)!r}, 'w').write('x')\n")
-    cfg = json.loads((tiny_copy / "config.json").read_text())
-    cfg["auto_map"] = {"AutoModelForCausalLM": "evil.Evil"}
-    (tiny_copy / "config.json").write_text(json.dumps(cfg))
-    run = run_cli(["generate", "-m", str(tiny_copy), "hi"], capsys, monkeypatch)
-    assert_clean_error(run, 1, "custom code", "--trust-remote-code")
     assert not sentinel.exists()
 
 

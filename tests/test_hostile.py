@@ -168,16 +168,39 @@ def test_pickle_checkpoint_never_unpickled(tiny_dir, tmp_path, capsys, monkeypat
     assert not sentinel.exists()
 
 
-def test_remote_code_never_runs_and_is_never_prompted(tiny_copy, capsys, monkeypatch):
-    sentinel = tiny_copy.parent / SENTINEL_NAME
-    (tiny_copy / "modeling_evil.py").write_text(f"open({str(sentinel)!r}, 'w').write('ran')\n")
-    cfg = json.loads((tiny_copy / "config.json").read_text())
+def _with_custom_code(model, sentinel, model_type=None):
+    (model / "modeling_evil.py").write_text(f"open({str(sentinel)!r}, 'w').write('ran')\n")
+    cfg = json.loads((model / "config.json").read_text())
     cfg["auto_map"] = {"AutoConfig": "modeling_evil.C", "AutoModelForCausalLM": "modeling_evil.M"}
-    (tiny_copy / "config.json").write_text(json.dumps(cfg))
+    if model_type:
+        cfg["model_type"] = model_type
+    (model / "config.json").write_text(json.dumps(cfg))
+
+
+def test_remote_code_never_runs_and_is_never_prompted(tiny_copy, capsys, monkeypatch):
+    """An auto_map on a model_type transformers does not know: refused, never prompted, never run."""
+    sentinel = tiny_copy.parent / SENTINEL_NAME
+    _with_custom_code(tiny_copy, sentinel, model_type="evil_arch")
     # "y" on stdin must not be taken as consent: stdin is the user's data.
     run = run_cli(["generate", "-m", str(tiny_copy), "hi"], capsys, monkeypatch, stdin=b"y\ny\n")
     assert_clean_error(run, 1, "--trust-remote-code")
     assert run_cli(["inspect", str(tiny_copy)], capsys, monkeypatch).code == 0
+    assert not sentinel.exists()
+
+
+def test_auto_map_on_a_native_model_type_uses_transformers_own_classes(tiny_copy, tiny_dir, capsys, monkeypatch):
+    """As transformers does without trust_remote_code (Phi-3-mini's config.json has such an auto_map)."""
+    sentinel = tiny_copy.parent / SENTINEL_NAME
+    _with_custom_code(tiny_copy, sentinel)
+    data = run_cli(["inspect", str(tiny_copy), "--json"], capsys, monkeypatch).json()
+    plain = run_cli(["inspect", str(tiny_dir), "--json"], capsys, monkeypatch).json()
+    assert data["parameters"]["total"] == plain["parameters"]["total"] and data["parameters"]["class"]
+    assert any("custom code" in c and "LlamaForCausalLM" in c for c in data["checks"])
+    run = run_cli(["generate", "-m", str(tiny_copy), "hi", "-n", "3", "--greedy", "--json"], capsys, monkeypatch)
+    assert run.code == 0, run.stderr
+    assert "auto_map names custom code" in run.stderr
+    same = run_cli(["generate", "-m", str(tiny_dir), "hi", "-n", "3", "--greedy", "--json"], capsys, monkeypatch)
+    assert run.json()["outputs"][0]["token_ids"] == same.json()["outputs"][0]["token_ids"]
     assert not sentinel.exists()
 
 

@@ -285,3 +285,10 @@ def test_memory_verdict_and_context(qwen_config_dir, capsys, monkeypatch):
     verdict = data["memory"]["verdict"]
     assert verdict["needed_bytes"] == 2 * QWEN_TOTAL + kv["bytes"]
     assert verdict["fits"] == (verdict["needed_bytes"] <= data["memory"]["device"]["free_bytes"])
+
+
+def test_memory_lines_say_byte_for_one(qwen_config_dir, capsys, monkeypatch):
+    run = run_cli(["inspect", str(qwen_config_dir), "--only", "memory", "--device", "cpu"], capsys, monkeypatch)
+    assert run.code == 0, run.stderr
+    assert "1 byte per parameter" in run.stdout and "1 bytes" not in run.stdout
+    assert "2 bytes per parameter" in run.stdout

@@ -156,3 +156,29 @@ def test_score_perplexity_is_exp_mean_nll(tiny_dir, direct, capsys, monkeypatch)
     plain = cli(tiny_dir, "score", [TEXT], capsys, monkeypatch)
     assert "perplexity" in plain.stdout
     assert_clean_error(cli(tiny_dir, "score", ["a"], capsys, monkeypatch), 2, "at least two tokens")
+
+
+def test_next_token_takes_the_text_raw_unless_chat(tiny_dir, direct, capsys, monkeypatch):
+    _, tok = direct
+    raw = cli(tiny_dir, "next-token", [TEXT, "--json"], capsys, monkeypatch).json()
+    assert raw["prompt_token_ids"] == tok(TEXT)["input_ids"]
+    chat = cli(tiny_dir, "next-token", [TEXT, "--chat", "--json"], capsys, monkeypatch).json()
+    messages = [{"role": "user", "content": TEXT}]
+    expected = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)
+    assert chat["prompt_token_ids"] == list(expected["input_ids"])
+    assert_clean_error(cli(tiny_dir, "next-token", [TEXT, "--system", "x"], capsys, monkeypatch), 2, "--chat")
+
+
+@pytest.mark.parametrize("source", ["argument", "file", "stdin"])
+def test_score_takes_the_text_byte_for_byte(tiny_dir, direct, tmp_path, capsys, monkeypatch, source):
+    _, tok = direct
+    text = "def f(n):\n    return n\n"
+    args, stdin = [text], None
+    if source == "file":
+        (tmp_path / "code.py").write_text(text)
+        args = ["--file", str(tmp_path / "code.py")]
+    elif source == "stdin":
+        args, stdin = ["-"], text.encode()
+    data = cli(tiny_dir, "score", [*args, "--json"], capsys, monkeypatch, stdin=stdin).json()
+    assert data["token_ids"] == tok(text)["input_ids"]
+    assert tok.decode(data["token_ids"]).endswith("return n\n")

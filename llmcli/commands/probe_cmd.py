@@ -42,20 +42,28 @@ def _model_info(loaded) -> dict:
 def next_token(
     prompt: str = typer.Argument(None, help="The prompt; '-' or piped stdin reads stdin."),
     top: int = typer.Option(10, "--top", min=1, max=1000, help="How many candidates to show."),
+    chat: bool = typer.Option(
+        False, "--chat", help="Wrap the text in the chat template, as generate does (default: the raw text)."
+    ),
     system: opt.SystemOpt = None,
-    raw: opt.RawOpt = False,
+    raw: bool = typer.Option(False, "--raw", hidden=True, help="The default; kept for scripts that pass it."),
     file: opt.FileOpt = None,
     json_out: opt.JsonOpt = False,
     *,
     model_args: ModelArgs,
     decoding: DecodingFlags,
 ) -> None:
-    """One forward pass: the top candidates for the next token, before and after sampling filters."""
+    """One forward pass: the top candidates for the next token of the text, before and after sampling filters."""
     from llmcli import output
+    from llmcli.errors import UsageError
     from llmcli.genargs import build_generate_kwargs
     from llmcli.prompts import single_prompt
     from llmcli.reports import probe
 
+    if chat and raw:
+        raise UsageError("--chat and --raw contradict each other")
+    if system and not chat:
+        raise UsageError("--system goes with --chat")
     settings = build_generate_kwargs(decoding)
     if decoding.get("temperature") == 0:
         settings["temperature"] = 0
@@ -66,7 +74,9 @@ def next_token(
     from llmcli.engine.generation import encode
     from llmcli.engine.probe import next_token as compute
 
-    ids = encode(loaded.tokenizer, text, system=system, raw=raw)
+    if chat and not getattr(loaded.tokenizer, "chat_template", None):
+        raise UsageError("--chat: this model's tokenizer has no chat template")
+    ids = encode(loaded.tokenizer, text, system=system, raw=not chat)
     data = {"model": _model_info(loaded), "prompt": text, **compute(loaded.model, loaded.tokenizer, ids, settings, top)}
     output.present(probe.next_token(data), json=json_out)
 

@@ -40,13 +40,26 @@ def quiet_transformers() -> None:
         pass
 
 
+def native_model_type(config: dict[str, Any]) -> bool:
+    """Whether transformers has its own classes for this model_type, which it uses when remote code is not
+    trusted, even when config.json's auto_map names custom code."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    return config.get("model_type") in CONFIG_MAPPING_NAMES
+
+
+CUSTOM_CODE_NOT_USED = (
+    "config.json's auto_map names custom code; transformers' own {cls} was used instead (never the custom code)"
+)
+
+
 def build_meta_model(model_dir: Path, config: dict[str, Any], geo: Geometry) -> Any:
     """The model with every parameter on the meta device. Never runs code from the directory."""
     if geo.problems:
         raise ArchUnavailable(geo.problems[0])
     if (geo.layers or 0) > MAX_LAYERS or (geo.hidden or 0) > MAX_DIM:
         raise ArchUnavailable("sizes in config.json are implausibly large")
-    if "auto_map" in config:
+    if "auto_map" in config and not native_model_type(config):
         raise ArchUnavailable("config.json asks for custom code (auto_map), which llmcli never runs")
     quiet_transformers()
     import torch

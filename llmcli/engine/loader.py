@@ -103,8 +103,18 @@ def check_memory(model_dir: Path, dtype: str, device: str, force: bool) -> int:
 
 
 def refuse_custom_code(config: dict[str, Any], model_dir: Path, trust_remote_code: bool) -> None:
-    """Code shipped in a model directory runs only when the user says so on the command line."""
+    """Code shipped in a model directory runs only when the user says so on the command line. Without it,
+    a model_type that transformers knows loads through transformers' own classes, as transformers does."""
     if "auto_map" in config and not trust_remote_code:
+        from llmcli.engine.arch import native_model_type
+        from llmcli.output import warn
+
+        if native_model_type(config):
+            warn(
+                f"{model_dir / 'config.json'}: auto_map names custom code; using transformers' own "
+                f"{config.get('model_type')} classes instead (pass --trust-remote-code to run the custom code)"
+            )
+            return
         raise LlmcliError(
             "this model needs custom code from its directory (auto_map in config.json); llmcli does not run it",
             path=model_dir / "config.json",

@@ -209,6 +209,7 @@ class Inspection:
 
     def _architecture(self, config: dict[str, Any], geo: Geometry, ckpt: Checkpoint | None) -> int | None:
         from llmcli.engine.arch import (
+            CUSTOM_CODE_NOT_USED,
             ArchUnavailable,
             architecture_checks,
             build_meta_model,
@@ -220,6 +221,8 @@ class Inspection:
             model = build_meta_model(self.dir, config, geo)
         except ArchUnavailable as exc:
             return self._without_architecture(str(exc), ckpt)
+        if "auto_map" in config:
+            self.checks.append(CUSTOM_CODE_NOT_USED.format(cls=type(model).__name__))
         params = count_parameters(model)
         by_dtype = ckpt.by_dtype() if ckpt is not None and ckpt.tensors else {geo.dtype or "float32": params.total}
         self.data["parameters"] = {
@@ -291,7 +294,11 @@ class Inspection:
         report = memory_report(total, geo, self.context, self.batch, self.device)
         self.data["memory"] = report
         rows = [
-            (dtype, human_bytes(n), f"{BYTES_PER_PARAM[dtype]:g} bytes per parameter")
+            (
+                dtype,
+                human_bytes(n),
+                f"{BYTES_PER_PARAM[dtype]:g} byte{'' if BYTES_PER_PARAM[dtype] == 1 else 's'} per parameter",
+            )
             for dtype, n in report["weights_bytes"].items()
         ]
         kv = report["kv_cache"]
