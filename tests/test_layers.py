@@ -64,6 +64,11 @@ USAGE_ERRORS = {
     "set key": (["generate", "--set", "novalue", "hi"], "key=value"),
     "system without chat": (["tokenize", "--system", "x", "hi"], "--system goes with --chat"),
     "threads": (["chat", "--threads", "0"], "--threads"),
+    "schema not JSON": (["generate", "--json-schema", "{bad", "hi"], "--json-schema: not valid JSON"),
+    "schema not a schema": (["generate", "--json-schema", '{"type": 3}', "hi"], "not a valid JSON Schema at type"),
+    "two constraints": (["generate", "--json-object", "--regex", "x", "hi"], "both constrain the output"),
+    "constraint with beams": (["generate", "--json-object", "--num-beams", "2", "hi"], "not with beam search"),
+    "constraint with min tokens": (["chat", "--regex", "x", "--min-new-tokens", "3"], "drop --min-new-tokens"),
     "gguf --depth": (["inspect", "{gguf}", "--depth", "2"], "--depth does not apply to a GGUF file"),
     "gguf --only": (["inspect", "{gguf}", "--only", "config"], "--only does not apply to a GGUF file"),
     "gguf --base": (["inspect", "{gguf}", "--base", "x"], "--base does not apply to a GGUF file"),
@@ -85,7 +90,7 @@ def usage_runs(tmp_path_factory):
     (base / "model").mkdir()
     (base / "model" / "config.json").write_text('{"model_type": "llama"}')
     paths = {"gguf": str(default_gguf()), "adapter": str(base / "adapter"), "model": str(base / "model")}
-    cases = {name: [a.format(**paths) for a in argv] for name, (argv, _) in USAGE_ERRORS.items()}
+    cases = {name: [paths.get(a.strip("{}"), a) for a in argv] for name, (argv, _) in USAGE_ERRORS.items()}
     code = (
         "import contextlib, io, json, sys\n"
         "from llmcli.cli import main\n"

@@ -59,3 +59,12 @@ def test_rich_markup_in_model_files_prints_literally(tiny_copy, capsys, monkeypa
         assert run.code == 0, run.stderr
         assert "[bold]custom_key[/bold]" in run.stdout
         assert "[/INST] [red]not red[/red]" in run.stdout
+
+
+def test_structured_generate_json_matches_schema(tiny_dir, capsys, monkeypatch):
+    args = ["generate", "-m", str(tiny_dir), "hi", "-n", "40", "--regex", "(yes|no)", "--greedy", "--json"]
+    run = run_cli(args, capsys, monkeypatch)
+    assert run.code == 0, run.stderr
+    data = run.json()
+    jsonschema.validate(data, schema("generate.schema.json"))
+    assert data["outputs"][0]["valid"] is True and data["constraint"]["kind"] == "regex"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import typer
 
 from llmcli.commands import options as opt
-from llmcli.commands.decoding_options import decoding_options
+from llmcli.commands.decoding_options import decoding_options, structure_options
 from llmcli.commands.model_options import ModelArgs, model_options
 from llmcli.flags import BY_KEY, CHAT_KEYS
 from llmcli.genargs import DecodingFlags
@@ -30,16 +31,17 @@ def register(app: typer.Typer) -> None:
 
 @model_options("model", "revision", "device", "dtype", "quantize", "trust_remote_code", "attn", "threads")
 @decoding_options(CHAT_KEYS)
+@structure_options()
 def chat(
     system: opt.SystemOpt = None,
     seed: opt.SeedOpt = None,
     *,
     model_args: ModelArgs,
     decoding: DecodingFlags,
+    constraint: Any,
 ) -> None:
     """Talk to the model: answers stream, the history goes through the chat template; /help for commands."""
     from llmcli import output
-    from llmcli.engine.loader import load
     from llmcli.errors import UsageError
     from llmcli.genargs import build_generate_kwargs
     from llmcli.plan import check_combinations
@@ -47,9 +49,12 @@ def chat(
     settings = dict(decoding.values)
     kwargs = build_generate_kwargs(decoding)
     spec = model_args.spec()
-    check_combinations(spec=spec, kwargs=kwargs)
+    check_combinations(spec=spec, kwargs=kwargs, constraint=constraint)
+    from llmcli.engine.loader import load
+
     source = model_args.source(verbose=spec.show_progress)
     loaded = load(source, spec)
+    compiled = _compile(loaded, constraint, kwargs) if constraint is not None else None
     if not getattr(loaded.tokenizer, "chat_template", None):
         raise UsageError("this model's tokenizer has no chat template; use `llmcli generate --raw` instead")
     interactive = sys.stdin.isatty()
@@ -60,6 +65,7 @@ def chat(
             pass
         output.warn(f"chatting with {source.label} ({loaded.dtype}, {loaded.device}); /help for commands")
     session = Session(loaded, kwargs, settings, system, seed)
+    session.constraint = compiled
     while True:
         try:
             line = input(">>> ") if interactive else sys.stdin.readline()
@@ -82,6 +88,13 @@ def chat(
         output.stderr_text()
 
 
+def _compile(loaded, constraint, kwargs):
+    from llmcli.engine.collect import eos_set
+    from llmcli.engine.constraints import compile_for, parse
+
+    return compile_for(loaded, constraint, parse(constraint), eos_set(loaded.model, kwargs))
+
+
 class Session:
     def __init__(self, loaded, kwargs, settings, system, seed):
         self.loaded = loaded
@@ -91,6 +104,7 @@ class Session:
         self.seed = seed
         self.history: list[dict[str, str]] = []
         self.last_stats = None
+        self.constraint = None  # engine.constraints.Compiled: every answer follows it
 
     def messages(self) -> list[dict[str, str]]:
         from llmcli.prompts import chat_messages
@@ -109,7 +123,8 @@ class Session:
                 self.messages(), add_generation_prompt=True, tokenize=True, return_dict=True
             )["input_ids"]
         )
-        plan = GenerationPlan(kwargs=self.kwargs, seed=pick_seed(self.seed, sampling=needs_sampling(self.kwargs, {})))
+        seed = pick_seed(self.seed, sampling=needs_sampling(self.kwargs, {}))
+        plan = GenerationPlan(kwargs=self.kwargs, seed=seed, constraint=self.constraint)
         answer = ""
         with stream_generate(self.loaded, [text], plan, encoded=[ids], stream_text=True) as stream:
             try:
@@ -119,6 +134,10 @@ class Session:
                     else:
                         answer = event.results[0].outputs[0].text
                         self.last_stats = event.results[0].stats
+                        if event.results[0].outputs[0].valid is False:
+                            output.warn(
+                                "the answer does not satisfy the constraint: cut short (/set max_new_tokens) or invalid"
+                            )
             except KeyboardInterrupt:  # Ctrl-C: keep what was said, carry on
                 partial = stream.stop()
                 answer = partial[0].outputs[0].text if partial else ""

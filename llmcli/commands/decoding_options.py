@@ -33,3 +33,54 @@ def decoding_options(keys: Iterable[str] | None = None, *, panel: str | None = H
     wanted = None if keys is None else set(keys)
     params = [_parameter(f, panel) for f in FLAGS if wanted is None or f.key in wanted]
     return with_options(params, into="decoding", build=_decoding_flags)
+
+
+H_STRUCT = "Structured output (xgrammar)"
+STRUCTURE = [
+    option(
+        "json_schema",
+        Annotated[
+            str | None,
+            typer.Option(
+                "--json-schema",
+                help="Output valid for this JSON Schema (the JSON itself, or a file).",
+                rich_help_panel=H_STRUCT,
+            ),
+        ],
+        None,
+    ),
+    option(
+        "json_object",
+        Annotated[bool, typer.Option("--json-object", help="Output any valid JSON object.", rich_help_panel=H_STRUCT)],
+        False,
+    ),
+    option(
+        "regex",
+        Annotated[
+            str | None,
+            typer.Option("--regex", help="Output matching this regular expression.", rich_help_panel=H_STRUCT),
+        ],
+        None,
+    ),
+    option(
+        "grammar",
+        Annotated[
+            str | None,
+            typer.Option(
+                "--grammar", help="Output in this EBNF/GBNF grammar (a file; rule root).", rich_help_panel=H_STRUCT
+            ),
+        ],
+        None,
+    ),
+]
+
+
+def _constraint(values: dict[str, Any]) -> Any:
+    from llmcli.plan import constraint_from
+
+    return constraint_from(**values)
+
+
+def structure_options() -> Callable:
+    """Adds --json-schema, --json-object, --regex and --grammar; passes `constraint=Constraint | None`."""
+    return with_options(list(STRUCTURE), into="constraint", build=_constraint)

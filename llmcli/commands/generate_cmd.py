@@ -7,10 +7,18 @@ from typing import Any
 import typer
 
 from llmcli.commands import options as opt
-from llmcli.commands.decoding_options import decoding_options
+from llmcli.commands.decoding_options import decoding_options, structure_options
 from llmcli.commands.model_options import ModelArgs, model_options
-from llmcli.errors import Interrupted, UsageError
+from llmcli.errors import Interrupted, LlmcliError, UsageError
 from llmcli.genargs import DecodingFlags
+from llmcli.plan import Constraint
+
+KIND_NAMES = {
+    "json_schema": "JSON schema's",
+    "json_object": "JSON object's",
+    "regex": "regex's",
+    "grammar": "grammar's",
+}
 
 LOADING = (
     "model", "revision", "device", "dtype", "trust_remote_code", "quantize", "compile", "attn", "threads",
@@ -24,6 +32,7 @@ def register(app: typer.Typer) -> None:
 
 @model_options(*LOADING)
 @decoding_options()
+@structure_options()
 def generate(
     prompt: str = typer.Argument(None, help="The prompt; '-' reads stdin. Piped stdin is put before it."),
     seed: opt.SeedOpt = None,
@@ -64,6 +73,7 @@ def generate(
     *,
     model_args: ModelArgs,
     decoding: DecodingFlags,
+    constraint: Constraint | None,
 ) -> None:
     """Generate text; every decoding flag maps straight onto transformers' generate()."""
     from llmcli import output
@@ -73,7 +83,13 @@ def generate(
     decoding.extra, decoding.compile = list(set_ or []), model_args.compile
     kwargs = build_generate_kwargs(decoding)
     spec = model_args.spec()
-    check_combinations(spec=spec, kwargs=kwargs, logprobs=logprobs, adapter_given=model_args.adapter is not None)
+    check_combinations(
+        spec=spec,
+        kwargs=kwargs,
+        logprobs=logprobs,
+        adapter_given=model_args.adapter is not None,
+        constraint=constraint,
+    )
     if verbose:
         import os
 
@@ -90,10 +106,18 @@ def generate(
         return
     if model_args.adapter is not None:
         spec = _with_adapter(spec, model_args.adapter)
-    run = _Run(source, spec, kwargs, seed=seed, logprobs=logprobs, json_out=json_out)
+    run = _Run(source, spec, kwargs, seed=seed, logprobs=logprobs, json_out=json_out, constraint=constraint)
     run.all(prompts, system=system, raw=raw, batch_size=batch_size if batch else 1, batch=batch)
     if (stats or verbose) and run.last_stats is not None:
         output.print_stats(run.last_stats)
+    if run.incomplete:
+        from llmcli.engine.constraints import KIND_NAMES
+
+        raise LlmcliError(
+            f"{run.incomplete} output(s) do not satisfy {KIND_NAMES[constraint.kind]}: cut short "
+            f"(finish_reason length) or, for JSON, not a valid document (see `valid` in --json)",
+            hint="raise --max-new-tokens",
+        )
 
 
 def _with_adapter(spec: Any, adapter: str) -> Any:
@@ -129,7 +153,7 @@ def _show_config(source: Any, kwargs: dict[str, Any], *, json_out: bool) -> None
 class _Run:
     """The loaded model and the plan, printing each batch's results as they finish."""
 
-    def __init__(self, source: Any, spec: Any, kwargs: dict[str, Any], *, seed, logprobs, json_out: bool):
+    def __init__(self, source: Any, spec: Any, kwargs: dict[str, Any], *, seed, logprobs, json_out: bool, constraint):
         from llmcli import output
         from llmcli.engine.generation import pick_seed
         from llmcli.engine.loader import load
@@ -140,8 +164,20 @@ class _Run:
         defaults = generation_defaults(source.path) or {}
         effective_config(defaults, kwargs)  # GenerationConfig's own checks, before the weights load
         seed_used = pick_seed(seed, sampling=needs_sampling(kwargs, defaults))
-        self.plan = GenerationPlan(kwargs=kwargs, seed=seed_used, logprobs=logprobs)
+        grammar = None
+        if constraint is not None:  # the grammar engine reads it before the weights load
+            from llmcli.engine.constraints import parse
+
+            grammar = parse(constraint)
         self.loaded = load(source, spec)
+        compiled = None
+        if constraint is not None:
+            from llmcli.engine.collect import eos_set
+            from llmcli.engine.constraints import compile_for
+
+            compiled = compile_for(self.loaded, constraint, grammar, eos_set(self.loaded.model, kwargs))
+        self.plan = GenerationPlan(kwargs=kwargs, seed=seed_used, logprobs=logprobs, constraint=compiled)
+        self.incomplete = 0
         self.model_info = self.loaded.describe()
         if spec.adapter is not None:
             self.model_info["adapter"] = {"path": str(spec.adapter), "merged": spec.merge}
@@ -178,6 +214,7 @@ class _Run:
                     for result in event.results:
                         self._print(result, streamed=stream.stream_text, separate=batch or len(result.outputs) > 1)
                         self.last_stats = result.stats
+                        self.incomplete += sum(o.valid is False for o in result.outputs)
         except KeyboardInterrupt:
             self._interrupted(stream.stop())
         except Exception:

@@ -52,7 +52,8 @@ def output_of(call: Any, row: int, sequence: list[int], step_logits: Any, *, int
         from llmcli.engine.probe import step_logprobs
 
         logprobs = [step_logprobs(step_logits[t][row], tok, call.logprobs, tokenizer) for t, tok in enumerate(new_ids)]
-    return Output(text, new_ids, reason, logprobs)
+    valid = call.constraint.valid(text, new_ids) if call.constraint is not None else None
+    return Output(text, new_ids, reason, logprobs, valid)
 
 
 def results_of(call: Any, sequences: list[list[int]], step_logits: Any, *, interrupted: bool) -> list[Result]:
@@ -61,9 +62,10 @@ def results_of(call: Any, sequences: list[list[int]], step_logits: Any, *, inter
     for index, prompt in enumerate(call.prompts):
         rows = range(index * per_prompt, (index + 1) * per_prompt)
         outputs = [output_of(call, r, sequences[r], step_logits, interrupted=interrupted) for r in rows]
-        results.append(
-            Result(prompt, call.encoded[index], outputs, Stats(), jsonable(call.kwargs), call.seed, interrupted)
-        )
+        constraint = call.constraint.constraint.describe() if call.constraint is not None else None
+        result = Result(prompt, call.encoded[index], outputs, Stats(), jsonable(call.kwargs), call.seed, interrupted)
+        result.constraint = constraint
+        results.append(result)
     return results
 
 

@@ -82,6 +82,7 @@ class Call:
     pad_id: int
     width: int
     eos: set[int] = field(default_factory=set)
+    constraint: Any = None  # engine.constraints.Compiled
 
     @property
     def tokenizer(self) -> Any:
@@ -135,6 +136,7 @@ def prepare(loaded: Any, prompts: list[str], encoded: list[list[int]], plan: Gen
         kwargs["output_logits"] = True
         kwargs["return_dict_in_generate"] = True
     call.eos = eos_set(loaded.model, kwargs)
+    call.constraint = plan.constraint
     return call
 
 
@@ -301,6 +303,8 @@ def _watchers(call: Call, stream: GenerationStream) -> tuple[TextStream | None, 
     from transformers.generation.stopping_criteria import StoppingCriteriaList
 
     tap = ScoreTap() if stream.token_probs else None
+    # The tap sees the model's distribution before the grammar masks it.
+    processors = ([tap] if tap else []) + ([call.constraint.processor()] if call.constraint is not None else [])
     current = {"prob": None}
     text_stream = (
         TextStream(call.tokenizer, lambda text: stream.emit(text, current["prob"]), call.stops)
@@ -320,8 +324,8 @@ def _watchers(call: Call, stream: GenerationStream) -> tuple[TextStream | None, 
         extra["tokenizer"] = call.tokenizer
     if timer is not None:
         extra["streamer"] = timer
-    if tap is not None:
-        extra["logits_processor"] = LogitsProcessorList([tap])
+    if processors:
+        extra["logits_processor"] = LogitsProcessorList(processors)
     return text_stream, timer, extra
 
 

@@ -15,11 +15,13 @@ class Output:
     token_ids: list[int]
     finish_reason: str  # "stop" | "length" | "stop_string"
     logprobs: list[dict[str, Any]] | None = None  # with --logprobs: one entry per generated token
+    valid: bool | None = None  # with a constraint: complete, and for JSON parsed strictly and schema-checked
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
-        if self.logprobs is None:
-            del data["logprobs"]
+        for optional in ("logprobs", "valid"):
+            if data[optional] is None:
+                del data[optional]
         return data
 
 
@@ -46,6 +48,7 @@ class Result:
     generate_kwargs: dict[str, Any]
     seed: int | None
     interrupted: bool = False
+    constraint: dict[str, Any] | None = None
 
     def as_json(self, model: dict[str, Any]) -> dict[str, Any]:
         data = {
@@ -57,6 +60,8 @@ class Result:
             "outputs": [o.as_json() for o in self.outputs],
             "stats": asdict(self.stats),
         }
+        if self.constraint is not None:
+            data["constraint"] = self.constraint
         if self.interrupted:
             data["interrupted"] = True
         return data
