@@ -123,6 +123,14 @@ FLAGS: tuple[Flag, ...] = (
     Flag("no_repeat_ngram_size", ("--no-repeat-ngram-size",), int, "Never repeat an n-gram of this size.", low=0),
     Flag("num_return_sequences", ("--num-return-sequences",), int, "Answers per prompt.", low=1, in_chat=False),
     Flag(
+        "prompt_lookup_num_tokens",
+        ("--prompt-lookup",),
+        int,
+        "Prompt-lookup decoding: propose up to N tokens copied from the prompt where its n-grams repeat, and "
+        "keep what the model agrees with (greedy output unchanged; one prompt at a time).",
+        low=1,
+    ),
+    Flag(
         "stop", ("--stop",), list, "Stop string (repeatable); the output ends before it.", generate_key="stop_strings"
     ),
 )

@@ -83,6 +83,7 @@ class GenerationPlan:
     seed: int | None = None
     logprobs: int | None = None  # per-token log-probabilities with the top N alternatives
     constraint: Any = None  # engine.constraints.Compiled: structured output
+    assistant: Any = None  # a loaded draft model for assisted decoding (generate()'s assistant_model)
 
 
 def constraint_from(
@@ -148,9 +149,13 @@ def check_combinations(
     logprobs: int | None = None,
     adapter_given: bool = False,
     constraint: Constraint | None = None,
+    assistant_given: bool = False,
 ) -> None:
     """Combinations that cannot work, or were measured to lose, are usage errors before anything loads."""
     kwargs = kwargs or {}
+    assisted = assistant_given or kwargs.get("prompt_lookup_num_tokens") is not None
+    if assistant_given and kwargs.get("prompt_lookup_num_tokens") is not None:
+        raise UsageError("--assistant-model and --prompt-lookup are two ways to draft tokens; pick one")
     check_device(spec.device)
     if spec.merge and not adapter_given:
         raise UsageError("--merge goes with --adapter")
@@ -166,6 +171,10 @@ def check_combinations(
             raise UsageError("--quantize int8 computes in float32; drop --dtype")
     if logprobs is not None and (kwargs.get("num_beams") or 1) > 1:
         raise UsageError("--logprobs works with greedy decoding and sampling, not with beam search")
+    if assisted and ((kwargs.get("num_return_sequences") or 1) > 1 or (kwargs.get("num_beams") or 1) > 1):
+        raise UsageError(
+            "assisted and prompt-lookup decoding make one sequence: drop --num-return-sequences/--num-beams"
+        )
     if constraint is not None:
         flag = {"json_schema": "--json-schema", "json_object": "--json-object"}.get(
             constraint.kind, f"--{constraint.kind}"

@@ -68,6 +68,8 @@ USAGE_ERRORS = {
     "schema not a schema": (["generate", "--json-schema", '{"type": 3}', "hi"], "not a valid JSON Schema at type"),
     "two constraints": (["generate", "--json-object", "--regex", "x", "hi"], "both constrain the output"),
     "constraint with beams": (["generate", "--json-object", "--num-beams", "2", "hi"], "not with beam search"),
+    "two drafters": (["generate", "--prompt-lookup", "2", "--assistant-model", "x", "hi"], "pick one"),
+    "drafts with beams": (["generate", "--prompt-lookup", "2", "--num-beams", "2", "hi"], "one sequence"),
     "constraint with min tokens": (["chat", "--regex", "x", "--min-new-tokens", "3"], "drop --min-new-tokens"),
     "gguf --depth": (["inspect", "{gguf}", "--depth", "2"], "--depth does not apply to a GGUF file"),
     "gguf --only": (["inspect", "{gguf}", "--only", "config"], "--only does not apply to a GGUF file"),

@@ -22,7 +22,7 @@ KIND_NAMES = {
 
 LOADING = (
     "model", "revision", "device", "dtype", "trust_remote_code", "quantize", "compile", "attn", "threads",
-    "adapter", "merge", "allow_pickle", "memory_check",
+    "adapter", "merge", "allow_pickle", "memory_check", "assistant_model",
 )  # fmt: skip
 
 
@@ -89,6 +89,7 @@ def generate(
         logprobs=logprobs,
         adapter_given=model_args.adapter is not None,
         constraint=constraint,
+        assistant_given=model_args.assistant_model is not None,
     )
     if verbose:
         import os
@@ -107,7 +108,11 @@ def generate(
     if model_args.adapter is not None:
         spec = _with_adapter(spec, model_args.adapter)
     run = _Run(source, spec, kwargs, seed=seed, logprobs=logprobs, json_out=json_out, constraint=constraint)
-    run.all(prompts, system=system, raw=raw, batch_size=batch_size if batch else 1, batch=batch)
+    if model_args.assistant_model is not None:
+        run.add_assistant(model_args.assistant_model, spec)
+    # generate() drafts for one sequence at a time (assisted and prompt-lookup decoding).
+    assisted = model_args.assistant_model is not None or "prompt_lookup_num_tokens" in kwargs
+    run.all(prompts, system=system, raw=raw, batch_size=batch_size if batch and not assisted else 1, batch=batch)
     if (stats or verbose) and run.last_stats is not None:
         output.print_stats(run.last_stats)
     if run.incomplete:
@@ -184,6 +189,22 @@ class _Run:
         self.json_out = json_out
         self.colorize = logprobs is not None and output.choose_mode(json_out) == "rich"
         self.last_stats = None
+
+    def add_assistant(self, path: str, spec: Any) -> None:
+        """The draft model, loaded like the model; its tokenizer must be the model's."""
+        from dataclasses import replace
+
+        from llmcli.engine.loader import load
+        from llmcli.modelfs.source import resolve_model
+
+        assistant = load(resolve_model(path, verbose=spec.show_progress), replace(spec, adapter=None, merge=False))
+        if assistant.tokenizer.get_vocab() != self.loaded.tokenizer.get_vocab():
+            raise LlmcliError(
+                "the assistant's tokenizer differs from the model's; assisted decoding needs the same vocabulary",
+                path=assistant.source.path,
+            )
+        self.plan = replace(self.plan, assistant=assistant.model)
+        self.model_info["assistant_model"] = str(assistant.source.path)
 
     def all(self, prompts: list[str], *, system, raw: bool, batch_size: int, batch: bool) -> None:
         for start in range(0, len(prompts), batch_size):

@@ -14,7 +14,7 @@ from llmcli.commands import options as opt
 from llmcli.commands.signature import option, with_options
 from llmcli.plan import Attn, Dtype, LoadSpec, Quantize
 
-OWN = ("model", "revision", "compile", "adapter")  # the rest are LoadSpec fields
+OWN = ("model", "revision", "compile", "adapter", "assistant_model")  # the rest are LoadSpec fields
 
 
 @dataclass
@@ -23,6 +23,7 @@ class ModelArgs:
     revision: str | None = None
     compile: bool = False
     adapter: str | None = None  # located by the command (see generate's _with_adapter)
+    assistant_model: str | None = None  # a draft model for assisted decoding, loaded like the model
     load: dict[str, Any] = field(default_factory=dict)  # LoadSpec fields the command offers
 
     def spec(self, **overrides: Any) -> LoadSpec:
@@ -55,6 +56,7 @@ OPTIONS: dict[str, tuple[Any, Any]] = {
     "compile": (opt.CompileOpt, False),
     "adapter": (opt.AdapterOpt, None),
     "merge": (opt.MergeOpt, False),
+    "assistant_model": (opt.AssistantOpt, None),
 }
 
 

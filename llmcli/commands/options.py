@@ -120,3 +120,12 @@ MemoryCheckOpt = Annotated[
         rich_help_panel=H_MODEL,
     ),
 ]
+AssistantOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--assistant-model",
+        help="A small draft model with the same tokenizer for assisted decoding (generate()'s assistant_model; "
+        "num_assistant_tokens via --set). Greedy output is unchanged; one prompt at a time.",
+        rich_help_panel=H_SPEED,
+    ),
+]

@@ -83,6 +83,7 @@ class Call:
     width: int
     eos: set[int] = field(default_factory=set)
     constraint: Any = None  # engine.constraints.Compiled
+    assistant: Any = None  # generate()'s assistant_model
 
     @property
     def tokenizer(self) -> Any:
@@ -137,6 +138,7 @@ def prepare(loaded: Any, prompts: list[str], encoded: list[list[int]], plan: Gen
         kwargs["return_dict_in_generate"] = True
     call.eos = eos_set(loaded.model, kwargs)
     call.constraint = plan.constraint
+    call.assistant = plan.assistant
     return call
 
 
@@ -326,6 +328,8 @@ def _watchers(call: Call, stream: GenerationStream) -> tuple[TextStream | None, 
         extra["streamer"] = timer
     if processors:
         extra["logits_processor"] = LogitsProcessorList(processors)
+    if call.assistant is not None:
+        extra["assistant_model"] = call.assistant
     return text_stream, timer, extra
 
 

@@ -39,7 +39,8 @@ class TokenTimer:
         if self.first_token_at is None:
             self.first_token_at = now
         self.last_token_at = now
-        self.count += 1
+        # One token per row per step, except in assisted decoding, which hands over (1, accepted + 1) at once.
+        self.count += value.shape[-1] if getattr(value, "dim", lambda: 1)() > 1 else 1
         if self.on_tokens is not None:  # only streaming needs the ids on the host
             self.on_tokens(value.reshape(-1).tolist())
 
