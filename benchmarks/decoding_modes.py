@@ -51,7 +51,7 @@ def interleaved(loaded, prompt: str, plans: list[GenerationPlan], reps: int) -> 
 
 
 def first_difference(a: list[int], b: list[int]) -> int | None:
-    for i, (x, y) in enumerate(zip(a, b)):
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
         if x != y:
             return i
     return None if len(a) == len(b) else min(len(a), len(b))
