@@ -21,7 +21,7 @@ app = typer.Typer(
     name="llmcli",
     help="Inspect Hugging Face models without loading them, and generate text from the terminal.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     # Rich help panels on a terminal; plain help when piped (greppable, and no Rich import: ~0.1 s less).
     rich_markup_mode="rich" if _stdout_is_tty() else None,

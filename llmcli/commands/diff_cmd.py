@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from llmcli.commands.completion import model_paths
 from llmcli.commands.options import JsonOpt
 
 
@@ -12,8 +13,8 @@ def register(app: typer.Typer) -> None:
 
 
 def diff(
-    a: str = typer.Argument(..., help="First model: directory or .gguf file."),
-    b: str = typer.Argument(..., help="Second model: directory or .gguf file."),
+    a: str = typer.Argument(..., help="First model: directory or .gguf file.", autocompletion=model_paths),
+    b: str = typer.Argument(..., help="Second model: directory or .gguf file.", autocompletion=model_paths),
     json_out: JsonOpt = False,
 ) -> None:
     """Config keys that differ, tensors only in one, tensors whose dtype or shape changed, parameter totals."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from llmcli.commands.completion import model_paths
 from llmcli.commands.options import JsonOpt, RevisionOpt
 from llmcli.errors import UsageError
 
@@ -47,7 +48,11 @@ def check_applies(kind: str, given: dict[str, object]) -> None:
 
 
 def inspect(
-    path: str = typer.Argument(..., help="Model directory (config.json, safetensors), a .gguf file or an adapter."),
+    path: str = typer.Argument(
+        ...,
+        help="Model directory (config.json, safetensors), a .gguf file or an adapter.",
+        autocompletion=model_paths,
+    ),
     only: str = typer.Option(
         None,
         "--only",
@@ -70,6 +75,7 @@ def inspect(
         "--base",
         help="For a LoRA adapter: the base model to measure it against "
         "(default: its base_model_name_or_path, when found locally).",
+        autocompletion=model_paths,
     ),
 ) -> None:
     """Explain a model from its files alone: nothing is loaded, no weight is read."""

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from llmcli.commands.completion import model_paths
 from llmcli.plan import Attn, Dtype, Quantize
 
 H_MODEL = "Model"
@@ -19,6 +20,7 @@ ModelOpt = Annotated[
         "-m",
         help="Model directory or .gguf file (default: $LLMCLI_MODEL, else the embedded SmolLM2-135M-Instruct).",
         rich_help_panel=H_MODEL,
+        autocompletion=model_paths,
     ),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=H_MODEL)]
@@ -101,7 +103,12 @@ SetOpt = Annotated[
 ]
 AdapterOpt = Annotated[
     str | None,
-    typer.Option("--adapter", help="A PEFT LoRA adapter directory to apply (through peft).", rich_help_panel=H_MODEL),
+    typer.Option(
+        "--adapter",
+        help="A PEFT LoRA adapter directory to apply (through peft).",
+        rich_help_panel=H_MODEL,
+        autocompletion=model_paths,
+    ),
 ]
 MergeOpt = Annotated[
     bool, typer.Option("--merge", help="Merge the adapter into the weights before generating.", rich_help_panel=H_MODEL)
@@ -127,5 +134,6 @@ AssistantOpt = Annotated[
         help="A small draft model with the same tokenizer for assisted decoding (generate()'s assistant_model; "
         "num_assistant_tokens via --set). Greedy output is unchanged; one prompt at a time.",
         rich_help_panel=H_SPEED,
+        autocompletion=model_paths,
     ),
 ]
