@@ -52,6 +52,7 @@ def _register() -> None:
         inspect_cmd,
         models_cmd,
         probe_cmd,
+        serve_cmd,
         tokens_cmd,
     )
 
@@ -63,6 +64,7 @@ def _register() -> None:
     probe_cmd.register(app)
     bench_cmd.register(app)
     models_cmd.register(app)
+    serve_cmd.register(app)
 
 
 _register()

@@ -64,6 +64,7 @@ def generate(
         help="Log-probability of every generated token and its top N alternatives (in --json; colours the "
         "streamed text on a terminal).",
     ),
+    server: opt.ServerOpt = None,
     stats: bool = typer.Option(
         False, "--stats", rich_help_panel=opt.H_OUT, help="Timing and memory figures on stderr."
     ),
@@ -101,6 +102,10 @@ def generate(
         from llmcli.prompts import batch_prompts, single_prompt
 
         prompts = batch_prompts(each_line, prompts_file, prompt) if batch else [single_prompt(prompt, file)]
+    if server is not None:
+        body = _remote_body(model_args, decoding, constraint, prompts, seed=seed, logprobs=logprobs, system=system)
+        _remote(server, {**body, "raw": raw}, show_config=show_config, json_out=json_out, batch_size=batch_size)
+        return
     source = model_args.source(verbose=spec.show_progress or verbose)
     if show_config:
         _show_config(source, kwargs, json_out=json_out)
@@ -123,6 +128,46 @@ def generate(
             f"(finish_reason length) or, for JSON, not a valid document (see `valid` in --json)",
             hint="raise --max-new-tokens",
         )
+
+
+def _remote_body(model_args: ModelArgs, decoding: DecodingFlags, constraint, prompts, **fields) -> dict[str, Any]:
+    """The request for llmcli's own endpoint; what configures a local load cannot travel and is refused."""
+    from llmcli.commands.model_options import OPTIONS
+
+    local = {k: v for k, v in model_args.load.items() if v != OPTIONS[k][1]}
+    local |= {
+        k: getattr(model_args, k)
+        for k in ("revision", "compile", "adapter", "assistant_model")
+        if getattr(model_args, k)
+    }
+    if local:
+        name = next(iter(local)).replace("_", "-")
+        raise UsageError(f"--{name} configures a model loaded here; with --server the server has loaded it")
+    if constraint is not None:
+        raise UsageError("structured output over --server is not supported yet; run it locally")
+    return {"model": model_args.model, "prompts": prompts, "flags": decoding.values, "set": decoding.extra, **fields}
+
+
+def _remote(url: str, body: dict[str, Any], *, show_config: bool, json_out: bool, batch_size: int) -> None:
+    """generate's output, from a server: the same stream on stdout, the same --json objects."""
+    from llmcli import client, output
+
+    if show_config:
+        output.emit_json({k: v for k, v in body.items() if k != "prompts"})
+        return
+    prompts = body["prompts"]
+    streamed = not json_out and len(prompts) == 1
+    write = (lambda text: output.write_stdout(text, flush=True)) if streamed else None
+    for start in range(0, len(prompts), batch_size):
+        for result in client.generate(url, {**body, "prompts": prompts[start : start + batch_size]}, on_text=write):
+            if json_out:
+                output.emit_json(result)
+            elif streamed and len(result["outputs"]) == 1:
+                output.write_stdout("\n", flush=True)
+            else:
+                separate = len(prompts) > 1 or len(result["outputs"]) > 1
+                for out in result["outputs"]:
+                    output.write_stdout(out["text"] + ("\n\n" if separate else "\n"), flush=True)
 
 
 def _with_adapter(spec: Any, adapter: str) -> Any:

@@ -137,3 +137,13 @@ AssistantOpt = Annotated[
         autocompletion=model_paths,
     ),
 ]
+ServerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--server",
+        envvar="LLMCLI_SERVER",
+        help="Generate on a running `llmcli serve` (URL) instead of loading the model here; -m names a model "
+        "it serves. API key: $LLMCLI_API_KEY.",
+        rich_help_panel=H_MODEL,
+    ),
+]

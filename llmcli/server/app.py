@@ -1,0 +1,291 @@
+"""`llmcli serve`'s HTTP side on Starlette: the OpenAI-compatible API and llmcli's own generate endpoint.
+
+Every request goes through the same generation pipeline as `llmcli generate` (engine.generation), one call
+at a time on the engine thread. Errors are OpenAI's error JSON with no traceback and no filesystem path.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from llmcli.errors import LlmcliError, UsageError
+from llmcli.server.protocol import (
+    ApiError,
+    Job,
+    chat_body,
+    chunk,
+    completion_body,
+    parse_llmcli,
+    parse_openai,
+    usage_error,
+)
+
+
+@dataclass
+class ServeSettings:
+    api_key: str | None = None
+    max_tokens: int = 2048  # the cap on any request's max_tokens
+    max_body_bytes: int = 1024 * 1024
+    queue_size: int = 16  # requests running or waiting; beyond it 503 with Retry-After
+    timeout_seconds: float = 300.0  # per request
+    base_kwargs: dict[str, Any] | None = None  # e.g. --compile's static cache, under every request's flags
+
+
+class Served:
+    """One loaded model and the generation defaults its generation_config.json ships."""
+
+    def __init__(self, name: str, loaded: Any):
+        from llmcli.modelfs.tokenizer import generation_defaults
+
+        self.name, self.loaded = name, loaded
+        self.defaults = generation_defaults(loaded.source.path) or {}
+        self.created = int(time.time())
+
+
+class Server:
+    def __init__(self, models: dict[str, Served], settings: ServeSettings):
+        self.models, self.settings = models, settings
+        self.in_flight = 0
+
+    # ------------------------------------------------------------------ plumbing
+
+    def check_key(self, request: Request) -> None:
+        if self.settings.api_key is None:
+            return
+        given = request.headers.get("authorization", "")
+        expected = f"Bearer {self.settings.api_key}"
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise ApiError(401, "invalid or missing API key (Authorization: Bearer KEY)", kind="authentication_error")
+
+    async def body(self, request: Request) -> Any:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.settings.max_body_bytes:
+            raise ApiError(413, f"the request body exceeds {self.settings.max_body_bytes} bytes")
+        raw = b""
+        async for piece in request.stream():
+            raw += piece
+            if len(raw) > self.settings.max_body_bytes:
+                raise ApiError(413, f"the request body exceeds {self.settings.max_body_bytes} bytes")
+        try:
+            return json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
+
+    def model(self, name: str) -> Served:
+        if not name and len(self.models) == 1:
+            return next(iter(self.models.values()))
+        if name not in self.models:
+            raise ApiError(404, f"the model '{name}' is not served here", param="model", kind="not_found_error")
+        return self.models[name]
+
+    def plan(self, served: Served, job: Job) -> Any:
+        """The generation plan, checked exactly as `generate` checks its flags."""
+        from llmcli.genargs import DecodingFlags, build_generate_kwargs, effective_config, needs_sampling
+        from llmcli.plan import GenerationPlan, LoadSpec, check_combinations
+
+        try:
+            kwargs = {
+                **(self.settings.base_kwargs or {}),
+                **build_generate_kwargs(DecodingFlags(**job.flags, extra=job.extra)),
+            }
+            check_combinations(spec=LoadSpec(), kwargs=kwargs, logprobs=job.logprobs)
+            effective_config(served.defaults, kwargs)
+        except UsageError as exc:
+            raise usage_error(exc) from None
+        from llmcli.engine.generation import pick_seed
+
+        seed = pick_seed(job.seed, sampling=needs_sampling(kwargs, served.defaults))
+        return GenerationPlan(kwargs=kwargs, seed=seed, logprobs=job.logprobs)
+
+    def admit(self) -> None:
+        if self.in_flight >= self.settings.queue_size:
+            raise ApiError(503, "the server is busy: its queue is full", kind="server_busy")
+        self.in_flight += 1
+
+    # ------------------------------------------------------------------ generation
+
+    async def start(self, served: Served, job: Job) -> Any:
+        """The GenerationStream for a job (prompt encoding and checks run off the event loop)."""
+        from llmcli.engine.generation import encode, stream_generate
+
+        plan = self.plan(served, job)
+        tokenizer = served.loaded.tokenizer
+
+        def begin() -> Any:
+            if job.chat:
+                if not getattr(tokenizer, "chat_template", None):
+                    raise ApiError(400, f"the model '{served.name}' has no chat template; use /v1/completions")
+                rendered = tokenizer.apply_chat_template(
+                    job.messages, add_generation_prompt=True, tokenize=True, return_dict=True
+                )
+                encoded = [list(rendered["input_ids"])]
+                prompts = [job.messages[-1]["content"]]
+            else:
+                encoded = [encode(tokenizer, p, system=job.system, raw=job.raw) for p in job.prompts]
+                prompts = job.prompts
+            return stream_generate(served.loaded, prompts, plan, encoded=encoded, stream_text=job.stream)
+
+        try:
+            return await anyio.to_thread.run_sync(begin)
+        except UsageError as exc:
+            raise usage_error(exc) from None
+        except LlmcliError as exc:
+            raise ApiError(400, exc.message) from None
+
+    async def events(self, stream: Any) -> AsyncIterator[Any]:
+        iterator = iter(stream)
+        while True:
+            event = await anyio.to_thread.run_sync(next, iterator, None)
+            if event is None:
+                return
+            yield event
+
+    async def collect(self, request: Request, stream: Any) -> list[Any]:
+        """The results, the call stopped early when the client goes away or the time limit passes."""
+        from llmcli.engine.generation import Finished
+
+        state = {"timed_out": False}
+
+        async def watch() -> None:
+            deadline = time.monotonic() + self.settings.timeout_seconds
+            while True:
+                await anyio.sleep(0.2)
+                late = time.monotonic() > deadline
+                if late or await request.is_disconnected():
+                    state["timed_out"] = late
+                    await anyio.to_thread.run_sync(stream.cancelled.set)
+                    return
+
+        results: list[Any] = []
+        async with anyio.create_task_group() as group:
+            group.start_soon(watch)
+            async for event in self.events(stream):
+                if isinstance(event, Finished):
+                    results = event.results
+            group.cancel_scope.cancel()
+        if state["timed_out"]:
+            raise ApiError(504, f"the request ran past the server's time limit ({self.settings.timeout_seconds:g} s)")
+        return results
+
+    async def stream_openai(self, served: Served, job: Job, stream: Any) -> AsyncIterator[str]:
+        """Server-sent events in OpenAI's shape, then [DONE]; a client that leaves stops the call."""
+        from llmcli.engine.generation import Finished, TextDelta
+
+        try:
+            if job.chat:
+                yield json.dumps(chunk(job, served.name, role=True))
+            async for event in self.events(stream):
+                if isinstance(event, TextDelta) and event.text:
+                    yield json.dumps(chunk(job, served.name, text=event.text))
+                elif isinstance(event, Finished):
+                    reason = event.results[0].outputs[0].finish_reason if event.results else "length"
+                    yield json.dumps(chunk(job, served.name, finish={"length": "length"}.get(reason, "stop")))
+            yield "[DONE]"
+        finally:
+            await anyio.to_thread.run_sync(stream.stop)
+            self.in_flight -= 1
+
+    async def stream_llmcli(self, served: Served, stream: Any) -> AsyncIterator[str]:
+        """llmcli's stream: {"text": ...} events, then {"result": <generate --json object>} per prompt."""
+        from llmcli.engine.generation import Finished, TextDelta
+
+        try:
+            async for event in self.events(stream):
+                if isinstance(event, TextDelta) and event.text:
+                    yield json.dumps({"text": event.text}, ensure_ascii=False)
+                elif isinstance(event, Finished):
+                    for result in event.results:
+                        yield json.dumps({"result": result.as_json(served.loaded.describe())}, ensure_ascii=False)
+        finally:
+            await anyio.to_thread.run_sync(stream.stop)
+            self.in_flight -= 1
+
+
+def build_app(models: dict[str, Served], settings: ServeSettings) -> Starlette:
+    server = Server(models, settings)
+
+    async def guarded(request: Request, handler: Any) -> Response:
+        try:
+            server.check_key(request)
+            return await handler(request)
+        except ApiError as exc:
+            headers = {"Retry-After": "1"} if exc.status == 503 else None
+            return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+        except Exception:  # noqa: BLE001 - never a traceback or a path in a response
+            return JSONResponse(ApiError(500, "internal error", kind="server_error").body(), status_code=500)
+
+    async def generation(request: Request, parse: Any, reply: Any) -> Response:
+        job = parse(await server.body(request))
+        served = server.model(job.model)
+        server.admit()
+        try:
+            stream = await server.start(served, job)
+        except BaseException:
+            server.in_flight -= 1
+            raise
+        if job.stream:
+            from sse_starlette.sse import EventSourceResponse
+
+            body = server.stream_openai(served, job, stream) if reply else server.stream_llmcli(served, stream)
+            return EventSourceResponse(body)
+        try:
+            results = await server.collect(request, stream)
+        finally:
+            await anyio.to_thread.run_sync(stream.stop)
+            server.in_flight -= 1
+        if reply is None:
+            lines = [json.dumps(r.as_json(served.loaded.describe()), ensure_ascii=False) for r in results]
+            return Response("\n".join(lines) + "\n", media_type="application/x-ndjson")
+        return JSONResponse(reply(job, results, served.name))
+
+    cap = settings.max_tokens
+
+    async def completions(request: Request) -> Response:
+        return await guarded(
+            request, lambda r: generation(r, lambda b: _raw(parse_openai(b, chat=False, cap=cap)), completion_body)
+        )
+
+    async def chat_completions(request: Request) -> Response:
+        return await guarded(request, lambda r: generation(r, lambda b: parse_openai(b, chat=True, cap=cap), chat_body))
+
+    async def llmcli_generate(request: Request) -> Response:
+        return await guarded(request, lambda r: generation(r, lambda b: parse_llmcli(b, cap=cap), None))
+
+    async def list_models(request: Request) -> Response:
+        async def reply(_r: Request) -> Response:
+            data = [
+                {"id": m.name, "object": "model", "created": m.created, "owned_by": "llmcli"} for m in models.values()
+            ]
+            return JSONResponse({"object": "list", "data": data})
+
+        return await guarded(request, reply)
+
+    async def health(_request: Request) -> Response:
+        status = {"in_flight": server.in_flight, "queue_size": settings.queue_size}
+        return JSONResponse({"status": "ok", "models": list(models), **status})
+
+    routes = [
+        Route("/health", health, methods=["GET"]),
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/llmcli/v1/generate", llmcli_generate, methods=["POST"]),
+    ]
+    return Starlette(routes=routes)
+
+
+def _raw(job: Job) -> Job:
+    """OpenAI's completions take the prompt as it is: no chat template."""
+    job.raw = True
+    return job

@@ -1,0 +1,257 @@
+"""The OpenAI-compatible request and response shapes, and llmcli's own, as plain data (no torch, no HTTP).
+
+A request body becomes a `Job`: the prompts (or chat messages), the decoding flags in the flag table's
+terms, the seed and the options around them. Anything the server cannot honour is an `ApiError` naming the
+field, never dropped in silence.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmcli.errors import UsageError
+from llmcli.flags import BY_KEY
+
+# OpenAI's fields and vLLM's extensions → the flag table's keys.
+OPENAI_FIELDS = {
+    "max_tokens": "max_new_tokens",
+    "max_completion_tokens": "max_new_tokens",
+    "min_tokens": "min_new_tokens",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "min_p": "min_p",
+    "repetition_penalty": "repetition_penalty",
+}
+ACCEPTED = set(OPENAI_FIELDS) | {
+    "model",
+    "prompt",
+    "messages",
+    "n",
+    "stop",
+    "seed",
+    "stream",
+    "logprobs",
+    "top_logprobs",
+    "ignore_eos",
+    "user",
+    "stream_options",
+}
+
+
+class ApiError(Exception):
+    """An error in OpenAI's shape: {"error": {"message", "type", "param", "code"}} with an HTTP status."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None, kind: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.param, self.kind = status, message, param, kind
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.status}}
+
+
+@dataclass
+class Job:
+    """One request, ready for the engine."""
+
+    model: str
+    prompts: list[str] = field(default_factory=list)  # completions: raw text, no chat template
+    messages: list[dict[str, str]] | None = None  # chat: through the model's template
+    flags: dict[str, Any] = field(default_factory=dict)  # flag-table keys → values
+    extra: list[str] = field(default_factory=list)  # --set items (llmcli's own endpoint)
+    seed: int | None = None
+    logprobs: int | None = None
+    stream: bool = False
+    chat: bool = False
+    system: str | None = None  # llmcli's endpoint: as generate's --system
+    raw: bool = False  # llmcli's endpoint: as generate's --raw
+    created: int = field(default_factory=lambda: int(time.time()))
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
+
+
+def _typed(body: dict[str, Any], name: str, kinds: tuple[type, ...], what: str) -> Any:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        raise ApiError(400, f"'{name}' must be {what}", param=name)
+    return value
+
+
+def _flags(body: dict[str, Any], cap: int) -> dict[str, Any]:
+    flags: dict[str, Any] = {}
+    for name, key in OPENAI_FIELDS.items():
+        kind = BY_KEY[key].type
+        value = _typed(body, name, (int,) if kind is int else (int, float), "an integer" if kind is int else "a number")
+        if value is not None:
+            flags[key] = kind(value)
+    flags["max_new_tokens"] = min(flags.get("max_new_tokens", cap), cap)
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        stop = [stop]
+    if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) and s for s in stop)):
+        raise ApiError(400, "'stop' must be a non-empty string or a list of them", param="stop")
+    if stop:
+        flags["stop"] = stop
+    n = _typed(body, "n", (int,), "an integer") or 1
+    if n < 1 or n > 16:
+        raise ApiError(400, "'n' must be between 1 and 16", param="n")
+    if n > 1:
+        flags["num_return_sequences"] = n
+        if flags.get("temperature") != 0:
+            flags["do_sample"] = True
+    if body.get("ignore_eos") is True:  # EOS may not end the output before max_tokens
+        flags["min_new_tokens"] = flags["max_new_tokens"]
+    return flags
+
+
+def parse_openai(body: Any, *, chat: bool, cap: int) -> Job:
+    """A /v1/completions or /v1/chat/completions body; `cap` is the server's max_tokens limit."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    unknown = sorted(set(body) - ACCEPTED)
+    if unknown:
+        raise ApiError(400, f"'{unknown[0]}' is not supported by this server", param=unknown[0])
+    model = _typed(body, "model", (str,), "a string")
+    job = Job(model=model or "", flags=_flags(body, cap), chat=chat)
+    job.seed = _typed(body, "seed", (int,), "an integer")
+    job.stream = bool(_typed(body, "stream", (bool,), "true or false"))
+    if chat:
+        job.messages = _messages(body.get("messages"))
+        if body.get("logprobs") is True:
+            job.logprobs = _typed(body, "top_logprobs", (int,), "an integer") or 0
+    else:
+        prompt = body.get("prompt")
+        job.prompts = [prompt] if isinstance(prompt, str) else prompt
+        if not isinstance(job.prompts, list) or not job.prompts or not all(isinstance(p, str) for p in job.prompts):
+            raise ApiError(400, "'prompt' must be a string or a non-empty list of strings", param="prompt")
+        job.logprobs = _typed(body, "logprobs", (int,), "an integer")
+    if job.logprobs is not None and not 0 <= job.logprobs <= 20:
+        raise ApiError(400, "logprobs must be between 0 and 20", param="logprobs")
+    if job.stream and (job.logprobs is not None or len(job.prompts) > 1 or job.flags.get("num_return_sequences")):
+        raise ApiError(400, "stream works with one prompt, n = 1 and no logprobs on this server", param="stream")
+    return job
+
+
+def _messages(value: Any) -> list[dict[str, str]]:
+    if not isinstance(value, list) or not value:
+        raise ApiError(400, "'messages' must be a non-empty list", param="messages")
+    out = []
+    for m in value:
+        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
+            raise ApiError(400, "each message needs a role: system, user or assistant", param="messages")
+        if not isinstance(m.get("content"), str):
+            raise ApiError(400, "each message's content must be a string", param="messages")
+        out.append({"role": m["role"], "content": m["content"]})
+    return out
+
+
+def parse_llmcli(body: Any, *, cap: int) -> Job:
+    """llmcli's own endpoint: the generation plan as `generate` builds it, every flag of the table."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    allowed = {"model", "prompts", "flags", "set", "seed", "logprobs", "stream", "system", "raw"}
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise ApiError(400, f"'{unknown[0]}' is not a field of llmcli's generate endpoint", param=unknown[0])
+    prompts = body.get("prompts")
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise ApiError(400, "'prompts' must be a non-empty list of strings", param="prompts")
+    flags = body.get("flags") or {}
+    if not isinstance(flags, dict) or any(k not in BY_KEY for k in flags):
+        bad = next((k for k in flags if k not in BY_KEY), "flags") if isinstance(flags, dict) else "flags"
+        raise ApiError(400, f"'{bad}' is not a decoding flag", param="flags")
+    flags = dict(flags)
+    flags["max_new_tokens"] = min(flags.get("max_new_tokens") or cap, cap)
+    extra = body.get("set") or []
+    if not isinstance(extra, list) or not all(isinstance(s, str) for s in extra):
+        raise ApiError(400, "'set' must be a list of key=value strings", param="set")
+    job = Job(model=body.get("model") or "", prompts=prompts, flags=flags, extra=extra)
+    job.seed = _typed(body, "seed", (int,), "an integer")
+    job.logprobs = _typed(body, "logprobs", (int,), "an integer")
+    job.stream = bool(_typed(body, "stream", (bool,), "true or false"))
+    job.system = _typed(body, "system", (str,), "a string")
+    job.raw = bool(_typed(body, "raw", (bool,), "true or false"))
+    return job
+
+
+def usage_error(exc: UsageError) -> ApiError:
+    """A flag the checks refuse (out of range, a contradiction) is the client's error, in the CLI's words."""
+    return ApiError(400, exc.message)
+
+
+FINISH = {"stop": "stop", "stop_string": "stop", "length": "length"}
+
+
+def completion_body(job: Job, results: list[Any], model: str) -> dict[str, Any]:
+    choices, index = [], 0
+    for result in results:
+        for out in result.outputs:
+            choice = {"index": index, "text": out.text, "finish_reason": FINISH[out.finish_reason], "logprobs": None}
+            if out.logprobs is not None:
+                choice["logprobs"] = {
+                    "tokens": [t["token"] for t in out.logprobs],
+                    "token_logprobs": [t["logprob"] for t in out.logprobs],
+                    "top_logprobs": [{a["token"]: a["logprob"] for a in t["top"]} for t in out.logprobs],
+                }
+            choices.append(choice)
+            index += 1
+    return _envelope(job, "text_completion", model, choices, results)
+
+
+def chat_body(job: Job, results: list[Any], model: str) -> dict[str, Any]:
+    choices = []
+    for index, out in enumerate(results[0].outputs):
+        choice = {
+            "index": index,
+            "message": {"role": "assistant", "content": out.text},
+            "finish_reason": FINISH[out.finish_reason],
+            "logprobs": None,
+        }
+        if out.logprobs is not None:
+            choice["logprobs"] = {"content": [_chat_logprob(t) for t in out.logprobs]}
+        choices.append(choice)
+    return _envelope(job, "chat.completion", model, choices, results)
+
+
+def _chat_logprob(entry: dict[str, Any]) -> dict[str, Any]:
+    def one(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
+
+    return {
+        **one(entry["token"], entry["logprob"]),
+        "top_logprobs": [one(a["token"], a["logprob"]) for a in entry["top"]],
+    }
+
+
+def _envelope(job: Job, kind: str, model: str, choices: list[Any], results: list[Any]) -> dict[str, Any]:
+    prompt_tokens = sum(len(r.prompt_token_ids) for r in results)
+    completion_tokens = sum(len(o.token_ids) for r in results for o in r.outputs)
+    return {
+        "id": f"{'chatcmpl' if job.chat else 'cmpl'}-{job.id}",
+        "object": kind,
+        "created": job.created,
+        "model": model,
+        "choices": choices,
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+def chunk(job: Job, model: str, *, text: str | None = None, finish: str | None = None, role: bool = False) -> dict:
+    """One server-sent event of a stream: a piece of text, the role (chat's first event) or the finish reason."""
+    if job.chat:
+        delta: dict[str, Any] = {"role": "assistant"} if role else ({"content": text} if text is not None else {})
+        choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+        kind = "chat.completion.chunk"
+    else:
+        choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
+        kind = "text_completion"
+    prefix = "chatcmpl" if job.chat else "cmpl"
+    return {"id": f"{prefix}-{job.id}", "object": kind, "created": job.created, "model": model, "choices": [choice]}

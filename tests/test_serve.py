@@ -1,0 +1,179 @@
+"""`llmcli serve` on localhost: the official openai client, llmcli's own client, concurrency, bad requests,
+a client that leaves, SIGTERM, and the safe defaults."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from tests.helpers import ROOT, assert_clean_error, cli_env, run_cli
+
+KEY = "test-key-123"
+
+
+def start_server(model_dir, *extra: str, key: str | None = KEY) -> tuple[subprocess.Popen, str]:
+    args = [sys.executable, "-m", "llmcli", "serve", "-m", str(model_dir), "--port", "0", *extra]
+    env = cli_env(**({"LLMCLI_API_KEY": key} if key else {}))
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, cwd=ROOT)
+    line = proc.stderr.readline().decode()
+    while line and "serving" not in line:
+        line = proc.stderr.readline().decode()
+    assert "serving" in line, line
+    return proc, line.split(" at ")[1].split(" ")[0]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_dir):
+    proc, url = start_server(tiny_dir, "--max-tokens", "64", "--queue-size", "16")
+    yield url
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+
+
+def post(url, path, body, key=KEY, **kwargs):
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.post(url + path, json=body, headers=headers, timeout=60, **kwargs)
+
+
+def local_ids(tiny_dir, args, capsys, monkeypatch):
+    run = run_cli(["generate", "-m", str(tiny_dir), *args, "--json"], capsys, monkeypatch)
+    assert run.code == 0, run.stderr
+    return [o["token_ids"] for o in run.json()["outputs"]]
+
+
+def test_openai_client_completions_chat_stream_logprobs(server, tiny_dir, capsys, monkeypatch):
+    from openai import OpenAI
+
+    api = OpenAI(base_url=server + "/v1", api_key=KEY)
+    assert [m.id for m in api.models.list().data] == [tiny_dir.name]
+    done = api.completions.create(model=tiny_dir.name, prompt="The capital", max_tokens=6, temperature=0, logprobs=2)
+    expected = local_ids(tiny_dir, ["The capital", "--raw", "--greedy", "-n", "6"], capsys, monkeypatch)[0]
+    assert done.usage.completion_tokens == len(expected) and len(done.choices[0].logprobs.tokens) == len(expected)
+    assert all(len(top) == 2 for top in done.choices[0].logprobs.top_logprobs)
+    messages = [{"role": "user", "content": "hello there"}]
+    chat = api.chat.completions.create(model=tiny_dir.name, messages=messages, max_tokens=8, temperature=0)
+    pieces = api.chat.completions.create(
+        model=tiny_dir.name, messages=messages, max_tokens=8, temperature=0, stream=True
+    )
+    streamed = "".join(c.choices[0].delta.content or "" for c in pieces)
+    assert streamed == chat.choices[0].message.content and chat.choices[0].finish_reason in ("stop", "length")
+    local = run_cli(["generate", "-m", str(tiny_dir), "hello there", "--greedy", "-n", "8"], capsys, monkeypatch)
+    assert local.stdout == chat.choices[0].message.content + "\n"
+
+
+@pytest.mark.parametrize("flags", [["--greedy", "-n", "12"], ["-t", "0.9", "--top-k", "20", "--seed", "7", "-n", "12"]])
+def test_llmcli_client_is_token_identical_to_local(server, tiny_dir, capsys, monkeypatch, flags):
+    monkeypatch.setenv("LLMCLI_API_KEY", KEY)
+    args = ["generate", "-m", tiny_dir.name, "--server", server, "hi there", *flags, "--json"]
+    remote = run_cli(args, capsys, monkeypatch)
+    assert remote.code == 0, remote.stderr
+    assert [o["token_ids"] for o in remote.json()["outputs"]] == local_ids(
+        tiny_dir, ["hi there", *flags], capsys, monkeypatch
+    )
+    text = run_cli(args[:-1], capsys, monkeypatch)  # streamed, as local generate streams
+    assert (
+        text.code == 0
+        and text.stdout == run_cli(["generate", "-m", str(tiny_dir), "hi there", *flags], capsys, monkeypatch).stdout
+    )
+
+
+def test_client_path_imports_neither_torch_nor_transformers(server, tiny_dir):
+    code = (
+        "import sys; from llmcli.cli import main\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "sys.stderr.write('HEAVY=%s' % sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    args = ["generate", "--server", server, "-m", tiny_dir.name, "hi", "--greedy", "-n", "3"]
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, env=cli_env(LLMCLI_API_KEY=KEY))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.decode().endswith("HEAVY=[]")
+
+
+def test_eight_concurrent_clients_all_answered(server, tiny_dir, capsys, monkeypatch):
+    prompts = [f"prompt number {i}" for i in range(8)]
+    expected = {p: local_ids(tiny_dir, [p, "--raw", "--greedy", "-n", "10"], capsys, monkeypatch)[0] for p in prompts}
+
+    def ask(prompt):
+        body = {"model": tiny_dir.name, "prompts": [prompt], "flags": {"do_sample": False, "max_new_tokens": 10}}
+        response = post(server, "/llmcli/v1/generate", {**body, "raw": True})
+        assert response.status_code == 200, response.text
+        return prompt, json.loads(response.text.splitlines()[0])["outputs"][0]["token_ids"]
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = dict(pool.map(ask, prompts))
+    assert answers == expected
+
+
+@pytest.mark.parametrize(
+    "send,status,needle",
+    [
+        (lambda url: httpx.post(url + "/v1/completions", content=b"{not json", headers=auth()), 400, "not valid JSON"),
+        (lambda url: post(url, "/v1/completions", {"prompt": "x", "max_tokens": "many"}), 400, "'max_tokens' must be"),
+        (lambda url: post(url, "/v1/completions", {"prompt": "x", "top_p": 5}), 400, "--top-p must be in"),
+        (lambda url: post(url, "/v1/completions", {"prompt": "x", "best_of": 2}), 400, "'best_of' is not supported"),
+        (lambda url: post(url, "/v1/completions", {"model": "/etc", "prompt": "x"}), 404, "not served here"),
+        (lambda url: post(url, "/v1/completions", {"prompt": "x" * 2_000_000}), 413, "exceeds"),
+        (lambda url: post(url, "/v1/completions", {"prompt": "x"}, key="wrong"), 401, "API key"),
+        (lambda url: post(url, "/v1/models", {}, key=None), 405, None),
+    ],
+)
+def test_bad_requests_get_json_errors_and_the_server_keeps_serving(server, send, status, needle):
+    response = send(server)
+    assert response.status_code == status, response.text
+    if needle:
+        error = response.json()["error"]
+        assert needle in error["message"] and "Traceback" not in response.text and "/tmp" not in response.text
+    assert httpx.get(server + "/health").status_code == 200
+
+
+def auth():
+    return {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+
+
+def test_a_client_that_leaves_frees_its_slot(server, tiny_dir):
+    body = {"prompt": "a long one", "max_tokens": 64, "ignore_eos": True, "stream": True, "model": tiny_dir.name}
+    with httpx.stream("POST", server + "/v1/completions", json=body, headers=auth(), timeout=60) as response:
+        for index, _line in enumerate(response.iter_lines()):
+            if index > 3:
+                break
+    after = post(server, "/v1/completions", {"prompt": "next", "max_tokens": 4, "temperature": 0})
+    assert after.status_code == 200 and after.json()["usage"]["completion_tokens"] >= 1
+
+
+def test_sigterm_finishes_the_request_in_flight_then_exits_0(tiny_dir):
+    proc, url = start_server(tiny_dir, "--queue-size", "1")
+    body = {"prompt": "go", "max_tokens": 200, "ignore_eos": True, "temperature": 0}
+    results = {}
+    worker = threading.Thread(target=lambda: results.update(r=post(url, "/v1/completions", body)))
+    worker.start()
+    while httpx.get(url + "/health").json()["in_flight"] == 0:  # wait until it runs
+        assert worker.is_alive()
+    busy = post(url, "/v1/completions", {"prompt": "x", "max_tokens": 2})
+    assert busy.status_code == 503 and busy.headers["Retry-After"] == "1"
+    proc.send_signal(signal.SIGTERM)
+    worker.join(timeout=60)
+    assert results["r"].status_code == 200, results["r"].text
+    assert results["r"].json()["usage"]["completion_tokens"] > 100  # ran to its end, not cut by the shutdown
+    assert proc.wait(timeout=60) == 0
+
+
+def test_binding_beyond_loopback_needs_a_key(capsys, monkeypatch):
+    monkeypatch.delenv("LLMCLI_API_KEY", raising=False)
+    run = run_cli(["serve", "--host", "0.0.0.0"], capsys, monkeypatch)
+    assert_clean_error(run, 2, "--host 0.0.0.0", "--api-key")
+
+
+def test_options_that_configure_a_local_load_do_not_travel(capsys, monkeypatch):
+    run = run_cli(["generate", "--server", "http://127.0.0.1:9", "--dtype", "float32", "hi"], capsys, monkeypatch)
+    assert_clean_error(run, 2, "--dtype configures a model loaded here")
+    gone = run_cli(["generate", "--server", "http://127.0.0.1:9", "hi"], capsys, monkeypatch)
+    assert_clean_error(gone, 1, "cannot reach the server")
+    assert os.environ.get("LLMCLI_SERVER") is None
