@@ -159,15 +159,24 @@ def _remote(url: str, body: dict[str, Any], *, show_config: bool, json_out: bool
     streamed = not json_out and len(prompts) == 1
     write = (lambda text: output.write_stdout(text, flush=True)) if streamed else None
     for start in range(0, len(prompts), batch_size):
-        for result in client.generate(url, {**body, "prompts": prompts[start : start + batch_size]}, on_text=write):
-            if json_out:
-                output.emit_json(result)
-            elif streamed and len(result["outputs"]) == 1:
-                output.write_stdout("\n", flush=True)
-            else:
-                separate = len(prompts) > 1 or len(result["outputs"]) > 1
-                for out in result["outputs"]:
-                    output.write_stdout(out["text"] + ("\n\n" if separate else "\n"), flush=True)
+        for record in client.generate(url, {**body, "prompts": prompts[start : start + batch_size]}, on_text=write):
+            several = len(record["outputs"]) > 1
+            _print_record(
+                record, json_out=json_out, streamed=streamed and not several, separate=len(prompts) > 1 or several
+            )
+
+
+def _print_record(record: dict[str, Any], *, json_out: bool, streamed: bool, separate: bool) -> None:
+    """One prompt's `generate --json` object as generate prints it: the object, or the text not yet streamed."""
+    from llmcli import output
+
+    if json_out:
+        output.emit_json(record)
+    elif streamed:
+        output.write_stdout("\n", flush=True)
+    else:
+        for out in record["outputs"]:
+            output.write_stdout(out["text"] + ("\n\n" if separate else "\n"), flush=True)
 
 
 def _with_adapter(spec: Any, adapter: str) -> Any:
@@ -299,12 +308,4 @@ class _Run:
         raise Interrupted() from None
 
     def _print(self, result: Any, *, streamed: bool, separate: bool) -> None:
-        from llmcli import output
-
-        if self.json_out:
-            output.emit_json(result.as_json(self.model_info))
-        elif streamed:
-            output.write_stdout("\n", flush=True)
-        else:
-            for out in result.outputs:
-                output.write_stdout(out.text + ("\n\n" if separate else "\n"), flush=True)
+        _print_record(result.as_json(self.model_info), json_out=self.json_out, streamed=streamed, separate=separate)

@@ -181,8 +181,11 @@ class GenerationStream:
     def __exit__(self, *exc_info: Any) -> None:
         # Whatever ended the consumer (an error, stdout closed), the worker must not outlive it.
         if not self.job.done():
-            self.cancelled.set()
-            wait([self.job])
+            self._halt()
+
+    def _halt(self) -> None:
+        self.cancelled.set()
+        wait([self.job])
 
     def __iter__(self) -> Iterator[Event]:
         while True:
@@ -197,8 +200,7 @@ class GenerationStream:
 
     def stop(self) -> list[Result]:
         """Stop after the current decoding step; the partial results, marked interrupted."""
-        self.cancelled.set()
-        wait([self.job])
+        self._halt()
         while self.results is None:
             event = self.events.get()
             if isinstance(event, Finished):
@@ -208,6 +210,9 @@ class GenerationStream:
         return self.results
 
     def _work(self) -> None:
+        if self.cancelled.is_set():  # stopped while it waited for the engine thread (a client gone): skip it
+            self.events.put(Finished([]))
+            return
         try:
             self.events.put(Finished(_run(self.call, self)))
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it

@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from llmcli.errors import LlmcliError, UsageError
 from llmcli.server.protocol import (
+    FINISH,
     ApiError,
     Job,
     chat_body,
@@ -164,7 +165,7 @@ class Server:
                 late = time.monotonic() > deadline
                 if late or await request.is_disconnected():
                     state["timed_out"] = late
-                    await anyio.to_thread.run_sync(stream.cancelled.set)
+                    stream.cancelled.set()
                     return
 
         results: list[Any] = []
@@ -190,11 +191,10 @@ class Server:
                     yield json.dumps(chunk(job, served.name, text=event.text))
                 elif isinstance(event, Finished):
                     reason = event.results[0].outputs[0].finish_reason if event.results else "length"
-                    yield json.dumps(chunk(job, served.name, finish={"length": "length"}.get(reason, "stop")))
+                    yield json.dumps(chunk(job, served.name, finish=FINISH[reason]))
             yield "[DONE]"
         finally:
-            await anyio.to_thread.run_sync(stream.stop)
-            self.in_flight -= 1
+            await self.release(stream)
 
     async def stream_llmcli(self, served: Served, stream: Any) -> AsyncIterator[str]:
         """llmcli's stream: {"text": ...} events, then {"result": <generate --json object>} per prompt."""
@@ -208,8 +208,12 @@ class Server:
                     for result in event.results:
                         yield json.dumps({"result": result.as_json(served.loaded.describe())}, ensure_ascii=False)
         finally:
-            await anyio.to_thread.run_sync(stream.stop)
-            self.in_flight -= 1
+            await self.release(stream)
+
+    async def release(self, stream: Any) -> None:
+        """The call is over (done, stopped, or its client gone): wait for the engine, free the slot."""
+        await anyio.to_thread.run_sync(stream.stop)
+        self.in_flight -= 1
 
 
 def build_app(models: dict[str, Served], settings: ServeSettings) -> Starlette:
@@ -242,8 +246,7 @@ def build_app(models: dict[str, Served], settings: ServeSettings) -> Starlette:
         try:
             results = await server.collect(request, stream)
         finally:
-            await anyio.to_thread.run_sync(stream.stop)
-            server.in_flight -= 1
+            await server.release(stream)
         if reply is None:
             lines = [json.dumps(r.as_json(served.loaded.describe()), ensure_ascii=False) for r in results]
             return Response("\n".join(lines) + "\n", media_type="application/x-ndjson")
