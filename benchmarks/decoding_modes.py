@@ -14,7 +14,6 @@ import statistics
 import sys
 import time
 
-from llmcli.engine.collect import eos_set
 from llmcli.engine.constraints import compile_for, parse
 from llmcli.engine.generation import generate
 from llmcli.engine.loader import load
@@ -63,7 +62,7 @@ def structured(loaded, reps: int) -> dict:
     started = time.perf_counter()
     grammar = parse(constraint)
     parse_seconds = time.perf_counter() - started
-    compiled = compile_for(loaded, constraint, grammar, eos_set(loaded.model, {}))
+    compiled = compile_for(loaded, constraint, grammar, {})
     free = GenerationPlan(kwargs={"do_sample": False, "max_new_tokens": 128, "min_new_tokens": 128})
     bound = GenerationPlan(kwargs={"do_sample": False, "max_new_tokens": 128}, constraint=compiled)
     (plain_rate, _), (schema_rate, ids) = interleaved(loaded, prompt, [free, bound], reps)

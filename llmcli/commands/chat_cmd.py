@@ -89,10 +89,9 @@ def chat(
 
 
 def _compile(loaded, constraint, kwargs):
-    from llmcli.engine.collect import eos_set
     from llmcli.engine.constraints import compile_for, parse
 
-    return compile_for(loaded, constraint, parse(constraint), eos_set(loaded.model, kwargs))
+    return compile_for(loaded, constraint, parse(constraint), kwargs)
 
 
 class Session:

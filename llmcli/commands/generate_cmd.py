@@ -231,10 +231,9 @@ class _Run:
         self.loaded = load(source, spec)
         compiled = None
         if constraint is not None:
-            from llmcli.engine.collect import eos_set
             from llmcli.engine.constraints import compile_for
 
-            compiled = compile_for(self.loaded, constraint, grammar, eos_set(self.loaded.model, kwargs))
+            compiled = compile_for(self.loaded, constraint, grammar, kwargs)
         self.plan = GenerationPlan(kwargs=kwargs, seed=seed_used, logprobs=logprobs, constraint=compiled)
         self.incomplete = 0
         self.model_info = self.loaded.describe()

@@ -90,10 +90,14 @@ def parse(constraint: Constraint) -> Any:
         raise UsageError(f"{KIND_NAMES[constraint.kind]}: {detail}") from None
 
 
-def compile_for(loaded: Any, constraint: Constraint, grammar: Any, stop_token_ids: set[int]) -> Compiled:
-    """The grammar compiled against this model's tokenizer (its token strings and full vocabulary size)."""
+def compile_for(loaded: Any, constraint: Constraint, grammar: Any, kwargs: dict[str, Any]) -> Compiled:
+    """The grammar compiled against this model's tokenizer (its token strings and full vocabulary size); the
+    end-of-text tokens that close it are those generate() stops on with these `kwargs`."""
     import xgrammar as xgr
 
+    from llmcli.engine.collect import eos_set
+
+    stop_token_ids = eos_set(loaded.model, kwargs)
     started = time.perf_counter()
     vocab = getattr(loaded.model.config, "vocab_size", None) or len(loaded.tokenizer)
     info = xgr.TokenizerInfo.from_huggingface(
