@@ -47,6 +47,13 @@ def serve(
     max_tokens: int = typer.Option(2048, "--max-tokens", min=1, help="Cap on any request's max_tokens."),
     queue_size: int = typer.Option(16, "--queue-size", min=1, help="Requests running or waiting; beyond: 503."),
     timeout: float = typer.Option(300.0, "--timeout", min=1, help="Seconds a request may take."),
+    max_batch: int = typer.Option(
+        None,
+        "--max-batch",
+        min=1,
+        help="Greedy requests with the same flags that arrive together share one generate() call, up to this "
+        "many (default: 8 for float32 weights, where outputs stay identical to a solo run; else 1).",
+    ),
     *,
     model_args: ModelArgs,
 ) -> None:
@@ -74,9 +81,32 @@ def serve(
     for name, arg in zip(names, models or [None], strict=True):
         served[name] = Served(name, load(resolve_model(arg, verbose=spec.show_progress), spec))
     settings = ServeSettings(
-        api_key, max_tokens, queue_size=queue_size, timeout_seconds=timeout, base_kwargs=base_kwargs
+        api_key,
+        max_tokens,
+        queue_size=queue_size,
+        timeout_seconds=timeout,
+        base_kwargs=base_kwargs,
+        max_batch=batch_size(max_batch, [s.loaded for s in served.values()], output),
     )
     _run(build_app(served, settings), host, port, list(served), output)
+
+
+AUTO_BATCH = 8
+
+
+def batch_size(asked: int | None, loaded: list, output) -> int:
+    """float32 batches keep every output identical to its solo run (measured); other dtypes batch on request."""
+    import torch
+
+    exact = all(m.model.dtype == torch.float32 for m in loaded)
+    if asked is None:
+        return AUTO_BATCH if exact else 1
+    if asked > 1 and not exact:
+        output.warn(
+            f"--max-batch {asked}: in {loaded[0].model.dtype} a batched output may differ from its solo run "
+            "(float32 keeps them identical)"
+        )
+    return asked
 
 
 def _run(app, host: str, port: int, names: list[str], output) -> None:

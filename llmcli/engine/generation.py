@@ -166,13 +166,19 @@ class GenerationStream:
     call between two decoding steps (a stopping criterion watches the flag).
     """
 
-    def __init__(self, call: Call, *, stream_text: bool, token_probs: bool):
+    def __init__(self, call: Call, *, stream_text: bool, token_probs: bool, batcher: Any = None):
         self.call = call
         self.events: queue.Queue[Any] = queue.Queue()
         self.cancelled = threading.Event()
         self.stream_text = stream_text and call.single
         self.token_probs = token_probs and self.stream_text
         self.results: list[Result] | None = None
+        self.created = time.monotonic()
+        # engine.batching.Batcher: calls that wait together may share one generate() call (llmcli serve).
+        self.batcher = batcher if batcher is not None and batcher.joins(call) else None
+        self.shared = False  # set by the batcher: this call runs as one row of a batch
+        if self.batcher is not None:
+            self.batcher.add(self)
         self.job = engine_thread().submit(self._work)
 
     def __enter__(self) -> GenerationStream:
@@ -183,9 +189,14 @@ class GenerationStream:
         if not self.job.done():
             self._halt()
 
-    def _halt(self) -> None:
+    def _halt(self) -> bool:
+        """Stops the call; False when no results will come (it never ran, or its row belongs to a batch
+        that goes on for the others)."""
         self.cancelled.set()
+        if self.batcher is not None and (self.batcher.withdraw(self) or self.shared):
+            return False
         wait([self.job])
+        return True
 
     def __iter__(self) -> Iterator[Event]:
         while True:
@@ -200,7 +211,10 @@ class GenerationStream:
 
     def stop(self) -> list[Result]:
         """Stop after the current decoding step; the partial results, marked interrupted."""
-        self._halt()
+        if self.results is not None:
+            return self.results
+        if not self._halt():
+            return []
         while self.results is None:
             event = self.events.get()
             if isinstance(event, Finished):
@@ -210,13 +224,26 @@ class GenerationStream:
         return self.results
 
     def _work(self) -> None:
-        if self.cancelled.is_set():  # stopped while it waited for the engine thread (a client gone): skip it
-            self.events.put(Finished([]))
+        group = self.batcher.take(self) if self.batcher is not None else [self]
+        live = [s for s in group if not s.cancelled.is_set()]
+        for stopped in group:  # stopped while it waited for the engine thread (a client gone): skipped
+            if stopped not in live:
+                stopped.events.put(Finished([]))
+        if not live:
             return
+        from llmcli.engine.batching import merged
+
         try:
-            self.events.put(Finished(_run(self.call, self)))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
-            self.events.put(exc)
+            results = _run(live[0].call if len(live) == 1 else merged([s.call for s in live]), live)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumers, which raise it
+            for stream in live:
+                stream.events.put(exc)
+            return
+        if len(live) == 1:
+            live[0].events.put(Finished(results))
+        else:
+            for stream, result in zip(live, results, strict=True):
+                stream.events.put(Finished([result]))
 
     def emit(self, text: str, prob: float | None) -> None:
         self.events.put(TextDelta(text, prob))
@@ -232,16 +259,18 @@ def stream_generate(
     raw: bool = False,
     stream_text: bool = False,
     token_probs: bool = False,
+    batcher: Any = None,
 ) -> GenerationStream:
     """Prompts sharing one batch (left-padded). Text streams only when there is a single output.
 
     `encoded`: token ids prepared by the caller (chat's whole conversation) instead of encoding `prompts`.
     `token_probs`: each TextDelta carries the probability of the token that produced it.
+    `batcher`: an engine.batching.Batcher that may merge this call with others waiting (llmcli serve).
     """
     if encoded is None:
         encoded = [encode(loaded.tokenizer, p, system=system, raw=raw) for p in prompts]
     call = prepare(loaded, prompts, encoded, plan)
-    return GenerationStream(call, stream_text=stream_text, token_probs=token_probs)
+    return GenerationStream(call, stream_text=stream_text, token_probs=token_probs, batcher=batcher)
 
 
 def generate(loaded: Any, prompts: list[str], plan: GenerationPlan, **options: Any) -> list[Result]:
@@ -256,8 +285,11 @@ def generate(loaded: Any, prompts: list[str], plan: GenerationPlan, **options: A
     raise AssertionError("the generation stream ended without results")
 
 
-def _run(call: Call, stream: GenerationStream) -> list[Result]:
-    """In the worker: one generate() call, watched by the timer, the text stream and the stop flag."""
+def _run(call: Call, streams: list[GenerationStream]) -> list[Result]:
+    """In the worker: one generate() call, watched by the timer, the text streams and the stop flags.
+
+    `streams`: the one stream the call belongs to, or one per row when the batcher merged several calls.
+    """
     import torch
 
     from llmcli.engine.attention import attention_for_call
@@ -267,7 +299,7 @@ def _run(call: Call, stream: GenerationStream) -> list[Result]:
     width = call.width
     input_ids = torch.tensor([[call.pad_id] * (width - len(i)) + i for i in call.encoded], device=loaded.model.device)
     attention = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in call.encoded], device=input_ids.device)
-    text_stream, timer, extra = _watchers(call, stream)
+    text_streams, timer, extra = _watchers(call, streams)
     if call.seed is not None:
         random.seed(call.seed)
         torch.manual_seed(call.seed)
@@ -281,7 +313,7 @@ def _run(call: Call, stream: GenerationStream) -> list[Result]:
                 input_ids=input_ids, attention_mask=attention, **for_generate(call.kwargs), **extra
             )
     except torch.cuda.OutOfMemoryError:
-        if text_stream is not None:  # hand out what was generated before the error
+        for text_stream in filter(None, text_streams):  # hand out what was generated before the error
             text_stream.finish(text_stream.text())
         raise LlmcliError(
             f"CUDA out of memory during generation on {loaded.device}",
@@ -292,41 +324,51 @@ def _run(call: Call, stream: GenerationStream) -> list[Result]:
     step_logits = out.logits if call.logprobs is not None else None
     sequences = (out.sequences if call.logprobs is not None else out).tolist()
     ended = time.perf_counter()
-    interrupted = stream.cancelled.is_set()
+    interrupted = all(s.cancelled.is_set() for s in streams)
     results = results_of(call, sequences, step_logits, interrupted=interrupted)
     stats = stats_of(call, results, timer, started, ended)
     stats.attn_implementation = attn_used
+    stats.requests_in_batch = len(streams)
     for result in results:
         result.stats = stats
-    if text_stream is not None and not interrupted:
-        text_stream.finish(results[0].outputs[0].text)
+    for stream, text_stream, result in zip(streams, text_streams, results, strict=False):
+        if text_stream is not None and not stream.cancelled.is_set():
+            text_stream.finish(result.outputs[0].text)
     return results
 
 
-def _watchers(call: Call, stream: GenerationStream) -> tuple[TextStream | None, TokenTimer | None, dict[str, Any]]:
-    """generate()'s extra arguments: the streamer (timing, streamed text), the score tap, the stop flag."""
+def _watchers(
+    call: Call, streams: list[GenerationStream]
+) -> tuple[list[TextStream | None], TokenTimer | None, dict[str, Any]]:
+    """generate()'s extra arguments: the streamer (timing, streamed text), the score tap, the stop flags.
+    Text streams and stop flags are per stream, and a merged call has one stream per row."""
     import torch
     from transformers.generation.logits_process import LogitsProcessorList
     from transformers.generation.stopping_criteria import StoppingCriteriaList
 
-    tap = ScoreTap() if stream.token_probs else None
+    tap = ScoreTap() if any(s.token_probs for s in streams) else None
     # The tap sees the model's distribution before the grammar masks it.
     processors = ([tap] if tap else []) + ([call.constraint.processor()] if call.constraint is not None else [])
-    current = {"prob": None}
-    text_stream = (
-        TextStream(call.tokenizer, lambda text: stream.emit(text, current["prob"]), call.stops)
-        if stream.stream_text
-        else None
-    )
+    probs: list[float | None] = [None] * len(streams)
+    text_streams = [
+        TextStream(call.tokenizer, lambda text, s=s, r=r: s.emit(text, probs[r]), call.stops) if s.stream_text else None
+        for r, s in enumerate(streams)
+    ]
 
     def on_tokens(ids: list[int]) -> None:
-        if tap is not None and tap.last is not None:
-            current["prob"] = float(torch.softmax(tap.last[0].float(), dim=-1)[ids[0]])
-        text_stream.add(ids)
+        # One stream: every id is its own (assisted decoding hands over several). A batch: one id per row.
+        pieces = [ids] if len(streams) == 1 else [[i] for i in ids]
+        for row, (text_stream, piece) in enumerate(zip(text_streams, pieces, strict=False)):
+            if text_stream is None:
+                continue
+            if tap is not None and tap.last is not None:
+                probs[row] = float(torch.softmax(tap.last[row].float(), dim=-1)[piece[0]])
+            text_stream.add(piece)
 
+    streaming = any(text_streams)
     sync = (lambda: torch.cuda.synchronize(call.loaded.device)) if call.on_gpu else None
-    timer = TokenTimer(on_tokens if text_stream else None, sync) if call.beams == 1 else None
-    extra: dict[str, Any] = {"stopping_criteria": StoppingCriteriaList([stop_flag(stream.cancelled)])}
+    timer = TokenTimer(on_tokens if streaming else None, sync) if call.beams == 1 else None
+    extra: dict[str, Any] = {"stopping_criteria": StoppingCriteriaList([stop_flag(*(s.cancelled for s in streams))])}
     if call.stops:
         extra["tokenizer"] = call.tokenizer
     if timer is not None:
@@ -335,17 +377,20 @@ def _watchers(call: Call, stream: GenerationStream) -> tuple[TextStream | None, 
         extra["logits_processor"] = LogitsProcessorList(processors)
     if call.assistant is not None:
         extra["assistant_model"] = call.assistant
-    return text_stream, timer, extra
+    return text_streams, timer, extra
 
 
-def stop_flag(flag: threading.Event) -> Any:
-    """A stopping criterion: every sequence is done once `flag` is set (Ctrl-C, a client gone)."""
+def stop_flag(*flags: threading.Event) -> Any:
+    """A stopping criterion: a row is done once its flag is set (Ctrl-C, a client gone). One flag stands
+    for every row; several are one per row of a merged call."""
     import torch
     from transformers.generation.stopping_criteria import StoppingCriteria
 
     class StopFlag(StoppingCriteria):
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-            return torch.full((input_ids.shape[0],), flag.is_set(), dtype=torch.bool, device=input_ids.device)
+            if len(flags) == 1:
+                return torch.full((input_ids.shape[0],), flags[0].is_set(), dtype=torch.bool, device=input_ids.device)
+            return torch.tensor([f.is_set() for f in flags], dtype=torch.bool, device=input_ids.device)
 
     return StopFlag()
 

@@ -37,6 +37,7 @@ class Stats:
     peak_memory_bytes: int | None = None
     peak_memory_kind: str = "rss"
     attn_implementation: str | None = None
+    requests_in_batch: int = 1  # llmcli serve: calls from other requests that shared this generate() call, plus one
 
 
 @dataclass

@@ -41,6 +41,7 @@ class ServeSettings:
     queue_size: int = 16  # requests running or waiting; beyond it 503 with Retry-After
     timeout_seconds: float = 300.0  # per request
     base_kwargs: dict[str, Any] | None = None  # e.g. --compile's static cache, under every request's flags
+    max_batch: int = 1  # greedy requests with the same flags that wait together share one generate() call
 
 
 class Served:
@@ -56,8 +57,11 @@ class Served:
 
 class Server:
     def __init__(self, models: dict[str, Served], settings: ServeSettings):
+        from llmcli.engine.batching import Batcher
+
         self.models, self.settings = models, settings
         self.in_flight = 0
+        self.batcher = Batcher(max_batch=settings.max_batch)
 
     # ------------------------------------------------------------------ plumbing
 
@@ -135,14 +139,19 @@ class Server:
             else:
                 encoded = [encode(tokenizer, p, system=job.system, raw=job.raw) for p in job.prompts]
                 prompts = job.prompts
-            return stream_generate(served.loaded, prompts, plan, encoded=encoded, stream_text=job.stream)
+            return stream_generate(
+                served.loaded, prompts, plan, encoded=encoded, stream_text=job.stream, batcher=self.batcher
+            )
 
+        self.batcher.expect()
         try:
             return await anyio.to_thread.run_sync(begin)
         except UsageError as exc:
             raise usage_error(exc) from None
         except LlmcliError as exc:
             raise ApiError(400, exc.message) from None
+        finally:
+            self.batcher.arrived()
 
     async def events(self, stream: Any) -> AsyncIterator[Any]:
         iterator = iter(stream)
