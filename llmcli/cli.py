@@ -52,6 +52,7 @@ def _register() -> None:
         inspect_cmd,
         models_cmd,
         probe_cmd,
+        ps_cmd,
         serve_cmd,
         tokens_cmd,
     )
@@ -65,6 +66,7 @@ def _register() -> None:
     bench_cmd.register(app)
     models_cmd.register(app)
     serve_cmd.register(app)
+    ps_cmd.register(app)
 
 
 _register()

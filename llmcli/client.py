@@ -1,16 +1,39 @@
-"""The client side of `--server URL`: llmcli's own generate endpoint over HTTP, with no torch and no
-transformers in the process (its start-up is that of `--help`)."""
+"""The client side of `--server`: llmcli's own endpoints over HTTP or a Unix socket, with no torch and no
+transformers in the process (its start-up is that of `--help`).
+
+A server is named by a URL (http://host:port), by 'unix:PATH', or by 'local': the per-user socket that
+`llmcli serve --local` listens on.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from llmcli.errors import LlmcliError, UsageError
 
-ENDPOINT = "/llmcli/v1/generate"
+PREFIX = "/llmcli/v1/"
+
+
+def local_socket() -> str:
+    """The per-user socket of `llmcli serve --local`, in the cache home (the folder is the user's own)."""
+    from llmcli.modelfs.default_model import cache_home
+
+    return str(cache_home() / "serve.sock")
+
+
+def socket_path(server: str) -> str | None:
+    """The Unix socket a --server value names, or None for an HTTP URL."""
+    if server == "local":
+        return local_socket()
+    if server.startswith("unix:"):
+        return server.removeprefix("unix:").removeprefix("//") or local_socket()
+    if not server.startswith(("http://", "https://")):
+        raise UsageError(f"--server {server}: expected http://HOST:PORT, unix:PATH or local")
+    return None
 
 
 def _headers() -> dict[str, str]:
@@ -18,33 +41,59 @@ def _headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"} if key else {}
 
 
-def _error(url: str, status: int, text: str) -> LlmcliError:
+@contextmanager
+def session(server: str) -> Iterator[tuple[Any, str]]:
+    """An httpx client for the server and the base URL its requests go to; transport errors become one line."""
+    import httpx
+
+    uds = socket_path(server)
+    transport = httpx.HTTPTransport(uds=uds) if uds else None
+    base = "http://localhost" if uds else server.rstrip("/")
+    timeout = httpx.Timeout(600.0, connect=10.0)
+    try:
+        with httpx.Client(timeout=timeout, headers=_headers(), transport=transport) as http:
+            yield http, base
+    except httpx.TransportError as exc:
+        raise LlmcliError(
+            f"cannot reach the server: {type(exc).__name__}", path=uds or server, hint="is `llmcli serve` running?"
+        ) from None
+
+
+def _error(server: str, status: int, text: str) -> LlmcliError:
     try:
         message = json.loads(text)["error"]["message"]
     except (ValueError, KeyError, TypeError):
         message = text.strip()[:200] or f"HTTP {status}"
     if status == 400:
         return UsageError(f"the server refused the request: {message}")
-    return LlmcliError(f"HTTP {status}: {message}", path=url)
+    return LlmcliError(f"HTTP {status}: {message}", path=server)
 
 
-def generate(url: str, body: dict[str, Any], *, on_text: Callable[[str], None] | None = None) -> Iterator[dict]:
+def call(server: str, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+    """One request to llmcli's endpoint `endpoint` (next-token, score, tokenize); its JSON answer."""
+    with session(server) as (http, base):
+        response = http.post(base + PREFIX + endpoint, json=body)
+        if response.status_code != 200:
+            raise _error(server, response.status_code, response.text)
+        return response.json()
+
+
+def get(server: str, path: str) -> dict[str, Any]:
+    with session(server) as (http, base):
+        response = http.get(base + path)
+        if response.status_code != 200:
+            raise _error(server, response.status_code, response.text)
+        return response.json()
+
+
+def generate(server: str, body: dict[str, Any], *, on_text: Callable[[str], None] | None = None) -> Iterator[dict]:
     """Yields each prompt's `generate --json` object; with `on_text`, streamed text is handed over as it comes."""
-    import httpx
-
-    target = url.rstrip("/") + ENDPOINT
     payload = {**body, "stream": on_text is not None}
-    try:
-        with httpx.Client(timeout=httpx.Timeout(600.0, connect=10.0), headers=_headers()) as http:
-            with http.stream("POST", target, json=payload) as response:
-                if response.status_code != 200:
-                    raise _error(url, response.status_code, response.read().decode("utf-8", "replace"))
-                lines = response.iter_lines()
-                yield from _streamed(lines, on_text) if on_text is not None else _ndjson(lines)
-    except httpx.TransportError as exc:
-        raise LlmcliError(
-            f"cannot reach the server: {type(exc).__name__}", path=url, hint="is `llmcli serve` running?"
-        ) from None
+    with session(server) as (http, base), http.stream("POST", base + PREFIX + "generate", json=payload) as response:
+        if response.status_code != 200:
+            raise _error(server, response.status_code, response.read().decode("utf-8", "replace"))
+        lines = response.iter_lines()
+        yield from _streamed(lines, on_text) if on_text is not None else _ndjson(lines)
 
 
 def _ndjson(lines: Iterator[str]) -> Iterator[dict]:

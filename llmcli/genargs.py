@@ -41,6 +41,14 @@ def parse_set_value(text: str) -> Any:
         return text
 
 
+def sampling_settings(flags: DecodingFlags) -> dict[str, Any]:
+    """next-token's filters: the sampling flags, checked; temperature 0 kept (it means argmax there)."""
+    settings = build_generate_kwargs(flags)
+    if flags.get("temperature") == 0:
+        settings["temperature"] = 0
+    return {k: v for k, v in settings.items() if k in SAMPLING_KEYS}
+
+
 def build_generate_kwargs(flags: DecodingFlags) -> dict[str, Any]:
     """The keyword arguments for `model.generate()`; raises UsageError on contradictions."""
     for key, value in flags.values.items():

@@ -109,3 +109,9 @@ def batch_prompts(each_line: bool, prompts_file: str | None, arg: str | None) ->
 def chat_messages(system: str | None, turns: list[dict[str, str]]) -> list[dict[str, str]]:
     """The message list a chat template takes: the system message, if any, then the turns."""
     return ([{"role": "system", "content": system}] if system else []) + list(turns)
+
+
+def check_system(*, chat: bool, system: str | None) -> None:
+    """--system is a chat message: without --chat there is nowhere to put it."""
+    if system and not chat:
+        raise UsageError("--system goes with --chat")

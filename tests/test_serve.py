@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -177,3 +178,50 @@ def test_options_that_configure_a_local_load_do_not_travel(capsys, monkeypatch):
     gone = run_cli(["generate", "--server", "http://127.0.0.1:9", "hi"], capsys, monkeypatch)
     assert_clean_error(gone, 1, "cannot reach the server")
     assert os.environ.get("LLMCLI_SERVER") is None
+
+
+def test_tokenize_score_next_token_and_chat_through_the_server_match_local(server, tiny_dir, capsys, monkeypatch):
+    monkeypatch.setenv("LLMCLI_API_KEY", KEY)
+    remote = ["--server", server, "-m", tiny_dir.name]
+
+    def both(args, stdin=None):
+        far = run_cli([*args, *remote], capsys, monkeypatch, stdin=stdin)
+        near = run_cli([*args, "-m", str(tiny_dir)], capsys, monkeypatch, stdin=stdin)
+        assert far.code == near.code == 0, far.stderr + near.stderr
+        return far, near
+
+    far, near = both(["tokenize", "héllo wörld", "--json"])
+    assert far.json() == near.json()
+    far, near = both(["score", "the quick brown fox", "--json"])
+    assert far.json()["token_ids"] == near.json()["token_ids"]
+    pairs = zip(far.json()["tokens"][1:], near.json()["tokens"][1:], strict=True)
+    assert all(abs(a["logprob"] - b["logprob"]) < 0.02 for a, b in pairs)
+    far, near = both(["next-token", "the quick", "--top", "5", "--top-k", "3", "--json"])
+    assert [c["token_id"] for c in far.json()["candidates"]] == [c["token_id"] for c in near.json()["candidates"]]
+    assert far.json()["kept_tokens"] == near.json()["kept_tokens"] == 3
+    far, near = both(["chat", "--greedy", "-n", "8"], stdin=b"hello there\nand again\n")
+    assert far.stdout == near.stdout and far.stdout.count("\n") >= 2  # two answers, each ended by a newline
+
+
+def test_a_per_user_socket_ps_and_keep_alive(tiny_dir, capsys, monkeypatch):
+    proc, where = start_server(tiny_dir, "--local", "--keep-alive", "1s", key=None)
+    try:
+        from llmcli.client import local_socket
+
+        assert where == f"unix:{local_socket()}" and os.stat(local_socket()).st_mode & 0o777 == 0o600
+        answered = run_cli(["generate", "--server", "local", "hi", "--greedy", "-n", "4"], capsys, monkeypatch)
+        assert answered.code == 0 and answered.stdout
+        status = lambda: run_cli(["ps", "--server", "local", "--json"], capsys, monkeypatch).json()["models"][0]  # noqa: E731
+        deadline = time.monotonic() + 20
+        while status()["loaded"]:
+            assert time.monotonic() < deadline, "keep-alive did not unload the idle model"
+            time.sleep(0.3)
+        again = run_cli(["generate", "--server", "local", "hi", "--greedy", "-n", "4"], capsys, monkeypatch)
+        assert again.stdout == answered.stdout
+        assert status()["loads"] == 2
+        shown = run_cli(["ps", "--server", "local"], capsys, monkeypatch)
+        assert tiny_dir.name in shown.stdout and "requests in flight" in shown.stdout
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    assert not os.path.exists(local_socket())

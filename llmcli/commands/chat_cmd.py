@@ -35,6 +35,7 @@ def register(app: typer.Typer) -> None:
 def chat(
     system: opt.SystemOpt = None,
     seed: opt.SeedOpt = None,
+    server: opt.ServerOpt = None,
     *,
     model_args: ModelArgs,
     decoding: DecodingFlags,
@@ -50,22 +51,29 @@ def chat(
     kwargs = build_generate_kwargs(decoding)
     spec = model_args.spec()
     check_combinations(spec=spec, kwargs=kwargs, constraint=constraint)
-    from llmcli.engine.loader import load
+    if server is not None:
+        model_args.refuse_local()
+        if constraint is not None:
+            raise UsageError("structured output over --server is not supported yet; run it locally")
+        session: Session = RemoteSession(server, model_args.model, kwargs, settings, system, seed)
+        label = f"{model_args.model or 'the model'} on {server}"
+    else:
+        from llmcli.engine.loader import load
 
-    source = model_args.source(verbose=spec.show_progress)
-    loaded = load(source, spec)
-    compiled = _compile(loaded, constraint, kwargs) if constraint is not None else None
-    if not getattr(loaded.tokenizer, "chat_template", None):
-        raise UsageError("this model's tokenizer has no chat template; use `llmcli generate --raw` instead")
+        source = model_args.source(verbose=spec.show_progress)
+        loaded = load(source, spec)
+        if not getattr(loaded.tokenizer, "chat_template", None):
+            raise UsageError("this model's tokenizer has no chat template; use `llmcli generate --raw` instead")
+        session = Session(loaded, kwargs, settings, system, seed)
+        session.constraint = _compile(loaded, constraint, kwargs) if constraint is not None else None
+        label = f"{source.label} ({loaded.dtype}, {loaded.device})"
     interactive = sys.stdin.isatty()
     if interactive:
         try:
             import readline  # noqa: F401 - line editing and history for input()
         except ImportError:
             pass
-        output.warn(f"chatting with {source.label} ({loaded.dtype}, {loaded.device}); /help for commands")
-    session = Session(loaded, kwargs, settings, system, seed)
-    session.constraint = compiled
+        output.warn(f"chatting with {label}; /help for commands")
     while True:
         try:
             line = input(">>> ") if interactive else sys.stdin.readline()
@@ -95,6 +103,8 @@ def _compile(loaded, constraint, kwargs):
 
 
 class Session:
+    """The conversation and the settings, answered by a model loaded here."""
+
     def __init__(self, loaded, kwargs, settings, system, seed):
         self.loaded = loaded
         self.kwargs = kwargs
@@ -199,3 +209,33 @@ class Session:
             message = exc.one_line() if isinstance(exc, LlmcliError) else f"{rest}: {exc.strerror or exc}"
             output.warn(f"error: {message}")
         return True
+
+
+class RemoteSession(Session):
+    """The conversation answered by `llmcli serve`: the whole history goes with each question."""
+
+    def __init__(self, server: str, model: str | None, kwargs, settings, system, seed):
+        super().__init__(None, kwargs, settings, system, seed)
+        self.server, self.model = server, model
+
+    def ask(self, text: str) -> None:
+        from llmcli import client, output
+        from llmcli.engine.records import Stats
+
+        self.history.append({"role": "user", "content": text})
+        said: list[str] = []
+
+        def write(piece: str) -> None:
+            said.append(piece)
+            output.write_stdout(piece, flush=True)
+
+        body = {"model": self.model, "messages": self.messages(), "flags": self.settings, "seed": self.seed}
+        answer = ""
+        try:
+            for record in client.generate(self.server, body, on_text=write):
+                answer = record["outputs"][0]["text"]
+                self.last_stats = Stats(**record["stats"])
+        except KeyboardInterrupt:  # Ctrl-C: the connection closes, the server stops; keep what was said
+            answer = "".join(said)
+        output.write_stdout("\n", flush=True)
+        self.history.append({"role": "assistant", "content": answer})

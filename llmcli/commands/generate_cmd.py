@@ -132,17 +132,7 @@ def generate(
 
 def _remote_body(model_args: ModelArgs, decoding: DecodingFlags, constraint, prompts, **fields) -> dict[str, Any]:
     """The request for llmcli's own endpoint; what configures a local load cannot travel and is refused."""
-    from llmcli.commands.model_options import OPTIONS
-
-    local = {k: v for k, v in model_args.load.items() if v != OPTIONS[k][1]}
-    local |= {
-        k: getattr(model_args, k)
-        for k in ("revision", "compile", "adapter", "assistant_model")
-        if getattr(model_args, k)
-    }
-    if local:
-        name = next(iter(local)).replace("_", "-")
-        raise UsageError(f"--{name} configures a model loaded here; with --server the server has loaded it")
+    model_args.refuse_local()
     if constraint is not None:
         raise UsageError("structured output over --server is not supported yet; run it locally")
     return {"model": model_args.model, "prompts": prompts, "flags": decoding.values, "set": decoding.extra, **fields}

@@ -31,6 +31,16 @@ class ModelArgs:
 
         return LoadSpec(**{"show_progress": output.stderr_is_tty(), **self.load, **overrides})
 
+    def refuse_local(self) -> None:
+        """With --server the server has loaded the model: an option that configures a local load is refused."""
+        from llmcli.errors import UsageError
+
+        local = {k: v for k, v in self.load.items() if v != OPTIONS[k][1]}
+        local |= {k: getattr(self, k) for k in OWN[1:] if getattr(self, k)}
+        if local:
+            name = next(iter(local)).replace("_", "-")
+            raise UsageError(f"--{name} configures a model loaded here; with --server the server has loaded it")
+
     def source(self, *, verbose: bool) -> Any:
         from llmcli.modelfs.source import resolve_model
 

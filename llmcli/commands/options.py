@@ -142,8 +142,8 @@ ServerOpt = Annotated[
     typer.Option(
         "--server",
         envvar="LLMCLI_SERVER",
-        help="Generate on a running `llmcli serve` (URL) instead of loading the model here; -m names a model "
-        "it serves. API key: $LLMCLI_API_KEY.",
+        help="Run on a running `llmcli serve` (URL, 'unix:PATH', or 'local' for `serve --local`) instead of "
+        "loading the model here; -m names a model it serves. API key: $LLMCLI_API_KEY.",
         rich_help_panel=H_MODEL,
     ),
 ]

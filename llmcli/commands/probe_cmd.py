@@ -33,10 +33,6 @@ def _load(model_args: ModelArgs, spec):
     return load(model_args.source(verbose=spec.show_progress), spec)
 
 
-def _model_info(loaded) -> dict:
-    return {"path": str(loaded.source.path), "dtype": loaded.dtype, "device": loaded.device}
-
-
 @model_options(*LOADING)
 @decoding_options(SAMPLING_KEYS, panel=None)
 def next_token(
@@ -49,6 +45,7 @@ def next_token(
     raw: bool = typer.Option(False, "--raw", hidden=True, help="The default; kept for scripts that pass it."),
     file: opt.FileOpt = None,
     json_out: opt.JsonOpt = False,
+    server: opt.ServerOpt = None,
     *,
     model_args: ModelArgs,
     decoding: DecodingFlags,
@@ -56,28 +53,25 @@ def next_token(
     """One forward pass: the top candidates for the next token of the text, before and after sampling filters."""
     from llmcli import output
     from llmcli.errors import UsageError
-    from llmcli.genargs import build_generate_kwargs
-    from llmcli.prompts import single_prompt
+    from llmcli.genargs import sampling_settings
+    from llmcli.prompts import check_system, single_prompt
     from llmcli.reports import probe
 
     if chat and raw:
         raise UsageError("--chat and --raw contradict each other")
-    if system and not chat:
-        raise UsageError("--system goes with --chat")
-    settings = build_generate_kwargs(decoding)
-    if decoding.get("temperature") == 0:
-        settings["temperature"] = 0
-    settings = {k: v for k, v in settings.items() if k in SAMPLING_KEYS}
+    check_system(chat=chat, system=system)
+    settings = sampling_settings(decoding)
+    if server is not None:
+        data = _remote(server, model_args, "next-token", prompt=single_prompt(prompt, file), flags=decoding.values,
+                       top=top, chat=chat, system=system)  # fmt: skip
+        output.present(probe.next_token(data), json=json_out)
+        return
     spec = _checked_spec(model_args)
     text = single_prompt(prompt, file)
     loaded = _load(model_args, spec)
-    from llmcli.engine.generation import encode
-    from llmcli.engine.probe import next_token as compute
+    from llmcli.engine.probe import next_token_record
 
-    if chat and not getattr(loaded.tokenizer, "chat_template", None):
-        raise UsageError("--chat: this model's tokenizer has no chat template")
-    ids = encode(loaded.tokenizer, text, system=system, raw=not chat)
-    data = {"model": _model_info(loaded), "prompt": text, **compute(loaded.model, loaded.tokenizer, ids, settings, top)}
+    data = next_token_record(loaded, text, chat=chat, system=system, settings=settings, top=top)
     output.present(probe.next_token(data), json=json_out)
 
 
@@ -86,24 +80,30 @@ def score(
     text: str = typer.Argument(None, help="Text to score; '-' or piped stdin reads stdin."),
     file: opt.FileOpt = None,
     json_out: opt.JsonOpt = False,
+    server: opt.ServerOpt = None,
     *,
     model_args: ModelArgs,
 ) -> None:
     """Per-token log-likelihood of a text under the model, and its perplexity (exp of the mean NLL)."""
     from llmcli import output
-    from llmcli.errors import LlmcliError
-    from llmcli.modelfs.config import geometry
     from llmcli.prompts import single_prompt
     from llmcli.reports import probe
 
+    if server is not None:
+        data = _remote(server, model_args, "score", text=single_prompt(text, file))
+        output.present(probe.score(data), json=json_out)
+        return
     spec = _checked_spec(model_args)
     body = single_prompt(text, file)
     loaded = _load(model_args, spec)
-    from llmcli.engine.probe import score as compute
+    from llmcli.engine.probe import score_record
 
-    ids = list(loaded.tokenizer(body, add_special_tokens=True)["input_ids"])
-    context = geometry(loaded.config).context
-    if context and len(ids) > context:
-        raise LlmcliError(f"the text is {len(ids):,} tokens, but the model's context is {context:,} tokens")
-    data = {"model": _model_info(loaded), **compute(loaded.model, loaded.tokenizer, ids)}
+    data = score_record(loaded, body)
     output.present(probe.score(data), json=json_out)
+
+
+def _remote(server: str, model_args: ModelArgs, endpoint: str, **body) -> dict:
+    from llmcli import client
+
+    model_args.refuse_local()
+    return client.call(server, endpoint, {"model": model_args.model, **body})

@@ -34,6 +34,22 @@ def served_name(arg: str | None) -> str:
     return name.removesuffix(".gguf") or arg
 
 
+def parse_duration(text: str) -> float | None:
+    """'10m', '30s', '2h', '90' (seconds) → seconds; '-1' or 'never' → None (keep the model loaded)."""
+    value = text.strip().lower()
+    if value in ("never", "-1", "inf"):
+        return None
+    scale = {"s": 1, "m": 60, "h": 3600}.get(value[-1:], None)
+    number = value[:-1] if scale else value
+    try:
+        seconds = float(number) * (scale or 1)
+    except ValueError:
+        raise UsageError(f"--keep-alive {text}: expected a duration such as 30s, 10m, 2h, or never") from None
+    if seconds < 0:
+        raise UsageError(f"--keep-alive {text}: a duration cannot be negative (never: keep it loaded)")
+    return seconds
+
+
 @model_options("device", "dtype", "quantize", "attn", "threads", "compile")
 def serve(
     models: list[str] = typer.Option(
@@ -41,6 +57,10 @@ def serve(
     ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; other than loopback needs --api-key."),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port (0: any free port, printed)."),
+    socket: str = typer.Option(None, "--socket", help="Listen on this Unix socket (mode 0600) instead of a port."),
+    local: bool = typer.Option(
+        False, "--local", help="Listen on the per-user socket in LLMCLI_HOME (clients: --server local)."
+    ),
     api_key: str = typer.Option(
         None, "--api-key", envvar="LLMCLI_API_KEY", help="Demand 'Authorization: Bearer KEY' on every request."
     ),
@@ -53,6 +73,9 @@ def serve(
         min=1,
         help="Greedy requests with the same flags that arrive together share one generate() call, up to this "
         "many (default: 8 for float32 weights, where outputs stay identical to a solo run; else 1).",
+    ),
+    keep_alive: str = typer.Option(
+        "never", "--keep-alive", help="Unload a model idle this long (30s, 10m, 2h); the next request reloads it."
     ),
     *,
     model_args: ModelArgs,
@@ -67,19 +90,26 @@ def serve(
             f"--host {host} would let anyone who can reach this machine run the models; pass --api-key "
             "(or set LLMCLI_API_KEY), or bind 127.0.0.1"
         )
+    if socket and local:
+        raise UsageError("--socket and --local both name the socket; give one")
+    idle = parse_duration(keep_alive)
     names = [served_name(m) for m in models or [None]]
     if len(set(names)) != len(names):
         raise UsageError(f"two models would be served under one name ({', '.join(names)}); rename a directory")
     base_kwargs = build_generate_kwargs(DecodingFlags(compile=model_args.compile))
     spec = model_args.spec()
     check_combinations(spec=spec, kwargs=base_kwargs)
+    from llmcli.client import local_socket
     from llmcli.engine.loader import load
     from llmcli.modelfs.source import resolve_model
-    from llmcli.server.app import Served, ServeSettings, build_app
+    from llmcli.server.app import ServeSettings, build_app
+    from llmcli.server.models import Served
+    from llmcli.server.runner import run
 
     served = {}
     for name, arg in zip(names, models or [None], strict=True):
-        served[name] = Served(name, load(resolve_model(arg, verbose=spec.show_progress), spec))
+        source = resolve_model(arg, verbose=spec.show_progress)
+        served[name] = Served(name, lambda source=source: load(source, spec), keep_alive=idle)
     settings = ServeSettings(
         api_key,
         max_tokens,
@@ -87,8 +117,13 @@ def serve(
         timeout_seconds=timeout,
         base_kwargs=base_kwargs,
         max_batch=batch_size(max_batch, [s.loaded for s in served.values()], output),
+        keep_alive_seconds=idle,
     )
-    _run(build_app(served, settings), host, port, list(served), output)
+
+    def announce(where: str) -> None:
+        output.warn(f"serving {', '.join(served)} at {where} (OpenAI API under /v1); Ctrl-C stops")
+
+    run(build_app(served, settings), host=host, port=port, uds=local_socket() if local else socket, announce=announce)
 
 
 AUTO_BATCH = 8
@@ -107,51 +142,3 @@ def batch_size(asked: int | None, loaded: list, output) -> int:
             "(float32 keeps them identical)"
         )
     return asked
-
-
-def _run(app, host: str, port: int, names: list[str], output) -> None:
-    import asyncio
-
-    import uvicorn
-
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=60)
-    server = _draining_server_class()(config)
-
-    async def main() -> None:
-        task = asyncio.create_task(server.serve())
-        while not server.started and not task.done():
-            await asyncio.sleep(0.05)
-        if server.started:
-            bound = server.servers[0].sockets[0].getsockname()[1]
-            output.warn(f"serving {', '.join(names)} at http://{host}:{bound} (OpenAI API under /v1); Ctrl-C stops")
-        await task
-
-    asyncio.run(main())
-
-
-def _draining_server_class():
-    """Built on first use, so that uvicorn loads only when a server starts."""
-    import contextlib
-    import signal
-
-    import uvicorn
-
-    class DrainingServer(uvicorn.Server):
-        """SIGTERM or SIGINT: stop accepting, finish the requests in flight, exit 0 (uvicorn itself re-raises
-        the signal after its shutdown, which ends the process with -15). A second signal ends it at once."""
-
-        @contextlib.contextmanager
-        def capture_signals(self):
-            def handle(_signum, _frame):
-                if self.should_exit:
-                    os._exit(130)
-                self.should_exit = True
-
-            previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
-            try:
-                yield
-            finally:
-                for s, h in previous.items():
-                    signal.signal(s, h)
-
-    return DrainingServer

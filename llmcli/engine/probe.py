@@ -132,3 +132,35 @@ def score(model: Any, tokenizer: Any, ids: list[int]) -> dict[str, Any]:
         "mean_nll": nll,
         "perplexity": math.exp(nll),
     }
+
+
+def model_info(loaded: Any) -> dict[str, Any]:
+    return {"path": str(loaded.source.path), "dtype": loaded.dtype, "device": loaded.device}
+
+
+def next_token_record(
+    loaded: Any, prompt: str, *, chat: bool, system: str | None, settings: dict[str, Any], top: int
+) -> dict[str, Any]:
+    """The next-token record: the prompt (raw, or through the chat template) and its candidates."""
+    from llmcli.engine.generation import encode
+    from llmcli.errors import UsageError
+    from llmcli.prompts import check_system
+
+    check_system(chat=chat, system=system)
+    if chat and not getattr(loaded.tokenizer, "chat_template", None):
+        raise UsageError("--chat: this model's tokenizer has no chat template")
+    ids = encode(loaded.tokenizer, prompt, system=system, raw=not chat)
+    found = next_token(loaded.model, loaded.tokenizer, ids, settings, top)
+    return {"model": model_info(loaded), "prompt": prompt, **found}
+
+
+def score_record(loaded: Any, text: str) -> dict[str, Any]:
+    """The score record of a text as the tokenizer encodes it (special tokens included), within the context."""
+    from llmcli.errors import LlmcliError
+    from llmcli.modelfs.config import geometry
+
+    ids = list(loaded.tokenizer(text, add_special_tokens=True)["input_ids"])
+    context = geometry(loaded.config).context
+    if context and len(ids) > context:
+        raise LlmcliError(f"the text is {len(ids):,} tokens, but the model's context is {context:,} tokens")
+    return {"model": model_info(loaded), **score(loaded.model, loaded.tokenizer, ids)}

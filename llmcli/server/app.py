@@ -6,6 +6,7 @@ at a time on the engine thread. Errors are OpenAI's error JSON with no traceback
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import time
@@ -20,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from llmcli.errors import LlmcliError, UsageError
+from llmcli.server.models import Served
 from llmcli.server.protocol import (
     FINISH,
     ApiError,
@@ -42,17 +44,7 @@ class ServeSettings:
     timeout_seconds: float = 300.0  # per request
     base_kwargs: dict[str, Any] | None = None  # e.g. --compile's static cache, under every request's flags
     max_batch: int = 1  # greedy requests with the same flags that wait together share one generate() call
-
-
-class Served:
-    """One loaded model and the generation defaults its generation_config.json ships."""
-
-    def __init__(self, name: str, loaded: Any):
-        from llmcli.modelfs.tokenizer import generation_defaults
-
-        self.name, self.loaded = name, loaded
-        self.defaults = generation_defaults(loaded.source.path) or {}
-        self.created = int(time.time())
+    keep_alive_seconds: float | None = None  # unload a model idle this long (None: never)
 
 
 class Server:
@@ -62,6 +54,7 @@ class Server:
         self.models, self.settings = models, settings
         self.in_flight = 0
         self.batcher = Batcher(max_batch=settings.max_batch)
+        self.started = time.monotonic()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -118,6 +111,39 @@ class Server:
             raise ApiError(503, "the server is busy: its queue is full", kind="server_busy")
         self.in_flight += 1
 
+    async def unload_idle(self) -> None:
+        """--keep-alive: every so often, models idle past it are unloaded while no request is in flight."""
+        every = min(1.0, self.settings.keep_alive_seconds / 4)
+        while True:
+            await anyio.sleep(every)
+            if self.in_flight == 0:  # checked and acted on in the event loop, where requests are admitted
+                for served in self.models.values():
+                    served.release_if_idle()
+
+    def status(self) -> dict[str, Any]:
+        """What `llmcli ps` shows."""
+        return {
+            "models": [m.status() for m in self.models.values()],
+            "in_flight": self.in_flight,
+            "queue_size": self.settings.queue_size,
+            "max_batch": self.settings.max_batch,
+            "uptime_seconds": round(time.monotonic() - self.started, 1),
+        }
+
+    async def off_loop(self, work: Any) -> Any:
+        """Tokenizer work, off the event loop."""
+        return await anyio.to_thread.run_sync(work)
+
+    async def on_engine(self, work: Any) -> Any:
+        """A forward pass (next-token, score): in the queue, on the engine thread, between generate() calls."""
+        from llmcli.engine.generation import engine_thread
+
+        self.admit()
+        try:
+            return await anyio.to_thread.run_sync(lambda: engine_thread().submit(work).result())
+        finally:
+            self.in_flight -= 1
+
     # ------------------------------------------------------------------ generation
 
     async def start(self, served: Served, job: Job) -> Any:
@@ -125,9 +151,10 @@ class Server:
         from llmcli.engine.generation import encode, stream_generate
 
         plan = self.plan(served, job)
-        tokenizer = served.loaded.tokenizer
 
         def begin() -> Any:
+            loaded = served.acquire()
+            tokenizer = loaded.tokenizer
             if job.chat:
                 if not getattr(tokenizer, "chat_template", None):
                     raise ApiError(400, f"the model '{served.name}' has no chat template; use /v1/completions")
@@ -139,9 +166,7 @@ class Server:
             else:
                 encoded = [encode(tokenizer, p, system=job.system, raw=job.raw) for p in job.prompts]
                 prompts = job.prompts
-            return stream_generate(
-                served.loaded, prompts, plan, encoded=encoded, stream_text=job.stream, batcher=self.batcher
-            )
+            return stream_generate(loaded, prompts, plan, encoded=encoded, stream_text=job.stream, batcher=self.batcher)
 
         self.batcher.expect()
         try:
@@ -215,7 +240,7 @@ class Server:
                     yield json.dumps({"text": event.text}, ensure_ascii=False)
                 elif isinstance(event, Finished):
                     for result in event.results:
-                        yield json.dumps({"result": result.as_json(served.loaded.describe())}, ensure_ascii=False)
+                        yield json.dumps({"result": result.as_json(served.info)}, ensure_ascii=False)
         finally:
             await self.release(stream)
 
@@ -257,7 +282,7 @@ def build_app(models: dict[str, Served], settings: ServeSettings) -> Starlette:
         finally:
             await server.release(stream)
         if reply is None:
-            lines = [json.dumps(r.as_json(served.loaded.describe()), ensure_ascii=False) for r in results]
+            lines = [json.dumps(r.as_json(served.info), ensure_ascii=False) for r in results]
             return Response("\n".join(lines) + "\n", media_type="application/x-ndjson")
         return JSONResponse(reply(job, results, served.name))
 
@@ -274,12 +299,29 @@ def build_app(models: dict[str, Served], settings: ServeSettings) -> Starlette:
     async def llmcli_generate(request: Request) -> Response:
         return await guarded(request, lambda r: generation(r, lambda b: parse_llmcli(b, cap=cap), None))
 
+    def tool(endpoint: str) -> Any:
+        async def handle(request: Request) -> Response:
+            async def reply(r: Request) -> Response:
+                from llmcli.server.tools import answer
+
+                return JSONResponse(await answer(server, endpoint, await server.body(r)))
+
+            return await guarded(request, reply)
+
+        return handle
+
     async def list_models(request: Request) -> Response:
         async def reply(_r: Request) -> Response:
             data = [
                 {"id": m.name, "object": "model", "created": m.created, "owned_by": "llmcli"} for m in models.values()
             ]
             return JSONResponse({"object": "list", "data": data})
+
+        return await guarded(request, reply)
+
+    async def ps(request: Request) -> Response:
+        async def reply(_r: Request) -> Response:
+            return JSONResponse(server.status())
 
         return await guarded(request, reply)
 
@@ -293,8 +335,19 @@ def build_app(models: dict[str, Served], settings: ServeSettings) -> Starlette:
         Route("/v1/completions", completions, methods=["POST"]),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/llmcli/v1/generate", llmcli_generate, methods=["POST"]),
+        Route("/llmcli/v1/ps", ps, methods=["GET"]),
+        *(Route(f"/llmcli/v1/{name}", tool(name), methods=["POST"]) for name in ("next-token", "score", "tokenize")),
     ]
-    return Starlette(routes=routes)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as group:
+            if settings.keep_alive_seconds is not None:
+                group.start_soon(server.unload_idle)
+            yield
+            group.cancel_scope.cancel()
+
+    return Starlette(routes=routes, lifespan=lifespan)
 
 
 def _raw(job: Job) -> Job:

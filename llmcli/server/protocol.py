@@ -153,11 +153,12 @@ def parse_llmcli(body: Any, *, cap: int) -> Job:
     """llmcli's own endpoint: the generation plan as `generate` builds it, every flag of the table."""
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
-    allowed = {"model", "prompts", "flags", "set", "seed", "logprobs", "stream", "system", "raw"}
+    allowed = {"model", "prompts", "messages", "flags", "set", "seed", "logprobs", "stream", "system", "raw"}
     unknown = sorted(set(body) - allowed)
     if unknown:
         raise ApiError(400, f"'{unknown[0]}' is not a field of llmcli's generate endpoint", param=unknown[0])
-    prompts = body.get("prompts")
+    messages = _messages(body["messages"]) if "messages" in body else None  # chat's conversation so far
+    prompts = [messages[-1]["content"]] if messages else body.get("prompts")
     if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
         raise ApiError(400, "'prompts' must be a non-empty list of strings", param="prompts")
     flags = body.get("flags") or {}
@@ -170,6 +171,7 @@ def parse_llmcli(body: Any, *, cap: int) -> Job:
     if not isinstance(extra, list) or not all(isinstance(s, str) for s in extra):
         raise ApiError(400, "'set' must be a list of key=value strings", param="set")
     job = Job(model=body.get("model") or "", prompts=prompts, flags=flags, extra=extra)
+    job.messages, job.chat = messages, messages is not None
     job.seed = _typed(body, "seed", (int,), "an integer")
     job.logprobs = _typed(body, "logprobs", (int,), "an integer")
     job.stream = bool(_typed(body, "stream", (bool,), "true or false"))
@@ -255,3 +257,17 @@ def chunk(job: Job, model: str, *, text: str | None = None, finish: str | None =
         kind = "text_completion"
     prefix = "chatcmpl" if job.chat else "cmpl"
     return {"id": f"{prefix}-{job.id}", "object": kind, "created": job.created, "model": model, "choices": [choice]}
+
+
+def parse_tool(body: Any, fields: dict[str, tuple[tuple[type, ...], str]], *, required: str) -> dict[str, Any]:
+    """The body of one of llmcli's other endpoints (next-token, score, tokenize): known fields, right types."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    unknown = sorted(set(body) - set(fields) - {"model"})
+    if unknown:
+        raise ApiError(400, f"'{unknown[0]}' is not a field of this endpoint", param=unknown[0])
+    values = {name: _typed(body, name, kinds, what) for name, (kinds, what) in fields.items()}
+    if values.get(required) is None:
+        raise ApiError(400, f"'{required}' is required", param=required)
+    values["model"] = _typed(body, "model", (str,), "a string") or ""
+    return values

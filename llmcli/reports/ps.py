@@ -1,0 +1,35 @@
+"""ps as a report: what a running server holds (models, memory, idleness) and its queue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmcli.modelfs.memory import human_bytes
+from llmcli.output import Para, Section, Table
+from llmcli.reports import Report
+
+
+def _idle(m: dict[str, Any]) -> str:
+    keep = m["keep_alive_seconds"]
+    return f"{m['idle_seconds']:g} s" + (f" of {keep:g} s" if keep is not None else "")
+
+
+def build(data: dict[str, Any], server: str) -> Report:
+    """`data`: the server's /llmcli/v1/ps answer."""
+    rows = [
+        [
+            m["name"],
+            m["dtype"],
+            m["device"],
+            human_bytes(m["weights_bytes"]) if m["loaded"] else "unloaded",
+            _idle(m),
+            str(m["loads"]),
+        ]
+        for m in data["models"]
+    ]
+    table = Table(["model", "dtype", "device", "weights", "idle", "loads"], rows, numeric={5})
+    queue = (
+        f"{data['in_flight']} of {data['queue_size']} requests in flight; batches up to {data['max_batch']}; "
+        f"up {data['uptime_seconds']:g} s"
+    )
+    return Report(data, [Section(f"Server {server}", [table, Para(queue)])])

@@ -1,0 +1,78 @@
+"""The models a server holds: each loaded once, unloaded after `--keep-alive` of idleness and loaded again
+by the next request that names it (ollama's habit), and described for `llmcli ps`."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+class Served:
+    """One model under the name clients call it, and the generation defaults its generation_config.json ships."""
+
+    def __init__(self, name: str, load: Callable[[], Any], *, keep_alive: float | None = None):
+        from llmcli.modelfs.tokenizer import generation_defaults
+
+        self.name, self._load, self.keep_alive = name, load, keep_alive
+        self.lock = threading.Lock()
+        self.loaded: Any = load()
+        self.info = self.loaded.describe()  # still shown by `ps` while unloaded
+        self.defaults = generation_defaults(self.loaded.source.path) or {}
+        self.created = int(time.time())
+        self.last_used = time.monotonic()
+        self.loads = 1
+
+    def acquire(self) -> Any:
+        """The loaded model, loading it again if keep-alive let it go (in a worker thread: it may take a while)."""
+        with self.lock:
+            if self.loaded is None:
+                self.loaded = self._load()
+                self.loads += 1
+            self.last_used = time.monotonic()
+            return self.loaded
+
+    def idle_seconds(self) -> float:
+        return time.monotonic() - self.last_used
+
+    def release_if_idle(self) -> bool:
+        """Unloads the model when idle past keep-alive; the caller makes sure no request is in flight."""
+        if self.keep_alive is None or self.loaded is None or self.idle_seconds() < self.keep_alive:
+            return False
+        with self.lock:
+            on_gpu = self.loaded.device.startswith("cuda")
+            self.loaded = None
+            gc.collect()
+            if on_gpu:
+                import torch
+
+                torch.cuda.empty_cache()
+        return True
+
+    def status(self) -> dict[str, Any]:
+        loaded = self.loaded
+        return {
+            "name": self.name,
+            "path": self.info["path"],
+            "dtype": self.info["dtype"],
+            "device": self.info["device"],
+            "loaded": loaded is not None,
+            "weights_bytes": weights_bytes(loaded.model) if loaded is not None else 0,
+            "idle_seconds": round(self.idle_seconds(), 1),
+            "keep_alive_seconds": self.keep_alive,
+            "loads": self.loads,
+        }
+
+
+def weights_bytes(model: Any) -> int:
+    """Parameters and buffers as held in memory (tied weights once)."""
+    seen: set[int] = set()
+    total = 0
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.data_ptr() in seen:
+            continue
+        seen.add(tensor.data_ptr())
+        total += tensor.numel() * tensor.element_size()
+    return total

@@ -1,0 +1,70 @@
+"""llmcli's endpoints beside generate: next-token, score and tokenize. Each answers the object the command
+prints with --json, computed by the same functions; forward passes run on the engine thread, in the queue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmcli.errors import LlmcliError, UsageError
+from llmcli.server.protocol import ApiError, parse_tool, usage_error
+
+STRING, INTEGER = ((str,), "a string"), ((int,), "an integer")
+BOOLEAN, OBJECT = ((bool,), "true or false"), ((dict,), "an object")
+FIELDS = {
+    "next-token": {"prompt": STRING, "flags": OBJECT, "top": INTEGER, "chat": BOOLEAN, "system": STRING},
+    "score": {"text": STRING},
+    "tokenize": {"text": STRING, "chat": BOOLEAN, "system": STRING},
+}
+REQUIRED = {"next-token": "prompt", "score": "text", "tokenize": "text"}
+
+
+async def answer(server: Any, endpoint: str, body: Any) -> dict[str, Any]:
+    values = parse_tool(body, FIELDS[endpoint], required=REQUIRED[endpoint])
+    served = server.model(values["model"])
+    try:
+        if endpoint == "tokenize":
+            return await server.off_loop(lambda: _tokenize(served.acquire(), values))
+        work = _next_token if endpoint == "next-token" else _score
+        checked = _sampling(values) if endpoint == "next-token" else None
+        return await server.on_engine(lambda: work(served.acquire(), values, checked))
+    except UsageError as exc:
+        raise usage_error(exc) from None
+    except LlmcliError as exc:
+        raise ApiError(400, exc.message) from None
+
+
+def _sampling(values: dict[str, Any]) -> dict[str, Any]:
+    from llmcli.flags import SAMPLING_KEYS
+    from llmcli.genargs import DecodingFlags, sampling_settings
+
+    flags = values.get("flags") or {}
+    bad = next((k for k in flags if k not in SAMPLING_KEYS), None)
+    if bad is not None:
+        raise ApiError(400, f"'{bad}' is not a sampling flag", param="flags")
+    top = values.get("top") or 10
+    if not 1 <= top <= 1000:
+        raise ApiError(400, "'top' must be between 1 and 1000", param="top")
+    try:
+        return sampling_settings(DecodingFlags(**flags))
+    except UsageError as exc:
+        raise usage_error(exc) from None
+
+
+def _next_token(loaded: Any, values: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    from llmcli.engine.probe import next_token_record
+
+    chat, system, top = bool(values.get("chat")), values.get("system"), values.get("top") or 10
+    return next_token_record(loaded, values["prompt"], chat=chat, system=system, settings=settings, top=top)
+
+
+def _score(loaded: Any, values: dict[str, Any], _unused: Any) -> dict[str, Any]:
+    from llmcli.engine.probe import score_record
+
+    return score_record(loaded, values["text"])
+
+
+def _tokenize(loaded: Any, values: dict[str, Any]) -> dict[str, Any]:
+    from llmcli.engine.tokens import token_table
+
+    table = token_table(loaded.tokenizer, values["text"], chat=bool(values.get("chat")), system=values.get("system"))
+    return {"model": str(loaded.source.path), **table, "tokenizer_class": type(loaded.tokenizer).__name__}
