@@ -245,9 +245,18 @@ class Server:
             await self.release(stream)
 
     async def release(self, stream: Any) -> None:
-        """The call is over (done, stopped, or its client gone): wait for the engine, free the slot."""
-        await anyio.to_thread.run_sync(stream.stop)
-        self.in_flight -= 1
+        """The call is over (done, stopped, or its client gone): wait for the engine, free the slot. Once per
+        stream: a stream's body frees it when it ends, its response's background task when the body never ran."""
+        if getattr(stream, "released", False):
+            return
+        stream.released = True
+        try:
+            # Shielded: a stream's body is released while its task is being cancelled (the client left), and
+            # an await there would be cancelled too, before the slot is freed.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(stream.stop)
+        finally:
+            self.in_flight -= 1
 
 
 def build_app(models: dict[str, Served], settings: ServeSettings) -> Starlette:
@@ -274,9 +283,10 @@ def build_app(models: dict[str, Served], settings: ServeSettings) -> Starlette:
             raise
         if job.stream:
             from sse_starlette.sse import EventSourceResponse
+            from starlette.background import BackgroundTask
 
             body = server.stream_openai(served, job, stream) if reply else server.stream_llmcli(served, stream)
-            return EventSourceResponse(body)
+            return EventSourceResponse(body, background=BackgroundTask(server.release, stream))
         try:
             results = await server.collect(request, stream)
         finally:
