@@ -54,46 +54,112 @@ def session(server: str) -> Iterator[tuple[Any, str]]:
         with httpx.Client(timeout=timeout, headers=_headers(), transport=transport) as http:
             yield http, base
     except httpx.TransportError as exc:
-        raise LlmcliError(
+        error = LlmcliError(
             f"cannot reach the server: {type(exc).__name__}", path=uds or server, hint="is `llmcli serve` running?"
-        ) from None
+        )
+        error.retryable = True
+        raise error from None
 
 
-def _error(server: str, status: int, text: str) -> LlmcliError:
+_ENGINES: dict[str, Any] = {}
+RETRYABLE = {429, 502, 503}  # busy or restarting: a batch job tries again later
+
+
+def _error(server: str, status: int, text: str, headers: Any = None) -> LlmcliError:
     try:
         message = json.loads(text)["error"]["message"]
     except (ValueError, KeyError, TypeError):
         message = text.strip()[:200] or f"HTTP {status}"
     if status == 400:
         return UsageError(f"the server refused the request: {message}")
-    return LlmcliError(f"HTTP {status}: {message}", path=server)
+    error = LlmcliError(f"HTTP {status}: {message}", path=server)
+    error.retryable = status in RETRYABLE
+    after = (headers or {}).get("retry-after", "")
+    error.retry_after = float(after) if after.replace(".", "", 1).isdigit() else None
+    return error
+
+
+@contextmanager
+def engine_session(server: str) -> Iterator[tuple[Any, str, Any]]:
+    """`session()` plus the engine that answers there (foreign.detect)."""
+    from llmcli.foreign.detect import detect
+
+    with session(server) as (http, base):
+        if server not in _ENGINES:  # a batch job asks once, not once per prompt
+            _ENGINES[server] = detect(http, base)
+        yield http, base, _ENGINES[server]
+
+
+def _foreign(http: Any, base: str, server: str, engine: Any) -> Any:
+    from llmcli.foreign.openai import Remote
+
+    return Remote(http, base, server, engine, lambda status, text, headers=None: _error(server, status, text, headers))
 
 
 def call(server: str, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-    """One request to llmcli's endpoint `endpoint` (next-token, score, tokenize); its JSON answer."""
-    with session(server) as (http, base):
+    """One request to llmcli's endpoint `endpoint` (next-token, score, tokenize), or its equivalent on
+    another engine; the JSON record the command prints."""
+    with engine_session(server) as (http, base, engine):
+        if engine.kind != "llmcli":
+            return _call_foreign(_foreign(http, base, server, engine), endpoint, body)
         response = http.post(base + PREFIX + endpoint, json=body)
         if response.status_code != 200:
-            raise _error(server, response.status_code, response.text)
+            raise _error(server, response.status_code, response.text, response.headers)
         return response.json()
+
+
+def _call_foreign(remote: Any, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+    from llmcli.foreign import openai
+
+    if endpoint == "score":
+        return openai.score(remote, body["model"] or "", body["text"])
+    if endpoint == "next-token":
+        if body.get("flags"):
+            flag = next(iter(body["flags"])).replace("_", "-")
+            raise UsageError(
+                f"--{flag}: next-token's filters need the whole distribution, and {remote.engine.label} "
+                "returns only the top log-probabilities"
+            )
+        options = {k: body.get(k) for k in ("top", "chat", "system")}
+        return openai.next_token(remote, body["model"] or "", body["prompt"], **options)
+    raise openai.refuse(endpoint, remote)
 
 
 def get(server: str, path: str) -> dict[str, Any]:
     with session(server) as (http, base):
         response = http.get(base + path)
         if response.status_code != 200:
-            raise _error(server, response.status_code, response.text)
+            raise _error(server, response.status_code, response.text, response.headers)
         return response.json()
+
+
+def preview(server: str, body: dict[str, Any]) -> Any:
+    """What --show-config --server prints: the exact request body (one per prompt on another engine)."""
+    from llmcli.foreign.requests import generate_request
+
+    with engine_session(server) as (_http, _base, engine):
+        if engine.kind == "llmcli":
+            return {k: v for k, v in body.items() if k != "prompts"}
+        messages = body.get("messages")
+        prompts = [messages[-1]["content"]] if messages else body.get("prompts") or [""]
+        requests = [generate_request(engine, body, p, messages)[1] for p in prompts]
+        return requests[0] if len(requests) == 1 else requests
 
 
 def generate(server: str, body: dict[str, Any], *, on_text: Callable[[str], None] | None = None) -> Iterator[dict]:
     """Yields each prompt's `generate --json` object; with `on_text`, streamed text is handed over as it comes."""
     payload = {**body, "stream": on_text is not None}
-    with session(server) as (http, base), http.stream("POST", base + PREFIX + "generate", json=payload) as response:
-        if response.status_code != 200:
-            raise _error(server, response.status_code, response.read().decode("utf-8", "replace"))
-        lines = response.iter_lines()
-        yield from _streamed(lines, on_text) if on_text is not None else _ndjson(lines)
+    with engine_session(server) as (http, base, engine):
+        if engine.kind != "llmcli":
+            from llmcli.foreign import openai
+
+            yield from openai.generate(_foreign(http, base, server, engine), body, on_text)
+            return
+        with http.stream("POST", base + PREFIX + "generate", json=payload) as response:
+            if response.status_code != 200:
+                raise _error(server, response.status_code, response.read().decode("utf-8", "replace"), response.headers)
+            lines = response.iter_lines()
+            yield from _streamed(lines, on_text) if on_text is not None else _ndjson(lines)
 
 
 def _ndjson(lines: Iterator[str]) -> Iterator[dict]:

@@ -34,6 +34,36 @@ class Attn(StrEnum):
     flex_attention = "flex_attention"
 
 
+class DeviceMap(StrEnum):
+    """accelerate's big-model placement: layers spread over the GPUs, then CPU RAM, then disk."""
+
+    auto = "auto"
+    balanced = "balanced"
+    balanced_low_0 = "balanced_low_0"
+    sequential = "sequential"
+
+
+MEMORY_UNITS = ("KB", "MB", "GB", "TB", "KIB", "MIB", "GIB", "TIB", "B")
+
+
+def parse_max_memory(text: str) -> dict[str, str]:
+    """'cpu=8GiB,cuda:0=20GiB' → accelerate's max_memory ({"cpu": "8GiB", 0: ...} keys stay strings here)."""
+    out: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        device, _, amount = item.partition("=")
+        device, amount = device.strip().lower(), amount.strip()
+        if device not in ("cpu", "mps", "disk") and not (device.startswith("cuda:") and device[5:].isdigit()):
+            raise UsageError(f"--max-memory {text}: '{device}' is not cpu, mps or cuda:N")
+        number = amount.upper().rstrip("".join(sorted({c for u in MEMORY_UNITS for c in u})))
+        unit = amount[len(number) :].upper()
+        if not number or unit not in MEMORY_UNITS or not number.replace(".", "", 1).isdigit():
+            raise UsageError(f"--max-memory {text}: '{amount}' is not an amount such as 8GiB or 500MB")
+        out[device] = amount
+    if not out:
+        raise UsageError("--max-memory: expected DEVICE=AMOUNT[,DEVICE=AMOUNT], e.g. cpu=8GiB,cuda:0=20GiB")
+    return out
+
+
 def check_device(text: str) -> str:
     """auto, cpu, mps, cuda or cuda:N, by spelling alone (whether it exists is the engine's question)."""
     req = text.strip().lower()
@@ -62,6 +92,9 @@ class LoadSpec:
     adapter: Path | None = None
     merge: bool = False
     show_progress: bool = False
+    device_map: DeviceMap | None = None  # beyond one device: accelerate places the layers
+    max_memory: str | None = None  # with device_map: 'cpu=8GiB,cuda:0=20GiB'
+    offload_dir: Path | None = None  # with device_map: where layers that fit nowhere else go
 
 
 @dataclass(frozen=True)
@@ -142,6 +175,19 @@ def _schema_text(arg: str) -> str:
     return text
 
 
+def check_placement(spec: LoadSpec) -> None:
+    if spec.device_map is None:
+        if spec.max_memory or spec.offload_dir:
+            raise UsageError(f"--{'max-memory' if spec.max_memory else 'offload-dir'} goes with --device-map")
+        return
+    if spec.max_memory:
+        parse_max_memory(spec.max_memory)
+    if spec.device != "auto":
+        raise UsageError("--device-map places the layers itself; drop --device")
+    if spec.quantize != Quantize.none:
+        raise UsageError("--quantize int8 does not combine with --device-map (torch's dynamic int8 is one-device)")
+
+
 def check_combinations(
     *,
     spec: LoadSpec,
@@ -157,6 +203,7 @@ def check_combinations(
     if assistant_given and kwargs.get("prompt_lookup_num_tokens") is not None:
         raise UsageError("--assistant-model and --prompt-lookup are two ways to draft tokens; pick one")
     check_device(spec.device)
+    check_placement(spec)
     if spec.merge and not adapter_given:
         raise UsageError("--merge goes with --adapter")
     if spec.quantize == Quantize.int8:

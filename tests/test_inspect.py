@@ -292,3 +292,16 @@ def test_memory_lines_say_byte_for_one(qwen_config_dir, capsys, monkeypatch):
     assert run.code == 0, run.stderr
     assert "1 byte per parameter" in run.stdout and "1 bytes" not in run.stdout
     assert "2 bytes per parameter" in run.stdout
+
+
+def test_placement_proposal_spills_what_a_budget_cannot_hold_to_disk(qwen_config_dir, capsys, monkeypatch):
+    args = [str(qwen_config_dir), "--only", "memory", "--max-memory", "cpu=6GiB"]
+    placement = inspect_json(args, capsys, monkeypatch)["memory"]["placement"]
+    devices = {d["device"]: d for d in placement["devices"]}
+    assert list(devices) == ["cpu", "disk"] and placement["max_memory_bytes"] == {"cpu": 6 * 2**30}
+    assert devices["cpu"]["bytes"] <= 6 * 2**30 < devices["cpu"]["bytes"] + devices["disk"]["bytes"]
+    assert abs(sum(d["bytes"] for d in devices.values()) - 2 * QWEN_TOTAL) < 0.001 * QWEN_TOTAL  # bf16
+    assert "model.embed_tokens" in devices["cpu"]["modules"] and "lm_head" in devices["disk"]["modules"]
+    assert any(m.startswith("model.layers.0-") for m in devices["cpu"]["modules"])
+    shown = run_cli(["inspect", *args], capsys, monkeypatch)
+    assert "--device-map auto would place" in shown.stdout and "read back at every step" in shown.stdout

@@ -21,6 +21,8 @@ TORCH_FREE = [
     "llmcli.prompts",
     "llmcli.client",
     *(f"llmcli.server.{m.stem}" for m in (ROOT / "llmcli" / "server").glob("*.py") if m.stem != "__init__"),
+    *(f"llmcli.foreign.{m.stem}" for m in (ROOT / "llmcli" / "foreign").glob("*.py") if m.stem != "__init__"),
+    "llmcli.jobs",
     *(f"llmcli.modelfs.{m.stem}" for m in (ROOT / "llmcli" / "modelfs").glob("*.py") if m.stem != "__init__"),
     *(f"llmcli.reports.{m.stem}" for m in (ROOT / "llmcli" / "reports").glob("*.py") if m.stem != "__init__"),
     *(f"llmcli.commands.{m.stem}" for m in (ROOT / "llmcli" / "commands").glob("*.py") if m.stem != "__init__"),

@@ -225,3 +225,23 @@ def test_a_per_user_socket_ps_and_keep_alive(tiny_dir, capsys, monkeypatch):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
     assert not os.path.exists(local_socket())
+
+
+def test_a_batch_job_killed_midway_resumes_with_nothing_lost_or_twice(server, tiny_dir, tmp_path):
+    from tests.test_jobs import killed_and_resumed
+
+    records = killed_and_resumed(
+        server, tmp_path, model=tiny_dir.name, count=40, kill_after=6, env=cli_env(LLMCLI_API_KEY=KEY)
+    )
+    assert all(r["outputs"][0]["token_ids"] for r in records)
+
+
+def test_a_stream_left_at_once_frees_its_slot(server, tiny_dir):
+    body = {"prompt": "x", "max_tokens": 64, "ignore_eos": True, "stream": True, "model": tiny_dir.name}
+    for _ in range(3):
+        with httpx.stream("POST", server + "/v1/completions", json=body, headers=auth(), timeout=60):
+            pass  # headers read, body never
+    deadline = time.monotonic() + 30
+    while httpx.get(server + "/health").json()["in_flight"]:
+        assert time.monotonic() < deadline, "a slot stayed taken"
+        time.sleep(0.1)

@@ -10,7 +10,7 @@ import typer
 
 from llmcli.commands import options as opt
 from llmcli.commands.decoding_options import decoding_options, structure_options
-from llmcli.commands.model_options import ModelArgs, model_options
+from llmcli.commands.model_options import PLACEMENT, ModelArgs, model_options
 from llmcli.flags import BY_KEY, CHAT_KEYS
 from llmcli.genargs import DecodingFlags
 
@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
     app.command("chat")(chat)
 
 
-@model_options("model", "revision", "device", "dtype", "quantize", "trust_remote_code", "attn", "threads")
+@model_options("model", "revision", "device", *PLACEMENT, "dtype", "quantize", "trust_remote_code", "attn", "threads")
 @decoding_options(CHAT_KEYS)
 @structure_options()
 def chat(

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import typer
 
 from llmcli.commands import options as opt
 from llmcli.commands.decoding_options import decoding_options, structure_options
-from llmcli.commands.model_options import ModelArgs, model_options
+from llmcli.commands.model_options import PLACEMENT, ModelArgs, model_options
 from llmcli.errors import Interrupted, LlmcliError, UsageError
 from llmcli.genargs import DecodingFlags
+from llmcli.jobs import JobSpec
 from llmcli.plan import Constraint
 
 KIND_NAMES = {
@@ -21,7 +23,7 @@ KIND_NAMES = {
 }
 
 LOADING = (
-    "model", "revision", "device", "dtype", "trust_remote_code", "quantize", "compile", "attn", "threads",
+    "model", "revision", "device", *PLACEMENT, "dtype", "trust_remote_code", "quantize", "compile", "attn", "threads",
     "adapter", "merge", "allow_pickle", "memory_check", "assistant_model",
 )  # fmt: skip
 
@@ -54,6 +56,19 @@ def generate(
     ),
     batch_size: int = typer.Option(
         8, "--batch-size", min=1, rich_help_panel=opt.H_OUT, help="Prompts per batch on the device."
+    ),
+    job_output: str = typer.Option(
+        None,
+        "--output",
+        "-o",
+        rich_help_panel=opt.H_OUT,
+        help="With --server and --prompts: write the --json records here, in input order (a resumable job).",
+    ),
+    concurrency: int = typer.Option(
+        4, "--concurrency", min=1, max=256, rich_help_panel=opt.H_OUT, help="--output: requests in flight at once."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", rich_help_panel=opt.H_OUT, help="--output: skip the prompts the file already answers."
     ),
     json_out: opt.JsonOpt = False,
     logprobs: int = typer.Option(
@@ -102,8 +117,13 @@ def generate(
         from llmcli.prompts import batch_prompts, single_prompt
 
         prompts = batch_prompts(each_line, prompts_file, prompt) if batch else [single_prompt(prompt, file)]
+    if job_output is not None and (server is None or not batch):
+        raise UsageError("--output writes a batch job's answers: it needs --server and --prompts (or --each-line)")
     if server is not None:
         body = _remote_body(model_args, decoding, constraint, prompts, seed=seed, logprobs=logprobs, system=system)
+        if job_output is not None and not show_config:
+            _job({**body, "raw": raw}, server, JobSpec(Path(job_output), concurrency, resume))
+            return
         _remote(server, {**body, "raw": raw}, show_config=show_config, json_out=json_out, batch_size=batch_size)
         return
     source = model_args.source(verbose=spec.show_progress or verbose)
@@ -138,12 +158,22 @@ def _remote_body(model_args: ModelArgs, decoding: DecodingFlags, constraint, pro
     return {"model": model_args.model, "prompts": prompts, "flags": decoding.values, "set": decoding.extra, **fields}
 
 
+def _job(body: dict[str, Any], server: str, spec: Any) -> None:
+    from llmcli import client, jobs, output
+
+    def send(prompt: str) -> dict:
+        return list(client.generate(server, {**body, "prompts": [prompt]}))[0]
+
+    count = jobs.run(body["prompts"], spec, send)
+    output.warn(f"{spec.output}: all {len(body['prompts'])} prompts answered ({count} by this run)")
+
+
 def _remote(url: str, body: dict[str, Any], *, show_config: bool, json_out: bool, batch_size: int) -> None:
     """generate's output, from a server: the same stream on stdout, the same --json objects."""
     from llmcli import client, output
 
     if show_config:
-        output.emit_json({k: v for k, v in body.items() if k != "prompts"})
+        output.emit_json(client.preview(url, body))
         return
     prompts = body["prompts"]
     streamed = not json_out and len(prompts) == 1

@@ -15,6 +15,7 @@ APPLIES_TO = {
     "--context": ("hf",),
     "--batch": ("hf",),
     "--device": ("hf",),
+    "--max-memory": ("hf",),
     "--tensors": ("hf", "gguf"),
     "--base": ("adapter",),
 }
@@ -68,6 +69,11 @@ def inspect(
     device: str = typer.Option(
         None, "--device", help="Device whose memory the verdict uses: auto, cpu, cuda[:N] (default auto)."
     ),
+    max_memory: str = typer.Option(
+        None,
+        "--max-memory",
+        help="The placement proposal's budget instead of this machine's free memory, e.g. cpu=8GiB,cuda:0=20GiB.",
+    ),
     json_out: JsonOpt = False,
     revision: RevisionOpt = None,
     base: str = typer.Option(
@@ -84,7 +90,8 @@ def inspect(
 
     sections = _parse_only(only)
     ref = locate(path, revision)
-    given = {"--only": only, "--depth": depth, "--context": context, "--batch": batch, "--device": device}
+    given = {"--only": only, "--depth": depth, "--context": context, "--batch": batch, "--device": device,
+             "--max-memory": max_memory}  # fmt: skip
     check_applies(ref.kind, given | {"--tensors": tensors, "--base": base})
     if ref.kind == "adapter":
         from llmcli.reports import adapter
@@ -95,11 +102,16 @@ def inspect(
 
         report = gguf.build(ref.path, tensors=tensors)
     else:
-        report = _inspect_directory(ref, sections, tensors, depth, context, batch or 1, device or "auto")
+        from llmcli.plan import parse_max_memory
+
+        limits = parse_max_memory(max_memory) if max_memory else None
+        options = {"tensors": tensors, "depth": depth, "context": context, "batch": batch or 1,
+                   "device": device or "auto", "max_memory": limits}  # fmt: skip
+        report = _inspect_directory(ref, sections, options)
     output.present(report, json=json_out)
 
 
-def _inspect_directory(ref, sections, tensors, depth, context, batch, device):
+def _inspect_directory(ref, sections, options):
     from llmcli.reports import inspect as inspect_report
 
     remote = None
@@ -108,5 +120,4 @@ def _inspect_directory(ref, sections, tensors, depth, context, batch, device):
 
         folder, remote = fetch_metadata(ref.repo_id, ref.revision)
         ref.path = folder
-    options = {"tensors": tensors, "depth": depth, "context": context, "batch": batch, "device": device}
     return inspect_report.build(ref.path, sections=sections, checkpoint=remote, **options)

@@ -56,6 +56,9 @@ OPTIONS: dict[str, tuple[Any, Any]] = {
     "model": (opt.ModelOpt, None),
     "revision": (opt.RevisionOpt, None),
     "device": (opt.DeviceOpt, "auto"),
+    "device_map": (opt.DeviceMapOpt, None),
+    "max_memory": (opt.MaxMemoryOpt, None),
+    "offload_dir": (opt.OffloadDirOpt, None),
     "dtype": (opt.DtypeOpt, Dtype.auto),
     "quantize": (opt.QuantizeOpt, Quantize.none),
     "attn": (opt.AttnOpt, Attn.auto),
@@ -68,6 +71,9 @@ OPTIONS: dict[str, tuple[Any, Any]] = {
     "merge": (opt.MergeOpt, False),
     "assistant_model": (opt.AssistantOpt, None),
 }
+
+
+PLACEMENT = ("device_map", "max_memory", "offload_dir")  # beyond one device; wherever "device" is offered
 
 
 def model_options(*names: str) -> Callable:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from llmcli.commands.completion import model_paths
-from llmcli.plan import Attn, Dtype, Quantize
+from llmcli.plan import Attn, DeviceMap, Dtype, Quantize
 
 H_MODEL = "Model"
 H_OUT = "Input and output"
@@ -24,6 +25,29 @@ ModelOpt = Annotated[
     ),
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N or mps.", rich_help_panel=H_MODEL)]
+DeviceMapOpt = Annotated[
+    DeviceMap | None,
+    typer.Option(
+        "--device-map",
+        help="A model larger than one device: accelerate spreads its layers over the GPUs, then CPU RAM, then "
+        "disk (auto = balanced; sequential fills the first device first).",
+        rich_help_panel=H_MODEL,
+    ),
+]
+MaxMemoryOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--max-memory",
+        help="With --device-map: the most each device may hold, e.g. cpu=8GiB,cuda:0=20GiB.",
+        rich_help_panel=H_MODEL,
+    ),
+]
+OffloadDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--offload-dir", help="With --device-map: the folder for layers that fit on no device.", rich_help_panel=H_MODEL
+    ),
+]
 DtypeOpt = Annotated[
     Dtype,
     typer.Option(

@@ -6,11 +6,11 @@ import typer
 
 from llmcli.commands import options as opt
 from llmcli.commands.decoding_options import decoding_options
-from llmcli.commands.model_options import ModelArgs, model_options
+from llmcli.commands.model_options import PLACEMENT, ModelArgs, model_options
 from llmcli.flags import SAMPLING_KEYS
 from llmcli.genargs import DecodingFlags
 
-LOADING = ("model", "revision", "device", "dtype", "trust_remote_code")
+LOADING = ("model", "revision", "device", *PLACEMENT, "dtype", "trust_remote_code")
 
 
 def register(app: typer.Typer) -> None:

@@ -7,7 +7,7 @@ import os
 
 import typer
 
-from llmcli.commands.model_options import ModelArgs, model_options
+from llmcli.commands.model_options import PLACEMENT, ModelArgs, model_options
 from llmcli.errors import UsageError
 
 LOOPBACK_NAMES = ("localhost",)
@@ -50,7 +50,7 @@ def parse_duration(text: str) -> float | None:
     return seconds
 
 
-@model_options("device", "dtype", "quantize", "attn", "threads", "compile")
+@model_options("device", *PLACEMENT, "dtype", "quantize", "attn", "threads", "compile")
 def serve(
     models: list[str] = typer.Option(
         None, "--model", "-m", help="A model to serve (repeatable); default: the embedded model, named 'default'."

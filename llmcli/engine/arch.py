@@ -31,6 +31,10 @@ def quiet_transformers() -> None:
         os.environ.setdefault("TQDM_DISABLE", "1")
     warnings.filterwarnings("ignore", module="transformers")
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    if os.environ.get("TRANSFORMERS_VERBOSITY") != "info":  # --device-map: --json's placement says it better
+        import logging
+
+        logging.getLogger("accelerate.big_modeling").setLevel(logging.ERROR)
     try:
         from transformers.utils import logging as hf_logging
 

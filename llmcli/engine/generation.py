@@ -297,7 +297,10 @@ def _run(call: Call, streams: list[GenerationStream]) -> list[Result]:
 
     loaded = call.loaded
     width = call.width
-    input_ids = torch.tensor([[call.pad_id] * (width - len(i)) + i for i in call.encoded], device=loaded.model.device)
+    from llmcli.engine.loader import input_device
+
+    rows = [[call.pad_id] * (width - len(i)) + i for i in call.encoded]
+    input_ids = torch.tensor(rows, device=input_device(loaded.model))
     attention = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in call.encoded], device=input_ids.device)
     text_streams, timer, extra = _watchers(call, streams)
     if call.seed is not None:

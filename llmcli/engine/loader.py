@@ -150,6 +150,9 @@ class Loaded:
         }
         if self.source.gguf is not None:
             info["gguf"] = str(self.source.gguf)
+        spread = placement(self.model)
+        if spread is not None:
+            info["placement"] = spread
         return info
 
 
@@ -182,7 +185,8 @@ def load(source: ModelSource, spec: LoadSpec) -> Loaded:
         if device != "cpu":
             raise UsageError("--quantize int8 is torch's dynamic int8 for CPU; on a GPU use --dtype bfloat16")
         dtype = "float32"
-    check_memory(source.path, dtype, device, force=not spec.memory_check)
+    if spec.device_map is None:  # a placement spills what does not fit: nothing to check up front
+        check_memory(source.path, dtype, device, force=not spec.memory_check)
     with spinner(f"Loading {source.label} ({source.path.name})…", enabled=spec.show_progress):
         started = time.perf_counter()  # weights and tokenizer only: imports are not part of loading
         tokenizer, model = _from_pretrained(source, spec, device, dtype, ckpt.kind)
@@ -201,9 +205,9 @@ def _from_pretrained(source: ModelSource, spec: LoadSpec, device: str, dtype: st
         model = AutoModelForCausalLM.from_pretrained(
             str(source.path),
             dtype=getattr(torch, dtype),
-            device_map=device,
             trust_remote_code=trust,
             use_safetensors=kind == "safetensors",
+            **placement_kwargs(spec, device),
             **attn_kwargs(spec.attn),
         )
     except torch.cuda.OutOfMemoryError:
@@ -215,6 +219,45 @@ def _from_pretrained(source: ModelSource, spec: LoadSpec, device: str, dtype: st
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise LlmcliError(f"cannot load the model: {squash(exc)}", path=source.path) from None
     return tokenizer, model
+
+
+def placement_kwargs(spec: LoadSpec, device: str) -> dict[str, Any]:
+    """from_pretrained's device arguments: one device, or accelerate's placement over GPUs, CPU and disk."""
+    if spec.device_map is None:
+        return {"device_map": device}
+    from llmcli.plan import parse_max_memory
+
+    out: dict[str, Any] = {"device_map": str(spec.device_map)}
+    if spec.max_memory:
+        # accelerate names GPUs by index
+        limits = parse_max_memory(spec.max_memory)
+        out["max_memory"] = {int(k[5:]) if k.startswith("cuda:") else k: v for k, v in limits.items()}
+    if spec.offload_dir is not None:
+        spec.offload_dir.mkdir(parents=True, exist_ok=True)
+        out["offload_folder"] = str(spec.offload_dir)
+    return out
+
+
+def input_device(model: Any) -> Any:
+    """Where the token ids go: the model's device, or under a placement the embedding's (a layer offloaded to
+    disk sits on the meta device, and accelerate's hooks bring it in from CPU RAM)."""
+    mapping = getattr(model, "hf_device_map", None)
+    if not mapping or len(mapping) == 1 and "" in mapping and mapping[""] not in ("disk", "cpu"):
+        return model.device
+    where = next((v for k, v in mapping.items() if k.endswith("embed_tokens")), next(iter(mapping.values())))
+    return f"cuda:{where}" if isinstance(where, int) else "cpu" if where in ("disk", "cpu") else str(where)
+
+
+def placement(model: Any) -> dict[str, int] | None:
+    """How many modules accelerate put on each device (cpu, cuda:N, disk), or None for one device."""
+    mapping = getattr(model, "hf_device_map", None)
+    if not mapping or len(set(mapping.values())) < 2 and "disk" not in mapping.values():
+        return None
+    counts: dict[str, int] = {}
+    for where in mapping.values():
+        name = f"cuda:{where}" if isinstance(where, int) else str(where)
+        counts[name] = counts.get(name, 0) + 1
+    return counts
 
 
 def _finish(model: Any, spec: LoadSpec, device: str) -> Any:

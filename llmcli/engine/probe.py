@@ -48,7 +48,9 @@ def next_token(model: Any, tokenizer: Any, prompt_ids: list[int], settings: dict
     """One forward pass: P at T=1, P after the user's filters, which tokens survive, entropy, cumulative mass."""
     import torch
 
-    ids = torch.tensor([prompt_ids], device=model.device)
+    from llmcli.engine.loader import input_device
+
+    ids = torch.tensor([prompt_ids], device=input_device(model))
     with torch.inference_mode():
         logits = model(input_ids=ids).logits[0, -1].float()
     base = torch.softmax(logits, dim=-1)
@@ -114,7 +116,9 @@ def score(model: Any, tokenizer: Any, ids: list[int]) -> dict[str, Any]:
         from llmcli.errors import UsageError
 
         raise UsageError("scoring needs at least two tokens (the first one has nothing to be predicted from)")
-    tensor = torch.tensor([ids], device=model.device)
+    from llmcli.engine.loader import input_device
+
+    tensor = torch.tensor([ids], device=input_device(model))
     with torch.inference_mode():
         logits = model(input_ids=tensor).logits[0].float()
     logp = torch.log_softmax(logits[:-1], dim=-1)

@@ -34,6 +34,7 @@ class Inspection:
         context: int | None = None,
         batch: int = 1,
         device: str = "auto",
+        max_memory: dict[str, str] | None = None,
         checkpoint: Checkpoint | None = None,
     ):
         self.dir = model_dir
@@ -43,6 +44,8 @@ class Inspection:
         self.context = context
         self.batch = batch
         self.device = device
+        self.max_memory = max_memory  # a placement budget instead of this machine's free memory
+        self.meta_model: Any = None  # the architecture on the meta device, once built
         self.remote_checkpoint = checkpoint  # headers read remotely (a Hub model that is not downloaded)
         self.data: dict[str, Any] = {"path": str(model_dir), "format": "huggingface"}
         self.sections: list[Section] = []
@@ -221,6 +224,7 @@ class Inspection:
             model = build_meta_model(self.dir, config, geo)
         except ArchUnavailable as exc:
             return self._without_architecture(str(exc), ckpt)
+        self.meta_model = model
         if "auto_map" in config:
             self.checks.append(CUSTOM_CODE_NOT_USED.format(cls=type(model).__name__))
         params = count_parameters(model)
@@ -332,7 +336,24 @@ class Inspection:
                 )
         if total is None:
             blocks.append(Para("parameter count unknown: weight sizes not computed", "warn"))
+        blocks += self._placement()
         self.sections.append(Section("Memory", blocks))
+
+    def _placement(self) -> list[Any]:
+        """`--device-map auto`'s placement on this machine (or within --max-memory), from the meta model."""
+        if self.meta_model is None:
+            return []
+        from llmcli.engine.placement import propose
+
+        proposal = propose(self.meta_model, max_memory=self.max_memory)
+        self.data["memory"]["placement"] = proposal
+        budget = ", ".join(f"{k} {human_bytes(v)}" for k, v in proposal["max_memory_bytes"].items())
+        blocks: list[Any] = [Para(f"--device-map auto would place the bf16 weights ({budget} available):", "head")]
+        rows = [[d["device"], human_bytes(d["bytes"]), ", ".join(d["modules"])] for d in proposal["devices"]]
+        blocks.append(Table(["device", "weights", "modules"], rows, numeric={1}))
+        if any(d["device"] == "disk" for d in proposal["devices"]):
+            blocks.append(Para("layers on disk are read back at every step: expect it to be slow", "warn"))
+        return blocks
 
 
 def tree_node(tree: dict[str, Any], depth: int | None, level: int = 0) -> Node:

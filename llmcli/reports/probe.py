@@ -32,12 +32,15 @@ def next_token(data: dict[str, Any]) -> Report:
         row.append(f"{c['cumulative']:.2%}")
         rows.append(row)
     what = ", ".join(f"{k}={v}" for k, v in data["settings"].items()) or "none (T=1)"
-    summary = f"entropy {data['entropy_bits']:.2f} bits at T=1" + (
-        f", {data['entropy_bits_after']:.2f} bits after filters; {data['kept_tokens']:,} of "
-        f"{data['vocab_size']:,} tokens kept"
-        if filtered
-        else f"; vocabulary {data['vocab_size']:,}"
-    )
+    if data["entropy_bits"] is None:  # from another engine: only the top log-probabilities travel
+        summary = f"the top {len(rows)} of the distribution, as {data['model'].get('engine', 'the server')} returns it"
+    else:
+        summary = f"entropy {data['entropy_bits']:.2f} bits at T=1" + (
+            f", {data['entropy_bits_after']:.2f} bits after filters; {data['kept_tokens']:,} of "
+            f"{data['vocab_size']:,} tokens kept"
+            if filtered
+            else f"; vocabulary {data['vocab_size']:,}"
+        )
     numeric = {0, 2, 3} | ({5} if filtered else set()) | {len(columns) - 1}
     title = f"Next token after {len(data['prompt_token_ids'])} prompt tokens (filters: {what})"
     return Report(data, [Section(title, [Table(columns, rows, numeric=numeric), Para(summary)])])

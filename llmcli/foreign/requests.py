@@ -1,0 +1,82 @@
+"""llmcli's flags as the request fields of each engine: the flag × engine table of docs/scaling.md.
+
+A flag an engine cannot honour is a usage error naming the flag and the engine, never dropped in silence.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmcli.errors import UsageError
+from llmcli.flags import BY_KEY
+from llmcli.foreign.detect import OPENAI, VLLM, Engine
+
+# flag key → the request field that carries it. OpenAI's own fields travel everywhere; vLLM adds its
+# documented extensions. `do_sample` travels as temperature 0 (greedy) or the engine's default sampling.
+OPENAI_FIELDS = {
+    "max_new_tokens": "max_tokens",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "num_return_sequences": "n",
+    "stop": "stop",
+    "do_sample": "temperature",
+}
+VLLM_FIELDS = {
+    **OPENAI_FIELDS,
+    "min_new_tokens": "min_tokens",
+    "top_k": "top_k",
+    "min_p": "min_p",
+    "repetition_penalty": "repetition_penalty",
+}
+FIELDS = {VLLM: VLLM_FIELDS, OPENAI: OPENAI_FIELDS}
+
+
+def refuse_untravelled(engine: Engine, flags: dict[str, Any], extra: list[str]) -> None:
+    table = FIELDS[engine.kind]
+    for key, value in flags.items():
+        if key not in table and value is not None:
+            raise UsageError(f"{BY_KEY[key].option} cannot travel to {engine.label}: it has no such setting")
+    if extra:
+        raise UsageError(f"--set configures transformers' generate(); {engine.label} does not run it")
+
+
+def sampling_fields(engine: Engine, flags: dict[str, Any], *, seed: int | None) -> dict[str, Any]:
+    table = FIELDS[engine.kind]
+    body: dict[str, Any] = {}
+    for key, value in flags.items():
+        if value is None or key == "do_sample":
+            continue
+        body[table[key]] = value
+    if flags.get("do_sample") is False:
+        body["temperature"] = 0
+    if seed is not None:
+        body["seed"] = seed
+    return body
+
+
+def generate_request(engine: Engine, body: dict[str, Any], prompt: str, messages: list | None) -> tuple[str, dict]:
+    """The path and body of one OpenAI request for one prompt of llmcli's generate body."""
+    flags = body.get("flags") or {}
+    refuse_untravelled(engine, flags, body.get("set") or [])
+    request: dict[str, Any] = {"model": body.get("model") or (engine.models[0] if engine.models else "")}
+    request |= sampling_fields(engine, flags, seed=body.get("seed"))
+    logprobs = body.get("logprobs")
+    if engine.kind == VLLM:
+        request["return_token_ids"] = True  # token ids, as the generate --json record carries them
+    if messages is None and body.get("raw"):  # as generate --raw: the prompt as it is, no chat template
+        request["prompt"] = prompt
+        path = "/v1/completions"
+        if logprobs is not None:
+            request["logprobs"] = logprobs
+    else:
+        system = body.get("system")
+        request["messages"] = messages or [*([{"role": "system", "content": system}] if system else []),
+                                           {"role": "user", "content": prompt}]  # fmt: skip
+        path = "/v1/chat/completions"
+        if logprobs is not None:
+            request |= {"logprobs": True, "top_logprobs": logprobs}
+    if logprobs is not None:
+        if engine.kind != VLLM:
+            raise UsageError(f"--logprobs needs token ids, which {engine.label} does not return")
+        request["return_tokens_as_token_ids"] = True
+    return path, request

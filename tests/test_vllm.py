@@ -1,0 +1,125 @@
+"""A real vLLM (its CPU build, in a venv of its own: scripts/setup-vllm.sh) behind --server, on the default
+model: greedy tokens equal local float32 greedy, score and next-token log-probabilities within 0.02 nats,
+a flag vLLM cannot honour refused, and a batch job killed midway then resumed.
+
+The server starts once per run (about 2.5 minutes of compilation on 2 cores). `.ci/run` sets the venv up;
+without it (`.venv-vllm/bin/python`, or $LLMCLI_VLLM_PYTHON) these tests are skipped, saying why.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import jsonschema
+import pytest
+
+from tests.helpers import ROOT, assert_clean_error, run_cli
+from tests.test_jobs import killed_and_resumed
+from tests.test_schemas import schema
+
+VLLM_PYTHON = os.environ.get("LLMCLI_VLLM_PYTHON") or str(ROOT / ".venv-vllm" / "bin" / "python")
+pytestmark = pytest.mark.skipif(
+    not Path(VLLM_PYTHON).exists() and not os.environ.get("LLMCLI_VLLM_URL"),
+    reason="no vLLM venv: bash scripts/setup-vllm.sh (CI runs it)",
+)
+PROMPT = "What is the capital of France?"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def vllm(default_model_dir):
+    """The URL of a vLLM server on the default model ($LLMCLI_VLLM_URL reuses one already running)."""
+    if os.environ.get("LLMCLI_VLLM_URL"):
+        yield os.environ["LLMCLI_VLLM_URL"]
+        return
+    port = free_port()
+    args = [VLLM_PYTHON, "-m", "vllm.entrypoints.openai.api_server", "--model", str(default_model_dir),
+            "--dtype", "float32", "--max-model-len", "2048", "--port", str(port)]  # fmt: skip
+    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1")
+    log = open(default_model_dir.parent / "vllm.log", "wb")  # noqa: SIM115 - read when it fails to start
+    proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 900
+    while True:
+        assert proc.poll() is None, (default_model_dir.parent / "vllm.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "vLLM did not start in 15 minutes"
+        try:
+            if httpx.get(url + "/v1/models", timeout=5).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        time.sleep(2)
+    yield url
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def local(default_model_dir, args, capsys, monkeypatch):
+    run = run_cli([*args, "-m", str(default_model_dir), "--dtype", "float32", "--json"], capsys, monkeypatch)
+    assert run.code == 0, run.stderr
+    return run.json()
+
+
+def remote(vllm, args, capsys, monkeypatch):
+    run = run_cli([*args, "--server", vllm, "--json"], capsys, monkeypatch)
+    assert run.code == 0, run.stderr
+    return run.json()
+
+
+@pytest.mark.parametrize("raw", [[], ["--raw"]], ids=["chat template", "raw"])
+def test_greedy_tokens_equal_local_float32(vllm, default_model_dir, capsys, monkeypatch, raw):
+    args = ["generate", PROMPT, "--greedy", "-n", "24", *raw]
+    far, near = remote(vllm, args, capsys, monkeypatch), local(default_model_dir, args, capsys, monkeypatch)
+    assert far["prompt_token_ids"] == near["prompt_token_ids"]
+    assert far["outputs"][0]["token_ids"] == near["outputs"][0]["token_ids"]
+    assert far["outputs"][0]["text"] == near["outputs"][0]["text"]
+    assert far["model"]["engine"].startswith("vLLM ")
+    jsonschema.validate(far, schema("generate.schema.json"))
+
+
+def test_logprobs_score_and_next_token_match_local_float32(vllm, default_model_dir, capsys, monkeypatch):
+    args = ["generate", PROMPT, "--raw", "--greedy", "-n", "6", "--logprobs", "3"]
+    far, near = remote(vllm, args, capsys, monkeypatch), local(default_model_dir, args, capsys, monkeypatch)
+    for a, b in zip(far["outputs"][0]["logprobs"], near["outputs"][0]["logprobs"], strict=True):
+        assert a["token_id"] == b["token_id"] and a["token"] == b["token"] and abs(a["logprob"] - b["logprob"]) < 0.02
+        assert [t["token_id"] for t in a["top"]] == [t["token_id"] for t in b["top"]]
+    args = ["score", "The quick brown fox jumps over the lazy dog."]
+    far = remote(vllm, args, capsys, monkeypatch)
+    near = run_cli([*args, "-m", str(default_model_dir), "--json"], capsys, monkeypatch).json()  # float32 on CPU
+    assert far["token_ids"] == near["token_ids"] and abs(far["mean_nll"] - near["mean_nll"]) < 0.02
+    pairs = zip(far["tokens"][1:], near["tokens"][1:], strict=True)
+    assert all(abs(a["logprob"] - b["logprob"]) < 0.02 for a, b in pairs)
+    args = ["next-token", "The capital of France is", "--top", "5"]
+    far = remote(vllm, args, capsys, monkeypatch)
+    near = run_cli([*args, "-m", str(default_model_dir), "--json"], capsys, monkeypatch).json()
+    assert [c["token_id"] for c in far["candidates"]] == [c["token_id"] for c in near["candidates"]]
+    pairs = zip(far["candidates"], near["candidates"], strict=True)
+    assert all(abs(a["prob"] - b["prob"]) < 0.01 for a, b in pairs)
+
+
+def test_a_flag_vllm_cannot_honour_is_a_usage_error(vllm, capsys, monkeypatch):
+    run = run_cli(["generate", "--server", vllm, "--typical-p", "0.5", "hi"], capsys, monkeypatch)
+    assert_clean_error(run, 2, "--typical-p", "vLLM")
+    shown = run_cli(["generate", "--server", vllm, "--show-config", "--top-k", "5", "-n", "3"], capsys, monkeypatch)
+    assert shown.code == 0 and shown.json()["top_k"] == 5 and shown.json()["max_tokens"] == 3
+
+
+def test_a_killed_batch_job_resumes_against_vllm(vllm, tmp_path):
+    model = httpx.get(vllm + "/v1/models").json()["data"][0]["id"]
+    records = killed_and_resumed(vllm, tmp_path, model=model, count=24, kill_after=4)
+    assert all(r["outputs"][0]["token_ids"] for r in records)
