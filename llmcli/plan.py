@@ -97,6 +97,10 @@ class LoadSpec:
     offload_dir: Path | None = None  # with device_map: where layers that fit nowhere else go
 
 
+CONSTRAINT_FLAGS = {"json_schema": "--json-schema", "json_object": "--json-object", "regex": "--regex",
+                    "grammar": "--grammar"}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Constraint:
     """Structured output: what every output must match (engine.constraints compiles it)."""
@@ -223,9 +227,7 @@ def check_combinations(
             "assisted and prompt-lookup decoding make one sequence: drop --num-return-sequences/--num-beams"
         )
     if constraint is not None:
-        flag = {"json_schema": "--json-schema", "json_object": "--json-object"}.get(
-            constraint.kind, f"--{constraint.kind}"
-        )
+        flag = CONSTRAINT_FLAGS[constraint.kind]
         if (kwargs.get("num_beams") or 1) > 1:
             raise UsageError(f"{flag} works with greedy decoding and sampling, not with beam search")
         if kwargs.get("min_new_tokens"):

@@ -34,6 +34,10 @@ def test_flags_travel_as_each_engine_names_them():
                          "repetition_penalty": 1.1, "temperature": 0.7, "stop": ["\n"], "n": 2, "seed": 4,
                          "prompt": "hi", "logprobs": 2, "return_token_ids": True,
                          "return_tokens_as_token_ids": True}  # fmt: skip
+    json_schema = {"kind": "json_schema", "source": '{"type": "object"}'}
+    assert request(VLLM_ENGINE, {}, constraint=json_schema)[1]["structured_outputs"] == {"json": {"type": "object"}}
+    shaped = request(PLAIN, {}, constraint=json_schema)[1]["response_format"]
+    assert shaped == {"type": "json_schema", "json_schema": {"name": "output", "schema": {"type": "object"}}}
     path, body = request(PLAIN, {"do_sample": False, "max_new_tokens": 3}, system="be brief")
     assert path == "/v1/chat/completions" and body["temperature"] == 0 and body["max_tokens"] == 3
     assert body["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
@@ -48,6 +52,7 @@ def test_flags_travel_as_each_engine_names_them():
         (VLLM_ENGINE, {}, {"set": ["epsilon_cutoff=0.1"]}, "--set configures transformers' generate()"),
         (PLAIN, {"top_k": 5}, {}, "--top-k cannot travel to an OpenAI-compatible server"),
         (PLAIN, {}, {"logprobs": 2}, "--logprobs needs token ids"),
+        (PLAIN, {}, {"constraint": {"kind": "regex", "source": "a+"}}, "--regex cannot travel"),
     ],
 )
 def test_a_flag_an_engine_cannot_honour_is_refused_by_name(engine, flags, extra, needle):

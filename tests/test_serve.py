@@ -245,3 +245,25 @@ def test_a_stream_left_at_once_frees_its_slot(server, tiny_dir):
     while httpx.get(server + "/health").json()["in_flight"]:
         assert time.monotonic() < deadline, "a slot stayed taken"
         time.sleep(0.1)
+
+
+def test_structured_output_travels_to_the_server(server, tiny_dir, capsys, monkeypatch):
+    monkeypatch.setenv("LLMCLI_API_KEY", KEY)
+    pattern = r"[0-9]{3}-[a-z]{2,4}"
+    for flags in (["--regex", pattern, "-t", "1", "--seed", "3"], ["--json-object", "-n", "2", "--greedy"]):
+        args = ["generate", "hi", *flags, "--json"]
+        far = run_cli([*args, "--server", server, "-m", tiny_dir.name], capsys, monkeypatch)
+        near = run_cli([*args, "-m", str(tiny_dir)], capsys, monkeypatch)
+        assert far.code == near.code and far.json()["outputs"] == near.json()["outputs"], far.stderr
+        assert far.json()["constraint"] == near.json()["constraint"]
+    assert far.code == 1 and "do not satisfy --json-object: cut short" in far.stderr  # -n 2 cannot close it
+    from openai import OpenAI
+
+    api = OpenAI(base_url=server + "/v1", api_key=KEY)
+    messages = [{"role": "user", "content": "a JSON object please"}]
+    done = api.chat.completions.create(
+        model=tiny_dir.name, messages=messages, max_tokens=60, seed=1, response_format={"type": "json_object"}
+    )
+    text = done.choices[0].message.content
+    assert done.choices[0].finish_reason == "length" or isinstance(json.loads(text), dict)
+    assert text.lstrip().startswith("{")

@@ -8,7 +8,9 @@ without it (`.venv-vllm/bin/python`, or $LLMCLI_VLLM_PYTHON) these tests are ski
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -123,3 +125,15 @@ def test_a_killed_batch_job_resumes_against_vllm(vllm, tmp_path):
     model = httpx.get(vllm + "/v1/models").json()["data"][0]["id"]
     records = killed_and_resumed(vllm, tmp_path, model=model, count=24, kill_after=4)
     assert all(r["outputs"][0]["token_ids"] for r in records)
+
+
+def test_structured_output_travels_to_vllm(vllm, capsys, monkeypatch):
+    schema = '{"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}'
+    args = ["generate", "--server", vllm, "Name a city as JSON.", "--json-schema", schema, "-n", "40", "--json"]
+    run = run_cli(args, capsys, monkeypatch)
+    assert run.code == 0, run.stderr
+    out = run.json()["outputs"][0]
+    assert out["valid"] is True and isinstance(json.loads(out["text"])["city"], str)
+    assert run.json()["generate_kwargs"]["structured_outputs"] == {"json": json.loads(schema)}
+    regex = run_cli(["generate", "--server", vllm, "hi", "--regex", "[0-9]{3}", "--raw"], capsys, monkeypatch)
+    assert regex.code == 0 and re.fullmatch("[0-9]{3}", regex.stdout.rstrip("\n")), regex.stdout

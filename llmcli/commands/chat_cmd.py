@@ -25,6 +25,9 @@ HELP = """commands:
   /exit              leave (or Ctrl-D); Ctrl-C stops the current answer"""
 
 
+UNSATISFIED = "the answer does not satisfy the constraint: cut short (/set max_new_tokens) or invalid"
+
+
 def register(app: typer.Typer) -> None:
     app.command("chat")(chat)
 
@@ -53,9 +56,8 @@ def chat(
     check_combinations(spec=spec, kwargs=kwargs, constraint=constraint)
     if server is not None:
         model_args.refuse_local()
-        if constraint is not None:
-            raise UsageError("structured output over --server is not supported yet; run it locally")
         session: Session = RemoteSession(server, model_args.model, kwargs, settings, system, seed)
+        session.constraint = constraint
         label = f"{model_args.model or 'the model'} on {server}"
     else:
         from llmcli.engine.loader import load
@@ -144,9 +146,7 @@ class Session:
                         answer = event.results[0].outputs[0].text
                         self.last_stats = event.results[0].stats
                         if event.results[0].outputs[0].valid is False:
-                            output.warn(
-                                "the answer does not satisfy the constraint: cut short (/set max_new_tokens) or invalid"
-                            )
+                            output.warn(UNSATISFIED)
             except KeyboardInterrupt:  # Ctrl-C: keep what was said, carry on
                 partial = stream.stop()
                 answer = partial[0].outputs[0].text if partial else ""
@@ -230,11 +230,15 @@ class RemoteSession(Session):
             output.write_stdout(piece, flush=True)
 
         body = {"model": self.model, "messages": self.messages(), "flags": self.settings, "seed": self.seed}
+        if self.constraint is not None:  # plan.Constraint: the server compiles it
+            body["constraint"] = self.constraint.describe()
         answer = ""
         try:
             for record in client.generate(self.server, body, on_text=write):
                 answer = record["outputs"][0]["text"]
                 self.last_stats = Stats(**record["stats"])
+                if record["outputs"][0].get("valid") is False:
+                    output.warn(UNSATISFIED)
         except KeyboardInterrupt:  # Ctrl-C: the connection closes, the server stops; keep what was said
             answer = "".join(said)
         output.write_stdout("\n", flush=True)

@@ -15,13 +15,6 @@ from llmcli.genargs import DecodingFlags
 from llmcli.jobs import JobSpec
 from llmcli.plan import Constraint
 
-KIND_NAMES = {
-    "json_schema": "JSON schema's",
-    "json_object": "JSON object's",
-    "regex": "regex's",
-    "grammar": "grammar's",
-}
-
 LOADING = (
     "model", "revision", "device", *PLACEMENT, "dtype", "trust_remote_code", "quantize", "compile", "attn", "threads",
     "adapter", "merge", "allow_pickle", "memory_check", "assistant_model",
@@ -141,21 +134,26 @@ def generate(
     if (stats or verbose) and run.last_stats is not None:
         output.print_stats(run.last_stats)
     if run.incomplete:
-        from llmcli.engine.constraints import KIND_NAMES
+        raise _unsatisfied(run.incomplete, constraint)
 
-        raise LlmcliError(
-            f"{run.incomplete} output(s) do not satisfy {KIND_NAMES[constraint.kind]}: cut short "
-            f"(finish_reason length) or, for JSON, not a valid document (see `valid` in --json)",
-            hint="raise --max-new-tokens",
-        )
+
+def _unsatisfied(count: int, constraint: Constraint) -> LlmcliError:
+    from llmcli.plan import CONSTRAINT_FLAGS
+
+    return LlmcliError(
+        f"{count} output(s) do not satisfy {CONSTRAINT_FLAGS[constraint.kind]}: cut short "
+        f"(finish_reason length) or, for JSON, not a valid document (see `valid` in --json)",
+        hint="raise --max-new-tokens",
+    )
 
 
 def _remote_body(model_args: ModelArgs, decoding: DecodingFlags, constraint, prompts, **fields) -> dict[str, Any]:
     """The request for llmcli's own endpoint; what configures a local load cannot travel and is refused."""
     model_args.refuse_local()
+    body = {"model": model_args.model, "prompts": prompts, "flags": decoding.values, "set": decoding.extra, **fields}
     if constraint is not None:
-        raise UsageError("structured output over --server is not supported yet; run it locally")
-    return {"model": model_args.model, "prompts": prompts, "flags": decoding.values, "set": decoding.extra, **fields}
+        body["constraint"] = constraint.describe()
+    return body
 
 
 def _job(body: dict[str, Any], server: str, spec: Any) -> None:
@@ -178,12 +176,18 @@ def _remote(url: str, body: dict[str, Any], *, show_config: bool, json_out: bool
     prompts = body["prompts"]
     streamed = not json_out and len(prompts) == 1
     write = (lambda text: output.write_stdout(text, flush=True)) if streamed else None
+    unsatisfied = 0
     for start in range(0, len(prompts), batch_size):
         for record in client.generate(url, {**body, "prompts": prompts[start : start + batch_size]}, on_text=write):
             several = len(record["outputs"]) > 1
             _print_record(
                 record, json_out=json_out, streamed=streamed and not several, separate=len(prompts) > 1 or several
             )
+            unsatisfied += sum(o.get("valid") is False for o in record["outputs"])
+    if unsatisfied:
+        from llmcli.plan import Constraint
+
+        raise _unsatisfied(unsatisfied, Constraint(**body["constraint"]))
 
 
 def _print_record(record: dict[str, Any], *, json_out: bool, streamed: bool, separate: bool) -> None:

@@ -15,14 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmcli.errors import LlmcliError, UsageError, squash
-from llmcli.plan import Constraint
-
-KIND_NAMES = {
-    "json_schema": "--json-schema",
-    "json_object": "--json-object",
-    "regex": "--regex",
-    "grammar": "--grammar",
-}
+from llmcli.plan import CONSTRAINT_FLAGS, Constraint
 
 
 @dataclass
@@ -72,7 +65,7 @@ def parse(constraint: Constraint) -> Any:
         import xgrammar as xgr
     except ImportError:
         raise LlmcliError(
-            f"{KIND_NAMES[constraint.kind]} needs the xgrammar package",
+            f"{CONSTRAINT_FLAGS[constraint.kind]} needs the xgrammar package",
             hint="run scripts/setup.sh, or pip install 'llmcli[structured]'",
         ) from None
 
@@ -87,7 +80,7 @@ def parse(constraint: Constraint) -> Any:
     except (RuntimeError, ValueError) as exc:
         # xgrammar prefixes a timestamp and its C++ source position: "[22:33:04] /project/cpp/x.cc:83: ..."
         detail = re.sub(r"^(\[[\d:]+\]\s*)?\S+\.cc:\d+:\s*", "", squash(exc))
-        raise UsageError(f"{KIND_NAMES[constraint.kind]}: {detail}") from None
+        raise UsageError(f"{CONSTRAINT_FLAGS[constraint.kind]}: {detail}") from None
 
 
 def compile_for(loaded: Any, constraint: Constraint, grammar: Any, kwargs: dict[str, Any]) -> Compiled:

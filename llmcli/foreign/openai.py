@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -25,6 +26,7 @@ class Remote:
     def __init__(self, http: Any, base: str, server: str, engine: Engine, error: Callable[..., Exception]):
         self.http, self.base, self.server, self.engine, self.error = http, base, server, engine, error
         self.texts: dict[int, str] = {}
+        self.constraint: dict[str, str] | None = None  # the body's structured output, checked on each answer
 
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         response = self.http.post(self.base + path, json=body)
@@ -54,6 +56,7 @@ def generate(remote: Remote, body: dict[str, Any], on_text: Callable[[str], None
     """One request per prompt (or chat's one conversation); yields generate --json records."""
     messages = body.get("messages")
     prompts = [messages[-1]["content"]] if messages else body["prompts"]
+    remote.constraint = body.get("constraint")
     for prompt in prompts:
         path, request = generate_request(remote.engine, body, prompt, messages)
         started = time.perf_counter()
@@ -118,6 +121,34 @@ def _output(remote: Remote, model: str, choice: dict[str, Any]) -> dict[str, Any
     return out
 
 
+def valid(constraint: dict[str, str] | None, output: dict[str, Any]) -> bool | None:
+    """The engine's output checked here as a local run checks it: complete, and for JSON parsed strictly and
+    schema-checked, for a regex matched whole. A grammar cannot be checked without the grammar engine: None."""
+    if constraint is None or constraint["kind"] == "grammar":
+        return None
+    if output["finish_reason"] == "length":
+        return False
+    if constraint["kind"] == "regex":
+        return re.fullmatch(constraint["source"], output["text"]) is not None
+    try:
+        document = json.loads(output["text"], parse_constant=_refuse)
+    except ValueError:
+        return False
+    if constraint["kind"] == "json_object":
+        return isinstance(document, dict)
+    import jsonschema
+
+    try:
+        jsonschema.validate(document, json.loads(constraint["source"]))
+    except jsonschema.ValidationError:
+        return False
+    return True
+
+
+def _refuse(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _record(remote: Remote, request: dict, prompt: str, answer: dict, *, started: float, first: float | None) -> dict:
     ended = time.perf_counter()
     model = request["model"]
@@ -125,6 +156,10 @@ def _record(remote: Remote, request: dict, prompt: str, answer: dict, *, started
     usage = answer.get("usage") or {}
     prompt_ids = answer.get("prompt_token_ids") or choices[0].get("prompt_token_ids") or []
     outputs = [_output(remote, model, c) for c in choices]
+    for out in outputs:
+        checked = valid(remote.constraint, out)
+        if checked is not None:
+            out["valid"] = checked
     generated = usage.get("completion_tokens", sum(len(o["token_ids"]) for o in outputs))
     stats = {
         "load_seconds": None,

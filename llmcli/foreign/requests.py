@@ -75,8 +75,28 @@ def generate_request(engine: Engine, body: dict[str, Any], prompt: str, messages
         path = "/v1/chat/completions"
         if logprobs is not None:
             request |= {"logprobs": True, "top_logprobs": logprobs}
+    constraint = body.get("constraint")
+    if constraint is not None:
+        request |= constraint_fields(engine, constraint)
     if logprobs is not None:
         if engine.kind != VLLM:
             raise UsageError(f"--logprobs needs token ids, which {engine.label} does not return")
         request["return_tokens_as_token_ids"] = True
     return path, request
+
+
+def constraint_fields(engine: Engine, constraint: dict[str, str]) -> dict[str, Any]:
+    """Structured output: vLLM's `structured_outputs` (all four kinds); OpenAI's `response_format` (JSON only)."""
+    import json
+
+    kind, source = constraint["kind"], constraint["source"]
+    if engine.kind == VLLM:
+        value: Any = {"json_schema": lambda: {"json": json.loads(source)}, "json_object": lambda: {"json_object": True},
+                      "regex": lambda: {"regex": source}, "grammar": lambda: {"grammar": source}}[kind]()  # fmt: skip
+        return {"structured_outputs": value}
+    if kind == "json_object":
+        return {"response_format": {"type": "json_object"}}
+    if kind == "json_schema":
+        schema = {"name": "output", "schema": json.loads(source)}
+        return {"response_format": {"type": "json_schema", "json_schema": schema}}
+    raise UsageError(f"--{kind} cannot travel to {engine.label}: it takes JSON response formats only")

@@ -11,7 +11,7 @@ import hmac
 import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
@@ -54,6 +54,7 @@ class Server:
         self.models, self.settings = models, settings
         self.in_flight = 0
         self.batcher = Batcher(max_batch=settings.max_batch)
+        self.grammars = Grammars()
         self.started = time.monotonic()
 
     # ------------------------------------------------------------------ plumbing
@@ -97,7 +98,7 @@ class Server:
                 **(self.settings.base_kwargs or {}),
                 **build_generate_kwargs(DecodingFlags(**job.flags, extra=job.extra)),
             }
-            check_combinations(spec=LoadSpec(), kwargs=kwargs, logprobs=job.logprobs)
+            check_combinations(spec=LoadSpec(), kwargs=kwargs, logprobs=job.logprobs, constraint=job.constraint)
             effective_config(served.defaults, kwargs)
         except UsageError as exc:
             raise usage_error(exc) from None
@@ -155,6 +156,8 @@ class Server:
         def begin() -> Any:
             loaded = served.acquire()
             tokenizer = loaded.tokenizer
+            compiled = self.grammars.get(loaded, job.constraint, plan.kwargs) if job.constraint else None
+            planned = replace(plan, constraint=compiled)
             if job.chat:
                 if not getattr(tokenizer, "chat_template", None):
                     raise ApiError(400, f"the model '{served.name}' has no chat template; use /v1/completions")
@@ -166,7 +169,9 @@ class Server:
             else:
                 encoded = [encode(tokenizer, p, system=job.system, raw=job.raw) for p in job.prompts]
                 prompts = job.prompts
-            return stream_generate(loaded, prompts, plan, encoded=encoded, stream_text=job.stream, batcher=self.batcher)
+            return stream_generate(
+                loaded, prompts, planned, encoded=encoded, stream_text=job.stream, batcher=self.batcher
+            )
 
         self.batcher.expect()
         try:
@@ -257,6 +262,25 @@ class Server:
                 await anyio.to_thread.run_sync(stream.stop)
         finally:
             self.in_flight -= 1
+
+
+class Grammars:
+    """Structured output's compiled grammars, kept for the requests that ask for the same one again."""
+
+    LIMIT = 32
+
+    def __init__(self) -> None:
+        self.compiled: dict[tuple, Any] = {}
+
+    def get(self, loaded: Any, constraint: Any, kwargs: dict[str, Any]) -> Any:
+        from llmcli.engine.constraints import compile_for, parse
+
+        key = (id(loaded), constraint.kind, constraint.source, repr(kwargs.get("eos_token_id")))
+        if key not in self.compiled:
+            if len(self.compiled) >= self.LIMIT:
+                self.compiled.pop(next(iter(self.compiled)))
+            self.compiled[key] = compile_for(loaded, constraint, parse(constraint), kwargs)
+        return self.compiled[key]
 
 
 def build_app(models: dict[str, Served], settings: ServeSettings) -> Starlette:

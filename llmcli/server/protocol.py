@@ -39,6 +39,7 @@ ACCEPTED = set(OPENAI_FIELDS) | {
     "ignore_eos",
     "user",
     "stream_options",
+    "response_format",
 }
 
 
@@ -68,6 +69,7 @@ class Job:
     chat: bool = False
     system: str | None = None  # llmcli's endpoint: as generate's --system
     raw: bool = False  # llmcli's endpoint: as generate's --raw
+    constraint: Any = None  # plan.Constraint: structured output
     created: int = field(default_factory=lambda: int(time.time()))
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
 
@@ -131,6 +133,7 @@ def parse_openai(body: Any, *, chat: bool, cap: int) -> Job:
         job.logprobs = _typed(body, "logprobs", (int,), "an integer")
     if job.logprobs is not None and not 0 <= job.logprobs <= 20:
         raise ApiError(400, "logprobs must be between 0 and 20", param="logprobs")
+    job.constraint = _response_format(body.get("response_format"))
     if job.stream and (job.logprobs is not None or len(job.prompts) > 1 or job.flags.get("num_return_sequences")):
         raise ApiError(400, "stream works with one prompt, n = 1 and no logprobs on this server", param="stream")
     return job
@@ -153,7 +156,8 @@ def parse_llmcli(body: Any, *, cap: int) -> Job:
     """llmcli's own endpoint: the generation plan as `generate` builds it, every flag of the table."""
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
-    allowed = {"model", "prompts", "messages", "flags", "set", "seed", "logprobs", "stream", "system", "raw"}
+    allowed = {"model", "prompts", "messages", "flags", "set", "seed", "logprobs", "stream", "system", "raw",
+               "constraint"}  # fmt: skip
     unknown = sorted(set(body) - allowed)
     if unknown:
         raise ApiError(400, f"'{unknown[0]}' is not a field of llmcli's generate endpoint", param=unknown[0])
@@ -177,7 +181,40 @@ def parse_llmcli(body: Any, *, cap: int) -> Job:
     job.stream = bool(_typed(body, "stream", (bool,), "true or false"))
     job.system = _typed(body, "system", (str,), "a string")
     job.raw = bool(_typed(body, "raw", (bool,), "true or false"))
+    job.constraint = _constraint(body.get("constraint"))
     return job
+
+
+def _constraint(value: Any) -> Any:
+    """llmcli's endpoint: {"kind": json_schema|json_object|regex|grammar, "source": text}, as plan.Constraint."""
+    from llmcli.plan import Constraint
+
+    if value is None:
+        return None
+    kinds = ("json_schema", "json_object", "regex", "grammar")
+    if not isinstance(value, dict) or value.get("kind") not in kinds or not isinstance(value.get("source"), str):
+        raise ApiError(400, f"'constraint' must be {{\"kind\": one of {', '.join(kinds)}, \"source\": text}}",
+                       param="constraint")  # fmt: skip
+    return Constraint(value["kind"], value["source"])
+
+
+def _response_format(value: Any) -> Any:
+    """OpenAI's response_format: json_object, or json_schema with its schema; text is no constraint."""
+    import json
+
+    from llmcli.plan import Constraint
+
+    if value is None or value == {"type": "text"}:
+        return None
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind == "json_object":
+        return Constraint("json_object", "")
+    schema = (value.get("json_schema") or {}).get("schema") if kind == "json_schema" else None
+    if not isinstance(schema, dict):
+        raise ApiError(400, "response_format: expected {\"type\": \"json_object\"} or "
+                       "{\"type\": \"json_schema\", \"json_schema\": {\"schema\": {...}}}",
+                       param="response_format")  # fmt: skip
+    return Constraint("json_schema", json.dumps(schema))
 
 
 def usage_error(exc: UsageError) -> ApiError:
