@@ -267,3 +267,10 @@ def test_structured_output_travels_to_the_server(server, tiny_dir, capsys, monke
     text = done.choices[0].message.content
     assert done.choices[0].finish_reason == "length" or isinstance(json.loads(text), dict)
     assert text.lstrip().startswith("{")
+
+
+def test_a_socket_that_cannot_be_made_is_one_line_before_loading(capsys, monkeypatch):
+    run = run_cli(["serve", "--socket", "/proc/no/such.sock"], capsys, monkeypatch)
+    assert_clean_error(run, 1, "/proc/no/such.sock", "cannot make the socket's folder")
+    both = run_cli(["serve", "--socket", "/tmp/x.sock", "--local"], capsys, monkeypatch)
+    assert_clean_error(both, 2, "--socket and --local")

@@ -104,8 +104,11 @@ def serve(
     from llmcli.modelfs.source import resolve_model
     from llmcli.server.app import ServeSettings, build_app
     from llmcli.server.models import Served
-    from llmcli.server.runner import run
+    from llmcli.server.runner import prepare_socket_dir, run
 
+    uds = local_socket() if local else socket
+    if uds:
+        prepare_socket_dir(uds)
     served = {}
     for name, arg in zip(names, models or [None], strict=True):
         source = resolve_model(arg, verbose=spec.show_progress)
@@ -123,7 +126,7 @@ def serve(
     def announce(where: str) -> None:
         output.warn(f"serving {', '.join(served)} at {where} (OpenAI API under /v1); Ctrl-C stops")
 
-    run(build_app(served, settings), host=host, port=port, uds=local_socket() if local else socket, announce=announce)
+    run(build_app(served, settings), host=host, port=port, uds=uds, announce=announce)
 
 
 AUTO_BATCH = 8

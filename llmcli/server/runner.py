@@ -18,7 +18,7 @@ def unix_socket(path: str) -> socket.socket:
     """A listening socket only its owner can connect to: created under umask 177, never chmod-ed afterwards
     (uvicorn's own --uds makes it 0666). A stale file from a server that died is replaced."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    prepare_socket_dir(path)
     if target.exists():
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -33,9 +33,20 @@ def unix_socket(path: str) -> socket.socket:
     previous = os.umask(0o177)
     try:
         sock.bind(path)
+    except OSError as exc:
+        sock.close()
+        raise LlmcliError(f"cannot listen on this socket: {exc.strerror or exc}", path=path) from None
     finally:
         os.umask(previous)
     return sock
+
+
+def prepare_socket_dir(path: str) -> None:
+    """The socket's folder, made if missing; checked before any model loads."""
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LlmcliError(f"cannot make the socket's folder: {exc.strerror or exc}", path=path) from None
 
 
 def run(app: Any, *, host: str, port: int, uds: str | None, announce: Callable[[str], None]) -> None:
