@@ -249,6 +249,37 @@ class Server:
         finally:
             await self.release(stream)
 
+    async def respond(self, request: Request, parse: Any, reply: Any) -> Response:
+        """A generation request: parsed, admitted, run; a stream of events or one answer (`reply` shapes
+        OpenAI's; None: llmcli's NDJSON of generate --json objects)."""
+        job = parse(await self.body(request))
+        served = self.model(job.model)
+        self.admit()
+        try:
+            stream = await self.start(served, job)
+        except BaseException:
+            self.in_flight -= 1
+            raise
+        if job.stream:
+            from sse_starlette.sse import EventSourceResponse
+            from starlette.background import BackgroundTask
+
+            body = self.stream_openai(served, job, stream) if reply else self.stream_llmcli(served, stream)
+            return EventSourceResponse(body, background=BackgroundTask(self.release, stream))
+        try:
+            results = await self.collect(request, stream)
+        finally:
+            await self.release(stream)
+        if reply is None:
+            lines = [json.dumps(r.as_json(served.info), ensure_ascii=False) for r in results]
+            return Response("\n".join(lines) + "\n", media_type="application/x-ndjson")
+        return JSONResponse(reply(job, results, served.name))
+
+    def model_list(self) -> dict[str, Any]:
+        models = self.models.values()
+        data = [{"id": m.name, "object": "model", "created": m.created, "owned_by": "llmcli"} for m in models]
+        return {"object": "list", "data": data}
+
     async def release(self, stream: Any) -> None:
         """The call is over (done, stopped, or its client gone): wait for the engine, free the slot. Once per
         stream: a stream's body frees it when it ends, its response's background task when the body never ran."""
@@ -283,94 +314,54 @@ class Grammars:
         return self.compiled[key]
 
 
+TOOLS = ("next-token", "score", "tokenize")
+
+
 def build_app(models: dict[str, Served], settings: ServeSettings) -> Starlette:
     server = Server(models, settings)
-
-    async def guarded(request: Request, handler: Any) -> Response:
-        try:
-            server.check_key(request)
-            return await handler(request)
-        except ApiError as exc:
-            headers = {"Retry-After": "1"} if exc.status == 503 else None
-            return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
-        except Exception:  # noqa: BLE001 - never a traceback or a path in a response
-            return JSONResponse(ApiError(500, "internal error", kind="server_error").body(), status_code=500)
-
-    async def generation(request: Request, parse: Any, reply: Any) -> Response:
-        job = parse(await server.body(request))
-        served = server.model(job.model)
-        server.admit()
-        try:
-            stream = await server.start(served, job)
-        except BaseException:
-            server.in_flight -= 1
-            raise
-        if job.stream:
-            from sse_starlette.sse import EventSourceResponse
-            from starlette.background import BackgroundTask
-
-            body = server.stream_openai(served, job, stream) if reply else server.stream_llmcli(served, stream)
-            return EventSourceResponse(body, background=BackgroundTask(server.release, stream))
-        try:
-            results = await server.collect(request, stream)
-        finally:
-            await server.release(stream)
-        if reply is None:
-            lines = [json.dumps(r.as_json(served.info), ensure_ascii=False) for r in results]
-            return Response("\n".join(lines) + "\n", media_type="application/x-ndjson")
-        return JSONResponse(reply(job, results, served.name))
-
     cap = settings.max_tokens
 
-    async def completions(request: Request) -> Response:
-        return await guarded(
-            request, lambda r: generation(r, lambda b: _raw(parse_openai(b, chat=False, cap=cap)), completion_body)
-        )
-
-    async def chat_completions(request: Request) -> Response:
-        return await guarded(request, lambda r: generation(r, lambda b: parse_openai(b, chat=True, cap=cap), chat_body))
-
-    async def llmcli_generate(request: Request) -> Response:
-        return await guarded(request, lambda r: generation(r, lambda b: parse_llmcli(b, cap=cap), None))
-
-    def tool(endpoint: str) -> Any:
+    def guard(work: Any) -> Any:
         async def handle(request: Request) -> Response:
-            async def reply(r: Request) -> Response:
-                from llmcli.server.tools import answer
-
-                return JSONResponse(await answer(server, endpoint, await server.body(r)))
-
-            return await guarded(request, reply)
+            return await guarded(server, request, work)
 
         return handle
 
-    async def list_models(request: Request) -> Response:
-        async def reply(_r: Request) -> Response:
-            data = [
-                {"id": m.name, "object": "model", "created": m.created, "owned_by": "llmcli"} for m in models.values()
-            ]
-            return JSONResponse({"object": "list", "data": data})
+    def tool(name: str) -> Any:
+        async def work(request: Request) -> Response:
+            from llmcli.server.tools import answer
 
-        return await guarded(request, reply)
+            return JSONResponse(await answer(server, name, await server.body(request)))
 
-    async def ps(request: Request) -> Response:
-        async def reply(_r: Request) -> Response:
-            return JSONResponse(server.status())
+        return guard(work)
 
-        return await guarded(request, reply)
+    async def completions(request: Request) -> Response:
+        return await server.respond(request, lambda b: _raw(parse_openai(b, chat=False, cap=cap)), completion_body)
 
-    async def health(_request: Request) -> Response:
+    async def chat_completions(request: Request) -> Response:
+        return await server.respond(request, lambda b: parse_openai(b, chat=True, cap=cap), chat_body)
+
+    async def llmcli_generate(request: Request) -> Response:
+        return await server.respond(request, lambda b: parse_llmcli(b, cap=cap), None)
+
+    async def list_models(_request: Request) -> Response:
+        return JSONResponse(server.model_list())
+
+    async def ps(_request: Request) -> Response:
+        return JSONResponse(server.status())
+
+    async def health(_request: Request) -> Response:  # unguarded: a load balancer's probe carries no key
         status = {"in_flight": server.in_flight, "queue_size": settings.queue_size}
         return JSONResponse({"status": "ok", "models": list(models), **status})
 
     routes = [
         Route("/health", health, methods=["GET"]),
-        Route("/v1/models", list_models, methods=["GET"]),
-        Route("/v1/completions", completions, methods=["POST"]),
-        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-        Route("/llmcli/v1/generate", llmcli_generate, methods=["POST"]),
-        Route("/llmcli/v1/ps", ps, methods=["GET"]),
-        *(Route(f"/llmcli/v1/{name}", tool(name), methods=["POST"]) for name in ("next-token", "score", "tokenize")),
+        Route("/v1/models", guard(list_models), methods=["GET"]),
+        Route("/v1/completions", guard(completions), methods=["POST"]),
+        Route("/v1/chat/completions", guard(chat_completions), methods=["POST"]),
+        Route("/llmcli/v1/generate", guard(llmcli_generate), methods=["POST"]),
+        Route("/llmcli/v1/ps", guard(ps), methods=["GET"]),
+        *(Route(f"/llmcli/v1/{name}", tool(name), methods=["POST"]) for name in TOOLS),
     ]
 
     @contextlib.asynccontextmanager
@@ -382,6 +373,18 @@ def build_app(models: dict[str, Served], settings: ServeSettings) -> Starlette:
             group.cancel_scope.cancel()
 
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+async def guarded(server: Server, request: Request, work: Any) -> Response:
+    """The API key checked, then `work`; any error becomes OpenAI's error JSON (never a traceback or a path)."""
+    try:
+        server.check_key(request)
+        return await work(request)
+    except ApiError as exc:
+        headers = {"Retry-After": "1"} if exc.status == 503 else None
+        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+    except Exception:  # noqa: BLE001
+        return JSONResponse(ApiError(500, "internal error", kind="server_error").body(), status_code=500)
 
 
 def _raw(job: Job) -> Job:
