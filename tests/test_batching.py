@@ -90,3 +90,24 @@ def test_a_call_stopped_in_the_queue_or_in_a_batch_leaves_at_once(loaded):
         assert result.stats.requests_in_batch == 3 and not result.interrupted
         [alone] = generate(loaded, [result.prompt], greedy(n=40), raw=True)
         assert result.outputs[0].token_ids == alone.outputs[0].token_ids
+
+
+def test_a_lone_call_restarts_with_requests_that_arrive_while_it_is_young(loaded):
+    """Greedy float32: the merged rerun repeats the lone call's tokens, so its streamed text is not repeated."""
+    plan = greedy(n=150)
+    solo = [generate(loaded, [p], plan, raw=True)[0] for p in PROMPTS[:3]]
+    batcher = Batcher(max_batch=8, restart_seconds=30)
+    first = stream_generate(loaded, [PROMPTS[0]], plan, raw=True, batcher=batcher, stream_text=True)
+    iterator = iter(first)
+    texts = [next(iterator).text]  # it decodes alone
+    others = [stream_generate(loaded, [p], plan, raw=True, batcher=batcher) for p in PROMPTS[1:3]]
+    for event in iterator:
+        if isinstance(event, TextDelta):
+            texts.append(event.text)
+        else:
+            [result] = event.results
+    assert result.stats.requests_in_batch == 3 and "".join(texts) == result.outputs[0].text
+    assert result.outputs[0].token_ids == solo[0].outputs[0].token_ids
+    for stream, alone in zip(others, solo[1:], strict=True):
+        [answer] = drain(stream)[1]
+        assert answer.outputs[0].token_ids == alone.outputs[0].token_ids and answer.stats.requests_in_batch == 3

@@ -120,6 +120,7 @@ def serve(
         timeout_seconds=timeout,
         base_kwargs=base_kwargs,
         max_batch=batch_size(max_batch, [s.loaded for s in served.values()], output),
+        batch_exact=exact_batches([s.loaded for s in served.values()]),
         keep_alive_seconds=idle,
     )
 
@@ -132,16 +133,20 @@ def serve(
 AUTO_BATCH = 8
 
 
-def batch_size(asked: int | None, loaded: list, output) -> int:
-    """float32 batches keep every output identical to its solo run (measured); other dtypes batch on request."""
-    import torch
+def exact_batches(loaded: list) -> bool:
+    """float32 weights: a batch's outputs equal solo runs (measured). Not bf16 (other rounding per batch
+    shape), nor int8, whose activations are quantized per batch."""
+    return all(m.dtype == "float32" and m.quantize == "none" for m in loaded)
 
-    exact = all(m.model.dtype == torch.float32 for m in loaded)
+
+def batch_size(asked: int | None, loaded: list, output) -> int:
+    """Batching is on by default where it is exact; other dtypes batch on request, with a warning."""
+    exact = exact_batches(loaded)
     if asked is None:
         return AUTO_BATCH if exact else 1
     if asked > 1 and not exact:
         output.warn(
-            f"--max-batch {asked}: in {loaded[0].model.dtype} a batched output may differ from its solo run "
-            "(float32 keeps them identical)"
+            f"--max-batch {asked}: in {loaded[0].dtype}{' int8' if loaded[0].quantize != 'none' else ''} a "
+            "batched output may differ from its solo run (float32 keeps them identical)"
         )
     return asked

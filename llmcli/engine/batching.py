@@ -22,8 +22,19 @@ _SOLO_KEYS = ("prompt_lookup_num_tokens", "assistant_model")
 class Batcher:
     """The streams waiting for the engine thread, from which the one that runs first picks its peers."""
 
-    def __init__(self, *, max_batch: int, window_seconds: float = 0.01, patience_seconds: float = 0.25):
+    def __init__(
+        self,
+        *,
+        max_batch: int,
+        window_seconds: float = 0.01,
+        patience_seconds: float = 0.25,
+        restart_seconds: float = 0.0,
+    ):
         self.max_batch = max_batch
+        # A call that started short of a full batch stops and starts again with the requests that arrive in
+        # its first `restart_seconds`: only where a batch's outputs equal solo runs (greedy float32), so that
+        # the rerun repeats the tokens already streamed (0: never).
+        self.restart_seconds = restart_seconds
         # A call waits `window` for others to arrive (requests sent together reach the server a few ms apart),
         # and up to `patience` for those that have arrived but are still being encoded. Both add to its time
         # to first token; a lone request pays the window only.
@@ -84,6 +95,40 @@ class Batcher:
                         stream.shared = len(group) > 1  # under the lock: a stop() from now on does not wait
                     return group
             time.sleep(0.002)
+
+    def has_peers(self, streams: list[Any]) -> bool:
+        with self.lock:
+            room = self.max_batch > len(streams)
+            return room and any(_compatible(s.call, streams[0].call) for s in self.waiting)
+
+    def join(self, streams: list[Any]) -> list[Any]:
+        """The running streams and the compatible ones now waiting, as one group (up to max_batch)."""
+        with self.lock:
+            peers = [s for s in self.waiting if _compatible(s.call, streams[0].call)]
+            group = [*streams, *peers[: self.max_batch - len(streams)]]
+            for stream in group:
+                if stream in self.waiting:
+                    self.waiting.remove(stream)
+                stream.shared = len(group) > 1
+            return group
+
+
+def restart_criterion(batcher: Batcher, streams: list[Any]) -> Any:
+    """A stopping criterion that ends a young call when requests it could share arrive (see Batcher)."""
+    import torch
+    from transformers.generation.stopping_criteria import StoppingCriteria
+
+    class Restart(StoppingCriteria):
+        def __init__(self) -> None:
+            self.deadline = time.monotonic() + batcher.restart_seconds
+            self.fired = False
+
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            if not self.fired and time.monotonic() < self.deadline and batcher.has_peers(streams):
+                self.fired = True
+            return torch.full((input_ids.shape[0],), self.fired, dtype=torch.bool, device=input_ids.device)
+
+    return Restart()
 
 
 def _compatible(a: Any, b: Any) -> bool:

@@ -177,6 +177,8 @@ class GenerationStream:
         # engine.batching.Batcher: calls that wait together may share one generate() call (llmcli serve).
         self.batcher = batcher if batcher is not None and batcher.joins(call) else None
         self.shared = False  # set by the batcher: this call runs as one row of a batch
+        self.text_stream: TextStream | None = None  # kept across a batcher's restart: text is handed out once
+        self.prob: float | None = None  # the probability of the token behind the latest text
         if self.batcher is not None:
             self.batcher.add(self)
         self.job = engine_thread().submit(self._work)
@@ -231,10 +233,8 @@ class GenerationStream:
                 stopped.events.put(Finished([]))
         if not live:
             return
-        from llmcli.engine.batching import merged
-
         try:
-            results = _run(live[0].call if len(live) == 1 else merged([s.call for s in live]), live)
+            live, results = self._run_group(live)
         except BaseException as exc:  # noqa: BLE001 - handed to the consumers, which raise it
             for stream in live:
                 stream.events.put(exc)
@@ -244,6 +244,22 @@ class GenerationStream:
         else:
             for stream, result in zip(live, results, strict=True):
                 stream.events.put(Finished([result]))
+
+    def _run_group(self, live: list[GenerationStream]) -> tuple[list[GenerationStream], list[Result]]:
+        """One generate() call for the group; with a batcher that allows it, once more with the requests
+        that arrived while it was young (engine.batching.Batcher.restart_seconds)."""
+        from llmcli.engine.batching import merged, restart_criterion
+
+        batcher = self.batcher
+        restart = batcher is not None and batcher.restart_seconds > 0 and len(live) < batcher.max_batch
+        while True:
+            criterion = restart_criterion(batcher, live) if restart else None
+            call = live[0].call if len(live) == 1 else merged([s.call for s in live])
+            results = _run(call, live, restart=criterion)
+            if criterion is None or not criterion.fired:
+                return live, results
+            live = batcher.join([s for s in live if not s.cancelled.is_set()] or live)
+            restart = False
 
     def emit(self, text: str, prob: float | None) -> None:
         self.events.put(TextDelta(text, prob))
@@ -285,7 +301,7 @@ def generate(loaded: Any, prompts: list[str], plan: GenerationPlan, **options: A
     raise AssertionError("the generation stream ended without results")
 
 
-def _run(call: Call, streams: list[GenerationStream]) -> list[Result]:
+def _run(call: Call, streams: list[GenerationStream], *, restart: Any = None) -> list[Result]:
     """In the worker: one generate() call, watched by the timer, the text streams and the stop flags.
 
     `streams`: the one stream the call belongs to, or one per row when the batcher merged several calls.
@@ -303,6 +319,8 @@ def _run(call: Call, streams: list[GenerationStream]) -> list[Result]:
     input_ids = torch.tensor(rows, device=input_device(loaded.model))
     attention = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in call.encoded], device=input_ids.device)
     text_streams, timer, extra = _watchers(call, streams)
+    if restart is not None:
+        extra["stopping_criteria"].append(restart)
     if call.seed is not None:
         random.seed(call.seed)
         torch.manual_seed(call.seed)
@@ -334,8 +352,9 @@ def _run(call: Call, streams: list[GenerationStream]) -> list[Result]:
     stats.requests_in_batch = len(streams)
     for result in results:
         result.stats = stats
+    restarting = restart is not None and restart.fired  # the rerun streams on: nothing is final yet
     for stream, text_stream, result in zip(streams, text_streams, results, strict=False):
-        if text_stream is not None and not stream.cancelled.is_set():
+        if text_stream is not None and not stream.cancelled.is_set() and not restarting:
             text_stream.finish(result.outputs[0].text)
     return results
 
@@ -352,11 +371,7 @@ def _watchers(
     tap = ScoreTap() if any(s.token_probs for s in streams) else None
     # The tap sees the model's distribution before the grammar masks it.
     processors = ([tap] if tap else []) + ([call.constraint.processor()] if call.constraint is not None else [])
-    probs: list[float | None] = [None] * len(streams)
-    text_streams = [
-        TextStream(call.tokenizer, lambda text, s=s, r=r: s.emit(text, probs[r]), call.stops) if s.stream_text else None
-        for r, s in enumerate(streams)
-    ]
+    text_streams = [_text_stream(call, s) if s.stream_text else None for s in streams]
 
     def on_tokens(ids: list[int]) -> None:
         # One stream: every id is its own (assisted decoding hands over several). A batch: one id per row.
@@ -365,7 +380,7 @@ def _watchers(
             if text_stream is None:
                 continue
             if tap is not None and tap.last is not None:
-                probs[row] = float(torch.softmax(tap.last[row].float(), dim=-1)[piece[0]])
+                streams[row].prob = float(torch.softmax(tap.last[row].float(), dim=-1)[piece[0]])
             text_stream.add(piece)
 
     streaming = any(text_streams)
@@ -381,6 +396,16 @@ def _watchers(
     if call.assistant is not None:
         extra["assistant_model"] = call.assistant
     return text_streams, timer, extra
+
+
+def _text_stream(call: Call, stream: GenerationStream) -> TextStream:
+    """The stream's text stream. After a restart it starts over on the same tokens, and what it already
+    handed out is not handed out again."""
+    if stream.text_stream is None:
+        stream.text_stream = TextStream(call.tokenizer, lambda text: stream.emit(text, stream.prob), call.stops)
+    else:
+        stream.text_stream.ids, stream.text_stream.stopped = [], False
+    return stream.text_stream
 
 
 def stop_flag(*flags: threading.Event) -> Any:

@@ -44,7 +44,12 @@ class ServeSettings:
     timeout_seconds: float = 300.0  # per request
     base_kwargs: dict[str, Any] | None = None  # e.g. --compile's static cache, under every request's flags
     max_batch: int = 1  # greedy requests with the same flags that wait together share one generate() call
+    batch_exact: bool = False  # float32: batched outputs equal solo runs, so a young lone call may restart merged
     keep_alive_seconds: float | None = None  # unload a model idle this long (None: never)
+
+
+# A call that started alone restarts with the requests arriving in its first half second (float32 only).
+RESTART_SECONDS = 0.5
 
 
 class Server:
@@ -53,7 +58,8 @@ class Server:
 
         self.models, self.settings = models, settings
         self.in_flight = 0
-        self.batcher = Batcher(max_batch=settings.max_batch)
+        restart = RESTART_SECONDS if settings.batch_exact else 0.0
+        self.batcher = Batcher(max_batch=settings.max_batch, restart_seconds=restart)
         self.grammars = Grammars()
         self.started = time.monotonic()
 
