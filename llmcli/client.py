@@ -36,6 +36,30 @@ def socket_path(server: str) -> str | None:
     return None
 
 
+def _client(uds: str | None, connections: int = 1) -> Any:
+    import httpx
+
+    transport = httpx.HTTPTransport(uds=uds) if uds else None
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    timeout = httpx.Timeout(600.0, connect=10.0)
+    return httpx.Client(timeout=timeout, headers=_headers(), transport=transport, limits=limits)
+
+
+_POOLS: dict[str, Any] = {}
+
+
+@contextmanager
+def pooled(server: str, connections: int) -> Iterator[None]:
+    """While open, every request to `server` from this process shares one client of `connections`
+    connections (a batch job's workers), instead of one client per request."""
+    with _client(socket_path(server), connections) as http:
+        _POOLS[server] = http
+        try:
+            yield
+        finally:
+            del _POOLS[server]
+
+
 def _headers() -> dict[str, str]:
     key = os.environ.get("LLMCLI_API_KEY")
     return {"Authorization": f"Bearer {key}"} if key else {}
@@ -47,11 +71,12 @@ def session(server: str) -> Iterator[tuple[Any, str]]:
     import httpx
 
     uds = socket_path(server)
-    transport = httpx.HTTPTransport(uds=uds) if uds else None
     base = "http://localhost" if uds else server.rstrip("/")
-    timeout = httpx.Timeout(600.0, connect=10.0)
     try:
-        with httpx.Client(timeout=timeout, headers=_headers(), transport=transport) as http:
+        if server in _POOLS:  # a batch job: one connection pool for all its requests
+            yield _POOLS[server], base
+            return
+        with _client(uds) as http:
             yield http, base
     except httpx.TransportError as exc:
         error = LlmcliError(

@@ -162,7 +162,8 @@ def _job(body: dict[str, Any], server: str, spec: Any) -> None:
     def send(prompt: str) -> dict:
         return list(client.generate(server, {**body, "prompts": [prompt]}))[0]
 
-    count = jobs.run(body["prompts"], spec, send)
+    with client.pooled(server, spec.concurrency):
+        count = jobs.run(body["prompts"], spec, send)
     output.warn(f"{spec.output}: all {len(body['prompts'])} prompts answered ({count} by this run)")
 
 

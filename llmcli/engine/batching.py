@@ -113,14 +113,15 @@ class Batcher:
             return group
 
 
-def restart_criterion(batcher: Batcher, streams: list[Any]) -> Any:
-    """A stopping criterion that ends a young call when requests it could share arrive (see Batcher)."""
+def restart_criterion(batcher: Batcher, streams: list[Any], deadline: float) -> Any:
+    """A stopping criterion that ends a young call when requests it could share arrive (see Batcher);
+    `deadline` is counted from the group's first start, so that restarts waste at most restart_seconds."""
     import torch
     from transformers.generation.stopping_criteria import StoppingCriteria
 
     class Restart(StoppingCriteria):
         def __init__(self) -> None:
-            self.deadline = time.monotonic() + batcher.restart_seconds
+            self.deadline = deadline
             self.fired = False
 
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:

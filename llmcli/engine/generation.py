@@ -246,20 +246,21 @@ class GenerationStream:
                 stream.events.put(Finished([result]))
 
     def _run_group(self, live: list[GenerationStream]) -> tuple[list[GenerationStream], list[Result]]:
-        """One generate() call for the group; with a batcher that allows it, once more with the requests
-        that arrived while it was young (engine.batching.Batcher.restart_seconds)."""
+        """One generate() call for the group; with a batcher that allows it, again with the requests that
+        arrive while it is young, as many times as they come (engine.batching.Batcher.restart_seconds)."""
         from llmcli.engine.batching import merged, restart_criterion
 
         batcher = self.batcher
-        restart = batcher is not None and batcher.restart_seconds > 0 and len(live) < batcher.max_batch
+        restarts = batcher is not None and batcher.restart_seconds > 0
+        deadline = time.monotonic() + (batcher.restart_seconds if restarts else 0.0)
         while True:
-            criterion = restart_criterion(batcher, live) if restart else None
+            young = restarts and len(live) < batcher.max_batch and time.monotonic() < deadline
+            criterion = restart_criterion(batcher, live, deadline) if young else None
             call = live[0].call if len(live) == 1 else merged([s.call for s in live])
             results = _run(call, live, restart=criterion)
             if criterion is None or not criterion.fired:
                 return live, results
             live = batcher.join([s for s in live if not s.cancelled.is_set()] or live)
-            restart = False
 
     def emit(self, text: str, prob: float | None) -> None:
         self.events.put(TextDelta(text, prob))
