@@ -160,14 +160,12 @@ def get(server: str, path: str) -> dict[str, Any]:
 
 def preview(server: str, body: dict[str, Any]) -> Any:
     """What --show-config --server prints: the exact request body (one per prompt on another engine)."""
-    from llmcli.foreign.requests import generate_request
+    from llmcli.foreign.requests import generate_request, prompts_of
 
     with engine_session(server) as (_http, _base, engine):
         if engine.kind == "llmcli":
             return {k: v for k, v in body.items() if k != "prompts"}
-        messages = body.get("messages")
-        prompts = [messages[-1]["content"]] if messages else body.get("prompts") or [""]
-        requests = [generate_request(engine, body, p, messages)[1] for p in prompts]
+        requests = [generate_request(engine, body, p, body.get("messages"))[1] for p in prompts_of(body)]
         return requests[0] if len(requests) == 1 else requests
 
 

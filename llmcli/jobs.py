@@ -74,7 +74,7 @@ def with_retries(send: Callable[[], dict], *, sleep: Callable[[float], None] = t
 def run(prompts: list[str], spec: JobSpec, send: Callable[[str], dict]) -> int:
     """Sends the unanswered prompts; returns how many this run answered."""
     first = start_index(spec, prompts)
-    todo = list(range(first, len(prompts)))
+    todo = range(first, len(prompts))
     progress = Progress(first, len(prompts))
     done: dict[int, dict] = {}
     following = first
@@ -83,17 +83,19 @@ def run(prompts: list[str], spec: JobSpec, send: Callable[[str], dict]) -> int:
         with ThreadPoolExecutor(spec.concurrency) as pool:
             pending: dict[Future, int] = {}
             queue = iter(todo)
-            for index in queue:
-                pending[pool.submit(with_retries, lambda i=index: send(prompts[i]))] = index
-                if len(pending) >= spec.concurrency:
-                    break
+
+            def submit_next() -> None:
+                index = next(queue, None)
+                if index is not None:
+                    pending[pool.submit(with_retries, lambda: send(prompts[index]))] = index
+
+            for _ in range(spec.concurrency):
+                submit_next()
             while pending:
                 finished, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in finished:
                     done[pending.pop(future)] = future.result()
-                    index = next(queue, None)
-                    if index is not None:
-                        pending[pool.submit(with_retries, lambda i=index: send(prompts[i]))] = index
+                    submit_next()
                 while following in done:  # in input order: the file stays a prefix of the answers
                     line = json.dumps(done.pop(following), ensure_ascii=False) + "\n"
                     os.write(fd, line.encode("utf-8"))

@@ -111,6 +111,30 @@ class Constraint:
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "source": self.source}
 
+    def accepts_document(self, text: str) -> bool:
+        """For the JSON kinds, a document that a strict parser reads and the schema accepts; True otherwise.
+
+        Not redundant after the grammar: xgrammar 0.2.8 lets control characters (U+0000–U+001F) into strings
+        that carry maxLength, which JSON forbids; and another engine's output was never checked at all.
+        """
+        if self.kind not in ("json_schema", "json_object"):
+            return True
+        import json
+
+        try:
+            document = json.loads(text, parse_constant=_not_json)
+        except ValueError:  # JSONDecodeError, or NaN / Infinity, which Python reads and JSON does not have
+            return False
+        if self.kind == "json_object":
+            return isinstance(document, dict)
+        from jsonschema import Draft202012Validator
+
+        return Draft202012Validator(json.loads(self.source)).is_valid(document)
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
 
 @dataclass(frozen=True)
 class GenerationPlan:

@@ -84,33 +84,33 @@ class Batcher:
             with self.lock:
                 if leader not in self.waiting:
                     return []
-                peers = [s for s in self.waiting if s is not leader and _compatible(s.call, leader.call)]
-                peers = peers[: self.max_batch - 1]
+                peers = [s for s in self._peers(leader.call) if s is not leader][: self.max_batch - 1]
                 waited = time.monotonic() - leader.created
                 full = len(peers) + 1 >= self.max_batch
                 if full or (waited >= self.window and not self.arriving) or waited >= self.patience:
-                    group = [leader, *peers]
-                    for stream in group:
-                        self.waiting.remove(stream)
-                        stream.shared = len(group) > 1  # under the lock: a stop() from now on does not wait
-                    return group
+                    return self._claim([leader, *peers])
             time.sleep(0.002)
 
     def has_peers(self, streams: list[Any]) -> bool:
         with self.lock:
-            room = self.max_batch > len(streams)
-            return room and any(_compatible(s.call, streams[0].call) for s in self.waiting)
+            return self.max_batch > len(streams) and bool(self._peers(streams[0].call))
 
     def join(self, streams: list[Any]) -> list[Any]:
         """The running streams and the compatible ones now waiting, as one group (up to max_batch)."""
         with self.lock:
-            peers = [s for s in self.waiting if _compatible(s.call, streams[0].call)]
-            group = [*streams, *peers[: self.max_batch - len(streams)]]
-            for stream in group:
-                if stream in self.waiting:
-                    self.waiting.remove(stream)
-                stream.shared = len(group) > 1
-            return group
+            return self._claim([*streams, *self._peers(streams[0].call)[: self.max_batch - len(streams)]])
+
+    def _peers(self, call: Any) -> list[Any]:
+        """The waiting streams that can share a generate() call with `call` (under the lock)."""
+        return [s for s in self.waiting if s.call.loaded is call.loaded and s.call.kwargs == call.kwargs]
+
+    def _claim(self, group: list[Any]) -> list[Any]:
+        """The group leaves the queue; marked shared under the lock, so that a stop() from now on does not wait."""
+        for stream in group:
+            if stream in self.waiting:
+                self.waiting.remove(stream)
+            stream.shared = len(group) > 1
+        return group
 
 
 def restart_criterion(batcher: Batcher, streams: list[Any], deadline: float) -> Any:
@@ -130,10 +130,6 @@ def restart_criterion(batcher: Batcher, streams: list[Any], deadline: float) -> 
             return torch.full((input_ids.shape[0],), self.fired, dtype=torch.bool, device=input_ids.device)
 
     return Restart()
-
-
-def _compatible(a: Any, b: Any) -> bool:
-    return a.loaded is b.loaded and a.kwargs == b.kwargs
 
 
 def merged(calls: list[Any]) -> Any:

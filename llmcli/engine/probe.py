@@ -6,7 +6,6 @@ in generate()'s order: temperature, top-k, top-p, min-p, typical-p.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from llmcli.flags import SAMPLING_KEYS
@@ -112,30 +111,19 @@ def score(model: Any, tokenizer: Any, ids: list[int]) -> dict[str, Any]:
     """Log-likelihood of every token given the ones before it, and perplexity = exp(mean NLL)."""
     import torch
 
-    if len(ids) < 2:
-        from llmcli.errors import UsageError
-
-        raise UsageError("scoring needs at least two tokens (the first one has nothing to be predicted from)")
     from llmcli.engine.loader import input_device
+    from llmcli.reports.probe import check_scorable, score_data
 
+    check_scorable(ids)
     tensor = torch.tensor([ids], device=input_device(model))
     with torch.inference_mode():
         logits = model(input_ids=tensor).logits[0].float()
     logp = torch.log_softmax(logits[:-1], dim=-1)
-    targets = tensor[0, 1:]
-    token_logp = logp.gather(1, targets.unsqueeze(1)).squeeze(1)
-    nll = float(-token_logp.mean())
-    tokens = [{"token_id": ids[0], "token": tokenizer.decode([ids[0]]), "logprob": None}]
-    for position, value in enumerate(token_logp.tolist(), 1):
-        tokens.append({"token_id": ids[position], "token": tokenizer.decode([ids[position]]), "logprob": value})
-    return {
-        "token_ids": ids,
-        "tokens": tokens,
-        "scored_tokens": len(ids) - 1,
-        "total_logprob": float(token_logp.sum()),
-        "mean_nll": nll,
-        "perplexity": math.exp(nll),
-    }
+    token_logp = logp.gather(1, tensor[0, 1:].unsqueeze(1)).squeeze(1).tolist()
+    logprobs = [None, *token_logp]
+    return score_data(
+        [{"token_id": i, "token": tokenizer.decode([i]), "logprob": lp} for i, lp in zip(ids, logprobs, strict=True)]
+    )
 
 
 def model_info(loaded: Any) -> dict[str, Any]:

@@ -15,7 +15,9 @@ from typing import Any
 
 from llmcli.errors import LlmcliError, UsageError
 from llmcli.foreign.detect import VLLM, Engine
-from llmcli.foreign.requests import generate_request
+from llmcli.foreign.requests import generate_request, prompts_of
+from llmcli.plan import Constraint
+from llmcli.reports.probe import check_scorable, score_data
 
 PREFIX = "token_id:"
 
@@ -54,11 +56,9 @@ class Remote:
 
 def generate(remote: Remote, body: dict[str, Any], on_text: Callable[[str], None] | None) -> Iterator[dict]:
     """One request per prompt (or chat's one conversation); yields generate --json records."""
-    messages = body.get("messages")
-    prompts = [messages[-1]["content"]] if messages else body["prompts"]
     remote.constraint = body.get("constraint")
-    for prompt in prompts:
-        path, request = generate_request(remote.engine, body, prompt, messages)
+    for prompt in prompts_of(body):
+        path, request = generate_request(remote.engine, body, prompt, body.get("messages"))
         started = time.perf_counter()
         if on_text is not None:
             choices, usage, first = _streamed(remote, path, request, on_text)
@@ -130,23 +130,7 @@ def valid(constraint: dict[str, str] | None, output: dict[str, Any]) -> bool | N
         return False
     if constraint["kind"] == "regex":
         return re.fullmatch(constraint["source"], output["text"]) is not None
-    try:
-        document = json.loads(output["text"], parse_constant=_refuse)
-    except ValueError:
-        return False
-    if constraint["kind"] == "json_object":
-        return isinstance(document, dict)
-    import jsonschema
-
-    try:
-        jsonschema.validate(document, json.loads(constraint["source"]))
-    except jsonschema.ValidationError:
-        return False
-    return True
-
-
-def _refuse(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+    return Constraint(**constraint).accepts_document(output["text"])
 
 
 def _record(remote: Remote, request: dict, prompt: str, answer: dict, *, started: float, first: float | None) -> dict:
@@ -194,16 +178,12 @@ def score(remote: Remote, model: str, text: str) -> dict[str, Any]:
                "return_token_ids": True}  # fmt: skip
     choice = remote.post("/v1/completions", request)["choices"][0]
     ids = choice["prompt_token_ids"]
-    if len(ids) < 2:
-        raise UsageError("scoring needs at least two tokens (the first one has nothing to be predicted from)")
+    check_scorable(ids)
     tokens = [{"token_id": ids[0], "token": remote.token_text(model, ids[0]), "logprob": None}]
     for token_id, found in zip(ids[1:], choice["prompt_logprobs"][1:], strict=True):
         entry = found[str(token_id)]
         tokens.append({"token_id": token_id, "token": entry.get("decoded_token") or "", "logprob": entry["logprob"]})
-    total = sum(t["logprob"] for t in tokens[1:])
-    nll = -total / (len(ids) - 1)
-    return {"model": remote.model_info(model), "token_ids": ids, "tokens": tokens, "scored_tokens": len(ids) - 1,
-            "total_logprob": total, "mean_nll": nll, "perplexity": math.exp(nll)}  # fmt: skip
+    return {"model": remote.model_info(model), **score_data(tokens)}
 
 
 def next_token(remote: Remote, model: str, prompt: str, *, top: int, chat: bool, system: str | None) -> dict:

@@ -54,6 +54,13 @@ def sampling_fields(engine: Engine, flags: dict[str, Any], *, seed: int | None) 
     return body
 
 
+def prompts_of(body: dict[str, Any]) -> list[str]:
+    """The prompts of llmcli's generate body: its prompts, or chat's conversation's last message ("" for
+    --show-config, which has none)."""
+    messages = body.get("messages")
+    return [messages[-1]["content"]] if messages else body.get("prompts") or [""]
+
+
 def generate_request(engine: Engine, body: dict[str, Any], prompt: str, messages: list | None) -> tuple[str, dict]:
     """The path and body of one OpenAI request for one prompt of llmcli's generate body."""
     flags = body.get("flags") or {}

@@ -11,6 +11,28 @@ from llmcli.reports import Report
 BAR = 24
 
 
+def check_scorable(token_ids: list[int]) -> None:
+    if len(token_ids) < 2:
+        from llmcli.errors import UsageError
+
+        raise UsageError("scoring needs at least two tokens (the first one has nothing to be predicted from)")
+
+
+def score_data(tokens: list[dict[str, Any]]) -> dict[str, Any]:
+    """The score record from each token's {token_id, token, logprob} (the first one's logprob is None):
+    totals, mean NLL and perplexity = exp(mean NLL). Local and remote scores both end here."""
+    values = [t["logprob"] for t in tokens[1:]]
+    nll = -sum(values) / len(values)
+    return {
+        "token_ids": [t["token_id"] for t in tokens],
+        "tokens": tokens,
+        "scored_tokens": len(values),
+        "total_logprob": sum(values),
+        "mean_nll": nll,
+        "perplexity": math.exp(nll),
+    }
+
+
 def bar(p: float) -> str:
     filled = p * BAR
     full = int(filled)
