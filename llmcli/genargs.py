@@ -190,3 +190,21 @@ def effective_config(defaults: dict[str, Any], kwargs: dict[str, Any]) -> dict[s
     if diff.get("compile_config") is not None:
         diff["compile_config"] = diff["compile_config"].to_dict()
     return diff
+
+
+def pick_seed(seed: int | None, *, sampling: bool) -> int | None:
+    """Sampling always runs under a seed, reported in --json, so any output can be reproduced."""
+    if seed is not None:
+        return seed
+    if sampling:
+        import random
+
+        return random.SystemRandom().randrange(0, 2**31 - 1)
+    return None
+
+
+def checked_seed(defaults: dict[str, Any], kwargs: dict[str, Any], seed: int | None) -> int | None:
+    """GenerationConfig's own checks on the flags over the model's defaults (before any weight loads), then
+    the seed the call runs under."""
+    effective_config(defaults, kwargs)
+    return pick_seed(seed, sampling=needs_sampling(kwargs, defaults))

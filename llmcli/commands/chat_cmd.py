@@ -124,8 +124,8 @@ class Session:
 
     def ask(self, text: str) -> None:
         from llmcli import output
-        from llmcli.engine.generation import TextDelta, pick_seed, stream_generate
-        from llmcli.genargs import needs_sampling
+        from llmcli.engine.generation import TextDelta, stream_generate
+        from llmcli.genargs import needs_sampling, pick_seed
         from llmcli.plan import GenerationPlan
 
         self.history.append({"role": "user", "content": text})

@@ -239,15 +239,12 @@ class _Run:
 
     def __init__(self, source: Any, spec: Any, kwargs: dict[str, Any], *, seed, logprobs, json_out: bool, constraint):
         from llmcli import output
-        from llmcli.engine.generation import pick_seed
         from llmcli.engine.loader import load
-        from llmcli.genargs import effective_config, needs_sampling
+        from llmcli.genargs import checked_seed
         from llmcli.modelfs.tokenizer import generation_defaults
         from llmcli.plan import GenerationPlan
 
-        defaults = generation_defaults(source.path) or {}
-        effective_config(defaults, kwargs)  # GenerationConfig's own checks, before the weights load
-        seed_used = pick_seed(seed, sampling=needs_sampling(kwargs, defaults))
+        seed_used = checked_seed(generation_defaults(source.path) or {}, kwargs, seed)
         grammar = None
         if constraint is not None:  # the grammar engine reads it before the weights load
             from llmcli.engine.constraints import parse

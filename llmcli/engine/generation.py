@@ -422,12 +422,3 @@ def stop_flag(*flags: threading.Event) -> Any:
             return torch.tensor([f.is_set() for f in flags], dtype=torch.bool, device=input_ids.device)
 
     return StopFlag()
-
-
-def pick_seed(seed: int | None, *, sampling: bool) -> int | None:
-    """Sampling always runs under a seed, reported in --json, so any output can be reproduced."""
-    if seed is not None:
-        return seed
-    if sampling:
-        return random.SystemRandom().randrange(0, 2**31 - 1)
-    return None

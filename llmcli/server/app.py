@@ -96,7 +96,7 @@ class Server:
 
     def plan(self, served: Served, job: Job) -> Any:
         """The generation plan, checked exactly as `generate` checks its flags."""
-        from llmcli.genargs import DecodingFlags, build_generate_kwargs, effective_config, needs_sampling
+        from llmcli.genargs import DecodingFlags, build_generate_kwargs, checked_seed
         from llmcli.plan import GenerationPlan, LoadSpec, check_combinations
 
         try:
@@ -105,12 +105,9 @@ class Server:
                 **build_generate_kwargs(DecodingFlags(**job.flags, extra=job.extra)),
             }
             check_combinations(spec=LoadSpec(), kwargs=kwargs, logprobs=job.logprobs, constraint=job.constraint)
-            effective_config(served.defaults, kwargs)
+            seed = checked_seed(served.defaults, kwargs, job.seed)
         except UsageError as exc:
             raise usage_error(exc) from None
-        from llmcli.engine.generation import pick_seed
-
-        seed = pick_seed(job.seed, sampling=needs_sampling(kwargs, served.defaults))
         return GenerationPlan(kwargs=kwargs, seed=seed, logprobs=job.logprobs)
 
     def admit(self) -> None:

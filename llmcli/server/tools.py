@@ -24,9 +24,12 @@ async def answer(server: Any, endpoint: str, body: Any) -> dict[str, Any]:
     try:
         if endpoint == "tokenize":
             return await server.off_loop(lambda: _tokenize(served.acquire(), values))
-        work = _next_token if endpoint == "next-token" else _score
-        checked = _sampling(values) if endpoint == "next-token" else None
-        return await server.on_engine(lambda: work(served.acquire(), values, checked))
+        if endpoint == "next-token":
+            settings = _sampling(values)
+            return await server.on_engine(lambda: _next_token(served.acquire(), values, settings))
+        from llmcli.engine.probe import score_record
+
+        return await server.on_engine(lambda: score_record(served.acquire(), values["text"]))
     except UsageError as exc:
         raise usage_error(exc) from None
     except LlmcliError as exc:
@@ -34,6 +37,7 @@ async def answer(server: Any, endpoint: str, body: Any) -> dict[str, Any]:
 
 
 def _sampling(values: dict[str, Any]) -> dict[str, Any]:
+    """next-token's filters, checked as the command checks them; `top` in range."""
     from llmcli.flags import SAMPLING_KEYS
     from llmcli.genargs import DecodingFlags, sampling_settings
 
@@ -41,26 +45,17 @@ def _sampling(values: dict[str, Any]) -> dict[str, Any]:
     bad = next((k for k in flags if k not in SAMPLING_KEYS), None)
     if bad is not None:
         raise ApiError(400, f"'{bad}' is not a sampling flag", param="flags")
-    top = values.get("top") or 10
-    if not 1 <= top <= 1000:
+    values["top"] = values.get("top") or 10
+    if not 1 <= values["top"] <= 1000:
         raise ApiError(400, "'top' must be between 1 and 1000", param="top")
-    try:
-        return sampling_settings(DecodingFlags(**flags))
-    except UsageError as exc:
-        raise usage_error(exc) from None
+    return sampling_settings(DecodingFlags(**flags))
 
 
 def _next_token(loaded: Any, values: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
     from llmcli.engine.probe import next_token_record
 
-    chat, system, top = bool(values.get("chat")), values.get("system"), values.get("top") or 10
-    return next_token_record(loaded, values["prompt"], chat=chat, system=system, settings=settings, top=top)
-
-
-def _score(loaded: Any, values: dict[str, Any], _unused: Any) -> dict[str, Any]:
-    from llmcli.engine.probe import score_record
-
-    return score_record(loaded, values["text"])
+    chat, system = bool(values.get("chat")), values.get("system")
+    return next_token_record(loaded, values["prompt"], chat=chat, system=system, settings=settings, top=values["top"])
 
 
 def _tokenize(loaded: Any, values: dict[str, Any]) -> dict[str, Any]:
