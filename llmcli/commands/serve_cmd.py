@@ -113,14 +113,15 @@ def serve(
     for name, arg in zip(names, models or [None], strict=True):
         source = resolve_model(arg, verbose=spec.show_progress)
         served[name] = Served(name, lambda source=source: load(source, spec), keep_alive=idle)
+    loaded = [s.loaded for s in served.values()]
     settings = ServeSettings(
         api_key,
         max_tokens,
         queue_size=queue_size,
         timeout_seconds=timeout,
         base_kwargs=base_kwargs,
-        max_batch=batch_size(max_batch, [s.loaded for s in served.values()], output),
-        batch_exact=exact_batches([s.loaded for s in served.values()]),
+        max_batch=batch_size(max_batch, loaded, output),
+        batch_exact=exact_batches(loaded),
         keep_alive_seconds=idle,
     )
 

@@ -225,13 +225,12 @@ def placement_kwargs(spec: LoadSpec, device: str) -> dict[str, Any]:
     """from_pretrained's device arguments: one device, or accelerate's placement over GPUs, CPU and disk."""
     if spec.device_map is None:
         return {"device_map": device}
+    from llmcli.engine.placement import accelerate_limits
     from llmcli.plan import parse_max_memory
 
     out: dict[str, Any] = {"device_map": str(spec.device_map)}
     if spec.max_memory:
-        # accelerate names GPUs by index
-        limits = parse_max_memory(spec.max_memory)
-        out["max_memory"] = {int(k[5:]) if k.startswith("cuda:") else k: v for k, v in limits.items()}
+        out["max_memory"] = accelerate_limits(parse_max_memory(spec.max_memory))
     if spec.offload_dir is not None:
         spec.offload_dir.mkdir(parents=True, exist_ok=True)
         out["offload_folder"] = str(spec.offload_dir)
@@ -244,8 +243,10 @@ def input_device(model: Any) -> Any:
     mapping = getattr(model, "hf_device_map", None)
     if not mapping or len(mapping) == 1 and "" in mapping and mapping[""] not in ("disk", "cpu"):
         return model.device
+    from llmcli.engine.placement import device_name
+
     where = next((v for k, v in mapping.items() if k.endswith("embed_tokens")), next(iter(mapping.values())))
-    return f"cuda:{where}" if isinstance(where, int) else "cpu" if where in ("disk", "cpu") else str(where)
+    return "cpu" if where in ("disk", "cpu") else device_name(where)
 
 
 def placement(model: Any) -> dict[str, int] | None:
@@ -253,11 +254,11 @@ def placement(model: Any) -> dict[str, int] | None:
     mapping = getattr(model, "hf_device_map", None)
     if not mapping or len(set(mapping.values())) < 2 and "disk" not in mapping.values():
         return None
-    counts: dict[str, int] = {}
-    for where in mapping.values():
-        name = f"cuda:{where}" if isinstance(where, int) else str(where)
-        counts[name] = counts.get(name, 0) + 1
-    return counts
+    from collections import Counter
+
+    from llmcli.engine.placement import device_name
+
+    return dict(Counter(device_name(where) for where in mapping.values()))
 
 
 def _finish(model: Any, spec: LoadSpec, device: str) -> Any:

@@ -7,13 +7,23 @@ import re
 from typing import Any
 
 
+def accelerate_limits(max_memory: dict[str, str]) -> dict[Any, str]:
+    """--max-memory's limits as accelerate takes them: GPUs by index ('cuda:0' → 0), the rest by name."""
+    return {int(k[5:]) if k.startswith("cuda:") else k: v for k, v in max_memory.items()}
+
+
+def device_name(where: Any) -> str:
+    """accelerate's name for a device as llmcli writes it: 0 → 'cuda:0'; 'cpu' and 'disk' as they are."""
+    return f"cuda:{where}" if isinstance(where, int) else str(where)
+
+
 def propose(meta_model: Any, *, max_memory: dict[str, str] | None, dtype: str = "bfloat16") -> dict[str, Any]:
     """Per device (cuda:N, cpu, disk, in that order): the modules placed there and their bytes in `dtype`."""
     import torch
     from accelerate import infer_auto_device_map
     from accelerate.utils import compute_module_sizes, get_max_memory
 
-    limits = {int(k[5:]) if k.startswith("cuda:") else k: v for k, v in max_memory.items()} if max_memory else None
+    limits = accelerate_limits(max_memory) if max_memory else None
     budget = get_max_memory(limits)
     mapping = infer_auto_device_map(
         meta_model,
@@ -24,14 +34,14 @@ def propose(meta_model: Any, *, max_memory: dict[str, str] | None, dtype: str = 
     sizes = compute_module_sizes(meta_model, dtype=getattr(torch, dtype))
     devices: dict[str, dict[str, Any]] = {}
     for name, where in mapping.items():
-        device = f"cuda:{where}" if isinstance(where, int) else str(where)
+        device = device_name(where)
         entry = devices.setdefault(device, {"device": device, "modules": [], "bytes": 0})
         entry["modules"].append(name)
         entry["bytes"] += int(sizes.get(name, 0))
     order = sorted(devices.values(), key=lambda d: (d["device"] == "disk", d["device"] == "cpu", d["device"]))
     for entry in order:
         entry["modules"] = compress(entry["modules"])
-    limits_out = {(f"cuda:{k}" if isinstance(k, int) else k): int(v) for k, v in budget.items()}
+    limits_out = {device_name(k): int(v) for k, v in budget.items()}
     return {"dtype": dtype, "max_memory_bytes": limits_out, "devices": order}
 
 
