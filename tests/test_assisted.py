@@ -1,4 +1,7 @@
-"""Prompt-lookup and assisted decoding: faster drafts, and under greedy decoding the very same tokens."""
+"""Prompt-lookup and assisted decoding: faster drafts, and under greedy decoding the very same tokens.
+
+Every comparison runs in float32: drafted and plain decoding are two compute paths, and in bfloat16 a near-tie
+can flip between them on one CPU and not another."""
 
 from __future__ import annotations
 
@@ -11,7 +14,8 @@ PASSAGE = (
 
 
 def greedy_ids(model_dir, extra, capsys, monkeypatch, prompt=PASSAGE):
-    args = ["generate", "-m", str(model_dir), prompt, "--raw", "--greedy", "-n", "40", "--json", *extra]
+    args = ["generate", "-m", str(model_dir), prompt, "--raw", "--greedy", "-n", "40", "--dtype", "float32", "--json"]
+    args += extra
     run = run_cli(args, capsys, monkeypatch)
     assert run.code == 0, run.stderr
     return run.json()
@@ -43,7 +47,7 @@ def test_assistant_model_keeps_greedy_tokens(tiny_dir, tiny_untied_single, capsy
 
 
 def test_batches_run_one_prompt_at_a_time(tiny_dir, capsys, monkeypatch):
-    args = ["generate", "-m", str(tiny_dir), "--each-line", "--raw", "--greedy", "-n", "8", "--json"]
+    args = ["generate", "-m", str(tiny_dir), "--each-line", "--raw", "--greedy", "-n", "8", "--dtype", "float32", "--json"]
     stdin = b"first prompt\nsecond prompt\nthird\n"
     plain = run_cli(args, capsys, monkeypatch, stdin=stdin).jsonl()
     looked = run_cli([*args, "--prompt-lookup", "3"], capsys, monkeypatch, stdin=stdin).jsonl()

@@ -1,5 +1,7 @@
 """The server's batcher: greedy calls that wait together share one generate() call, each output identical to
-its solo run; a call stopped in the queue or in the middle of a batch leaves at once and the others go on."""
+its solo run; a call stopped in the queue or in the middle of a batch leaves at once and the others go on.
+
+The model loads in float32: batched and solo runs are two compute paths, token-identical only there."""
 
 from __future__ import annotations
 
@@ -18,9 +20,9 @@ PROMPTS = ["the first prompt", "a second, longer prompt than the first", "three"
 def loaded(tiny_dir):
     from llmcli.engine.loader import load
     from llmcli.modelfs.source import resolve_model
-    from llmcli.plan import LoadSpec
+    from llmcli.plan import Dtype, LoadSpec
 
-    return load(resolve_model(str(tiny_dir)), LoadSpec())
+    return load(resolve_model(str(tiny_dir)), LoadSpec(dtype=Dtype.float32))
 
 
 def greedy(n: int = 12, **more) -> GenerationPlan:
