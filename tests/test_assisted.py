@@ -47,7 +47,19 @@ def test_assistant_model_keeps_greedy_tokens(tiny_dir, tiny_untied_single, capsy
 
 
 def test_batches_run_one_prompt_at_a_time(tiny_dir, capsys, monkeypatch):
-    args = ["generate", "-m", str(tiny_dir), "--each-line", "--raw", "--greedy", "-n", "8", "--dtype", "float32", "--json"]
+    args = [
+        "generate",
+        "-m",
+        str(tiny_dir),
+        "--each-line",
+        "--raw",
+        "--greedy",
+        "-n",
+        "8",
+        "--dtype",
+        "float32",
+        "--json",
+    ]
     stdin = b"first prompt\nsecond prompt\nthird\n"
     plain = run_cli(args, capsys, monkeypatch, stdin=stdin).jsonl()
     looked = run_cli([*args, "--prompt-lookup", "3"], capsys, monkeypatch, stdin=stdin).jsonl()
