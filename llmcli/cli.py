@@ -50,6 +50,7 @@ def _register() -> None:
         diff_cmd,
         generate_cmd,
         inspect_cmd,
+        lens_cmd,
         models_cmd,
         probe_cmd,
         ps_cmd,
@@ -63,6 +64,7 @@ def _register() -> None:
     chat_cmd.register(app)
     tokens_cmd.register(app)
     probe_cmd.register(app)
+    lens_cmd.register(app)
     bench_cmd.register(app)
     models_cmd.register(app)
     serve_cmd.register(app)

@@ -40,6 +40,7 @@ class Table:
     columns: list[str]
     rows: list[list[str]]
     numeric: set[int] = field(default_factory=set)  # column indexes to right-align
+    styles: list[list[str]] | None = None  # a Rich style per cell (colour on a terminal; plain text ignores it)
 
 
 @dataclass
@@ -241,8 +242,9 @@ def _rich_block(block: Any) -> Any:
         table = RTable(show_edge=False, header_style="bold")
         for i, col in enumerate(block.columns):
             table.add_column(Text(col), justify="right" if i in block.numeric else "left")
-        for row in block.rows:
-            table.add_row(*(Text(c) for c in row))
+        styles = block.styles or [[""] * len(row) for row in block.rows]
+        for row, style in zip(block.rows, styles, strict=True):
+            table.add_row(*(Text(c, style=s) for c, s in zip(row, style, strict=True)))
         return table
     if isinstance(block, Node):
 
@@ -288,7 +290,7 @@ def show(sections: list[Section], mode: str) -> None:
 
 def print_stats(stats: Any) -> None:
     """Generation figures as one line on stderr (--stats, -v, chat's /stats)."""
-    from llmcli.modelfs.memory import human_bytes
+    from llmcli.units import human_bytes
 
     def fmt(value, unit=""):
         return "n/a" if value is None else f"{value}{unit}"

@@ -12,27 +12,6 @@ from tests.helpers import assert_clean_error, run_cli
 PROMPT = "What is the capital of France?"
 
 
-@pytest.fixture(scope="module")
-def tiny_adapter(tiny_dir, tmp_path_factory):
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    base = AutoModelForCausalLM.from_pretrained(str(tiny_dir), dtype=torch.float32)
-    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.05, target_modules=["q_proj", "v_proj"]))
-    torch.manual_seed(3)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:  # B starts at zero (a no-op adapter); give it weight so it changes outputs
-                param.normal_(0, 0.5)
-    path = tmp_path_factory.mktemp("adapter")
-    model.save_pretrained(str(path))
-    cfg = json.loads((path / "adapter_config.json").read_text())
-    cfg["base_model_name_or_path"] = str(tiny_dir)
-    (path / "adapter_config.json").write_text(json.dumps(cfg))
-    return path
-
-
 def test_inspect_adapter(tiny_adapter, tiny_dir, capsys, monkeypatch):
     run = run_cli(["inspect", str(tiny_adapter), "--json"], capsys, monkeypatch)
     assert run.code == 0, run.stderr

@@ -15,6 +15,7 @@ TORCH_FREE = [
     "llmcli.cli",
     "llmcli.errors",
     "llmcli.output",
+    "llmcli.units",
     "llmcli.flags",
     "llmcli.genargs",
     "llmcli.plan",

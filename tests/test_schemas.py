@@ -68,3 +68,10 @@ def test_structured_generate_json_matches_schema(tiny_dir, capsys, monkeypatch):
     data = run.json()
     jsonschema.validate(data, schema("generate.schema.json"))
     assert data["outputs"][0]["valid"] is True and data["constraint"]["kind"] == "regex"
+
+
+def test_lens_json_matches_schema(tiny_dir, capsys, monkeypatch):
+    args = ["lens", "-m", str(tiny_dir), "hello world", "--positions", "all", "--track", " world", "--attention"]
+    run = run_cli([*args, "--json"], capsys, monkeypatch)
+    assert run.code == 0, run.stderr
+    jsonschema.validate(run.json(), schema("lens.schema.json"))

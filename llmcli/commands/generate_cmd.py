@@ -123,8 +123,7 @@ def generate(
     if show_config:
         _show_config(source, kwargs, json_out=json_out)
         return
-    if model_args.adapter is not None:
-        spec = _with_adapter(spec, model_args.adapter)
+    spec = model_args.with_adapter(spec)
     run = _Run(source, spec, kwargs, seed=seed, logprobs=logprobs, json_out=json_out, constraint=constraint)
     if model_args.assistant_model is not None:
         run.add_assistant(model_args.assistant_model, spec)
@@ -202,17 +201,6 @@ def _print_record(record: dict[str, Any], *, json_out: bool, streamed: bool, sep
     else:
         for out in record["outputs"]:
             output.write_stdout(out["text"] + ("\n\n" if separate else "\n"), flush=True)
-
-
-def _with_adapter(spec: Any, adapter: str) -> Any:
-    from dataclasses import replace
-
-    from llmcli.modelfs.locate import locate
-
-    ref = locate(adapter)
-    if ref.kind != "adapter":
-        raise UsageError(f"--adapter {adapter}: not a PEFT adapter directory (no adapter_config.json)")
-    return replace(spec, adapter=ref.path)
 
 
 def _show_config(source: Any, kwargs: dict[str, Any], *, json_out: bool) -> None:

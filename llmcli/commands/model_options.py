@@ -22,7 +22,7 @@ class ModelArgs:
     model: str | None = None
     revision: str | None = None
     compile: bool = False
-    adapter: str | None = None  # located by the command (see generate's _with_adapter)
+    adapter: str | None = None  # located by with_adapter()
     assistant_model: str | None = None  # a draft model for assisted decoding, loaded like the model
     load: dict[str, Any] = field(default_factory=dict)  # LoadSpec fields the command offers
 
@@ -30,6 +30,20 @@ class ModelArgs:
         from llmcli import output
 
         return LoadSpec(**{"show_progress": output.stderr_is_tty(), **self.load, **overrides})
+
+    def with_adapter(self, spec: LoadSpec) -> LoadSpec:
+        """The spec with --adapter located (a PEFT adapter directory), or unchanged without one."""
+        if self.adapter is None:
+            return spec
+        from dataclasses import replace
+
+        from llmcli.errors import UsageError
+        from llmcli.modelfs.locate import locate
+
+        ref = locate(self.adapter)
+        if ref.kind != "adapter":
+            raise UsageError(f"--adapter {self.adapter}: not a PEFT adapter directory (no adapter_config.json)")
+        return replace(spec, adapter=ref.path)
 
     def refuse_local(self) -> None:
         """With --server the server has loaded the model: an option that configures a local load is refused."""

@@ -74,7 +74,7 @@ def remove() -> None:
     """Delete every converted model from llmcli's cache (the GGUF files themselves stay)."""
     from llmcli import output
     from llmcli.modelfs.default_model import cached_models, remove_cached
-    from llmcli.modelfs.memory import human_bytes
+    from llmcli.units import human_bytes
 
     paths = cached_models()
     freed = remove_cached(paths)

@@ -12,10 +12,11 @@ from llmcli.errors import LlmcliError, UsageError, squash
 from llmcli.modelfs.adapter import ADAPTER_WEIGHTS, read_adapter
 from llmcli.modelfs.checkpoint import DTYPE_BYTES, read_checkpoint
 from llmcli.modelfs.config import geometry, load_config
-from llmcli.modelfs.memory import device_memory, human_bytes
+from llmcli.modelfs.memory import device_memory
 from llmcli.modelfs.source import ModelSource
 from llmcli.output import spinner
 from llmcli.plan import Attn, Dtype, LoadSpec, Quantize, check_device
+from llmcli.units import human_bytes
 
 # Measured on the 2-core AVX2 CPU this project runs on: bf16 decodes ~1.7× faster than fp32 on
 # SmolLM2-135M and halves memory; fp16 matmuls on CPU are slow. See docs/generate.md.

@@ -10,14 +10,6 @@ from llmcli.modelfs.config import Geometry
 BYTES_PER_PARAM = {"float32": 4.0, "bfloat16": 2.0, "int8": 1.0, "int4": 0.5}
 
 
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
-    return f"{n:.2f} TiB"
-
-
 def kv_bytes_per_token(geo: Geometry, bytes_per_value: float = 2.0) -> int | None:
     """2 (K and V) × layers × KV heads × head_dim × bytes."""
     if not (geo.layers and geo.kv_heads and geo.head_dim):

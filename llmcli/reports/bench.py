@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmcli.modelfs.memory import human_bytes
 from llmcli.output import Para, Section, Table
 from llmcli.reports import Report
+from llmcli.units import human_bytes
 
 
 def build(report: dict[str, Any], *, compare_raw: bool) -> Report:

@@ -7,9 +7,9 @@ from typing import Any
 
 from llmcli.modelfs.config import show_value
 from llmcli.modelfs.gguf_file import read_gguf
-from llmcli.modelfs.memory import human_bytes
 from llmcli.output import KV, Para, Section, Table
 from llmcli.reports import Report, counted
+from llmcli.units import human_bytes
 
 # Suffixes of "<arch>.<key>" metadata worth naming in plain words.
 ARCH_KEYS = [

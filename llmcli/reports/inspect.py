@@ -8,10 +8,11 @@ from typing import Any
 from llmcli.errors import LlmcliError
 from llmcli.modelfs.checkpoint import Checkpoint, read_checkpoint
 from llmcli.modelfs.config import Geometry, config_view, load_config, show_value
-from llmcli.modelfs.memory import BYTES_PER_PARAM, human_bytes, memory_report
+from llmcli.modelfs.memory import BYTES_PER_PARAM, memory_report
 from llmcli.modelfs.tokenizer import generation_defaults, tokenizer_summary
 from llmcli.output import KV, Node, Para, Section, Table
 from llmcli.reports import Report, counted
+from llmcli.units import human_bytes
 
 SECTIONS = ("config", "generation", "tokenizer", "checkpoint", "parameters", "modules", "memory")
 

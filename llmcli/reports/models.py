@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from llmcli.modelfs.default_model import DEFAULT_DIST
-from llmcli.modelfs.memory import human_bytes
 from llmcli.output import KV, Para, Section, Table
 from llmcli.reports import Report
+from llmcli.units import human_bytes
 
 
 def build(data: dict[str, Any]) -> Report:

@@ -1,0 +1,63 @@
+"""`llmcli lens`: the logit lens, layer by layer, in one forward pass."""
+
+from __future__ import annotations
+
+import typer
+
+from llmcli.commands import options as opt
+from llmcli.commands.model_options import PLACEMENT, ModelArgs, model_options
+
+LOADING = ("model", "revision", "device", *PLACEMENT, "dtype", "trust_remote_code", "adapter", "merge")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("lens")(lens)
+
+
+@model_options(*LOADING)
+def lens(
+    prompt: str = typer.Argument(None, help="The prompt; '-' or piped stdin reads stdin."),
+    position: int = typer.Option(
+        -1, "--position", help="The position read in depth and whose attention is shown (0-based; -1: the last)."
+    ),
+    positions: str = typer.Option(
+        None, "--positions", help="A grid of top tokens per layer and position: all, START:END or 0,3,5."
+    ),
+    track: str = typer.Option(
+        None, "--track", help="One token (e.g. ' Paris') whose probability and rank are shown at every layer."
+    ),
+    attention: bool = typer.Option(
+        False, "--attention", help="Each layer's and head's most-attended earlier tokens (eager attention)."
+    ),
+    top: int = typer.Option(5, "--top", min=1, max=100, help="Top tokens kept per layer (and keys per head)."),
+    chat: bool = typer.Option(False, "--chat", help="Wrap the prompt in the chat template (default: the raw text)."),
+    system: opt.SystemOpt = None,
+    raw: bool = typer.Option(False, "--raw", hidden=True, help="The default; kept for scripts that pass it."),
+    file: opt.FileOpt = None,
+    json_out: opt.JsonOpt = False,
+    server: opt.ServerOpt = None,
+    *,
+    model_args: ModelArgs,
+) -> None:
+    """What every layer would predict: the residual stream read through the model's own final norm and LM head."""
+    from llmcli import output
+    from llmcli.errors import UsageError
+    from llmcli.plan import check_combinations
+    from llmcli.prompts import check_system, single_prompt
+    from llmcli.reports import lens as report
+
+    if server is not None:
+        raise UsageError("--server: lens needs the model's hidden states, which a server does not return")
+    if chat and raw:
+        raise UsageError("--chat and --raw contradict each other")
+    check_system(chat=chat, system=system)
+    view = report.LensView(position=position, positions=positions, track=track, attention=attention)
+    spec = model_args.with_adapter(model_args.spec(prefill_only=True))
+    check_combinations(spec=spec)
+    text = single_prompt(prompt, file)
+    from llmcli.engine.lens import lens_record
+    from llmcli.engine.loader import load
+
+    loaded = load(model_args.source(verbose=spec.show_progress), spec)
+    data = lens_record(loaded, text, chat=chat, system=system, view=view, top=top)
+    output.present(report.lens(data), json=json_out)
