@@ -111,7 +111,12 @@ def engine_session(server: str) -> Iterator[tuple[Any, str, Any]]:
 
     with session(server) as (http, base):
         if server not in _ENGINES:  # a batch job asks once, not once per prompt
-            _ENGINES[server] = detect(http, base)
+            engine = detect(http, base)
+            if engine.kind != "llmcli":
+                from llmcli.foreign.memory import recall
+
+                engine.ignores = recall(server, engine)
+            _ENGINES[server] = engine
         yield http, base, _ENGINES[server]
 
 
@@ -150,22 +155,32 @@ def _call_foreign(remote: Any, endpoint: str, body: dict[str, Any]) -> dict[str,
     raise openai.refuse(endpoint, remote)
 
 
-def get(server: str, path: str) -> dict[str, Any]:
-    with session(server) as (http, base):
+def get(server: str, path: str, *, needs: str) -> dict[str, Any]:
+    """GET one of llmcli serve's own endpoints; `needs` names the command, refused (exit 2) in front of
+    another engine."""
+    with engine_session(server) as (http, base, engine):
+        if engine.kind != "llmcli":
+            raise UsageError(f"{needs} needs llmcli serve, and {engine.label} answers at {server}")
         response = http.get(base + path)
         if response.status_code != 200:
             raise _error(server, response.status_code, response.text, response.headers)
         return response.json()
 
 
-def preview(server: str, body: dict[str, Any]) -> Any:
-    """What --show-config --server prints: the exact request body (one per prompt on another engine)."""
+def preview(server: str, body: dict[str, Any], *, stream: bool) -> Any:
+    """What --show-config --server prints: the exact request body, prompt included, as generate would send it
+    (`stream`: its text streamed to the terminal); one body per prompt on another engine."""
     from llmcli.foreign.requests import generate_request, prompts_of
 
     with engine_session(server) as (_http, _base, engine):
         if engine.kind == "llmcli":
-            return {k: v for k, v in body.items() if k != "prompts"}
-        requests = [generate_request(engine, body, p, body.get("messages"))[1] for p in prompts_of(body)]
+            return {**body, "stream": stream}
+        requests = []
+        for prompt in prompts_of(body):
+            request = generate_request(engine, body, prompt, body.get("messages"))[1]
+            if stream and int(request.get("n") or 1) == 1:  # as foreign.openai streams it
+                request |= {"stream": True, "stream_options": {"include_usage": True}}
+            requests.append(request)
         return requests[0] if len(requests) == 1 else requests
 
 

@@ -117,8 +117,10 @@ def test_logprobs_score_and_next_token_match_local_float32(vllm, default_model_d
 def test_a_flag_vllm_cannot_honour_is_a_usage_error(vllm, capsys, monkeypatch):
     run = run_cli(["generate", "--server", vllm, "--typical-p", "0.5", "hi"], capsys, monkeypatch)
     assert_clean_error(run, 2, "--typical-p", "vLLM")
-    shown = run_cli(["generate", "--server", vllm, "--show-config", "--top-k", "5", "-n", "3"], capsys, monkeypatch)
+    args = ["generate", "--server", vllm, "--show-config", "--top-k", "5", "-n", "3", "Hi"]
+    shown = run_cli(args, capsys, monkeypatch)
     assert shown.code == 0 and shown.json()["top_k"] == 5 and shown.json()["max_tokens"] == 3
+    assert shown.json()["messages"] == [{"role": "user", "content": "Hi"}]
 
 
 def test_a_killed_batch_job_resumes_against_vllm(vllm, tmp_path):

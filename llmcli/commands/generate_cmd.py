@@ -106,7 +106,7 @@ def generate(
         os.environ["TRANSFORMERS_VERBOSITY"] = "info"
     batch = each_line or prompts_file is not None
     prompts = None
-    if not show_config:
+    if not show_config or server is not None:  # over --server, --show-config shows the body with its prompts
         from llmcli.prompts import batch_prompts, single_prompt
 
         prompts = batch_prompts(each_line, prompts_file, prompt) if batch else [single_prompt(prompt, file)]
@@ -170,15 +170,17 @@ def _remote(url: str, body: dict[str, Any], *, show_config: bool, json_out: bool
     """generate's output, from a server: the same stream on stdout, the same --json objects."""
     from llmcli import client, output
 
-    if show_config:
-        output.emit_json(client.preview(url, body))
-        return
     prompts = body["prompts"]
     streamed = not json_out and len(prompts) == 1
+    if show_config:
+        output.emit_json(client.preview(url, body, stream=streamed))
+        return
     write = (lambda text: output.write_stdout(text, flush=True)) if streamed else None
     unsatisfied = 0
     for start in range(0, len(prompts), batch_size):
         for record in client.generate(url, {**body, "prompts": prompts[start : start + batch_size]}, on_text=write):
+            for made_up in record.get("compensated", []):
+                output.warn(f"{made_up['flag']}: {made_up['how']}")
             several = len(record["outputs"]) > 1
             _print_record(
                 record, json_out=json_out, streamed=streamed and not several, separate=len(prompts) > 1 or several

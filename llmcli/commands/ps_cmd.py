@@ -19,4 +19,4 @@ def ps(server: opt.ServerOpt = None, json_out: opt.JsonOpt = False) -> None:
 
     if server is None:
         raise UsageError("ps needs a server: --server URL (or LLMCLI_SERVER); --server local for `serve --local`")
-    output.present(ps_report.build(client.get(server, "/llmcli/v1/ps"), server), json=json_out)
+    output.present(ps_report.build(client.get(server, "/llmcli/v1/ps", needs="ps"), server), json=json_out)

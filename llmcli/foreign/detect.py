@@ -1,13 +1,19 @@
-"""Which engine answers at a --server URL: llmcli serve, vLLM, or another OpenAI-compatible server
-(llama.cpp's llama-server, ollama, mlx_lm.server, `transformers serve`)."""
+"""Which engine answers at a --server URL: llmcli serve, vLLM, llama-cpp-python's server, or another
+OpenAI-compatible server (llama.cpp's llama-server, ollama, mlx_lm.server, `transformers serve`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-LLMCLI, VLLM, OPENAI = "llmcli", "vllm", "openai"
-LABELS = {LLMCLI: "llmcli serve", VLLM: "vLLM", OPENAI: "an OpenAI-compatible server"}
+LLMCLI, VLLM, LLAMA_CPP_PY, OPENAI = "llmcli", "vllm", "llama-cpp-python", "openai"
+LABELS = {
+    LLMCLI: "llmcli serve",
+    VLLM: "vLLM",
+    LLAMA_CPP_PY: "llama-cpp-python's server",
+    OPENAI: "an OpenAI-compatible server",
+}
+LLAMA_CPP_TITLE = "llama.cpp Python API"  # its FastAPI app's title, in /openapi.json
 
 
 @dataclass
@@ -15,6 +21,7 @@ class Engine:
     kind: str
     version: str | None = None
     models: list[str] = field(default_factory=list)
+    ignores: dict[str, str] = field(default_factory=dict)  # request field → what showed it (foreign.memory)
 
     @property
     def label(self) -> str:
@@ -29,7 +36,8 @@ def _json(response: Any) -> Any:
 
 
 def detect(http: Any, base: str) -> Engine:
-    """llmcli's /health names its queue; vLLM answers /version; anything else is asked only /v1/models."""
+    """llmcli's /health names its queue; vLLM answers /version; llama-cpp-python's server names itself in
+    /openapi.json; anything else is known by /v1/models alone."""
     health = _json(http.get(base + "/health"))
     if isinstance(health, dict) and "in_flight" in health:
         return Engine(LLMCLI, models=list(health.get("models") or []))
@@ -40,4 +48,9 @@ def detect(http: Any, base: str) -> Engine:
     models = [m.get("id") for m in (data or {}).get("data", []) if isinstance(m, dict)]
     if isinstance(found, dict) and "version" in found:
         return Engine(VLLM, version=str(found["version"]), models=models)
+    spec = http.get(base + "/openapi.json")
+    described = _json(spec) if spec.status_code == 200 else None
+    info = described.get("info") if isinstance(described, dict) else None
+    if isinstance(info, dict) and LLAMA_CPP_TITLE in str(info.get("title")):
+        return Engine(LLAMA_CPP_PY, version=str(info.get("version") or "") or None, models=models)
     return Engine(OPENAI, models=models)

@@ -55,17 +55,70 @@ class Remote:
 
 
 def generate(remote: Remote, body: dict[str, Any], on_text: Callable[[str], None] | None) -> Iterator[dict]:
-    """One request per prompt (or chat's one conversation); yields generate --json records."""
+    """One request per prompt (or chat's one conversation); yields generate --json records, each answer
+    checked against its request (foreign.checks)."""
     remote.constraint = body.get("constraint")
     for prompt in prompts_of(body):
         path, request = generate_request(remote.engine, body, prompt, body.get("messages"))
         started = time.perf_counter()
-        if on_text is not None:
+        several = int(request.get("n") or 1) > 1
+        if several and "n" in remote.engine.ignores:
+            answer, first = {"choices": [], "usage": {}}, None
+        elif on_text is not None and not several:
             choices, usage, first = _streamed(remote, path, request, on_text)
             answer = {"choices": choices, "usage": usage}
         else:
             answer, first = remote.post(path, request), None
-        yield _record(remote, request, prompt, answer, started=started, first=first)
+        answer, made_up = checked(remote, path, request, answer)
+        record = _record(remote, request, prompt, answer, started=started, first=first)
+        if made_up:
+            record["compensated"] = made_up
+        yield record
+
+
+def checked(remote: Remote, path: str, request: dict, answer: dict) -> tuple[dict, list[dict[str, str]]]:
+    """The answer, with the sequences an engine that ignores `n` left out made up for by one request each
+    (seeds derived from --seed); any other field the engine dropped is exit 1 naming the flag and the engine,
+    and remembered, so that the next call refuses it up front."""
+    from llmcli.foreign.checks import FLAG_OF, findings
+    from llmcli.foreign.memory import remember
+
+    made_up = []
+    if len(answer["choices"]) < int(request.get("n") or 1):
+        if answer["choices"]:  # a first answer with fewer choices: the engine is caught ignoring n
+            [finding] = [f for f in findings(request, answer) if f.field == "n"]
+            remember(remote.server, remote.engine, "n", finding.evidence)
+        answer, how = _one_request_each(remote, path, request, answer)
+        made_up.append({"field": "n", "flag": FLAG_OF["n"], "how": how})
+    for finding in findings(request, answer):
+        remember(remote.server, remote.engine, finding.field, finding.evidence)
+        raise LlmcliError(finding.message(remote.engine.label))
+    return answer, made_up
+
+
+def _one_request_each(remote: Remote, path: str, request: dict, answer: dict) -> tuple[dict, str]:
+    asked = int(request["n"])
+    choices, usage = list(answer["choices"]), dict(answer.get("usage") or {})
+    single = {k: v for k, v in request.items() if k != "n"}
+    seed, seeds, sent = request.get("seed"), [], 1 if choices else 0
+    if seed is not None and choices:
+        seeds.append(seed)
+    while len(choices) < asked:
+        extra = dict(single)
+        if seed is not None:
+            extra["seed"] = seed + len(choices)
+            seeds.append(extra["seed"])
+        got = remote.post(path, extra)
+        sent += 1
+        choices += got["choices"][:1]
+        for key, value in (got.get("usage") or {}).items():
+            if isinstance(value, int):
+                usage[key] = usage.get(key, 0) + value if key == "completion_tokens" else value
+    for index, choice in enumerate(choices):
+        choice["index"] = index
+    how = f"{asked} sequences from {sent} requests ({remote.engine.label} ignores n)"
+    how += f", seeds {', '.join(map(str, seeds))}" if seeds else ", unseeded"
+    return {**answer, "choices": choices, "usage": usage}, how
 
 
 def _streamed(remote: Remote, path: str, request: dict, on_text: Callable[[str], None]) -> tuple[list, dict, float]:

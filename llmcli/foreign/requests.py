@@ -9,7 +9,7 @@ from typing import Any
 
 from llmcli.errors import UsageError
 from llmcli.flags import BY_KEY
-from llmcli.foreign.detect import OPENAI, VLLM, Engine
+from llmcli.foreign.detect import LLAMA_CPP_PY, OPENAI, VLLM, Engine
 
 # flag key → the request field that carries it. OpenAI's own fields travel everywhere; vLLM adds its
 # documented extensions. `do_sample` travels as temperature 0 (greedy) or the engine's default sampling.
@@ -28,7 +28,7 @@ VLLM_FIELDS = {
     "min_p": "min_p",
     "repetition_penalty": "repetition_penalty",
 }
-FIELDS = {VLLM: VLLM_FIELDS, OPENAI: OPENAI_FIELDS}
+FIELDS = {VLLM: VLLM_FIELDS, LLAMA_CPP_PY: OPENAI_FIELDS, OPENAI: OPENAI_FIELDS}
 
 
 def refuse_untravelled(engine: Engine, flags: dict[str, Any], extra: list[str]) -> None:
@@ -89,7 +89,21 @@ def generate_request(engine: Engine, body: dict[str, Any], prompt: str, messages
         if engine.kind != VLLM:
             raise UsageError(f"--logprobs needs token ids, which {engine.label} does not return")
         request["return_tokens_as_token_ids"] = True
+    refuse_ignored(engine, request)
     return path, request
+
+
+def refuse_ignored(engine: Engine, request: dict[str, Any]) -> None:
+    """A field this engine was caught ignoring (foreign.memory) is refused before anything is sent; `n` is
+    made up for with one request per sequence instead (foreign.openai)."""
+    from llmcli.foreign.checks import FLAG_OF
+
+    for field, evidence in engine.ignores.items():
+        if field != "n" and request.get(field) not in (None, False):
+            raise UsageError(
+                f"{FLAG_OF.get(field, field)} cannot travel to {engine.label}: it ignores {field} "
+                f"(an earlier answer {evidence})"
+            )
 
 
 def constraint_fields(engine: Engine, constraint: dict[str, str]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from llmcli.errors import LlmcliError, UsageError
+from llmcli.server.grammars import Grammars
 from llmcli.server.models import Served
 from llmcli.server.protocol import (
     FINISH,
@@ -298,25 +299,6 @@ class Server:
             self.in_flight -= 1
 
 
-class Grammars:
-    """Structured output's compiled grammars, kept for the requests that ask for the same one again."""
-
-    LIMIT = 32
-
-    def __init__(self) -> None:
-        self.compiled: dict[tuple, Any] = {}
-
-    def get(self, loaded: Any, constraint: Any, kwargs: dict[str, Any]) -> Any:
-        from llmcli.engine.constraints import compile_for, parse
-
-        key = (id(loaded), constraint.kind, constraint.source, repr(kwargs.get("eos_token_id")))
-        if key not in self.compiled:
-            if len(self.compiled) >= self.LIMIT:
-                self.compiled.pop(next(iter(self.compiled)))
-            self.compiled[key] = compile_for(loaded, constraint, parse(constraint), kwargs)
-        return self.compiled[key]
-
-
 TOOLS = ("next-token", "score", "tokenize")
 
 
@@ -353,6 +335,13 @@ def build_app(models: dict[str, Served], settings: ServeSettings) -> Starlette:
     async def ps(_request: Request) -> Response:
         return JSONResponse(server.status())
 
+    async def load_model(request: Request) -> Response:
+        from sse_starlette.sse import EventSourceResponse
+
+        from llmcli.server.compat import load_model_events
+
+        return EventSourceResponse(load_model_events(server, await server.body(request)))
+
     async def health(_request: Request) -> Response:  # unguarded: a load balancer's probe carries no key
         status = {"in_flight": server.in_flight, "queue_size": settings.queue_size}
         return JSONResponse({"status": "ok", "models": list(models), **status})
@@ -364,6 +353,7 @@ def build_app(models: dict[str, Served], settings: ServeSettings) -> Starlette:
         Route("/v1/chat/completions", guard(chat_completions), methods=["POST"]),
         Route("/llmcli/v1/generate", guard(llmcli_generate), methods=["POST"]),
         Route("/llmcli/v1/ps", guard(ps), methods=["GET"]),
+        Route("/load_model", guard(load_model), methods=["POST"]),  # transformers chat (server.compat)
         *(Route(f"/llmcli/v1/{name}", tool(name), methods=["POST"]) for name in TOOLS),
     ]
 

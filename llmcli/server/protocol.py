@@ -40,6 +40,7 @@ ACCEPTED = set(OPENAI_FIELDS) | {
     "user",
     "stream_options",
     "response_format",
+    "generation_config",  # transformers chat's settings (server.compat)
 }
 
 
@@ -84,7 +85,11 @@ def _typed(body: dict[str, Any], name: str, kinds: tuple[type, ...], what: str) 
 
 
 def _flags(body: dict[str, Any], cap: int) -> dict[str, Any]:
-    flags: dict[str, Any] = {}
+    """The request's settings: transformers chat's generation_config first, OpenAI's fields over it."""
+    from llmcli.server.compat import generation_config_flags
+
+    given = body.get("generation_config")
+    flags: dict[str, Any] = generation_config_flags(given) if given is not None else {}
     for name, key in OPENAI_FIELDS.items():
         kind = BY_KEY[key].type
         value = _typed(body, name, (int,) if kind is int else (int, float), "an integer" if kind is int else "a number")
