@@ -198,3 +198,13 @@ print(json.dumps({{"grew_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrs
     # 17 states × ~300 positions × 64000 × 4 bytes = 1.3 GB if kept; a chunk of 64 positions is 16 MB.
     print(f"peak grew by {grew / 1024:.0f} MiB")
     assert grew < 400_000, grew
+
+
+def test_device_map_with_layers_on_disk_reads_the_same(default_model_dir, capsys, monkeypatch):
+    placed_args = [PROMPT, "--device-map", "auto", "--max-memory", "cpu=150MB"]
+    placed = lens(default_model_dir, placed_args, capsys, monkeypatch)
+    plain = lens(default_model_dir, [PROMPT], capsys, monkeypatch)
+    assert [layer["top"][0]["token_id"] for layer in placed["layers"]] == [
+        layer["top"][0]["token_id"] for layer in plain["layers"]
+    ]
+    assert placed["layers"][-1]["top"][0]["prob"] == pytest.approx(plain["layers"][-1]["top"][0]["prob"], abs=1e-5)
