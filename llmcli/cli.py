@@ -47,6 +47,7 @@ def _register() -> None:
     from llmcli.commands import (
         bench_cmd,
         chat_cmd,
+        compare_cmd,
         diff_cmd,
         generate_cmd,
         inspect_cmd,
@@ -65,6 +66,7 @@ def _register() -> None:
     tokens_cmd.register(app)
     probe_cmd.register(app)
     lens_cmd.register(app)
+    compare_cmd.register(app)
     bench_cmd.register(app)
     models_cmd.register(app)
     serve_cmd.register(app)

@@ -153,6 +153,20 @@ def spinner(message: str, *, enabled: bool) -> Iterator[None]:
         yield
 
 
+@contextmanager
+def progress(total: int, label: str, *, enabled: bool) -> Iterator[Callable[[], None]]:
+    """A progress bar on stderr for `total` steps (a terminal only); yields the function that advances it."""
+    if not enabled or total <= 1:
+        yield lambda: None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(file=sys.stderr), transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda: bar.advance(task)
+
+
 def confidence_writer():
     """For streaming on a terminal: writes each piece coloured by the probability of its token."""
     from rich.console import Console

@@ -162,3 +162,21 @@ def tiny_adapter(tiny_dir, tmp_path_factory):
     cfg["base_model_name_or_path"] = str(tiny_dir)
     (path / "adapter_config.json").write_text(json.dumps(cfg))
     return path
+
+
+@pytest.fixture(scope="session")
+def perturbed_default(default_model_dir, tmp_path_factory):
+    """The default model with every weight nudged by Gaussian noise (1% of its tensor's spread), in float32."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = tmp_path_factory.mktemp("perturbed")
+    model = AutoModelForCausalLM.from_pretrained(str(default_model_dir), dtype=torch.float32)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for param in model.parameters():
+            noise = torch.randn(param.shape, generator=generator) * float(param.std()) * 0.01
+            param.add_(noise)
+    model.save_pretrained(str(path))
+    AutoTokenizer.from_pretrained(str(default_model_dir)).save_pretrained(str(path))
+    return path

@@ -75,30 +75,52 @@ def next_token(
     output.present(probe.next_token(data), json=json_out)
 
 
-@model_options(*LOADING)
+@model_options(*LOADING, "adapter", "merge")
 def score(
     text: str = typer.Argument(None, help="Text to score; '-' or piped stdin reads stdin."),
     file: opt.FileOpt = None,
+    window: int = typer.Option(
+        None, "--window", help="Score in windows of this many tokens (default: the context, capped to memory)."
+    ),
+    stride: int = typer.Option(None, "--stride", help="A window starts every this many tokens (default: window/2)."),
+    save_ref: str = typer.Option(
+        None, "--save-ref", help="Write a reference file (top-K candidates per position) for `compare --base-ref`."
+    ),
+    ref_k: int = typer.Option(64, "--ref-k", min=1, max=4096, help="Candidates per position in --save-ref's file."),
     json_out: opt.JsonOpt = False,
     server: opt.ServerOpt = None,
     *,
     model_args: ModelArgs,
 ) -> None:
-    """Per-token log-likelihood of a text under the model, and its perplexity (exp of the mean NLL)."""
+    """Per-token log-likelihood of a text under the model and its perplexity (exp of the mean NLL); a text
+    longer than the context is scored in strided windows."""
+    from pathlib import Path
+
     from llmcli import output
     from llmcli.prompts import single_prompt
     from llmcli.reports import probe
+    from llmcli.scoring import check_window
 
+    check_window(window, stride, context=None)
     if server is not None:
-        data = _remote(server, model_args, "score", text=single_prompt(text, file))
+        if save_ref is not None:
+            from llmcli.errors import UsageError
+
+            raise UsageError("--save-ref writes the distribution of a model loaded here; drop --server")
+        windows = {k: v for k, v in (("window", window), ("stride", stride)) if v is not None}
+        data = _remote(server, model_args, "score", text=single_prompt(text, file), **windows)
         output.present(probe.score(data), json=json_out)
         return
-    spec = _checked_spec(model_args)
+    spec = model_args.with_adapter(_checked_spec(model_args))
     body = single_prompt(text, file)
     loaded = _load(model_args, spec)
-    from llmcli.engine.probe import score_record
+    from llmcli.engine.perplexity import score_any
 
-    data = score_record(loaded, body)
+    def bar(total: int):
+        return output.progress(total, "scoring windows", enabled=output.stderr_is_tty())
+
+    ref = Path(save_ref) if save_ref is not None else None
+    data = score_any(loaded, body, window=window, stride=stride, save_ref=ref, k=ref_k, progress=bar)
     output.present(probe.score(data), json=json_out)
 
 

@@ -271,7 +271,9 @@ def lens_record(
             f"the lens's last layer differs from the model's output by {found.final_check:.2g}: this model applies "
             "something after its LM head that the lens does not reproduce"
         )
-    decode = report.Decoder(tokenizer.decode)
+    from llmcli.reports import Decoder
+
+    decode = Decoder(tokenizer.decode)
     return report.assemble(
         model=model_info(loaded),
         prompt=prompt,

@@ -112,7 +112,7 @@ def score(model: Any, tokenizer: Any, ids: list[int]) -> dict[str, Any]:
     import torch
 
     from llmcli.engine.loader import input_device
-    from llmcli.reports.probe import check_scorable, score_data
+    from llmcli.scoring import check_scorable, score_data
 
     check_scorable(ids)
     tensor = torch.tensor([ids], device=input_device(model))

@@ -17,7 +17,7 @@ from llmcli.errors import LlmcliError, UsageError
 from llmcli.foreign.detect import VLLM, Engine
 from llmcli.foreign.requests import generate_request, prompts_of
 from llmcli.plan import Constraint
-from llmcli.reports.probe import check_scorable, score_data
+from llmcli.scoring import check_scorable, score_data
 
 PREFIX = "token_id:"
 

@@ -5,6 +5,7 @@ Every builder returns a `Report`; the output layer's `present(report, json=...)`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,3 +30,16 @@ def billions(n: int) -> str:
 
 def counted(n: int) -> str:
     return f"{n:,} ({billions(n)})"
+
+
+class Decoder:
+    """Token texts, each id decoded once."""
+
+    def __init__(self, decode: Callable[[list[int]], str]) -> None:
+        self._decode = decode
+        self._seen: dict[int, str] = {}
+
+    def __call__(self, token_id: int) -> str:
+        if token_id not in self._seen:
+            self._seen[token_id] = self._decode([token_id])
+        return self._seen[token_id]

@@ -64,19 +64,6 @@ def single_token(text: str, ids: list[int], decode: Callable[[list[int]], str]) 
     return ids[0]
 
 
-class Decoder:
-    """Token texts, each id decoded once."""
-
-    def __init__(self, decode: Callable[[list[int]], str]) -> None:
-        self._decode = decode
-        self._seen: dict[int, str] = {}
-
-    def __call__(self, token_id: int) -> str:
-        if token_id not in self._seen:
-            self._seen[token_id] = self._decode([token_id])
-        return self._seen[token_id]
-
-
 def answer_layer(ranks: list[int]) -> int | None:
     """The first layer from which the target is the top token at every layer up to the last."""
     layer = None

@@ -11,28 +11,6 @@ from llmcli.reports import Report
 BAR = 24
 
 
-def check_scorable(token_ids: list[int]) -> None:
-    if len(token_ids) < 2:
-        from llmcli.errors import UsageError
-
-        raise UsageError("scoring needs at least two tokens (the first one has nothing to be predicted from)")
-
-
-def score_data(tokens: list[dict[str, Any]]) -> dict[str, Any]:
-    """The score record from each token's {token_id, token, logprob} (the first one's logprob is None):
-    totals, mean NLL and perplexity = exp(mean NLL). Local and remote scores both end here."""
-    values = [t["logprob"] for t in tokens[1:]]
-    nll = -sum(values) / len(values)
-    return {
-        "token_ids": [t["token_id"] for t in tokens],
-        "tokens": tokens,
-        "scored_tokens": len(values),
-        "total_logprob": sum(values),
-        "mean_nll": nll,
-        "perplexity": math.exp(nll),
-    }
-
-
 def bar(p: float) -> str:
     filled = p * BAR
     full = int(filled)
@@ -68,8 +46,46 @@ def next_token(data: dict[str, Any]) -> Report:
     return Report(data, [Section(title, [Table(columns, rows, numeric=numeric), Para(summary)])])
 
 
+def _perplexity_line(data: dict[str, Any]) -> str:
+    stderr = data.get("perplexity_stderr")
+    spread = f" ± {stderr:.3f}" if stderr is not None else ""
+    return (
+        f"{data['scored_tokens']:,} tokens scored: mean NLL {data['mean_nll']:.4f} nats, "
+        f"perplexity {data['perplexity']:.3f}{spread}"
+    )
+
+
+def windowed_score(data: dict[str, Any]) -> Report:
+    """engine.perplexity.windowed_record: the text's perplexity and each window's."""
+    rows = [
+        [str(i), f"{w['begin']:,}–{w['end']:,}", f"{w['scored']:,}", f"{w['mean_nll']:.4f}", f"{w['perplexity']:.3f}"]
+        for i, w in enumerate(data["windows"])
+    ]
+    blocks: list[Any] = [
+        Para(_perplexity_line(data)),
+        Para(
+            f"{data['token_count']:,} tokens in {len(rows)} windows of {data['window']:,} tokens every "
+            f"{data['stride']:,}; the first token is context only, every other one scored once",
+            "dim",
+        ),
+        Table(["#", "tokens", "scored", "mean NLL", "perplexity"], rows, numeric={0, 2, 3, 4}),
+    ]
+    ref = data.get("reference")
+    if ref:
+        ratio = ref["full_logits_bytes_per_token"] / ref["bytes_per_token"]
+        blocks.append(
+            Para(
+                f"reference {ref['path']}: {ref['bytes']:,} bytes, top {ref['k']} per position, "
+                f"{ref['bytes_per_token']:,.0f} bytes per token ({ratio:,.0f}× smaller than all logits at 2 bytes each)"
+            )
+        )
+    return Report(data, [Section("Score (strided windows)", blocks)])
+
+
 def score(data: dict[str, Any]) -> Report:
-    """`data`: engine.probe.score's record with the model added."""
+    """`data`: engine.probe.score's record with the model added, or the windowed record."""
+    if "windows" in data:
+        return windowed_score(data)
     rows = [
         [
             str(i),
@@ -80,9 +96,6 @@ def score(data: dict[str, Any]) -> Report:
         ]
         for i, t in enumerate(data["tokens"])
     ]
-    summary = (
-        f"{data['scored_tokens']} tokens scored: total log-likelihood {data['total_logprob']:.3f}, "
-        f"mean NLL {data['mean_nll']:.4f} nats, perplexity {data['perplexity']:.3f}"
-    )
+    summary = f"{_perplexity_line(data)}; total log-likelihood {data['total_logprob']:.3f}"
     table = Table(["#", "token", "id", "logprob", "P"], rows, numeric={0, 2, 3, 4})
     return Report(data, [Section("Score", [table, Para(summary)])])

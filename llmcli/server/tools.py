@@ -12,7 +12,7 @@ STRING, INTEGER = ((str,), "a string"), ((int,), "an integer")
 BOOLEAN, OBJECT = ((bool,), "true or false"), ((dict,), "an object")
 FIELDS = {
     "next-token": {"prompt": STRING, "flags": OBJECT, "top": INTEGER, "chat": BOOLEAN, "system": STRING},
-    "score": {"text": STRING},
+    "score": {"text": STRING, "window": INTEGER, "stride": INTEGER},
     "tokenize": {"text": STRING, "chat": BOOLEAN, "system": STRING},
 }
 REQUIRED = {"next-token": "prompt", "score": "text", "tokenize": "text"}
@@ -27,9 +27,12 @@ async def answer(server: Any, endpoint: str, body: Any) -> dict[str, Any]:
         if endpoint == "next-token":
             settings = _sampling(values)
             return await server.on_engine(lambda: _next_token(served.acquire(), values, settings))
-        from llmcli.engine.probe import score_record
+        from llmcli.engine.perplexity import score_any
+        from llmcli.scoring import check_window
 
-        return await server.on_engine(lambda: score_record(served.acquire(), values["text"]))
+        window, stride = values["window"], values["stride"]
+        check_window(window, stride, context=None)
+        return await server.on_engine(lambda: score_any(served.acquire(), values["text"], window=window, stride=stride))
     except UsageError as exc:
         raise usage_error(exc) from None
     except LlmcliError as exc:
