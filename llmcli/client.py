@@ -128,10 +128,14 @@ def _foreign(http: Any, base: str, server: str, engine: Any) -> Any:
 
 def call(server: str, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
     """One request to llmcli's endpoint `endpoint` (next-token, score, tokenize), or its equivalent on
-    another engine; the JSON record the command prints."""
+    another engine; the JSON record the command prints. score's `save_ref` (a Path) and `k` stay here: the
+    reference file is written by this process, from another engine's top log-probabilities."""
     with engine_session(server) as (http, base, engine):
         if engine.kind != "llmcli":
             return _call_foreign(_foreign(http, base, server, engine), endpoint, body)
+        if body.get("save_ref") is not None:
+            raise UsageError("--save-ref over llmcli serve: run `score --save-ref` here, on the same model")
+        body = {k: v for k, v in body.items() if k not in ("save_ref", "k")}
         response = http.post(base + PREFIX + endpoint, json=body)
         if response.status_code != 200:
             raise _error(server, response.status_code, response.text, response.headers)
@@ -142,6 +146,13 @@ def _call_foreign(remote: Any, endpoint: str, body: dict[str, Any]) -> dict[str,
     from llmcli.foreign import openai
 
     if endpoint == "score":
+        if body.get("window") or body.get("stride") or body.get("save_ref"):
+            from llmcli.foreign.windows import windowed_score
+
+            openai.needs_vllm(remote, "score")
+            model = body["model"] or remote.engine.models[0]
+            return windowed_score(remote, model, body["text"], window=body.get("window"), stride=body.get("stride"),
+                                  save_ref=body.get("save_ref"), k=body.get("k") or 20)  # fmt: skip
         return openai.score(remote, body["model"] or "", body["text"])
     if endpoint == "next-token":
         if body.get("flags"):

@@ -89,3 +89,35 @@ def score_data(tokens: list[dict[str, Any]]) -> dict[str, Any]:
         "perplexity": summary.perplexity,
         "perplexity_stderr": summary.perplexity_stderr,
     }
+
+
+def window_figures(win: Window, logprobs: list[float]) -> dict[str, Any]:
+    summary = summarize([-v for v in logprobs])
+    return {"begin": win.begin, "end": win.end, "scored": win.scored, "mean_nll": summary.mean_nll,
+            "perplexity": summary.perplexity}  # fmt: skip
+
+
+def windowed_data(token_count: int, window: int, stride: int, logprobs: list[float], windows: list[dict]) -> dict:
+    """The windowed score record's figures (local and remote): the text's, then each window's."""
+    summary = summarize([-v for v in logprobs])
+    return {
+        "token_count": token_count,
+        "scored_tokens": summary.scored_tokens,
+        "total_logprob": math.fsum(logprobs),
+        "mean_nll": summary.mean_nll,
+        "mean_nll_stderr": summary.stderr,
+        "perplexity": summary.perplexity,
+        "perplexity_stderr": summary.perplexity_stderr,
+        "window": window,
+        "stride": stride,
+        "windows": windows,
+    }
+
+
+FULL_LOGITS_BYTES_PER_VALUE = 2  # llama-perplexity's --kl-divergence-base file: every logit as 16 bits
+
+
+def reference_data(path: Any, size: int, k: int, positions: int, vocab: int) -> dict[str, Any]:
+    """What --save-ref reports: the file, its bytes per scored token beside a full-logit file's."""
+    return {"path": str(path), "bytes": size, "k": k, "bytes_per_token": round(size / max(1, positions), 1),
+            "full_logits_bytes_per_token": vocab * FULL_LOGITS_BYTES_PER_VALUE}  # fmt: skip

@@ -196,6 +196,11 @@ def test_tokenize_score_next_token_and_chat_through_the_server_match_local(serve
     assert far.json()["token_ids"] == near.json()["token_ids"]
     pairs = zip(far.json()["tokens"][1:], near.json()["tokens"][1:], strict=True)
     assert all(abs(a["logprob"] - b["logprob"]) < 0.02 for a, b in pairs)
+    windows = ["--window", "8", "--stride", "4", "--json"]
+    far, near = both(["score", "the quick brown fox jumps over the lazy dog again and again", *windows])
+    spans = [[(w["begin"], w["end"], w["scored"]) for w in run.json()["windows"]] for run in (far, near)]
+    assert spans[0] == spans[1] and far.json()["scored_tokens"] > 8 and len(spans[0]) > 2
+    assert abs(far.json()["mean_nll"] - near.json()["mean_nll"]) < 0.02  # the server's model is bf16
     far, near = both(["next-token", "the quick", "--top", "5", "--top-k", "3", "--json"])
     assert [c["token_id"] for c in far.json()["candidates"]] == [c["token_id"] for c in near.json()["candidates"]]
     assert far.json()["kept_tokens"] == near.json()["kept_tokens"] == 3

@@ -139,3 +139,20 @@ def test_structured_output_travels_to_vllm(vllm, capsys, monkeypatch):
     assert run.json()["generate_kwargs"]["structured_outputs"] == {"json": json.loads(schema)}
     regex = run_cli(["generate", "--server", vllm, "hi", "--regex", "[0-9]{3}", "--raw"], capsys, monkeypatch)
     assert regex.code == 0 and re.fullmatch("[0-9]{3}", regex.stdout.rstrip("\n")), regex.stdout
+
+
+def test_windowed_score_and_a_reference_through_vllm(vllm, default_model_dir, tmp_path, capsys, monkeypatch):
+    """Strided windows sent as token ids: the local float32 figures within 0.02 nats; a reference file from
+    vLLM's top 20 compares locally against the same model as nearly nothing."""
+    text = "The quick brown fox jumps over the lazy dog. " * 12
+    args = ["score", text, "--window", "48", "--stride", "24"]
+    ref = tmp_path / "vllm.ref"
+    far = remote(vllm, [*args, "--save-ref", str(ref)], capsys, monkeypatch)
+    near = run_cli([*args, "-m", str(default_model_dir), "--json"], capsys, monkeypatch).json()
+    assert [w["scored"] for w in far["windows"]] == [w["scored"] for w in near["windows"]]
+    assert abs(far["mean_nll"] - near["mean_nll"]) < 0.02 and far["reference"]["k"] == 20
+    compared = run_cli(["compare", "--base-ref", str(ref), str(default_model_dir), "--text", text, "--json"],
+                       capsys, monkeypatch)  # fmt: skip
+    assert compared.code == 0, compared.stderr
+    data = compared.json()
+    assert data["reference"]["tail_samples"] == 0 and data["kl"]["mean"] < 0.01 and data["top1_agreement"] > 0.95

@@ -103,12 +103,10 @@ def score(
 
     check_window(window, stride, context=None)
     if server is not None:
+        extra = {k: v for k, v in (("window", window), ("stride", stride)) if v is not None}
         if save_ref is not None:
-            from llmcli.errors import UsageError
-
-            raise UsageError("--save-ref writes the distribution of a model loaded here; drop --server")
-        windows = {k: v for k, v in (("window", window), ("stride", stride)) if v is not None}
-        data = _remote(server, model_args, "score", text=single_prompt(text, file), **windows)
+            extra |= {"save_ref": Path(save_ref), "k": ref_k}
+        data = _remote(server, model_args, "score", text=single_prompt(text, file), **extra)
         output.present(probe.score(data), json=json_out)
         return
     spec = model_args.with_adapter(_checked_spec(model_args))

@@ -122,8 +122,11 @@ def _from_reference(figures: PositionFigures, ref: Any, rows: slice, cand: Any) 
     cand_tail = (1.0 - cand_top.exp().sum(-1)).clamp_min(TINY)
     bound = (base_top.exp() * (base_top - cand_top)).sum(-1) + base_tail * (base_tail.log() - cand_tail.log())
     bound_reverse = (cand_top.exp() * (cand_top - base_top)).sum(-1) + cand_tail * (cand_tail.log() - base_tail.log())
-    sample_q = cand.gather(1, tensor(ref.tail_ids, ids=True)).double()
-    tail, tail_reverse = tail_divergences(tensor(ref.tail_logprobs), sample_q, base_tail, cand_tail)
+    if ref.tail_ids.shape[1]:
+        sample_q = cand.gather(1, tensor(ref.tail_ids, ids=True)).double()
+        tail, tail_reverse = tail_divergences(tensor(ref.tail_logprobs), sample_q, base_tail, cand_tail)
+    else:  # a reference from an engine's top log-probabilities: the bound is all there is
+        tail = tail_reverse = torch.zeros_like(bound)
     figures.kl.append((bound + tail).clamp_min(0).float())
     figures.kl_reverse.append((bound_reverse + tail_reverse).clamp_min(0).float())
     figures.kl_bound.append(bound.clamp_min(0).float())

@@ -14,7 +14,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmcli.scoring import Window, check_window, plan_windows, summarize
+from llmcli.scoring import Window, check_window, plan_windows, reference_data, window_figures, windowed_data
 
 LOGITS_SHARE = 0.25  # of the free memory, for one window's float32 logits and their log-softmax copies
 
@@ -65,19 +65,6 @@ def window_logprobs(model: Any, ids: list[int], win: Window, *, adapter_off: boo
 
 
 @dataclass
-class WindowFigures:
-    begin: int
-    end: int
-    scored: int
-    mean_nll: float
-    perplexity: float
-
-    def as_json(self) -> dict[str, Any]:
-        return {"begin": self.begin, "end": self.end, "scored": self.scored, "mean_nll": self.mean_nll,
-                "perplexity": self.perplexity}  # fmt: skip
-
-
-@dataclass
 class Scored:
     """A text's target log-probabilities (position 1 on) and, when asked for, each position's top K and tail."""
 
@@ -85,7 +72,7 @@ class Scored:
     window: int
     stride: int
     logprobs: list[float] = field(default_factory=list)
-    windows: list[WindowFigures] = field(default_factory=list)
+    windows: list[dict[str, Any]] = field(default_factory=list)
     top_ids: list[Any] = field(default_factory=list)  # per window: [rows, K] int tensors
     top_logprobs: list[Any] = field(default_factory=list)
     tail_mass: list[Any] = field(default_factory=list)
@@ -139,8 +126,7 @@ def score_text(
             generator = torch.Generator(device=rows.device).manual_seed(0)
         values = targets_of(rows, ids, win).tolist()
         scored.logprobs += values
-        summary = summarize([-v for v in values])
-        scored.windows.append(WindowFigures(win.begin, win.end, win.scored, summary.mean_nll, summary.perplexity))
+        scored.windows.append(window_figures(win, values))
         if top_k:
             indexes, top, tail = top_and_tail(rows, top_k)
             scored.top_ids.append(indexes.cpu())
@@ -150,9 +136,6 @@ def score_text(
             scored.tail_ids.append(sample_ids.cpu())
             scored.tail_logprobs.append(sample_logprobs.cpu())
     return scored
-
-
-FULL_LOGITS_BYTES_PER_VALUE = 2  # llama-perplexity's --kl-divergence-base file: every logit as 16 bits
 
 
 def windowed_record(
@@ -172,20 +155,7 @@ def windowed_record(
     size, step, windows = choose_windows(loaded, len(ids), window, stride)
     with progress(len(windows)) if progress else nullcontext(None) as advance:
         scored = score_text(loaded, ids, size, step, windows, top_k=k if save_ref else None, progress=advance)
-    summary = summarize([-v for v in scored.logprobs])
-    record = {
-        "model": model_info(loaded),
-        "token_count": len(ids),
-        "scored_tokens": summary.scored_tokens,
-        "total_logprob": -summary.mean_nll * summary.scored_tokens,
-        "mean_nll": summary.mean_nll,
-        "mean_nll_stderr": summary.stderr,
-        "perplexity": summary.perplexity,
-        "perplexity_stderr": summary.perplexity_stderr,
-        "window": size,
-        "stride": step,
-        "windows": [w.as_json() for w in scored.windows],
-    }
+    record = {"model": model_info(loaded), **windowed_data(len(ids), size, step, scored.logprobs, scored.windows)}
     if save_ref is not None:
         record["reference"] = _save_reference(loaded, scored, save_ref, k)
     return record
@@ -214,9 +184,7 @@ def _save_reference(loaded: Any, scored: Scored, path: Any, k: int) -> dict[str,
         model=model_info(loaded),
     )
     size = write_reference(path, ref)
-    per_token = size / max(1, len(scored.logprobs))
-    return {"path": str(path), "bytes": size, "k": ref.k, "bytes_per_token": round(per_token, 1),
-            "full_logits_bytes_per_token": vocab * FULL_LOGITS_BYTES_PER_VALUE}  # fmt: skip
+    return reference_data(path, size, ref.k, len(scored.logprobs), vocab)
 
 
 def score_any(loaded: Any, text: str, *, window: int | None = None, stride: int | None = None, save_ref: Any = None,

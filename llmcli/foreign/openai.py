@@ -218,14 +218,14 @@ def _record(remote: Remote, request: dict, prompt: str, answer: dict, *, started
 # ---------------------------------------------------------------------------------------------- score, next-token
 
 
-def _needs_vllm(remote: Remote, what: str) -> None:
+def needs_vllm(remote: Remote, what: str) -> None:
     if remote.engine.kind != VLLM:
         raise UsageError(f"{what} needs the prompt's log-probabilities, which {remote.engine.label} does not return")
 
 
 def score(remote: Remote, model: str, text: str) -> dict[str, Any]:
     """vLLM's prompt_logprobs: each token's log-probability given the ones before it."""
-    _needs_vllm(remote, "score")
+    needs_vllm(remote, "score")
     model = model or remote.engine.models[0]
     request = {"model": model, "prompt": text, "max_tokens": 1, "temperature": 0, "prompt_logprobs": 0,
                "return_token_ids": True}  # fmt: skip
@@ -242,7 +242,7 @@ def score(remote: Remote, model: str, text: str) -> dict[str, Any]:
 def next_token(remote: Remote, model: str, prompt: str, *, top: int, chat: bool, system: str | None) -> dict:
     """The top candidates from vLLM's logprobs (raw, before any filter). The full distribution does not
     travel, so entropy and the vocabulary size are null, and sampling filters are refused by the caller."""
-    _needs_vllm(remote, "next-token")
+    needs_vllm(remote, "next-token")
     model = model or remote.engine.models[0]
     body = {"model": model, "flags": {"max_new_tokens": 1, "do_sample": False}, "logprobs": top, "raw": not chat,
             "system": system}  # fmt: skip

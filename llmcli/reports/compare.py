@@ -143,9 +143,12 @@ def compare(data: dict[str, Any]) -> Report:
     if data.get("reference"):
         ref = data["reference"]
         bounds = f"{ref['kl_lower_bound_mean']:.5f} and {ref['kl_reverse_lower_bound_mean']:.5f}"
-        blocks.append(Para(f"base from {ref['path']}: the top {ref['k']} per position exactly, the tail estimated from "
-                           f"{ref['tail_samples']} samples of it; counting the tail as one bucket instead gives the "
-                           f"lower bounds {bounds}", "dim"))  # fmt: skip
+        if ref["tail_samples"]:
+            how = (f"the tail estimated from {ref['tail_samples']} samples of it; counting the tail as one bucket "
+                   f"instead gives the lower bounds {bounds}")  # fmt: skip
+        else:
+            how = "the tail as one bucket: both KLs are lower bounds (the file holds no samples of the tail)"
+        blocks.append(Para(f"base from {ref['path']}: the top {ref['k']} per position exactly, {how}", "dim"))
     sections = [Section("Compare", blocks)]
     if data["top_positions"]:
         sections.append(Section("Where they part (largest KL first)", [_where(data["top_positions"])]))
