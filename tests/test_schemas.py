@@ -75,3 +75,16 @@ def test_lens_json_matches_schema(tiny_dir, capsys, monkeypatch):
     run = run_cli([*args, "--json"], capsys, monkeypatch)
     assert run.code == 0, run.stderr
     jsonschema.validate(run.json(), schema("lens.schema.json"))
+
+
+def test_compare_json_matches_schema(tiny_dir, tmp_path, capsys, monkeypatch):
+    text = "the capital of France is Paris and the capital of Italy is Rome " * 3
+    ref = tmp_path / "tiny.ref"
+    saved = run_cli(["score", "-m", str(tiny_dir), text, "--save-ref", str(ref), "--json"], capsys, monkeypatch)
+    assert saved.code == 0, saved.stderr
+    for args in ([str(tiny_dir)], ["--base-ref", str(ref), str(tiny_dir)]):
+        run = run_cli(
+            ["compare", *args, "--text", text, "--candidate-dtype", "bfloat16", "--json"], capsys, monkeypatch
+        )
+        assert run.code == 0, run.stderr
+        jsonschema.validate(run.json(), schema("compare.schema.json"))
