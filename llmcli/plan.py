@@ -64,6 +64,15 @@ def parse_max_memory(text: str) -> dict[str, str]:
     return out
 
 
+def memory_amount(amount: str) -> int:
+    """'8GiB' → bytes (GiB: 1024³, GB: 1000³, as accelerate reads them); an amount parse_max_memory accepted."""
+    number = amount.upper().rstrip("".join(sorted({c for u in MEMORY_UNITS for c in u})))
+    unit = amount[len(number) :].upper()
+    scale = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+             "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}.get(unit, 1)  # fmt: skip
+    return int(float(number) * scale)
+
+
 def check_device(text: str) -> str:
     """auto, cpu, mps, cuda or cuda:N, by spelling alone (whether it exists is the engine's question)."""
     req = text.strip().lower()

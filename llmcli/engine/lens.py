@@ -243,7 +243,7 @@ def lens_record(
 ) -> dict[str, Any]:
     """The lens record (docs/schemas/lens.json). `view` is reports.lens.LensView: which positions, which
     token to track, whether to read the attention."""
-    from llmcli.engine.generation import encode
+    from llmcli.engine.calls import encode
     from llmcli.engine.probe import model_info
     from llmcli.reports import lens as report
 

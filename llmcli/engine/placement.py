@@ -7,9 +7,12 @@ import re
 from typing import Any
 
 
-def accelerate_limits(max_memory: dict[str, str]) -> dict[Any, str]:
-    """--max-memory's limits as accelerate takes them: GPUs by index ('cuda:0' → 0), the rest by name."""
-    return {int(k[5:]) if k.startswith("cuda:") else k: v for k, v in max_memory.items()}
+def accelerate_limits(max_memory: dict[str, str]) -> dict[Any, int]:
+    """--max-memory's limits as accelerate takes them: GPUs by index ('cuda:0' → 0), the rest by name; the
+    amounts in bytes (accelerate's own parser knows no TiB)."""
+    from llmcli.plan import memory_amount
+
+    return {int(k[5:]) if k.startswith("cuda:") else k: memory_amount(v) for k, v in max_memory.items()}
 
 
 def device_name(where: Any) -> str:

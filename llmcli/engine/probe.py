@@ -134,7 +134,7 @@ def next_token_record(
     loaded: Any, prompt: str, *, chat: bool, system: str | None, settings: dict[str, Any], top: int
 ) -> dict[str, Any]:
     """The next-token record: the prompt (raw, or through the chat template) and its candidates."""
-    from llmcli.engine.generation import encode
+    from llmcli.engine.calls import encode
     from llmcli.errors import UsageError
     from llmcli.prompts import check_system
 

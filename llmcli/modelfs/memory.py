@@ -35,7 +35,11 @@ def device_memory(device: str = "auto") -> dict[str, Any]:
     return {"device": "cpu", "free_bytes": int(vm.available), "total_bytes": int(vm.total)}
 
 
-def memory_report(params: int | None, geo: Geometry, context: int | None, batch: int, device: str) -> dict[str, Any]:
+def memory_report(
+    params: int | None, geo: Geometry, context: int | None, batch: int, device: str, *, budget: int | None = None
+) -> dict[str, Any]:
+    """Weights and KV cache sizes, and whether they fit: in the device's free memory, or within `budget` (the
+    sum of --max-memory's devices, disk left out) when one is given."""
     weights = {k: int(params * v) for k, v in BYTES_PER_PARAM.items()} if params else {}
     per_token = kv_bytes_per_token(geo)
     ctx = context or geo.context
@@ -57,6 +61,7 @@ def memory_report(params: int | None, geo: Geometry, context: int | None, batch:
         report["verdict"] = {
             "dtype": "bfloat16",
             "needed_bytes": need,
-            "fits": need <= dev["free_bytes"],
+            "fits": need <= (dev["free_bytes"] if budget is None else budget),
+            "within": "free memory" if budget is None else "--max-memory",
         }
     return report

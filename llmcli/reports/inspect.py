@@ -296,7 +296,12 @@ class Inspection:
         return total
 
     def _memory(self, total: int | None, geo: Geometry) -> None:
-        report = memory_report(total, geo, self.context, self.batch, self.device)
+        budget = None
+        if self.max_memory:
+            from llmcli.plan import memory_amount
+
+            budget = sum(memory_amount(v) for k, v in self.max_memory.items() if k != "disk")
+        report = memory_report(total, geo, self.context, self.batch, self.device, budget=budget)
         self.data["memory"] = report
         rows = [
             (
@@ -325,12 +330,13 @@ class Inspection:
         verdict = report.get("verdict")
         if verdict:
             need = human_bytes(verdict["needed_bytes"])
+            where = " within --max-memory" if verdict["within"] == "--max-memory" else ""
             if verdict["fits"]:
-                blocks.append(Para(f"fits: bf16 weights + KV cache need {need}", "ok"))
+                blocks.append(Para(f"fits{where}: bf16 weights + KV cache need {need}", "ok"))
             else:
                 blocks.append(
                     Para(
-                        f"does not fit: bf16 weights + KV cache need {need}; try --context, int8/int4 "
+                        f"does not fit{where}: bf16 weights + KV cache need {need}; try --context, int8/int4 "
                         "weights or another device",
                         "warn",
                     )
@@ -349,7 +355,7 @@ class Inspection:
         proposal = propose(self.meta_model, max_memory=self.max_memory)
         self.data["memory"]["placement"] = proposal
         budget = ", ".join(f"{k} {human_bytes(v)}" for k, v in proposal["max_memory_bytes"].items())
-        blocks: list[Any] = [Para(f"--device-map auto would place the bf16 weights ({budget} available):", "head")]
+        blocks: list[Any] = [Para(f"--device-map auto would place the bf16 weights ({budget} available)", "head")]
         rows = [[d["device"], human_bytes(d["bytes"]), ", ".join(d["modules"])] for d in proposal["devices"]]
         blocks.append(Table(["device", "weights", "modules"], rows, numeric={1}))
         if any(d["device"] == "disk" for d in proposal["devices"]):

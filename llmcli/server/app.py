@@ -153,7 +153,8 @@ class Server:
 
     async def start(self, served: Served, job: Job) -> Any:
         """The GenerationStream for a job (prompt encoding and checks run off the event loop)."""
-        from llmcli.engine.generation import encode, stream_generate
+        from llmcli.engine.calls import encode
+        from llmcli.engine.generation import stream_generate
 
         plan = self.plan(served, job)
 
