@@ -67,11 +67,14 @@ PROMPTS = [
 ]
 
 
-def ask(url: str, model: str, prompt: str, tokens: int = 128, http: httpx.Client | None = None) -> str:
+def ask(url: str, model: str, prompt: str, tokens: int = 128, http: httpx.Client | None = None) -> tuple[str, int]:
+    """The text and the tokens the server says it generated (an engine that ignores `ignore_eos` may stop
+    early: the aggregate counts what came back, not what was asked)."""
     body = {"model": model, "prompt": prompt, "max_tokens": tokens, "ignore_eos": True, "temperature": 0}
     response = (http or httpx).post(url + "/v1/completions", json=body, timeout=600)
     response.raise_for_status()
-    return response.json()["choices"][0]["text"]
+    answer = response.json()
+    return answer["choices"][0]["text"], int((answer.get("usage") or {}).get("completion_tokens", tokens))
 
 
 def concurrent(url: str, model: str, clients: int, *, shared: bool) -> dict:
@@ -79,7 +82,7 @@ def concurrent(url: str, model: str, clients: int, *, shared: bool) -> dict:
     `shared`: the threads share one HTTP client (a connection pool, as the openai client and load generators
     do); otherwise each opens its own, which spreads their arrival over a few hundred ms on this CPU."""
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(clients)]
-    alone = {p: ask(url, model, p) for p in set(prompts)}
+    alone = {p: ask(url, model, p)[0] for p in set(prompts)}
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     http = httpx.Client(limits=limits) if shared else None
     if http is not None:  # open the connections before the clock starts
@@ -87,12 +90,12 @@ def concurrent(url: str, model: str, clients: int, *, shared: bool) -> dict:
             list(pool.map(lambda _i: http.get(url + "/v1/models"), range(clients)))
     started = time.perf_counter()
     with ThreadPoolExecutor(clients) as pool:
-        texts = list(pool.map(lambda p: ask(url, model, p, http=http), prompts))
+        answers = list(pool.map(lambda p: ask(url, model, p, http=http), prompts))
     seconds = time.perf_counter() - started
-    same = sum(t == alone[p] for t, p in zip(texts, prompts, strict=True))
-    tokens = 128 * clients
+    same = sum(t == alone[p] for (t, _), p in zip(answers, prompts, strict=True))
+    tokens = sum(n for _, n in answers)
     return {"clients": clients, "seconds": round(seconds, 2), "aggregate_tok_s": round(tokens / seconds, 1),
-            "same_as_alone": f"{same}/{clients}"}  # fmt: skip
+            "tokens": tokens, "same_as_alone": f"{same}/{clients}"}  # fmt: skip
 
 
 def load_curve(url: str, model: str, *, shared: bool = False) -> list[dict]:

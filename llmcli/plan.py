@@ -95,6 +95,7 @@ class LoadSpec:
     attn: Attn = Attn.auto
     threads: int | None = None
     trust_remote_code: bool = False
+    trust_remote_code_digest: str | None = None  # run the code only if it hashes to this (implies trust)
     allow_pickle: bool = False
     memory_check: bool = True
     prefill_only: bool = False  # one forward pass (next-token, score): float32 on CPU

@@ -290,3 +290,28 @@ def test_cuda_oom_during_generation_keeps_partial_text(tiny_dir, capsys, monkeyp
 
     expected = AutoTokenizer.from_pretrained(str(tiny_dir)).decode([1, 2, 3], skip_special_tokens=True)
     assert run.stdout == expected + "\n"
+
+
+# Config keys through which other loaders imported a model directory's code with no flag at all (mlx-lm's
+# `model_file`; pipelines' `custom_pipelines`): every loading command refuses them before anything runs.
+CODE_LOADING = {
+    "model-file": ("config.json", "model_file", "modeling_evil.py"),
+    "custom-pipelines": ("config.json", "custom_pipelines", {"text-generation": {"impl": "modeling_evil.P"}}),
+    "tokenizer-model-file": ("tokenizer_config.json", "model_file", "modeling_evil.py"),
+}
+
+
+@pytest.mark.parametrize("command", [["generate", "hi", "-n", "2"], ["score", "hi there"], ["tokenize", "hi"]])
+@pytest.mark.parametrize("case", sorted(CODE_LOADING))
+def test_code_loading_keys_are_refused(case, command, tiny_copy, capsys, monkeypatch):
+    file, key, value = CODE_LOADING[case]
+    sentinel = tiny_copy.parent / SENTINEL_NAME
+    (tiny_copy / "modeling_evil.py").write_text(f"open({str(sentinel)!r}, 'w').write('ran')\n")
+    data = json.loads((tiny_copy / file).read_text())
+    data[key] = value
+    (tiny_copy / file).write_text(json.dumps(data))
+    run = run_cli([command[0], "-m", str(tiny_copy), *command[1:]], capsys, monkeypatch)
+    assert_clean_error(run, 1, f"'{key}' names Python code to import", file)
+    assert not sentinel.exists()
+    shown = run_cli(["inspect", str(tiny_copy), "--only", "config", "--json"], capsys, monkeypatch).json()
+    assert [f["path"] for f in shown["remote_code"]["files"]] == ["modeling_evil.py"] and not sentinel.exists()

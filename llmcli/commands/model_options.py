@@ -78,6 +78,7 @@ OPTIONS: dict[str, tuple[Any, Any]] = {
     "attn": (opt.AttnOpt, Attn.auto),
     "threads": (opt.ThreadsOpt, None),
     "trust_remote_code": (opt.TrustOpt, False),
+    "trust_remote_code_digest": (opt.TrustDigestOpt, None),
     "allow_pickle": (opt.AllowPickleOpt, False),
     "memory_check": (opt.MemoryCheckOpt, True),
     "compile": (opt.CompileOpt, False),
@@ -91,5 +92,7 @@ PLACEMENT = ("device_map", "max_memory", "offload_dir")  # beyond one device; wh
 
 
 def model_options(*names: str) -> Callable:
+    if "trust_remote_code" in names:  # wherever code may run, it may be pinned
+        names = (*names, "trust_remote_code_digest")
     params = [option(name, *OPTIONS[name]) for name in names]
     return with_options(params, into="model_args", build=_model_args)

@@ -63,6 +63,15 @@ TrustOpt = Annotated[
         "--trust-remote-code", help="Allow code shipped in the model directory to run.", rich_help_panel=H_MODEL
     ),
 ]
+TrustDigestOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--trust-remote-code-digest",
+        help="Run the model directory's code only if the files that would run hash to this digest "
+        "(`llmcli inspect` shows it); implies --trust-remote-code.",
+        rich_help_panel=H_MODEL,
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON on stdout and nothing else.", rich_help_panel=H_OUT)]
 SystemOpt = Annotated[
     str | None, typer.Option("--system", "-s", help="System message for the chat template.", rich_help_panel=H_OUT)

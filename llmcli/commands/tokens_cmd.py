@@ -44,7 +44,7 @@ def tokenize(
         from llmcli.engine.tokens import token_table
 
         source = model_args.source(verbose=output.stderr_is_tty())
-        tok = load_tokenizer(source, trust_remote_code=model_args.spec().trust_remote_code)
+        tok = load_tokenizer(source, spec=model_args.spec())
         data = {"model": str(source.path), **token_table(tok, source_text, chat=chat, system=system)}
         tokenizer_class = type(tok).__name__
     if ids:
@@ -78,7 +78,7 @@ def detokenize(
         bad = next(w for w in words if not w.lstrip("-").isdigit())
         raise UsageError(f"not a token id: {bad!r}") from None
     source = model_args.source(verbose=output.stderr_is_tty())
-    tok = load_tokenizer(source, trust_remote_code=model_args.spec().trust_remote_code)
+    tok = load_tokenizer(source, spec=model_args.spec())
     size = len(tok)
     out_of_range = [v for v in values if v < 0 or v >= size]
     if out_of_range:

@@ -103,6 +103,31 @@ def check_memory(model_dir: Path, dtype: str, device: str, force: bool) -> int:
     return need
 
 
+def trusts_code(spec: LoadSpec) -> bool:
+    return spec.trust_remote_code or spec.trust_remote_code_digest is not None
+
+
+def check_remote_code(config: dict[str, Any], model_dir: Path, spec: LoadSpec) -> None:
+    """Before anything of the directory is imported: a pinned digest must match the files that would run;
+    --trust-remote-code alone says which digest they have, to pin it next time; without either, no code."""
+    from llmcli.modelfs.remote_code import check_pin, find_remote_code, refuse_code_loading_keys, remember_digest
+
+    if not trusts_code(spec):
+        refuse_code_loading_keys(model_dir)
+        refuse_custom_code(config, model_dir, False)
+        return
+    if spec.trust_remote_code_digest is not None:
+        remember_digest(check_pin(model_dir, spec.trust_remote_code_digest))
+        return
+    code = find_remote_code(model_dir)
+    if code is not None and code.digest is not None:
+        from llmcli.output import warn
+
+        remember_digest(code)
+        warn(f"running the code of {len(code.files)} file(s) in {model_dir}, digest {code.digest} "
+             f"(pin it: --trust-remote-code-digest {code.digest})")  # fmt: skip
+
+
 def refuse_custom_code(config: dict[str, Any], model_dir: Path, trust_remote_code: bool) -> None:
     """Code shipped in a model directory runs only when the user says so on the command line. Without it,
     a model_type that transformers knows loads through transformers' own classes, as transformers does."""
@@ -163,7 +188,7 @@ def load(source: ModelSource, spec: LoadSpec) -> Loaded:
     problems = geometry(config).problems
     if problems:
         raise LlmcliError(problems[0].removeprefix("config.json: "), path=source.path / "config.json")
-    refuse_custom_code(config, source.path, spec.trust_remote_code)
+    check_remote_code(config, source.path, spec)
     ckpt = read_checkpoint(source.path)
     if ckpt.kind == "pickle" and not spec.allow_pickle:
         raise LlmcliError(
@@ -200,7 +225,7 @@ def _from_pretrained(source: ModelSource, spec: LoadSpec, device: str, dtype: st
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    trust = spec.trust_remote_code
+    trust = trusts_code(spec)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(source.path), trust_remote_code=trust)
         model = AutoModelForCausalLM.from_pretrained(
@@ -301,15 +326,15 @@ def quantize_int8(model: Any) -> Any:
         return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
-def load_tokenizer(source: ModelSource, *, trust_remote_code: bool = False) -> Any:
+def load_tokenizer(source: ModelSource, *, spec: LoadSpec | None = None) -> Any:
     """Only the tokenizer: no weights, no torch model."""
-
+    spec = spec or LoadSpec()
     config = load_config(source.path)
-    refuse_custom_code(config, source.path, trust_remote_code)
+    check_remote_code(config, source.path, spec)
     quiet_transformers()
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(str(source.path), trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(str(source.path), trust_remote_code=trusts_code(spec))
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
         raise LlmcliError(f"cannot load the tokenizer: {squash(exc)}", path=source.path) from None

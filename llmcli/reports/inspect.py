@@ -59,6 +59,12 @@ class Inspection:
             raise LlmcliError(geo.problems[0].removeprefix("config.json: "), path=self.dir / "config.json")
         if "config" in self.wanted:
             self._config(config, groups)
+            from llmcli.reports.remote_code import remote_code_section
+
+            code = remote_code_section(self.dir)
+            if code is not None:
+                self.data["remote_code"], section = code
+                self.sections.append(section)
         if "generation" in self.wanted:
             self._generation()
         if "tokenizer" in self.wanted:
