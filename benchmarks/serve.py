@@ -25,6 +25,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 LLMCLI = str(ROOT / ".venv" / "bin" / "llmcli")
 PROMPT = "What is the capital of France?"
+EXTRA: dict = {}  # more request fields for the peer (--peer-no-eos: a logit_bias where ignore_eos is ignored)
 
 
 def start(*args: str) -> tuple[subprocess.Popen, str]:
@@ -70,7 +71,7 @@ PROMPTS = [
 def ask(url: str, model: str, prompt: str, tokens: int = 128, http: httpx.Client | None = None) -> tuple[str, int]:
     """The text and the tokens the server says it generated (an engine that ignores `ignore_eos` may stop
     early: the aggregate counts what came back, not what was asked)."""
-    body = {"model": model, "prompt": prompt, "max_tokens": tokens, "ignore_eos": True, "temperature": 0}
+    body = {"model": model, "prompt": prompt, "max_tokens": tokens, "ignore_eos": True, "temperature": 0, **EXTRA}
     response = (http or httpx).post(url + "/v1/completions", json=body, timeout=600)
     response.raise_for_status()
     answer = response.json()
@@ -127,6 +128,10 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--peer", help="URL of another OpenAI-compatible server on the same model (vLLM)")
     parser.add_argument("--parts", default="one_shot,default,float32,float32_shared,compile,peer")
+    parser.add_argument(
+        "--peer-no-eos", help="end-of-text ids the peer must not sample (a logit_bias of -100), e.g. 0,2 for "
+        "SmolLM2, for a peer that ignores vLLM's ignore_eos (llama-cpp-python's server)"
+    )  # fmt: skip
     args = parser.parse_args()
     parts = args.parts.split(",")
     runs = {
@@ -138,6 +143,8 @@ def main() -> None:
     }
     report = {name: run() for name, run in runs.items() if name in parts}
     if args.peer and "peer" in parts:
+        if args.peer_no_eos:
+            EXTRA["logit_bias"] = {i: -100 for i in args.peer_no_eos.split(",")}
         model = httpx.get(args.peer + "/v1/models").json()["data"][0]["id"]
         report["peer"] = {"url": args.peer, "curve": load_curve(args.peer, model)}
         report["peer_shared"] = load_curve(args.peer, model, shared=True)

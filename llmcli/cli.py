@@ -55,6 +55,7 @@ def _register() -> None:
         models_cmd,
         probe_cmd,
         ps_cmd,
+        replay_cmd,
         serve_cmd,
         tokens_cmd,
     )
@@ -67,6 +68,7 @@ def _register() -> None:
     probe_cmd.register(app)
     lens_cmd.register(app)
     compare_cmd.register(app)
+    replay_cmd.register(app)
     bench_cmd.register(app)
     models_cmd.register(app)
     serve_cmd.register(app)

@@ -116,6 +116,12 @@ class Session:
         self.history: list[dict[str, str]] = []
         self.last_stats = None
         self.constraint = None  # engine.constraints.Compiled: every answer follows it
+        self.records: list[dict] = []  # each answer's generate --json record, replay block included
+
+    def saved(self) -> dict:
+        """What /save writes: the conversation, the settings, and each answer's record (`llmcli replay` reruns
+        them)."""
+        return {"messages": self.messages(), "generate_kwargs": self.kwargs, "records": self.records}
 
     def messages(self) -> list[dict[str, str]]:
         from llmcli.prompts import chat_messages
@@ -143,8 +149,11 @@ class Session:
                     if isinstance(event, TextDelta):
                         output.write_stdout(event.text, flush=True)
                     else:
+                        from llmcli.engine.environment import environment
+
                         answer = event.results[0].outputs[0].text
                         self.last_stats = event.results[0].stats
+                        self.records.append(event.results[0].as_json(self.loaded.describe(), environment(self.loaded)))
                         if event.results[0].outputs[0].valid is False:
                             output.warn(UNSATISFIED)
             except KeyboardInterrupt:  # Ctrl-C: keep what was said, carry on
@@ -194,9 +203,7 @@ class Session:
                 if not rest:
                     raise UsageError("/save FILE")
                 with open(rest, "w", encoding="utf-8") as fh:
-                    json.dump(
-                        {"messages": self.messages(), "generate_kwargs": self.kwargs}, fh, indent=2, ensure_ascii=False
-                    )
+                    json.dump(self.saved(), fh, indent=2, ensure_ascii=False)
                 output.warn(f"saved {len(self.history)} messages to {rest}")
             elif name == "/stats":
                 if self.last_stats is None:
@@ -235,6 +242,7 @@ class RemoteSession(Session):
         answer = ""
         try:
             for record in client.generate(self.server, body, on_text=write):
+                self.records.append(record)
                 answer = record["outputs"][0]["text"]
                 self.last_stats = Stats(**record["stats"])
                 if record["outputs"][0].get("valid") is False:

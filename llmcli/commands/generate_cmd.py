@@ -254,6 +254,15 @@ class _Run:
         self.json_out = json_out
         self.colorize = logprobs is not None and output.choose_mode(json_out) == "rich"
         self.last_stats = None
+        self.adapter = spec.adapter
+
+    def replay(self) -> dict[str, Any] | None:
+        """The replay block of --json records (computed once; nothing to compute for plain text)."""
+        if not self.json_out:
+            return None
+        from llmcli.engine.environment import environment
+
+        return environment(self.loaded, adapter=self.adapter)
 
     def add_assistant(self, path: str, spec: Any) -> None:
         """The draft model, loaded like the model; its tokenizer must be the model's."""
@@ -313,10 +322,12 @@ class _Run:
 
         if self.json_out:
             for result in results:
-                output.emit_json(result.as_json(self.model_info))
+                output.emit_json(result.as_json(self.model_info, self.replay()))
         else:
             output.write_stdout("\n", flush=True)
         raise Interrupted() from None
 
     def _print(self, result: Any, *, streamed: bool, separate: bool) -> None:
-        _print_record(result.as_json(self.model_info), json_out=self.json_out, streamed=streamed, separate=separate)
+        _print_record(
+            result.as_json(self.model_info, self.replay()), json_out=self.json_out, streamed=streamed, separate=separate
+        )

@@ -65,6 +65,7 @@ def results_of(call: Any, sequences: list[list[int]], step_logits: Any, *, inter
         constraint = call.constraint.constraint.describe() if call.constraint is not None else None
         result = Result(prompt, call.encoded[index], outputs, Stats(), jsonable(call.kwargs), call.seed, interrupted)
         result.constraint = constraint
+        result.batch_size, result.batch_position = len(call.prompts), index
         results.append(result)
     return results
 

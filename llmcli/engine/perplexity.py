@@ -155,7 +155,10 @@ def windowed_record(
     size, step, windows = choose_windows(loaded, len(ids), window, stride)
     with progress(len(windows)) if progress else nullcontext(None) as advance:
         scored = score_text(loaded, ids, size, step, windows, top_k=k if save_ref else None, progress=advance)
-    record = {"model": model_info(loaded), **windowed_data(len(ids), size, step, scored.logprobs, scored.windows)}
+    from llmcli.engine.environment import environment
+
+    record = {"model": model_info(loaded), **windowed_data(len(ids), size, step, scored.logprobs, scored.windows),
+              "replay": environment(loaded)}  # fmt: skip
     if save_ref is not None:
         record["reference"] = _save_reference(loaded, scored, save_ref, k)
     return record

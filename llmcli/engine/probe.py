@@ -142,8 +142,10 @@ def next_token_record(
     if chat and not getattr(loaded.tokenizer, "chat_template", None):
         raise UsageError("--chat: this model's tokenizer has no chat template")
     ids = encode(loaded.tokenizer, prompt, system=system, raw=not chat)
+    from llmcli.engine.environment import environment
+
     found = next_token(loaded.model, loaded.tokenizer, ids, settings, top)
-    return {"model": model_info(loaded), "prompt": prompt, **found}
+    return {"model": model_info(loaded), "prompt": prompt, **found, "replay": environment(loaded)}
 
 
 def score_record(loaded: Any, text: str) -> dict[str, Any]:
@@ -155,4 +157,6 @@ def score_record(loaded: Any, text: str) -> dict[str, Any]:
     context = geometry(loaded.config).context
     if context and len(ids) > context:
         raise LlmcliError(f"the text is {len(ids):,} tokens, but the model's context is {context:,} tokens")
-    return {"model": model_info(loaded), **score(loaded.model, loaded.tokenizer, ids)}
+    from llmcli.engine.environment import environment
+
+    return {"model": model_info(loaded), **score(loaded.model, loaded.tokenizer, ids), "replay": environment(loaded)}

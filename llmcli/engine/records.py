@@ -50,8 +50,11 @@ class Result:
     seed: int | None
     interrupted: bool = False
     constraint: dict[str, Any] | None = None
+    batch_size: int = 1  # the prompts of the generate() call this one was part of (batching changes numerics)
+    batch_position: int = 0
 
-    def as_json(self, model: dict[str, Any]) -> dict[str, Any]:
+    def as_json(self, model: dict[str, Any], replay: dict[str, Any] | None = None) -> dict[str, Any]:
+        """`replay`: engine.environment's block; the batch is added here."""
         data = {
             "model": model,
             "prompt": self.prompt,
@@ -65,4 +68,6 @@ class Result:
             data["constraint"] = self.constraint
         if self.interrupted:
             data["interrupted"] = True
+        if replay is not None:
+            data["replay"] = {**replay, "batch": {"size": self.batch_size, "position": self.batch_position}}
         return data

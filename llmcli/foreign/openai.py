@@ -40,6 +40,10 @@ class Remote:
         return {"path": model, "source": f"{self.engine.label} at {self.server}", "dtype": None, "device": "remote",
                 "engine": self.engine.label}  # fmt: skip
 
+    def replay(self) -> dict[str, Any]:
+        """What can be said of another engine's environment: which engine, where, which version."""
+        return {"engine": self.engine.label, "server": self.server, "version": self.engine.version}
+
     def token_text(self, model: str, token_id: int) -> str:
         """vLLM's /detokenize, once per id: its logprobs name tokens by id (return_tokens_as_token_ids)."""
         if token_id not in self.texts:
@@ -212,7 +216,8 @@ def _record(remote: Remote, request: dict, prompt: str, answer: dict, *, started
     if first and generated > 1 and ended > first:
         stats["decode_tokens_per_second"] = round((generated - len(choices)) / (ended - first), 2)
     return {"model": remote.model_info(model), "prompt": prompt, "prompt_token_ids": prompt_ids,
-            "generate_kwargs": request, "seed": request.get("seed"), "outputs": outputs, "stats": stats}  # fmt: skip
+            "generate_kwargs": request, "seed": request.get("seed"), "outputs": outputs, "stats": stats,
+            "replay": remote.replay()}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- score, next-token

@@ -250,7 +250,7 @@ class Server:
                     yield json.dumps({"text": event.text}, ensure_ascii=False)
                 elif isinstance(event, Finished):
                     for result in event.results:
-                        yield json.dumps({"result": result.as_json(served.info)}, ensure_ascii=False)
+                        yield json.dumps({"result": result.as_json(served.info, served.replay())}, ensure_ascii=False)
         finally:
             await self.release(stream)
 
@@ -276,7 +276,7 @@ class Server:
         finally:
             await self.release(stream)
         if reply is None:
-            lines = [json.dumps(r.as_json(served.info), ensure_ascii=False) for r in results]
+            lines = [json.dumps(r.as_json(served.info, served.replay()), ensure_ascii=False) for r in results]
             return Response("\n".join(lines) + "\n", media_type="application/x-ndjson")
         return JSONResponse(reply(job, results, served.name))
 

@@ -34,6 +34,13 @@ class Served:
             self.last_used = time.monotonic()
             return self.loaded
 
+    def replay(self) -> dict[str, Any] | None:
+        """The replay block of this model's records (engine.environment), while it is loaded."""
+        from llmcli.engine.environment import environment
+
+        loaded = self.loaded
+        return None if loaded is None else environment(loaded)
+
     def idle_seconds(self) -> float:
         return time.monotonic() - self.last_used
 
