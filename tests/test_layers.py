@@ -16,6 +16,7 @@ TORCH_FREE = [
     "llmcli.errors",
     "llmcli.output",
     "llmcli.units",
+    "llmcli.scoring",
     "llmcli.flags",
     "llmcli.genargs",
     "llmcli.plan",

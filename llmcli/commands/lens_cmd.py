@@ -30,9 +30,9 @@ def lens(
         False, "--attention", help="Each layer's and head's most-attended earlier tokens (eager attention)."
     ),
     top: int = typer.Option(5, "--top", min=1, max=100, help="Top tokens kept per layer (and keys per head)."),
-    chat: bool = typer.Option(False, "--chat", help="Wrap the prompt in the chat template (default: the raw text)."),
+    chat: opt.ChatTemplateOpt = False,
     system: opt.SystemOpt = None,
-    raw: bool = typer.Option(False, "--raw", hidden=True, help="The default; kept for scripts that pass it."),
+    raw: opt.RawDefaultOpt = False,
     file: opt.FileOpt = None,
     json_out: opt.JsonOpt = False,
     server: opt.ServerOpt = None,

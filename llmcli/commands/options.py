@@ -77,6 +77,15 @@ SystemOpt = Annotated[
     str | None, typer.Option("--system", "-s", help="System message for the chat template.", rich_help_panel=H_OUT)
 ]
 RawOpt = Annotated[bool, typer.Option("--raw", help="Send the text as-is, no chat template.", rich_help_panel=H_OUT)]
+# One-pass commands (next-token, lens) read the raw text by default; --chat wraps it as generate does.
+ChatTemplateOpt = Annotated[
+    bool,
+    typer.Option(
+        "--chat", help="Wrap the text in the chat template, as generate does (default: the raw text).",
+        rich_help_panel=H_OUT,
+    ),
+]  # fmt: skip
+RawDefaultOpt = Annotated[bool, typer.Option("--raw", hidden=True, help="The default; kept for scripts that pass it.")]
 FileOpt = Annotated[str | None, typer.Option("--file", "-f", help="Read the text from a file.", rich_help_panel=H_OUT)]
 QuantizeOpt = Annotated[
     Quantize,

@@ -38,11 +38,9 @@ def _load(model_args: ModelArgs, spec):
 def next_token(
     prompt: str = typer.Argument(None, help="The prompt; '-' or piped stdin reads stdin."),
     top: int = typer.Option(10, "--top", min=1, max=1000, help="How many candidates to show."),
-    chat: bool = typer.Option(
-        False, "--chat", help="Wrap the text in the chat template, as generate does (default: the raw text)."
-    ),
+    chat: opt.ChatTemplateOpt = False,
     system: opt.SystemOpt = None,
-    raw: bool = typer.Option(False, "--raw", hidden=True, help="The default; kept for scripts that pass it."),
+    raw: opt.RawDefaultOpt = False,
     file: opt.FileOpt = None,
     json_out: opt.JsonOpt = False,
     server: opt.ServerOpt = None,
