@@ -131,16 +131,6 @@ def stderr_text(text: str = "") -> None:
     write_stderr(text)
 
 
-def progress_printer(enabled: bool) -> Callable[[str], None]:
-    """Progress notes on stderr ("llmcli: converting…"), or nothing when not enabled."""
-
-    def show(message: str) -> None:
-        if enabled:
-            warn(f"{message}…")
-
-    return show
-
-
 @contextmanager
 def spinner(message: str, *, enabled: bool) -> Iterator[None]:
     """A spinner on stderr while something slow runs (a terminal only)."""

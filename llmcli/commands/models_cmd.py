@@ -61,11 +61,11 @@ def rebuild() -> None:
     """Convert the default model again (removes its cached directory first)."""
     from llmcli import output
     from llmcli.modelfs.default_model import cached_dir_for, default_gguf, ensure_converted, remove_cached
-    from llmcli.modelfs.source import conversion_progress
+    from llmcli.modelfs.source import conversion_progress, progress_printer
 
     gguf = default_gguf()
     remove_cached([cached_dir_for(gguf)] if cached_dir_for(gguf).exists() else [])
-    path = ensure_converted(gguf, conversion_progress(output.progress_printer(True)))
+    path = ensure_converted(gguf, conversion_progress(progress_printer(True)))
     output.write_stdout(f"{path}\n", flush=True)
 
 

@@ -24,7 +24,6 @@ def resolve_model(arg: str | None, *, revision: str | None = None, verbose: bool
     """
     from llmcli.modelfs.default_model import default_gguf, ensure_converted
     from llmcli.modelfs.locate import locate
-    from llmcli.output import progress_printer
 
     progress = progress_printer(verbose)
     name = arg or os.environ.get("LLMCLI_MODEL") or None
@@ -40,6 +39,18 @@ def resolve_model(arg: str | None, *, revision: str | None = None, verbose: bool
     if ref.kind == "gguf":
         return ModelSource(ensure_converted(ref.path, conversion_progress(progress)), name, ref.path)
     return ModelSource(ref.path, name)
+
+
+def progress_printer(enabled: bool) -> Callable[[str], None]:
+    """Progress notes on stderr ("llmcli: converting…"), or nothing when not enabled. Written with errors'
+    plain stderr line: this layer reads files and prints nothing else (no Rich, no output layer)."""
+    from llmcli.errors import write_stderr
+
+    def show(message: str) -> None:
+        if enabled:
+            write_stderr(f"llmcli: {message}…")
+
+    return show
 
 
 def conversion_progress(progress: Callable[[str], None]) -> Callable[[str], None]:
