@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from llmcli.commands import options as opt
-from llmcli.commands.model_options import ModelArgs, model_options
+from llmcli.commands.model_options import ModelArgs, locate_adapter, model_options
 from llmcli.errors import UsageError
 from llmcli.plan import Dtype, Quantize
 
@@ -84,15 +84,6 @@ def _candidate_spec(spec: Any, dtype: Dtype | None, quantize: Quantize | None) -
     return cand
 
 
-def _located_adapter(path: str) -> Path:
-    from llmcli.modelfs.locate import locate
-
-    ref = locate(path)
-    if ref.kind != "adapter":
-        raise UsageError(f"--candidate-adapter {path}: not a PEFT adapter directory (no adapter_config.json)")
-    return ref.path
-
-
 def _sides(names: list[str], spec: Any, cand_spec: Any, adapter: str | None, *, with_base: bool) -> tuple:
     """The loaded sides: one copy when the candidate is BASE with an adapter switched on, or BASE itself."""
     from llmcli.engine.compare import Side
@@ -104,7 +95,7 @@ def _sides(names: list[str], spec: Any, cand_spec: Any, adapter: str | None, *, 
 
     base_name = names[0] if names and with_base else None
     cand_name = names[-1] if names and (len(names) == 2 or not with_base) else base_name
-    located = _located_adapter(adapter) if adapter is not None else None
+    located = locate_adapter(adapter, option="--candidate-adapter") if adapter is not None else None
     cand_spec = replace(cand_spec, adapter=located)
     if not with_base:
         cand = Side(loaded(cand_name, cand_spec))

@@ -37,13 +37,7 @@ class ModelArgs:
             return spec
         from dataclasses import replace
 
-        from llmcli.errors import UsageError
-        from llmcli.modelfs.locate import locate
-
-        ref = locate(self.adapter)
-        if ref.kind != "adapter":
-            raise UsageError(f"--adapter {self.adapter}: not a PEFT adapter directory (no adapter_config.json)")
-        return replace(spec, adapter=ref.path)
+        return replace(spec, adapter=locate_adapter(self.adapter, option="--adapter"))
 
     def refuse_local(self) -> None:
         """With --server the server has loaded the model: an option that configures a local load is refused."""
@@ -59,6 +53,17 @@ class ModelArgs:
         from llmcli.modelfs.source import resolve_model
 
         return resolve_model(self.model, revision=self.revision, verbose=verbose)
+
+
+def locate_adapter(path: str, *, option: str) -> Any:
+    """A PEFT adapter directory's path, or a usage error naming the option."""
+    from llmcli.errors import UsageError
+    from llmcli.modelfs.locate import locate
+
+    ref = locate(path)
+    if ref.kind != "adapter":
+        raise UsageError(f"{option} {path}: not a PEFT adapter directory (no adapter_config.json)")
+    return ref.path
 
 
 def _model_args(values: dict[str, Any]) -> ModelArgs:

@@ -26,6 +26,17 @@ def encode(tokenizer: Any, text: str, *, system: str | None = None, raw: bool = 
     return list(tokenizer(text, add_special_tokens=True)["input_ids"])
 
 
+def one_pass_ids(tokenizer: Any, text: str, *, chat: bool, system: str | None) -> list[int]:
+    """The ids of one-pass commands (next-token, lens): the raw text, or with --chat the chat template, which
+    the model must have."""
+    from llmcli.prompts import check_system
+
+    check_system(chat=chat, system=system)
+    if chat and not getattr(tokenizer, "chat_template", None):
+        raise UsageError("--chat: this model's tokenizer has no chat template")
+    return encode(tokenizer, text, system=system, raw=not chat)
+
+
 def model_context(config: dict[str, Any]) -> int | None:
     from llmcli.modelfs.config import geometry
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmcli.engine.perplexity import window_logprobs
+from llmcli.engine.perplexity import targets_of, window_logprobs
 from llmcli.scoring import Window
 
 SHOWN = 5  # each side's candidates kept per position, for the "where they part" table
@@ -64,34 +64,14 @@ class PositionFigures:
         }
 
 
-def tail_samples(logprobs: Any, top_ids: Any, count: int, *, generator: Any = None) -> tuple[Any, Any]:
-    """`count` tokens per row drawn (with replacement) from the distribution outside its top ids, and their
-    log-probabilities: what lets a reference file estimate the KL of the tail instead of bounding it."""
-    import torch
-
-    weights = logprobs.double().exp().scatter(1, top_ids, 0.0)
-    empty = weights.sum(-1) <= 0
-    if bool(empty.any()):  # all the mass in the top ids: any tail token will do, its weight is ~0 anyway
-        weights[empty] = 1.0
-        weights[empty] = weights[empty].scatter(1, top_ids[empty], 0.0)
-    ids = torch.multinomial(weights, count, replacement=True, generator=generator)
-    return ids, logprobs.gather(1, ids)
-
-
-def _targets(ids: list[int], win: Window, device: Any) -> Any:
-    import torch
-
-    return torch.tensor(ids[win.first : win.end], device=device).unsqueeze(1)
-
-
 def _live(figures: PositionFigures, base: Any, cand: Any, targets: Any) -> None:
-    """Both sides' full distributions (log-probabilities, rows × vocabulary)."""
+    """Both sides' full distributions (log-probabilities, rows × vocabulary); `targets`: the actual tokens'."""
     import torch
 
     figures.kl.append((base.exp() * (base - cand)).sum(-1).clamp_min(0))
     figures.kl_reverse.append((cand.exp() * (cand - base)).sum(-1).clamp_min(0))
     figures.agree.append(base.argmax(-1) == cand.argmax(-1))
-    figures.base_logprob.append(base.gather(1, targets).squeeze(1))
+    figures.base_logprob.append(targets)
     values, indexes = torch.topk(base, SHOWN, dim=-1)
     figures.base_top.append((indexes, values))
 
@@ -152,15 +132,15 @@ def compare_windows(
     same = base is not None and base.loaded is cand.loaded and base.adapter_off == cand.adapter_off
     for win in windows:
         cand_rows = window_logprobs(cand.loaded.model, ids, win, adapter_off=cand.adapter_off)
-        targets = _targets(ids, win, cand_rows.device)
         if ref is not None:
             _from_reference(figures, ref, slice(win.first - 1, win.end - 1), cand_rows)
         else:
             assert base is not None
             off = base.adapter_off
             base_rows = cand_rows if same else window_logprobs(base.loaded.model, ids, win, adapter_off=off)
-            _live(figures, base_rows.to(cand_rows.device), cand_rows, targets)
-        figures.candidate_logprob.append(cand_rows.gather(1, targets).squeeze(1))
+            base_rows = base_rows.to(cand_rows.device)
+            _live(figures, base_rows, cand_rows, targets_of(base_rows, ids, win))
+        figures.candidate_logprob.append(targets_of(cand_rows, ids, win))
         values, indexes = torch.topk(cand_rows, SHOWN, dim=-1)
         figures.candidate_top.append((indexes, values))
         if advance is not None:

@@ -172,15 +172,13 @@ def _eager(model: Any, wanted: bool):
 
 
 def _forward(model: Any, ids: list[int], parts: LensParts, *, attention_at: int | None) -> tuple[list, list, Any]:
-    import inspect
-
     import torch
 
-    from llmcli.engine.loader import input_device
+    from llmcli.engine.loader import input_device, last_logits_only
 
     tensor = torch.tensor([ids], device=input_device(model))
     # Only the last position's logits are needed (to check the lens against the model's own output).
-    keep = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(_unwrapped(model).forward).parameters else {}
+    keep = last_logits_only(model, 1)
     with torch.inference_mode(), _eager(model, attention_at is not None):
         with _captured(parts, attention_at=attention_at) as (states, weights):
             logits = model(input_ids=tensor, use_cache=False, **keep).logits[0, -1].float()
@@ -243,20 +241,12 @@ def lens_record(
 ) -> dict[str, Any]:
     """The lens record (docs/schemas/lens.json). `view` is reports.lens.LensView: which positions, which
     token to track, whether to read the attention."""
-    from llmcli.engine.calls import encode
+    from llmcli.engine.calls import one_pass_ids
     from llmcli.engine.probe import model_info
     from llmcli.reports import lens as report
 
-    if not prompt.strip():
-        from llmcli.errors import UsageError
-
-        raise UsageError("lens needs a non-empty prompt")
-    if chat and not getattr(loaded.tokenizer, "chat_template", None):
-        from llmcli.errors import UsageError
-
-        raise UsageError("--chat: this model's tokenizer has no chat template")
     tokenizer = loaded.tokenizer
-    ids = encode(tokenizer, prompt, system=system, raw=not chat)
+    ids = one_pass_ids(tokenizer, prompt, chat=chat, system=system)  # the command refused an empty prompt
     track = None
     if view.track is not None:
         track_ids = list(tokenizer(view.track, add_special_tokens=False)["input_ids"])

@@ -263,6 +263,15 @@ def placement_kwargs(spec: LoadSpec, device: str) -> dict[str, Any]:
     return out
 
 
+def last_logits_only(model: Any, count: int) -> dict[str, int]:
+    """forward()'s `logits_to_keep=count` where the model takes it (most causal LMs): logits for the last
+    `count` positions only, instead of positions × vocabulary."""
+    import inspect
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return {"logits_to_keep": count} if "logits_to_keep" in inspect.signature(inner.forward).parameters else {}
+
+
 def input_device(model: Any) -> Any:
     """Where the token ids go: the model's device, or under a placement the embedding's (a layer offloaded to
     disk sits on the meta device, and accelerate's hooks bring it in from CPU RAM)."""

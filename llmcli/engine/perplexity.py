@@ -8,7 +8,6 @@ divergences (compare).
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -43,19 +42,14 @@ def choose_windows(loaded: Any, count: int, window: int | None, stride: int | No
     return size, step, plan_windows(count, size, step)
 
 
-def _keeps_logits(model: Any) -> bool:
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "logits_to_keep" in inspect.signature(inner.forward).parameters
-
-
 def window_logprobs(model: Any, ids: list[int], win: Window, *, adapter_off: bool = False) -> Any:
     """log P(· | before) at each position the window scores: rows for ids[win.first:win.end], float32."""
     import torch
 
-    from llmcli.engine.loader import input_device
+    from llmcli.engine.loader import input_device, last_logits_only
 
     tensor = torch.tensor([ids[win.begin : win.end]], device=input_device(model))
-    keep = {"logits_to_keep": win.scored + 1} if _keeps_logits(model) else {}
+    keep = last_logits_only(model, win.scored + 1)
     off = model.disable_adapter() if adapter_off else nullcontext()
     with torch.inference_mode(), off:
         logits = model(input_ids=tensor, use_cache=False, **keep).logits[0]
@@ -96,6 +90,20 @@ def top_and_tail(rows: Any, k: int) -> tuple[Any, Any, Any]:
     return indexes, values, tail
 
 
+def tail_samples(logprobs: Any, top_ids: Any, count: int, *, generator: Any = None) -> tuple[Any, Any]:
+    """`count` tokens per row drawn (with replacement) from the distribution outside its top ids, and their
+    log-probabilities: what lets a reference file estimate the KL of the tail instead of bounding it."""
+    import torch
+
+    weights = logprobs.double().exp().scatter(1, top_ids, 0.0)
+    empty = weights.sum(-1) <= 0
+    if bool(empty.any()):  # all the mass in the top ids: any tail token will do, its weight is ~0 anyway
+        weights[empty] = 1.0
+        weights[empty] = weights[empty].scatter(1, top_ids[empty], 0.0)
+    ids = torch.multinomial(weights, count, replacement=True, generator=generator)
+    return ids, logprobs.gather(1, ids)
+
+
 def score_windows(
     loaded: Any,
     ids: list[int],
@@ -117,17 +125,15 @@ def score_text(
     """Every scored position's target log-probability (and top K and tail for a reference file)."""
     import torch
 
-    from llmcli.engine.compare import tail_samples
-
     scored = Scored(ids=ids, window=window, stride=stride)
     generator = None
     for win, rows in score_windows(loaded, ids, windows, on_window=progress):
-        if generator is None:  # seeded: the same text and model give the same reference file
-            generator = torch.Generator(device=rows.device).manual_seed(0)
         values = targets_of(rows, ids, win).tolist()
         scored.logprobs += values
         scored.windows.append(window_figures(win, values))
         if top_k:
+            if generator is None:  # seeded: the same text and model give the same reference file
+                generator = torch.Generator(device=rows.device).manual_seed(0)
             indexes, top, tail = top_and_tail(rows, top_k)
             scored.top_ids.append(indexes.cpu())
             scored.top_logprobs.append(top.cpu())

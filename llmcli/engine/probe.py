@@ -43,15 +43,25 @@ def entropy_bits(probs: Any) -> float:
     return max(0.0, float(-(p * torch.log2(p)).sum()))
 
 
-def next_token(model: Any, tokenizer: Any, prompt_ids: list[int], settings: dict[str, Any], top: int) -> dict:
-    """One forward pass: P at T=1, P after the user's filters, which tokens survive, entropy, cumulative mass."""
+def last_logits(model: Any, prompt_ids: list[int]) -> Any:
+    """The logits for the token after `prompt_ids` (float32), from one forward pass."""
     import torch
 
     from llmcli.engine.loader import input_device
 
     ids = torch.tensor([prompt_ids], device=input_device(model))
     with torch.inference_mode():
-        logits = model(input_ids=ids).logits[0, -1].float()
+        return model(input_ids=ids).logits[0, -1].float()
+
+
+def next_token(model: Any, tokenizer: Any, prompt_ids: list[int], settings: dict[str, Any], top: int) -> dict:
+    """One forward pass: P at T=1, P after the user's filters, which tokens survive, entropy, cumulative mass."""
+    import torch
+
+    from llmcli.engine.loader import input_device
+
+    logits = last_logits(model, prompt_ids)
+    ids = torch.tensor([prompt_ids], device=input_device(model))
     base = torch.softmax(logits, dim=-1)
     greedy = settings.get("temperature") == 0
     processed = logits.unsqueeze(0) if greedy else sampling_processors(settings)(ids, logits.unsqueeze(0).clone())
@@ -134,15 +144,10 @@ def next_token_record(
     loaded: Any, prompt: str, *, chat: bool, system: str | None, settings: dict[str, Any], top: int
 ) -> dict[str, Any]:
     """The next-token record: the prompt (raw, or through the chat template) and its candidates."""
-    from llmcli.engine.calls import encode
-    from llmcli.errors import UsageError
-    from llmcli.prompts import check_system
-
-    check_system(chat=chat, system=system)
-    if chat and not getattr(loaded.tokenizer, "chat_template", None):
-        raise UsageError("--chat: this model's tokenizer has no chat template")
-    ids = encode(loaded.tokenizer, prompt, system=system, raw=not chat)
+    from llmcli.engine.calls import one_pass_ids
     from llmcli.engine.environment import environment
+
+    ids = one_pass_ids(loaded.tokenizer, prompt, chat=chat, system=system)
 
     found = next_token(loaded.model, loaded.tokenizer, ids, settings, top)
     return {"model": model_info(loaded), "prompt": prompt, **found, "replay": environment(loaded)}

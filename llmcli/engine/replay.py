@@ -97,16 +97,6 @@ def rerun(loaded: Any, record: dict[str, Any]) -> list[list[int]]:
     return [o.token_ids for o in result.outputs]
 
 
-def _probabilities(loaded: Any, context: list[int]) -> Any:
-    import torch
-
-    from llmcli.engine.loader import input_device
-
-    with torch.inference_mode():
-        logits = loaded.model(input_ids=torch.tensor([context], device=input_device(loaded.model))).logits[0, -1]
-    return torch.log_softmax(logits.float(), dim=-1)
-
-
 def _token_at(ids: list[int], at: int, logp: Any, decode: Any) -> dict[str, Any] | None:
     if at >= len(ids):
         return None  # this side had ended: the other went on
@@ -120,7 +110,11 @@ def divergence(loaded: Any, record: dict[str, Any], new: list[list[int]]) -> dic
         if old == now:
             continue
         at = next((i for i, (a, b) in enumerate(zip(old, now, strict=False)) if a != b), min(len(old), len(now)))
-        logp = _probabilities(loaded, list(record["prompt_token_ids"]) + old[:at])
+        import torch
+
+        from llmcli.engine.probe import last_logits
+
+        logp = torch.log_softmax(last_logits(loaded.model, list(record["prompt_token_ids"]) + old[:at]), dim=-1)
         recorded = _token_at(old, at, logp, loaded.tokenizer.decode)
         fresh = _token_at(now, at, logp, loaded.tokenizer.decode)
         margin = None

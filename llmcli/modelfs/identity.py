@@ -7,7 +7,6 @@ cache by path, size and modification time so that it is computed once.
 from __future__ import annotations
 
 import hashlib
-import json
 import struct
 from pathlib import Path
 from typing import Any
@@ -58,22 +57,14 @@ def digest_of(hashes: dict[str, str]) -> str:
 
 def gguf_sha256(path: Path) -> str:
     """A GGUF file's SHA-256, remembered in llmcli's cache by path, size and modification time."""
-    from llmcli.modelfs.default_model import cache_home
+    from llmcli.modelfs.memo import read_memo, write_memo
 
     stat = path.stat()
     key = f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}"
-    memo = cache_home() / "gguf-sha256.json"
-    try:
-        known = json.loads(memo.read_text(encoding="utf-8")) if memo.is_file() else {}
-    except (OSError, ValueError):
-        known = {}
+    known = read_memo("gguf-sha256.json")
     if key not in known:
         known[key] = _sha256_file(path)
-        try:
-            memo.parent.mkdir(parents=True, exist_ok=True)
-            memo.write_text(json.dumps(known), encoding="utf-8")
-        except OSError:
-            pass
+        write_memo("gguf-sha256.json", known)
     return known[key]
 
 

@@ -151,41 +151,25 @@ def refuse_code_loading_keys(model_dir: Path) -> None:
 # ---------------------------------------------------------------- pinning
 
 
-def pins_file() -> Path:
-    from llmcli.modelfs.default_model import cache_home
-
-    return cache_home() / "remote-code-pins.json"
+PINS = "remote-code-pins.json"
 
 
 def remember_digest(code: RemoteCode) -> None:
     """Which files made a digest, so that a pin that no longer matches can say which of them changed."""
-    import os
-    import tempfile
+    from llmcli.modelfs.memo import read_memo, write_memo
 
     if code.digest is None:
         return
-    target = pins_file()
-    try:
-        known = json.loads(target.read_text(encoding="utf-8")) if target.is_file() else {}
-    except (OSError, ValueError):
-        known = {}
+    known = read_memo(PINS)
     known[code.digest] = {f.path: f.sha256 for f in code.files}
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".pins-", suffix=".json")
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(known, out, indent=1)
-        os.replace(temporary, target)
-    except OSError:
-        pass
+    write_memo(PINS, known)
 
 
 def differences(pinned: str, code: RemoteCode) -> str:
     """The files that differ from what `pinned` was made of, when llmcli saw that digest; else every file."""
-    try:
-        known = json.loads(pins_file().read_text(encoding="utf-8")).get(pinned)
-    except (OSError, ValueError, AttributeError):
-        known = None
+    from llmcli.modelfs.memo import read_memo
+
+    known = read_memo(PINS).get(pinned)
     now = {f.path: f.sha256 for f in code.files}
     if not isinstance(known, dict):
         return "the files that would run: " + ", ".join(f"{p} ({h[:12]})" for p, h in sorted(now.items()))

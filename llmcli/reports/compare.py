@@ -27,12 +27,11 @@ def distribution(values: Any) -> dict[str, float]:
 
 
 def _side(logprobs: Any) -> dict[str, float]:
-    import numpy as np
+    from llmcli.scoring import summarize
 
-    nll = -np.asarray(logprobs, dtype=np.float64)
-    mean = float(nll.mean())
-    stderr = float(nll.std(ddof=1) / math.sqrt(len(nll))) if len(nll) > 1 else 0.0
-    return {"mean_nll": mean, "perplexity": math.exp(mean), "perplexity_stderr": math.exp(mean) * stderr}
+    summary = summarize([-float(v) for v in logprobs])
+    return {"mean_nll": summary.mean_nll, "perplexity": summary.perplexity,
+            "perplexity_stderr": summary.perplexity_stderr}  # fmt: skip
 
 
 def _correlation(a: Any, b: Any) -> float | None:
