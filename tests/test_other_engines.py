@@ -110,7 +110,7 @@ def test_findings_read_what_came_back():
 
 @pytest.fixture(scope="module")
 def keyless_server(tiny_dir):
-    proc, url = start_server(tiny_dir, key=None)
+    proc, url = start_server(tiny_dir, "--dtype", "float32", key=None)  # answers compared with local float32
     yield url
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
@@ -129,7 +129,8 @@ def test_load_model_events_and_generation_config(keyless_server, tiny_dir, capsy
     body = {"model": tiny_dir.name, "messages": [{"role": "user", "content": "Hi"}],
             "generation_config": json.dumps(config)}  # fmt: skip
     answer = httpx.post(keyless_server + "/v1/chat/completions", json=body, timeout=60).json()
-    local = run_cli(["generate", "-m", str(tiny_dir), "Hi", "--greedy", "-n", "7", "--json"], capsys, monkeypatch)
+    local = run_cli(["generate", "-m", str(tiny_dir), "Hi", "--greedy", "-n", "7", "--dtype", "float32", "--json"],
+                    capsys, monkeypatch)  # fmt: skip
     assert answer["usage"]["completion_tokens"] == len(local.json()["outputs"][0]["token_ids"])
     assert answer["choices"][0]["message"]["content"] == local.json()["outputs"][0]["text"]
     config["eos_token_id"] = [1, 2]
