@@ -49,12 +49,12 @@ def vllm(default_model_dir):
     args = [VLLM_PYTHON, "-m", "vllm.entrypoints.openai.api_server", "--model", str(default_model_dir),
             "--dtype", "float32", "--max-model-len", "2048", "--port", str(port)]  # fmt: skip
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1")
-    log = open(default_model_dir.parent / "vllm.log", "wb")  # noqa: SIM115 - read when it fails to start
+    log = open(default_model_dir.parent.parent / "vllm.log", "wb")  # noqa: SIM115 - read when it fails to start
     proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 900
     while True:
-        assert proc.poll() is None, (default_model_dir.parent / "vllm.log").read_text()[-3000:]
+        assert proc.poll() is None, (default_model_dir.parent.parent / "vllm.log").read_text()[-3000:]
         assert time.monotonic() < deadline, "vLLM did not start in 15 minutes"
         try:
             if httpx.get(url + "/v1/models", timeout=5).status_code == 200:
