@@ -73,6 +73,15 @@ def memory_amount(amount: str) -> int:
     return int(float(number) * scale)
 
 
+def parse_amount(text: str, *, option: str) -> int:
+    """One amount of memory ('4GiB', '500MB') → bytes, or a usage error naming the option."""
+    number = text.strip().upper().rstrip("".join(sorted({c for u in MEMORY_UNITS for c in u})))
+    unit = text.strip()[len(number) :].upper()
+    if not number or unit not in MEMORY_UNITS or not number.replace(".", "", 1).isdigit() or float(number) <= 0:
+        raise UsageError(f"{option} {text}: expected an amount such as 4GiB or 500MB")
+    return memory_amount(text.strip())
+
+
 def check_device(text: str) -> str:
     """auto, cpu, mps, cuda or cuda:N, by spelling alone (whether it exists is the engine's question)."""
     req = text.strip().lower()
@@ -99,6 +108,7 @@ class LoadSpec:
     allow_pickle: bool = False
     memory_check: bool = True
     prefill_only: bool = False  # one forward pass (next-token, score): float32 on CPU
+    serving: bool = False  # llmcli serve: batched decoding, whose CPU default dtype is measured apart
     adapter: Path | None = None
     merge: bool = False
     show_progress: bool = False

@@ -1,5 +1,6 @@
-"""The server's batcher: greedy calls that wait together share one generate() call, each output identical to
-its solo run; a call stopped in the queue or in the middle of a batch leaves at once and the others go on.
+"""serve's step scheduler: requests with different flags, seeds, lengths and stop strings share one forward
+pass per step, each with the tokens of its solo run; late requests join a running batch; a row stopped
+mid-batch leaves and the others go on; the batch is bounded by the KV memory; --batch-invariant.
 
 The model loads in float32: batched and solo runs are two compute paths, token-identical only there."""
 
@@ -9,8 +10,8 @@ import threading
 
 import pytest
 
-from llmcli.engine.batching import Batcher
 from llmcli.engine.generation import Finished, TextDelta, engine_thread, generate, stream_generate
+from llmcli.engine.scheduler import Scheduler, SchedulerSettings, kv_bytes_per_token, wait_rows_done
 from llmcli.plan import GenerationPlan
 
 PROMPTS = ["the first prompt", "a second, longer prompt than the first", "three", "and a fourth one here"]
@@ -18,22 +19,39 @@ PROMPTS = ["the first prompt", "a second, longer prompt than the first", "three"
 
 @pytest.fixture(scope="module")
 def loaded(tiny_dir):
+    return load_tiny(tiny_dir, "float32")
+
+
+def load_tiny(tiny_dir, dtype):
     from llmcli.engine.loader import load
     from llmcli.modelfs.source import resolve_model
     from llmcli.plan import Dtype, LoadSpec
 
-    return load(resolve_model(str(tiny_dir)), LoadSpec(dtype=Dtype.float32))
+    return load(resolve_model(str(tiny_dir)), LoadSpec(dtype=Dtype(dtype)))
 
 
-def greedy(n: int = 12, **more) -> GenerationPlan:
-    return GenerationPlan(kwargs={"do_sample": False, "max_new_tokens": n, **more}, seed=None, logprobs=None)
+def plan(n: int = 12, seed: int | None = None, **flags) -> GenerationPlan:
+    return GenerationPlan(kwargs={"do_sample": False, "max_new_tokens": n, **flags}, seed=seed, logprobs=None)
 
 
-def queued(loaded, prompts, plan, batcher, **options):
+# Five requests a chat server gets at once: each its own sampler, seed, length and stop string.
+MIXED = [
+    plan(20),
+    plan(16, seed=1, do_sample=True, temperature=0.7, top_p=0.95),
+    plan(24, seed=2, do_sample=True, temperature=1.3, top_k=20, repetition_penalty=1.3),
+    plan(9, seed=3, do_sample=True, min_p=0.05, min_new_tokens=9),
+    plan(30, seed=4, do_sample=True, temperature=0.9, stop_strings=["e"]),
+]
+
+
+def queued(loaded, prompts, plans, scheduler, **options):
     """Streams created while the engine thread is busy, so that they wait together; then it is freed."""
     gate = threading.Event()
     engine_thread().submit(gate.wait)
-    streams = [stream_generate(loaded, [p], plan, raw=True, batcher=batcher, **options) for p in prompts]
+    streams = [
+        stream_generate(loaded, [p], pl, raw=True, scheduler=scheduler, **options)
+        for p, pl in zip(prompts, plans, strict=True)
+    ]
     return streams, gate
 
 
@@ -47,69 +65,100 @@ def drain(stream):
     return "".join(texts), results
 
 
-def test_waiting_greedy_calls_share_a_batch_and_keep_their_solo_tokens(loaded):
-    solo = [generate(loaded, [p], greedy(), raw=True)[0] for p in PROMPTS]
-    streams, gate = queued(loaded, PROMPTS, greedy(), Batcher(max_batch=8), stream_text=True)
+def solo(loaded, prompt, pl):
+    return generate(loaded, [prompt], pl, raw=True)[0].outputs[0]
+
+
+def test_mixed_flags_share_one_batch_and_keep_their_solo_tokens(loaded):
+    prompts = [*PROMPTS, PROMPTS[0]]
+    alone = [solo(loaded, p, pl) for p, pl in zip(prompts, MIXED, strict=True)]
+    streams, gate = queued(loaded, prompts, MIXED, Scheduler(SchedulerSettings()), stream_text=True)
     gate.set()
-    for stream, alone in zip(streams, solo, strict=True):
+    for stream, expected in zip(streams, alone, strict=True):
         text, [result] = drain(stream)
-        assert result.stats.requests_in_batch == len(PROMPTS)
-        assert result.outputs[0].token_ids == alone.outputs[0].token_ids
-        assert text == result.outputs[0].text == alone.outputs[0].text
-        assert result.prompt_token_ids == alone.prompt_token_ids
+        out = result.outputs[0]
+        assert result.stats.requests_in_batch == len(prompts)
+        assert (out.token_ids, out.text, out.finish_reason) == (
+            expected.token_ids,
+            expected.text,
+            expected.finish_reason,
+        )
+        assert text == out.text
+    assert [r.finish_reason for r in alone][3:] == ["length", "stop_string"]  # min_new_tokens, the stop string
 
 
-def test_the_batch_is_bounded_and_different_flags_run_apart(loaded):
-    batcher = Batcher(max_batch=2)
-    streams, gate = queued(loaded, PROMPTS[:3], greedy(), batcher)
-    other, _ = queued(loaded, PROMPTS[3:], greedy(n=5), batcher)
-    gate.set()
-    _.set()
-    sizes = [drain(s)[1][0].stats.requests_in_batch for s in [*streams, *other]]
-    assert sizes == [2, 2, 1, 1]
+def test_a_request_that_arrives_mid_call_joins_at_the_next_step(loaded):
+    scheduler = Scheduler(SchedulerSettings())
+    long = plan(200, min_new_tokens=200)
+    first = stream_generate(loaded, [PROMPTS[0]], long, raw=True, scheduler=scheduler, stream_text=True)
+    iterator = iter(first)
+    texts = [next(iterator).text]  # it decodes alone
+    late = [
+        stream_generate(loaded, [p], pl, raw=True, scheduler=scheduler)
+        for p, pl in zip(PROMPTS[1:], MIXED[1:4], strict=True)
+    ]
+    for stream, pl, prompt in zip(late, MIXED[1:], PROMPTS[1:], strict=False):
+        [result] = drain(stream)[1]
+        assert result.stats.requests_in_batch >= 2  # it ran beside the first, which had not finished
+        assert result.outputs[0].token_ids == solo(loaded, prompt, pl).token_ids
+    for event in iterator:
+        texts.append(event.text) if isinstance(event, TextDelta) else None
+    [result] = first.results
+    assert result.outputs[0].token_ids == solo(loaded, PROMPTS[0], long).token_ids
+    assert "".join(texts) == result.outputs[0].text and result.stats.requests_in_batch == 4
 
 
-def test_seeded_sampling_never_joins_a_batch(loaded):
-    plan = GenerationPlan(kwargs={"do_sample": True, "max_new_tokens": 6}, seed=3, logprobs=None)
-    alone = generate(loaded, [PROMPTS[0]], plan, raw=True)[0]
-    streams, gate = queued(loaded, PROMPTS[:2], plan, Batcher(max_batch=8))
-    gate.set()
-    first, second = (drain(s)[1][0] for s in streams)
-    assert first.stats.requests_in_batch == second.stats.requests_in_batch == 1
-    assert first.outputs[0].token_ids == alone.outputs[0].token_ids
-
-
-def test_a_call_stopped_in_the_queue_or_in_a_batch_leaves_at_once(loaded):
-    batcher = Batcher(max_batch=8)
-    streams, gate = queued(loaded, PROMPTS, greedy(n=40), batcher, stream_text=True)
-    assert streams[3].stop() == [] and streams[3] not in batcher.waiting  # withdrawn before it ran
+def test_a_row_stopped_mid_batch_leaves_and_the_others_go_on(loaded):
+    scheduler = Scheduler(SchedulerSettings())
+    plans = [plan(40, seed=i, do_sample=True, min_new_tokens=40) for i in range(4)]
+    streams, gate = queued(loaded, PROMPTS, plans, scheduler, stream_text=True)
+    assert streams[3].stop() == [] and streams[3] not in scheduler.waiting  # withdrawn before it ran
     gate.set()
     iterator = iter(streams[0])
     assert isinstance(next(iterator), TextDelta)  # the batch (rows 0-2) is decoding
-    assert streams[0].stop() == []  # its row ends; the others are not waited for, nor stopped
-    for stream in streams[1:3]:
+    [stopped] = streams[0].stop()
+    assert stopped.interrupted and len(stopped.outputs[0].token_ids) < 40
+    for stream, prompt, pl in zip(streams[1:3], PROMPTS[1:3], plans[1:3], strict=True):
         _, [result] = drain(stream)
-        assert result.stats.requests_in_batch == 3 and not result.interrupted
-        [alone] = generate(loaded, [result.prompt], greedy(n=40), raw=True)
-        assert result.outputs[0].token_ids == alone.outputs[0].token_ids
+        assert not result.interrupted and result.outputs[0].token_ids == solo(loaded, prompt, pl).token_ids
+    assert wait_rows_done(scheduler) and scheduler.rows() == 0
 
 
-def test_a_lone_call_restarts_with_requests_that_arrive_while_it_is_young(loaded):
-    """Greedy float32: the merged rerun repeats the lone call's tokens, so its streamed text is not repeated."""
-    plan = greedy(n=150)
-    solo = [generate(loaded, [p], plan, raw=True)[0] for p in PROMPTS[:3]]
-    batcher = Batcher(max_batch=8, restart_seconds=30)
-    first = stream_generate(loaded, [PROMPTS[0]], plan, raw=True, batcher=batcher, stream_text=True)
-    iterator = iter(first)
-    texts = [next(iterator).text]  # it decodes alone
-    others = [stream_generate(loaded, [p], plan, raw=True, batcher=batcher) for p in PROMPTS[1:3]]
-    for event in iterator:
-        if isinstance(event, TextDelta):
-            texts.append(event.text)
-        else:
-            [result] = event.results
-    assert result.stats.requests_in_batch == 3 and "".join(texts) == result.outputs[0].text
-    assert result.outputs[0].token_ids == solo[0].outputs[0].token_ids
-    for stream, alone in zip(others, solo[1:], strict=True):
-        [answer] = drain(stream)[1]
-        assert answer.outputs[0].token_ids == alone.outputs[0].token_ids and answer.stats.requests_in_batch == 3
+def test_the_batch_is_bounded_by_the_kv_memory_and_the_rest_wait_their_turn(loaded):
+    per_row = (len(loaded.tokenizer(PROMPTS[1])["input_ids"]) + 40) * kv_bytes_per_token(loaded.model)
+    scheduler = Scheduler(SchedulerSettings(kv_budget_bytes=2 * per_row))
+    streams, gate = queued(loaded, PROMPTS, [plan(40)] * 4, scheduler)
+    gate.set()
+    results = [drain(s)[1][0] for s in streams]
+    assert max(r.stats.requests_in_batch for r in results) == 2
+    for result, prompt in zip(results, PROMPTS, strict=True):
+        assert result.outputs[0].token_ids == solo(loaded, prompt, plan(40)).token_ids
+
+
+def test_requests_that_cannot_share_a_pass_run_apart_between_steps(loaded):
+    """Log-probabilities, beams and n > 1 run through generate() while a batch decodes, and the batch goes on."""
+    scheduler = Scheduler(SchedulerSettings())
+    rows = [stream_generate(loaded, [p], plan(60, min_new_tokens=60), raw=True, scheduler=scheduler) for p in PROMPTS]
+    apart = [
+        GenerationPlan(kwargs={"do_sample": False, "max_new_tokens": 5}, seed=None, logprobs=2),
+        plan(5, num_beams=2),
+        plan(5, seed=5, do_sample=True, num_return_sequences=2),
+    ]
+    for pl in apart:
+        [result] = generate(loaded, [PROMPTS[0]], pl, raw=True, scheduler=scheduler)
+        assert result.stats.requests_in_batch == 1 and result.stats.batch_rows_mean is None
+    assert all(len(drain(s)[1][0].outputs[0].token_ids) == 60 for s in rows)
+
+
+def test_batch_invariant_in_bfloat16_runs_one_request_at_a_time(tiny_dir):
+    bf16 = load_tiny(tiny_dir, "bfloat16")
+    plans = MIXED[:3]
+    for invariant, most in ((True, 1), (False, 3)):
+        scheduler = Scheduler(SchedulerSettings(invariant=invariant))
+        streams, gate = queued(bf16, PROMPTS[:3], plans, scheduler)
+        gate.set()
+        results = [drain(s)[1][0] for s in streams]
+        assert max(r.stats.requests_in_batch for r in results) == most
+        if invariant:  # one at a time is the solo run itself
+            for result, prompt, pl in zip(results, PROMPTS, plans, strict=False):
+                assert result.outputs[0].token_ids == solo(bf16, prompt, pl).token_ids

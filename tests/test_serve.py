@@ -33,7 +33,8 @@ def start_server(model_dir, *extra: str, key: str | None = KEY) -> tuple[subproc
 
 @pytest.fixture(scope="module")
 def server(tiny_dir):
-    proc, url = start_server(tiny_dir, "--max-tokens", "64", "--queue-size", "16")
+    # float32 on both sides: server and local runs are two compute paths (and serve's CPU default is float32)
+    proc, url = start_server(tiny_dir, "--max-tokens", "64", "--queue-size", "16", "--dtype", "float32")
     yield url
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
@@ -45,7 +46,7 @@ def post(url, path, body, key=KEY, **kwargs):
 
 
 def local_ids(tiny_dir, args, capsys, monkeypatch):
-    run = run_cli(["generate", "-m", str(tiny_dir), *args, "--json"], capsys, monkeypatch)
+    run = run_cli(["generate", "-m", str(tiny_dir), *args, "--dtype", "float32", "--json"], capsys, monkeypatch)
     assert run.code == 0, run.stderr
     return [o["token_ids"] for o in run.json()["outputs"]]
 
@@ -66,7 +67,11 @@ def test_openai_client_completions_chat_stream_logprobs(server, tiny_dir, capsys
     )
     streamed = "".join(c.choices[0].delta.content or "" for c in pieces)
     assert streamed == chat.choices[0].message.content and chat.choices[0].finish_reason in ("stop", "length")
-    local = run_cli(["generate", "-m", str(tiny_dir), "hello there", "--greedy", "-n", "8"], capsys, monkeypatch)
+    local = run_cli(
+        ["generate", "-m", str(tiny_dir), "hello there", "--greedy", "-n", "8", "--dtype", "float32"],
+        capsys,
+        monkeypatch,
+    )
     assert local.stdout == chat.choices[0].message.content + "\n"
 
 
@@ -82,7 +87,10 @@ def test_llmcli_client_is_token_identical_to_local(server, tiny_dir, capsys, mon
     text = run_cli(args[:-1], capsys, monkeypatch)  # streamed, as local generate streams
     assert (
         text.code == 0
-        and text.stdout == run_cli(["generate", "-m", str(tiny_dir), "hi there", *flags], capsys, monkeypatch).stdout
+        and text.stdout
+        == run_cli(
+            ["generate", "-m", str(tiny_dir), "hi there", *flags, "--dtype", "float32"], capsys, monkeypatch
+        ).stdout
     )
 
 
@@ -98,19 +106,39 @@ def test_client_path_imports_neither_torch_nor_transformers(server, tiny_dir):
     assert proc.stderr.decode().endswith("HEAVY=[]")
 
 
-def test_eight_concurrent_clients_all_answered(server, tiny_dir, capsys, monkeypatch):
-    prompts = [f"prompt number {i}" for i in range(8)]
-    expected = {p: local_ids(tiny_dir, [p, "--raw", "--greedy", "-n", "10"], capsys, monkeypatch)[0] for p in prompts}
+# Eight clients at once, each its own flags: greedy, sampling with its own seed, top-k, a stop string, a length.
+MIXED_FLAGS = [
+    ["--greedy", "-n", "10"],
+    ["-t", "0.7", "--top-p", "0.95", "--seed", "1", "-n", "12"],
+    ["-t", "1.2", "--top-k", "20", "--seed", "2", "-n", "8"],
+    ["--greedy", "-n", "16", "--stop", "a"],
+    ["-t", "0.9", "--min-p", "0.05", "--seed", "3", "-n", "14", "--repetition-penalty", "1.3"],
+    ["--greedy", "-n", "4"],
+    ["-t", "0.8", "--seed", "4", "-n", "10", "--stop", "e"],
+    ["-t", "0.6", "--seed", "5", "-n", "9"],
+]
 
-    def ask(prompt):
-        body = {"model": tiny_dir.name, "prompts": [prompt], "flags": {"do_sample": False, "max_new_tokens": 10}}
-        response = post(server, "/llmcli/v1/generate", {**body, "raw": True})
-        assert response.status_code == 200, response.text
-        return prompt, json.loads(response.text.splitlines()[0])["outputs"][0]["token_ids"]
+
+def test_eight_concurrent_clients_with_their_own_flags_share_batches(server, tiny_dir, capsys, monkeypatch):
+    """Each answer is its solo run's, token for token (float32), and says whether it was batched."""
+    monkeypatch.setenv("LLMCLI_API_KEY", KEY)
+    prompts = [f"prompt number {i}" for i in range(8)]
+    expected = [
+        local_ids(tiny_dir, [p, "--raw", *f], capsys, monkeypatch)[0] for p, f in zip(prompts, MIXED_FLAGS, strict=True)
+    ]
+
+    def ask(index):
+        args = ["generate", "-m", tiny_dir.name, "--server", server, prompts[index], "--raw", *MIXED_FLAGS[index]]
+        return subprocess.run([sys.executable, "-m", "llmcli", *args, "--json"], capture_output=True, env=cli_env(),
+                              cwd=ROOT)  # fmt: skip
 
     with ThreadPoolExecutor(8) as pool:
-        answers = dict(pool.map(ask, prompts))
-    assert answers == expected
+        runs = list(pool.map(ask, range(8)))
+    records = [json.loads(r.stdout) for r in runs]
+    assert [r["outputs"][0]["token_ids"] for r in records] == expected
+    assert max(r["stats"]["requests_in_batch"] for r in records) > 1
+    one = post(server, "/v1/completions", {"prompt": prompts[0], "max_tokens": 10, "temperature": 0}).json()
+    assert one["batch"]["shared"] is False and one["batch"]["rows_max"] == 1
 
 
 @pytest.mark.parametrize(

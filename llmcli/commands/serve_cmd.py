@@ -71,8 +71,17 @@ def serve(
         None,
         "--max-batch",
         min=1,
-        help="Greedy requests with the same flags that arrive together share one generate() call, up to this "
-        "many (default: 8 for float32 weights, where outputs stay identical to a solo run; else 1).",
+        help="At most this many requests decode together (default: as many as the KV cache memory holds).",
+    ),
+    kv_memory: str = typer.Option(
+        None,
+        "--kv-memory",
+        help="Memory the batch's KV cache may take, such as 4GiB (default: half the memory free at start).",
+    ),
+    batch_invariant: bool = typer.Option(
+        False,
+        "--batch-invariant",
+        help="Batch only where every output equals its solo run (float32 on CPU); else one request at a time.",
     ),
     keep_alive: str = typer.Option(
         "never", "--keep-alive", help="Unload a model idle this long (30s, 10m, 2h); the next request reloads it."
@@ -83,7 +92,7 @@ def serve(
     """Serve models over HTTP: /v1/completions, /v1/chat/completions (SSE streams), /v1/models, /health."""
     from llmcli import output
     from llmcli.genargs import DecodingFlags, build_generate_kwargs
-    from llmcli.plan import check_combinations
+    from llmcli.plan import check_combinations, parse_amount
 
     if not is_loopback(host) and not api_key:
         raise UsageError(
@@ -93,11 +102,12 @@ def serve(
     if socket and local:
         raise UsageError("--socket and --local both name the socket; give one")
     idle = parse_duration(keep_alive)
+    kv_budget = parse_amount(kv_memory, option="--kv-memory") if kv_memory else None
     names = [served_name(m) for m in models or [None]]
     if len(set(names)) != len(names):
         raise UsageError(f"two models would be served under one name ({', '.join(names)}); rename a directory")
     base_kwargs = build_generate_kwargs(DecodingFlags(compile=model_args.compile))
-    spec = model_args.spec()
+    spec = model_args.spec(serving=True)
     check_combinations(spec=spec, kwargs=base_kwargs)
     from llmcli.client import local_socket
     from llmcli.engine.loader import load
@@ -120,10 +130,13 @@ def serve(
         queue_size=queue_size,
         timeout_seconds=timeout,
         base_kwargs=base_kwargs,
-        max_batch=batch_size(max_batch, loaded, output),
-        batch_exact=exact_batches(loaded),
+        batch_invariant=batch_invariant,
+        max_batch=max_batch,
+        kv_budget_bytes=kv_budget,
         keep_alive_seconds=idle,
     )
+    if batch_invariant and not all(invariant_batches(m) for m in loaded):
+        output.warn("--batch-invariant: batches only float32 weights on the CPU; these requests run one at a time")
 
     def announce(where: str) -> None:
         output.warn(f"serving {', '.join(served)} at {where} (OpenAI API under /v1); Ctrl-C stops")
@@ -131,23 +144,7 @@ def serve(
     run(build_app(served, settings), host=host, port=port, uds=uds, announce=announce)
 
 
-AUTO_BATCH = 8
-
-
-def exact_batches(loaded: list) -> bool:
-    """float32 weights: a batch's outputs equal solo runs (measured). Not bf16 (other rounding per batch
-    shape), nor int8, whose activations are quantized per batch."""
-    return all(m.dtype == "float32" and m.quantize == "none" for m in loaded)
-
-
-def batch_size(asked: int | None, loaded: list, output) -> int:
-    """Batching is on by default where it is exact; other dtypes batch on request, with a warning."""
-    exact = exact_batches(loaded)
-    if asked is None:
-        return AUTO_BATCH if exact else 1
-    if asked > 1 and not exact:
-        output.warn(
-            f"--max-batch {asked}: in {loaded[0].dtype}{' int8' if loaded[0].quantize != 'none' else ''} a "
-            "batched output may differ from its solo run (float32 keeps them identical)"
-        )
-    return asked
+def invariant_batches(loaded) -> bool:
+    """float32 weights on the CPU: a batch's outputs equal solo runs (measured). Not bf16 (other rounding per
+    batch shape), nor int8, whose activations are quantized per batch, nor GPU kernels chosen per shape."""
+    return loaded.dtype == "float32" and loaded.quantize == "none" and loaded.device == "cpu"

@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,25 +70,26 @@ class GenerationStream:
     Use it as a context manager so that the worker never outlives its consumer.
 
     generate() runs on the engine thread so that the caller can consume tokens as they come and stop the
-    call between two decoding steps (a stopping criterion watches the flag).
+    call between two decoding steps (a stopping criterion watches the flag). Under `llmcli serve` a call
+    the step scheduler accepts runs as one row of its batch instead (engine.scheduler).
     """
 
-    def __init__(self, call: Call, *, stream_text: bool, token_probs: bool, batcher: Any = None):
+    def __init__(self, call: Call, *, stream_text: bool, token_probs: bool, scheduler: Any = None):
         self.call = call
         self.events: queue.Queue[Any] = queue.Queue()
         self.cancelled = threading.Event()
         self.stream_text = stream_text and call.single
         self.token_probs = token_probs and self.stream_text
         self.results: list[Result] | None = None
-        self.created = time.monotonic()
-        # engine.batching.Batcher: calls that wait together may share one generate() call (llmcli serve).
-        self.batcher = batcher if batcher is not None and batcher.joins(call) else None
-        self.shared = False  # set by the batcher: this call runs as one row of a batch
-        self.text_stream: TextStream | None = None  # kept across a batcher's restart: text is handed out once
+        self.text_stream: TextStream | None = None
         self.prob: float | None = None  # the probability of the token behind the latest text
-        if self.batcher is not None:
-            self.batcher.add(self)
-        self.job = engine_thread().submit(self._work)
+        self.scheduler = scheduler if scheduler is not None and scheduler.accepts(call) else None
+        if self.scheduler is not None and not self.token_probs:
+            self.job: Future[None] = Future()
+            self.scheduler.submit(self)
+        else:
+            self.scheduler = None
+            self.job = engine_thread().submit(self._work)
 
     def __enter__(self) -> GenerationStream:
         return self
@@ -99,10 +100,10 @@ class GenerationStream:
             self._halt()
 
     def _halt(self) -> bool:
-        """Stops the call; False when no results will come (it never ran, or its row belongs to a batch
-        that goes on for the others)."""
+        """Stops the call; False when no results will come (it never ran)."""
         self.cancelled.set()
-        if self.batcher is not None and (self.batcher.withdraw(self) or self.shared):
+        if self.scheduler is not None and self.scheduler.withdraw(self):
+            self.job.set_result(None)
             return False
         wait([self.job])
         return True
@@ -133,44 +134,44 @@ class GenerationStream:
         return self.results
 
     def _work(self) -> None:
-        group = self.batcher.take(self) if self.batcher is not None else [self]
-        live = [s for s in group if not s.cancelled.is_set()]
-        for stopped in group:  # stopped while it waited for the engine thread (a client gone): skipped
-            if stopped not in live:
-                stopped.events.put(Finished([]))
-        if not live:
+        if self.cancelled.is_set():  # stopped while it waited for the engine thread (a client gone)
+            self.events.put(Finished([]))
             return
         try:
-            live, results = self._run_group(live)
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumers, which raise it
-            for stream in live:
-                stream.events.put(exc)
+            results = _run(self.call, self)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            self.events.put(exc)
             return
-        if len(live) == 1:
-            live[0].events.put(Finished(results))
-        else:
-            for stream, result in zip(live, results, strict=True):
-                stream.events.put(Finished([result]))
-
-    def _run_group(self, live: list[GenerationStream]) -> tuple[list[GenerationStream], list[Result]]:
-        """One generate() call for the group; with a batcher that allows it, again with the requests that
-        arrive while it is young, as many times as they come (engine.batching.Batcher.restart_seconds)."""
-        from llmcli.engine.batching import merged, restart_criterion
-
-        batcher = self.batcher
-        restarts = batcher is not None and batcher.restart_seconds > 0
-        deadline = time.monotonic() + (batcher.restart_seconds if restarts else 0.0)
-        while True:
-            young = restarts and len(live) < batcher.max_batch and time.monotonic() < deadline
-            criterion = restart_criterion(batcher, live, deadline) if young else None
-            call = live[0].call if len(live) == 1 else merged([s.call for s in live])
-            results = _run(call, live, restart=criterion)
-            if criterion is None or not criterion.fired:
-                return live, results
-            live = batcher.join([s for s in live if not s.cancelled.is_set()] or live)
+        self.events.put(Finished(results))
 
     def emit(self, text: str, prob: float | None) -> None:
         self.events.put(TextDelta(text, prob))
+
+    # ------------------------------------------------------------------ as a row of the step scheduler
+
+    def attach(self, row: Any) -> None:
+        if self.stream_text:
+            self.text_stream = TextStream(self.call.tokenizer, lambda text: self.emit(text, None), self.call.stops)
+        self.fed = 0
+
+    def deliver(self, row: Any) -> None:
+        """The row's new tokens to its text stream."""
+        if self.text_stream is not None and len(row.generated) > self.fed:
+            self.text_stream.add(row.generated[self.fed :])
+        self.fed = len(row.generated)
+
+    def complete(self, row: Any, *, interrupted: bool) -> None:
+        from llmcli.engine.rows import row_result
+
+        results = [] if row is None else [row_result(row, interrupted=interrupted)]
+        if results and self.text_stream is not None and not self.cancelled.is_set():
+            self.text_stream.finish(results[0].outputs[0].text)
+        self.events.put(Finished(results))
+        self.job.set_result(None)
+
+    def fail(self, exc: BaseException) -> None:
+        self.events.put(exc)
+        self.job.set_result(None)
 
 
 def stream_generate(
@@ -183,18 +184,18 @@ def stream_generate(
     raw: bool = False,
     stream_text: bool = False,
     token_probs: bool = False,
-    batcher: Any = None,
+    scheduler: Any = None,
 ) -> GenerationStream:
     """Prompts sharing one batch (left-padded). Text streams only when there is a single output.
 
     `encoded`: token ids prepared by the caller (chat's whole conversation) instead of encoding `prompts`.
     `token_probs`: each TextDelta carries the probability of the token that produced it.
-    `batcher`: an engine.batching.Batcher that may merge this call with others waiting (llmcli serve).
+    `scheduler`: an engine.scheduler.Scheduler that runs the call as a row of its batch (llmcli serve).
     """
     if encoded is None:
         encoded = [encode(loaded.tokenizer, p, system=system, raw=raw) for p in prompts]
     call = prepare(loaded, prompts, encoded, plan)
-    return GenerationStream(call, stream_text=stream_text, token_probs=token_probs, batcher=batcher)
+    return GenerationStream(call, stream_text=stream_text, token_probs=token_probs, scheduler=scheduler)
 
 
 def generate(loaded: Any, prompts: list[str], plan: GenerationPlan, **options: Any) -> list[Result]:
@@ -209,26 +210,20 @@ def generate(loaded: Any, prompts: list[str], plan: GenerationPlan, **options: A
     raise AssertionError("the generation stream ended without results")
 
 
-def _run(call: Call, streams: list[GenerationStream], *, restart: Any = None) -> list[Result]:
-    """In the worker: one generate() call, watched by the timer, the text streams and the stop flags.
-
-    `streams`: the one stream the call belongs to, or one per row when the batcher merged several calls.
-    """
+def _run(call: Call, stream: GenerationStream) -> list[Result]:
+    """In the worker: one generate() call, watched by the timer, the text stream and the stop flag."""
     import torch
 
     from llmcli.engine.attention import attention_for_call
+    from llmcli.engine.loader import input_device
     from llmcli.genargs import for_generate
 
     loaded = call.loaded
     width = call.width
-    from llmcli.engine.loader import input_device
-
     rows = [[call.pad_id] * (width - len(i)) + i for i in call.encoded]
     input_ids = torch.tensor(rows, device=input_device(loaded.model))
     attention = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in call.encoded], device=input_ids.device)
-    text_streams, timer, extra = _watchers(call, streams)
-    if restart is not None:
-        extra["stopping_criteria"].append(restart)
+    text_stream, timer, extra = _watchers(call, stream)
     if call.seed is not None:
         random.seed(call.seed)
         torch.manual_seed(call.seed)
@@ -242,7 +237,7 @@ def _run(call: Call, streams: list[GenerationStream], *, restart: Any = None) ->
                 input_ids=input_ids, attention_mask=attention, **for_generate(call.kwargs), **extra
             )
     except torch.cuda.OutOfMemoryError:
-        for text_stream in filter(None, text_streams):  # hand out what was generated before the error
+        if text_stream is not None:  # hand out what was generated before the error
             text_stream.finish(text_stream.text())
         raise LlmcliError(
             f"CUDA out of memory during generation on {loaded.device}",
@@ -253,48 +248,40 @@ def _run(call: Call, streams: list[GenerationStream], *, restart: Any = None) ->
     step_logits = out.logits if call.logprobs is not None else None
     sequences = (out.sequences if call.logprobs is not None else out).tolist()
     ended = time.perf_counter()
-    interrupted = all(s.cancelled.is_set() for s in streams)
-    results = results_of(call, sequences, step_logits, interrupted=interrupted)
+    results = results_of(call, sequences, step_logits, interrupted=stream.cancelled.is_set())
     stats = stats_of(call, results, timer, started, ended)
     stats.attn_implementation = attn_used
-    stats.requests_in_batch = len(streams)
     for result in results:
         result.stats = stats
-    restarting = restart is not None and restart.fired  # the rerun streams on: nothing is final yet
-    for stream, text_stream, result in zip(streams, text_streams, results, strict=False):
-        if text_stream is not None and not stream.cancelled.is_set() and not restarting:
-            text_stream.finish(result.outputs[0].text)
+    if text_stream is not None and not stream.cancelled.is_set():
+        text_stream.finish(results[0].outputs[0].text)
     return results
 
 
-def _watchers(
-    call: Call, streams: list[GenerationStream]
-) -> tuple[list[TextStream | None], TokenTimer | None, dict[str, Any]]:
-    """generate()'s extra arguments: the streamer (timing, streamed text), the score tap, the stop flags.
-    Text streams and stop flags are per stream, and a merged call has one stream per row."""
+def _watchers(call: Call, stream: GenerationStream) -> tuple[TextStream | None, TokenTimer | None, dict[str, Any]]:
+    """generate()'s extra arguments: the streamer (timing, streamed text), the score tap, the stop flag."""
     import torch
     from transformers.generation.logits_process import LogitsProcessorList
     from transformers.generation.stopping_criteria import StoppingCriteriaList
 
-    tap = ScoreTap() if any(s.token_probs for s in streams) else None
+    tap = ScoreTap() if stream.token_probs else None
     # The tap sees the model's distribution before the grammar masks it.
     processors = ([tap] if tap else []) + ([call.constraint.processor()] if call.constraint is not None else [])
-    text_streams = [_text_stream(call, s) if s.stream_text else None for s in streams]
+    text_stream = None
+    if stream.stream_text:
+        text_stream = stream.text_stream = TextStream(
+            call.tokenizer, lambda text: stream.emit(text, stream.prob), call.stops
+        )
 
     def on_tokens(ids: list[int]) -> None:
-        # One stream: every id is its own (assisted decoding hands over several). A batch: one id per row.
-        pieces = [ids] if len(streams) == 1 else [[i] for i in ids]
-        for row, (text_stream, piece) in enumerate(zip(text_streams, pieces, strict=False)):
-            if text_stream is None:
-                continue
-            if tap is not None and tap.last is not None:
-                streams[row].prob = float(torch.softmax(tap.last[row].float(), dim=-1)[piece[0]])
-            text_stream.add(piece)
+        # Every id is the stream's own (assisted decoding hands over several at once).
+        if tap is not None and tap.last is not None:
+            stream.prob = float(torch.softmax(tap.last[0].float(), dim=-1)[ids[0]])
+        text_stream.add(ids)
 
-    streaming = any(text_streams)
     sync = (lambda: torch.cuda.synchronize(call.loaded.device)) if call.on_gpu else None
-    timer = TokenTimer(on_tokens if streaming else None, sync) if call.beams == 1 else None
-    extra: dict[str, Any] = {"stopping_criteria": StoppingCriteriaList([stop_flag(*(s.cancelled for s in streams))])}
+    timer = TokenTimer(on_tokens if text_stream else None, sync) if call.beams == 1 else None
+    extra: dict[str, Any] = {"stopping_criteria": StoppingCriteriaList([stop_flag(stream.cancelled)])}
     if call.stops:
         extra["tokenizer"] = call.tokenizer
     if timer is not None:
@@ -303,29 +290,16 @@ def _watchers(
         extra["logits_processor"] = LogitsProcessorList(processors)
     if call.assistant is not None:
         extra["assistant_model"] = call.assistant
-    return text_streams, timer, extra
+    return text_stream, timer, extra
 
 
-def _text_stream(call: Call, stream: GenerationStream) -> TextStream:
-    """The stream's text stream. After a restart it starts over on the same tokens, and what it already
-    handed out is not handed out again."""
-    if stream.text_stream is None:
-        stream.text_stream = TextStream(call.tokenizer, lambda text: stream.emit(text, stream.prob), call.stops)
-    else:
-        stream.text_stream.ids, stream.text_stream.stopped = [], False
-    return stream.text_stream
-
-
-def stop_flag(*flags: threading.Event) -> Any:
-    """A stopping criterion: a row is done once its flag is set (Ctrl-C, a client gone). One flag stands
-    for every row; several are one per row of a merged call."""
+def stop_flag(flag: threading.Event) -> Any:
+    """A stopping criterion: every row is done once the flag is set (Ctrl-C, a client gone)."""
     import torch
     from transformers.generation.stopping_criteria import StoppingCriteria
 
     class StopFlag(StoppingCriteria):
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-            if len(flags) == 1:
-                return torch.full((input_ids.shape[0],), flags[0].is_set(), dtype=torch.bool, device=input_ids.device)
-            return torch.tensor([f.is_set() for f in flags], dtype=torch.bool, device=input_ids.device)
+            return torch.full((input_ids.shape[0],), flag.is_set(), dtype=torch.bool, device=input_ids.device)
 
     return StopFlag()

@@ -21,6 +21,8 @@ from llmcli.units import human_bytes
 # Measured on the 2-core AVX2 CPU this project runs on: bf16 decodes ~1.7× faster than fp32 on
 # SmolLM2-135M and halves memory; fp16 matmuls on CPU are slow. See docs/generate.md.
 CPU_AUTO_DTYPE = "bfloat16"
+# llmcli serve decodes many rows per step, where the balance differs: measured in docs/performance.md.
+SERVE_CPU_DTYPE = "float32"
 
 
 def resolve_device(requested: str) -> str:
@@ -50,14 +52,16 @@ def resolve_device(requested: str) -> str:
     return req
 
 
-def resolve_dtype(requested: str, device: str, config: dict[str, Any], *, prefill_only: bool = False) -> str:
+def resolve_dtype(
+    requested: str, device: str, config: dict[str, Any], *, prefill_only: bool = False, serving: bool = False
+) -> str:
     req = str(Dtype(requested))
     if req != "auto":
         return req
     if device == "cpu":
         # bf16 wins for token-by-token decoding; for a single pass over a whole text float32's matmuls are
         # about 3× faster on CPUs without native bf16 (see docs/performance.md).
-        return "float32" if prefill_only else CPU_AUTO_DTYPE
+        return "float32" if prefill_only else SERVE_CPU_DTYPE if serving else CPU_AUTO_DTYPE
     saved = config.get("torch_dtype", config.get("dtype"))
     if saved == "float16":  # a float16 checkpoint's values may not survive bfloat16's shorter mantissa
         return "float16"
@@ -206,7 +210,7 @@ def load(source: ModelSource, spec: LoadSpec) -> Loaded:
     if spec.threads:
         torch.set_num_threads(spec.threads)
     device = resolve_device(spec.device)
-    dtype = resolve_dtype(spec.dtype, device, config, prefill_only=spec.prefill_only)
+    dtype = resolve_dtype(spec.dtype, device, config, prefill_only=spec.prefill_only, serving=spec.serving)
     if spec.quantize == Quantize.int8:
         if device != "cpu":
             raise UsageError("--quantize int8 is torch's dynamic int8 for CPU; on a GPU use --dtype bfloat16")

@@ -37,7 +37,8 @@ class Stats:
     peak_memory_bytes: int | None = None
     peak_memory_kind: str = "rss"
     attn_implementation: str | None = None
-    requests_in_batch: int = 1  # llmcli serve: calls from other requests that shared this generate() call, plus one
+    requests_in_batch: int = 1  # llmcli serve: the most requests this one shared a forward pass with, itself included
+    batch_rows_mean: float | None = None  # llmcli serve's step scheduler: the rows per step, on average
 
 
 @dataclass

@@ -29,7 +29,14 @@ def build(data: dict[str, Any], server: str) -> Report:
     ]
     table = Table(["model", "dtype", "device", "weights", "idle", "loads"], rows, numeric={5})
     queue = (
-        f"{data['in_flight']} of {data['queue_size']} requests in flight; batches up to {data['max_batch']}; "
+        f"{data['in_flight']} of {data['queue_size']} requests in flight; {_batching(data)}; "
         f"up {data['uptime_seconds']:g} s"
     )
     return Report(data, [Section(f"Server {server}", [table, Para(queue)])])
+
+
+def _batching(data: dict) -> str:
+    cap = data.get("max_batch")
+    bound = f"up to {cap} rows" if cap else "rows bounded by KV memory"
+    mode = "batch-invariant" if data.get("batch_invariant") else "continuous batching"
+    return f"{data.get('rows_running', 0)} decoding ({mode}, {bound})"

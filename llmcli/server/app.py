@@ -27,6 +27,7 @@ from llmcli.server.protocol import (
     FINISH,
     ApiError,
     Job,
+    batch_info,
     chat_body,
     chunk,
     completion_body,
@@ -44,23 +45,21 @@ class ServeSettings:
     queue_size: int = 16  # requests running or waiting; beyond it 503 with Retry-After
     timeout_seconds: float = 300.0  # per request
     base_kwargs: dict[str, Any] | None = None  # e.g. --compile's static cache, under every request's flags
-    max_batch: int = 1  # greedy requests with the same flags that wait together share one generate() call
-    batch_exact: bool = False  # float32: batched outputs equal solo runs, so a young lone call may restart merged
+    batch_invariant: bool = False  # rows share a batch only where outputs equal a solo run (float32 on CPU)
+    max_batch: int | None = None  # a cap on the rows of a batch (None: bounded by the KV cache's memory)
+    kv_budget_bytes: int | None = None  # the KV cache a model's batch may hold (None: half the free memory)
     keep_alive_seconds: float | None = None  # unload a model idle this long (None: never)
-
-
-# A call that started alone restarts with the requests arriving in its first half second (float32 only).
-RESTART_SECONDS = 0.5
 
 
 class Server:
     def __init__(self, models: dict[str, Served], settings: ServeSettings):
-        from llmcli.engine.batching import Batcher
+        from llmcli.engine.scheduler import Scheduler, SchedulerSettings
 
         self.models, self.settings = models, settings
         self.in_flight = 0
-        restart = RESTART_SECONDS if settings.batch_exact else 0.0
-        self.batcher = Batcher(max_batch=settings.max_batch, restart_seconds=restart)
+        self.scheduler = Scheduler(
+            SchedulerSettings(settings.batch_invariant, settings.max_batch, settings.kv_budget_bytes)
+        )
         self.grammars = Grammars()
         self.started = time.monotonic()
 
@@ -132,6 +131,8 @@ class Server:
             "in_flight": self.in_flight,
             "queue_size": self.settings.queue_size,
             "max_batch": self.settings.max_batch,
+            "batch_invariant": self.settings.batch_invariant,
+            "rows_running": self.scheduler.rows(),
             "uptime_seconds": round(time.monotonic() - self.started, 1),
         }
 
@@ -175,18 +176,15 @@ class Server:
                 encoded = [encode(tokenizer, p, system=job.system, raw=job.raw) for p in job.prompts]
                 prompts = job.prompts
             return stream_generate(
-                loaded, prompts, planned, encoded=encoded, stream_text=job.stream, batcher=self.batcher
+                loaded, prompts, planned, encoded=encoded, stream_text=job.stream, scheduler=self.scheduler
             )
 
-        self.batcher.expect()
         try:
             return await anyio.to_thread.run_sync(begin)
         except UsageError as exc:
             raise usage_error(exc) from None
         except LlmcliError as exc:
             raise ApiError(400, exc.message) from None
-        finally:
-            self.batcher.arrived()
 
     async def events(self, stream: Any) -> AsyncIterator[Any]:
         iterator = iter(stream)
@@ -235,7 +233,8 @@ class Server:
                     yield json.dumps(chunk(job, served.name, text=event.text))
                 elif isinstance(event, Finished):
                     reason = event.results[0].outputs[0].finish_reason if event.results else "length"
-                    yield json.dumps(chunk(job, served.name, finish=FINISH[reason]))
+                    batch = batch_info(event.results)
+                    yield json.dumps(chunk(job, served.name, finish=FINISH[reason], batch=batch))
             yield "[DONE]"
         finally:
             await self.release(stream)

@@ -285,11 +285,26 @@ def _envelope(job: Job, kind: str, model: str, choices: list[Any], results: list
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
         },
+        "batch": batch_info(results),
     }
 
 
-def chunk(job: Job, model: str, *, text: str | None = None, finish: str | None = None, role: bool = False) -> dict:
-    """One server-sent event of a stream: a piece of text, the role (chat's first event) or the finish reason."""
+def batch_info(results: list[Any]) -> dict[str, Any]:
+    """llmcli's addition: whether the request shared its forward passes with others, and with how many at
+    most and on average (itself included), so that a client can tell a batched answer from a solo one."""
+    if not results:
+        return {"shared": False, "rows_max": 1, "rows_mean": 1.0}
+    stats = results[0].stats
+    rows_max = stats.requests_in_batch
+    rows_mean = stats.batch_rows_mean if stats.batch_rows_mean is not None else float(rows_max)
+    return {"shared": rows_max > 1, "rows_max": rows_max, "rows_mean": rows_mean}
+
+
+def chunk(
+    job: Job, model: str, *, text: str | None = None, finish: str | None = None, role: bool = False, batch: Any = None
+) -> dict:
+    """One server-sent event of a stream: a piece of text, the role (chat's first event) or the finish reason
+    (with the batch it ran in)."""
     if job.chat:
         delta: dict[str, Any] = {"role": "assistant"} if role else ({"content": text} if text is not None else {})
         choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
@@ -298,7 +313,10 @@ def chunk(job: Job, model: str, *, text: str | None = None, finish: str | None =
         choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
         kind = "text_completion"
     prefix = "chatcmpl" if job.chat else "cmpl"
-    return {"id": f"{prefix}-{job.id}", "object": kind, "created": job.created, "model": model, "choices": [choice]}
+    body = {"id": f"{prefix}-{job.id}", "object": kind, "created": job.created, "model": model, "choices": [choice]}
+    if batch is not None:
+        body["batch"] = batch
+    return body
 
 
 def parse_tool(body: Any, fields: dict[str, tuple[tuple[type, ...], str]], *, required: str) -> dict[str, Any]:

@@ -1,0 +1,132 @@
+"""One request's decoding state inside serve's step scheduler: its own logits processors, random generator
+and stop conditions, so that rows with different flags share a forward pass.
+
+Each row chooses its token exactly as generate()'s sampling loop does for a lone prompt: float32 logits,
+the processors transformers itself builds from the row's GenerationConfig (given only the row's own ids,
+never a neighbour's padding), then argmax or one multinomial draw from the row's generator. A seeded row
+draws from a generator seeded like `torch.manual_seed(seed)`, so its tokens do not depend on its neighbours.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmcli.engine.streaming import first_stop
+
+
+@dataclass
+class RowStats:
+    """What a row saw of the batch: the steps it shared, and with how many rows at most and on average."""
+
+    started: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
+    last_token_at: float | None = None
+    steps: int = 0
+    rows_total: int = 0
+    rows_max: int = 1
+
+    def step(self, rows: int) -> None:
+        now = time.perf_counter()
+        if self.first_token_at is None:
+            self.first_token_at = now
+        self.last_token_at = now
+        self.steps += 1
+        self.rows_total += rows
+        self.rows_max = max(self.rows_max, rows)
+
+    @property
+    def rows_mean(self) -> float:
+        return self.rows_total / self.steps if self.steps else 1.0
+
+
+class Row:
+    """A prompt being decoded: its ids, its token choice, and when it is done."""
+
+    def __init__(self, call: Any, *, device: Any):
+        import torch
+
+        model = call.loaded.model
+        self.call = call
+        self.prompt = list(call.encoded[0])
+        self.generated: list[int] = []
+        self.config, _ = model._prepare_generation_config(None, **_settings(call.kwargs))
+        prompt = torch.tensor([self.prompt], device=device)
+        self.processors = model._get_logits_processor(
+            generation_config=self.config, input_ids_seq_length=len(self.prompt), encoder_input_ids=prompt,
+            logits_processor=None, device=device, model_kwargs={},
+        )  # fmt: skip
+        self.sampling = bool(self.config.do_sample)
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(call.seed if call.seed is not None else random.getrandbits(63))
+        self.max_new = self.config.max_new_tokens or 256
+        self.stops = call.stops
+        self.finish: str | None = None  # "stop" | "stop_string" | "length" once done
+        self.stats = RowStats()
+
+    @property
+    def length(self) -> int:
+        return len(self.prompt) + len(self.generated)
+
+    def choose(self, logits: Any) -> int:
+        """The next token from this row's float32 logits (shape [vocab])."""
+        import torch
+
+        ids = torch.tensor([self.prompt + self.generated], device=logits.device)
+        scores = self.processors(ids, logits.unsqueeze(0))
+        if self.sampling:
+            probs = torch.nn.functional.softmax(scores, dim=-1)
+            return int(torch.multinomial(probs, num_samples=1, generator=self.generator)[0, 0])
+        return int(torch.argmax(scores, dim=-1)[0])
+
+    def accept(self, token: int, rows: int) -> None:
+        """The chosen token joins the row; the row is done at an end-of-text id, a stop string or its length."""
+        self.generated.append(token)
+        self.stats.step(rows)
+        if token in self.call.eos:
+            self.finish = "stop"
+        elif self.stops and first_stop(self.text(), self.stops) is not None:
+            self.finish = "stop_string"
+        elif len(self.generated) >= self.max_new:
+            self.finish = "length"
+
+    def text(self) -> str:
+        return self.call.tokenizer.decode(self.generated, skip_special_tokens=True)
+
+
+def _settings(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """generate()'s keyword arguments that configure the choice of token (the rest belong to the call)."""
+    skip = {"stop_strings", "streamer", "output_logits", "return_dict_in_generate", "assistant_model"}
+    return {k: v for k, v in kwargs.items() if k not in skip}
+
+
+def row_result(row: Row, *, interrupted: bool) -> Any:
+    """The row as generate() would have reported it alone: its Result, with the batch it shared in Stats."""
+    from dataclasses import replace
+
+    from llmcli.engine.collect import peak_memory, results_of
+    from llmcli.engine.records import Stats
+
+    call = replace(row.call, width=len(row.prompt))
+    [result] = results_of(call, [row.prompt + row.generated], None, interrupted=interrupted)
+    marks, now = row.stats, time.perf_counter()
+    stats = Stats(
+        load_seconds=round(call.loaded.load_seconds, 3),
+        prompt_tokens=len(row.prompt),
+        generated_tokens=len(result.outputs[0].token_ids),
+        total_seconds=round(now - marks.started, 4),
+        attn_implementation=getattr(call.loaded.model.config, "_attn_implementation", None),
+        requests_in_batch=marks.rows_max,
+        batch_rows_mean=round(marks.rows_mean, 2),
+    )
+    if marks.first_token_at is not None:
+        ttft = marks.first_token_at - marks.started
+        stats.time_to_first_token = round(ttft, 4)
+        stats.prefill_tokens_per_second = round(len(row.prompt) / ttft, 2) if ttft > 0 else None
+        if marks.steps > 1 and marks.last_token_at > marks.first_token_at:
+            stats.decode_tokens_per_second = round((marks.steps - 1) / (marks.last_token_at - marks.first_token_at), 2)
+    stats.peak_memory_bytes, stats.peak_memory_kind = peak_memory(call.loaded.device)
+    result.stats = stats
+    return result

@@ -1,0 +1,218 @@
+"""`llmcli serve`'s step scheduler: every single-prompt request that can share a forward pass joins one
+running batch at the next step, whatever its sampling flags, seed, length or stop strings (continuous
+batching), and leaves it the step it is done or its client goes.
+
+It runs on the engine thread, in slices: between two steps it hands the thread to other queued work (a
+request that runs apart, a score) and queues itself again behind it. The batch grows while the KV cache
+its rows need fits the budget (or up to a row cap, when one is set); requests beyond wait their turn.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from llmcli.engine.rows import Row
+from llmcli.engine.stepper import Batch, cache_mergeable
+
+# generate() settings a row honours itself (token choice through transformers' processors, or its stops);
+# a request with any other setting runs apart, through generate().
+ROW_KEYS = {
+    "max_new_tokens", "min_new_tokens", "do_sample", "temperature", "top_p", "top_k", "min_p", "typical_p",
+    "epsilon_cutoff", "eta_cutoff", "repetition_penalty", "no_repeat_ngram_size", "bad_words_ids",
+    "suppress_tokens", "begin_suppress_tokens", "sequence_bias", "eos_token_id", "pad_token_id", "stop_strings",
+    "renormalize_logits", "remove_invalid_values", "top_h",
+}  # fmt: skip
+
+
+@dataclass
+class SchedulerSettings:
+    invariant: bool = False  # --batch-invariant: rows share a batch only where the output equals a solo run
+    max_rows: int | None = None  # a cap on the batch (None: the KV budget alone)
+    kv_budget_bytes: int | None = None  # the KV cache the rows of one model may hold (None: from free memory)
+
+
+class Scheduler:
+    def __init__(self, settings: SchedulerSettings):
+        self.settings = settings
+        self.lock = threading.Lock()
+        self.waiting: list[Any] = []  # GenerationStreams not yet in a batch
+        self.batches: dict[int, Batch] = {}  # id(loaded) → its batch
+        self.streams: dict[int, Any] = {}  # id(row) → its stream
+        self.scheduled = False
+        self.mergeable: dict[int, bool] = {}
+
+    # ------------------------------------------------------------------ from request threads
+
+    def accepts(self, call: Any) -> bool:
+        """Whether a call runs as a row here: one prompt, one output, no beams, log-probabilities, grammar or
+        draft model, only settings a row honours, and a cache the batch can stack."""
+        if not call.single or call.logprobs is not None or call.constraint is not None or call.assistant is not None:
+            return False
+        if any(k not in ROW_KEYS for k in call.kwargs):
+            return False
+        key = id(call.loaded.model)
+        if key not in self.mergeable:
+            self.mergeable[key] = cache_mergeable(call.loaded.model)
+        return self.mergeable[key]
+
+    def shares(self, loaded: Any) -> bool:
+        """Whether rows of this model may share a batch: always, unless --batch-invariant asks for outputs
+        identical to a solo run, which only float32 weights on the CPU give (measured; docs/serve.md)."""
+        if not self.settings.invariant:
+            return True
+        return loaded.dtype == "float32" and loaded.quantize == "none" and not loaded.device.startswith("cuda")
+
+    def submit(self, stream: Any) -> None:
+        from llmcli.engine.generation import engine_thread
+
+        with self.lock:
+            self.waiting.append(stream)
+            if self.scheduled:
+                return
+            self.scheduled = True
+        engine_thread().submit(self._slice)
+
+    def withdraw(self, stream: Any) -> bool:
+        """A stream stopped before its row began leaves the queue; False when its row is already running."""
+        with self.lock:
+            if stream in self.waiting:
+                self.waiting.remove(stream)
+                return True
+            return False
+
+    def rows(self) -> int:
+        return sum(len(b) for b in self.batches.values())
+
+    # ------------------------------------------------------------------ on the engine thread
+
+    def _slice(self) -> None:
+        """Steps until nothing is left to do, or until other work waits for the engine thread."""
+        import torch
+
+        from llmcli.engine.generation import engine_thread
+
+        with torch.inference_mode():
+            while True:
+                self._admit_waiting()
+                with self.lock:
+                    if not any(self.batches.values()) and not self.waiting:
+                        self.scheduled = False
+                        return
+                for batch in list(self.batches.values()):
+                    self._step(batch)
+                if engine_thread()._work_queue.qsize():  # others wait: let them run, then carry on
+                    engine_thread().submit(self._slice)
+                    return
+
+    def _admit_waiting(self) -> None:
+        with self.lock:
+            candidates = list(self.waiting)
+        for stream in candidates:
+            loaded = stream.call.loaded
+            batch = self.batches.get(id(loaded))
+            if batch is None:
+                from llmcli.engine.loader import input_device
+
+                batch = self.batches[id(loaded)] = Batch(loaded.model, input_device(loaded.model))
+            if not self._room(batch, stream.call):
+                continue
+            with self.lock:
+                if stream not in self.waiting:
+                    continue
+                self.waiting.remove(stream)
+            if stream.cancelled.is_set():
+                self._finish(stream, None)
+                continue
+            self._start(batch, stream)
+
+    def _room(self, batch: Batch, call: Any) -> bool:
+        if not batch.rows:
+            return True
+        if not self.shares(call.loaded):
+            return False
+        rows = len(batch) + 1
+        if self.settings.max_rows is not None and rows > self.settings.max_rows:
+            return False
+        # Left-padded: the cache holds every row at the longest row's length.
+        longest = max([_reserve(r.call) for r in batch.rows] + [_reserve(call)])
+        return rows * longest * kv_bytes_per_token(call.loaded.model) <= self._budget(call.loaded)
+
+    def _budget(self, loaded: Any) -> int:
+        if self.settings.kv_budget_bytes is None:
+            self.settings.kv_budget_bytes = default_kv_budget(loaded.device)
+        return self.settings.kv_budget_bytes
+
+    def _start(self, batch: Batch, stream: Any) -> None:
+        try:
+            row = Row(stream.call, device=batch.device)
+            stream.attach(row)
+            batch.admit(row)
+        except BaseException as exc:  # noqa: BLE001 - the request's own error (bad settings, memory)
+            stream.fail(exc)
+            return
+        self.streams[id(row)] = stream
+        stream.deliver(row)
+        if row.finish is not None:
+            self._finish(stream, row)
+
+    def _step(self, batch: Batch) -> None:
+        gone = [r for r in batch.rows if self.streams[id(r)].cancelled.is_set()]
+        for row in batch.drop(gone):
+            self._finish(self.streams.pop(id(row)), row, interrupted=True)
+        if not batch.rows:
+            return
+        try:
+            done = batch.step()
+        except BaseException as exc:  # noqa: BLE001 - a failed step fails every row in it
+            for row in batch.drop(list(batch.rows)):
+                self.streams.pop(id(row)).fail(exc)
+            return
+        for row in batch.rows + done:
+            self.streams[id(row)].deliver(row)
+        for row in done:
+            self._finish(self.streams.pop(id(row)), row)
+
+    def _finish(self, stream: Any, row: Row | None, *, interrupted: bool = False) -> None:
+        stream.complete(row, interrupted=interrupted)
+
+
+def _reserve(call: Any) -> int:
+    return len(call.encoded[0]) + int(call.kwargs.get("max_new_tokens") or 256)
+
+
+def kv_bytes_per_token(model: Any) -> int:
+    """Keys and values of one token across the layers, as the model's dtype holds them."""
+    config = model.config.get_text_config()
+    layers = config.num_hidden_layers
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return 2 * layers * heads * head_dim * model.dtype.itemsize
+
+
+def default_kv_budget(device: str) -> int:
+    """Half the memory free now: the device's on a GPU, the machine's available memory on the CPU."""
+    import torch
+
+    if device.startswith("cuda"):
+        free, _total = torch.cuda.mem_get_info(device)
+        return free // 2
+    try:
+        with open("/proc/meminfo") as info:
+            fields = dict(line.split(":", 1) for line in info)
+        return int(fields["MemAvailable"].split()[0]) * 1024 // 2
+    except (OSError, KeyError, ValueError):
+        return 4 * 1024**3
+
+
+def wait_rows_done(scheduler: Scheduler, timeout: float = 60.0) -> bool:
+    """For tests and shutdown: True once no row runs or waits."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        with scheduler.lock:
+            if not scheduler.scheduled:
+                return True
+        time.sleep(0.01)
+    return False

@@ -1,0 +1,144 @@
+"""A batch of rows decoded one forward pass per step, over the model's own forward and transformers'
+DynamicCache; rows join after their prefill and leave when done, at any step.
+
+The cache is left-padded: every row's keys and values end at the same column, the attention mask hides each
+row's padding, and position ids count each row's own tokens, so a row computes what it would compute alone
+(float32 on CPU gives the same tokens; other dtypes round differently for other batch shapes). A joining
+row is prefilled alone, then its cache is padded to the batch's width and stacked under the others; a row
+that leaves is cut out, and columns that became padding in every row are dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmcli.engine.rows import Row
+
+
+def cache_mergeable(model: Any) -> bool:
+    """Whether the model's cache is plain full-attention layers, which this batch can pad, stack and cut
+    (sliding-window, hybrid and recurrent caches keep to generate())."""
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    try:
+        cache = DynamicCache(config=model.config)
+    except Exception:  # noqa: BLE001 - a config DynamicCache cannot follow: not mergeable
+        return False
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+
+
+class Batch:
+    """The rows decoding together, their cache and attention mask."""
+
+    def __init__(self, model: Any, device: Any):
+        self.model, self.device = model, device
+        self.rows: list[Row] = []
+        self.cache: Any = None
+        self.mask: Any = None  # [rows, width] of 0/1
+        self.cache_name: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def width(self) -> int:
+        return 0 if self.mask is None else int(self.mask.shape[1])
+
+    def _cache_arg(self, cache: Any) -> dict[str, Any]:
+        """transformers 5 renamed forward()'s `past_key_values` to `cache`; a model may have either."""
+        if self.cache_name is None:
+            import inspect
+
+            params = inspect.signature(self.model.forward).parameters
+            self.cache_name = "cache" if "cache" in params else "past_key_values"
+        return {self.cache_name: cache}
+
+    def admit(self, row: Row) -> None:
+        """The row's prompt through the model alone, its first token chosen, and the row added to the batch."""
+        import torch
+        from transformers.cache_utils import DynamicCache
+
+        ids = torch.tensor([row.prompt], device=self.device)
+        cache = DynamicCache(config=self.model.config)
+        positions = torch.arange(len(row.prompt), device=self.device).unsqueeze(0)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            position_ids=positions,
+            **self._cache_arg(cache),
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        logits = out.logits[0, -1].to(dtype=torch.float32, copy=True)
+        row.accept(row.choose(logits), len(self.rows) + 1)
+        if row.finish is None:
+            self._stack(row, cache, torch.ones_like(ids))
+
+    def _stack(self, row: Row, cache: Any, mask: Any) -> None:
+        import torch
+
+        if not self.rows:
+            self.rows, self.cache, self.mask = [row], cache, mask
+            return
+        width = max(self.width, int(mask.shape[1]))
+        for mine, theirs in zip(self.cache.layers, cache.layers, strict=True):
+            mine.keys = torch.cat([_left_pad(mine.keys, width), _left_pad(theirs.keys, width)])
+            mine.values = torch.cat([_left_pad(mine.values, width), _left_pad(theirs.values, width)])
+        self.mask = torch.cat([_left_pad(self.mask, width), _left_pad(mask, width)])
+        self.rows.append(row)
+
+    def step(self) -> list[Row]:
+        """One forward pass for every row on its latest token; the rows that finished leave (returned)."""
+        import torch
+
+        last = torch.tensor([[r.generated[-1]] for r in self.rows], device=self.device)
+        positions = torch.tensor([[r.length - 1] for r in self.rows], device=self.device)
+        self.mask = torch.cat([self.mask, torch.ones_like(last)], dim=1)
+        out = self.model(
+            input_ids=last,
+            attention_mask=self.mask,
+            position_ids=positions,
+            **self._cache_arg(self.cache),
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        logits = out.logits[:, -1].to(dtype=torch.float32, copy=True)
+        count = len(self.rows)
+        for index, row in enumerate(self.rows):
+            row.accept(row.choose(logits[index]), count)
+        return self.drop([r for r in self.rows if r.finish is not None])
+
+    def drop(self, leaving: list[Row]) -> list[Row]:
+        """The given rows cut out of the batch (finished, or their client gone)."""
+        if not leaving:
+            return []
+        keep = [i for i, r in enumerate(self.rows) if r not in leaving]
+        self.rows = [self.rows[i] for i in keep]
+        if not self.rows:
+            self.cache = self.mask = None
+            return leaving
+        import torch
+
+        index = torch.tensor(keep, device=self.device)
+        self.mask = self.mask.index_select(0, index)
+        # Columns that are padding in every remaining row carry nothing: cut them off the left.
+        start = int(self.mask.any(dim=0).int().argmax())
+        self.mask = self.mask[:, start:]
+        for layer in self.cache.layers:
+            layer.keys = layer.keys.index_select(0, index)[:, :, start:]
+            layer.values = layer.values.index_select(0, index)[:, :, start:]
+        return leaving
+
+
+def _left_pad(tensor: Any, width: int) -> Any:
+    """Zeros on the left of the sequence axis (the last for a mask, the one before it for keys and values)."""
+    import torch
+
+    axis = -1 if tensor.dim() == 2 else -2
+    missing = width - tensor.shape[axis]
+    if missing == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[axis] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=axis)
