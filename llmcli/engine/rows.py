@@ -53,6 +53,8 @@ class Row:
         self.prompt = list(call.encoded[0])
         self.generated: list[int] = []
         self.config, _ = model._prepare_generation_config(None, **_settings(call.kwargs))
+        # The end-of-text tensors that min_new_tokens and friends read, as generate() prepares them.
+        model._prepare_special_tokens(self.config, kwargs_has_attention_mask=True, device=device)
         prompt = torch.tensor([self.prompt], device=device)
         self.processors = model._get_logits_processor(
             generation_config=self.config, input_ids_seq_length=len(self.prompt), encoder_input_ids=prompt,

@@ -27,6 +27,11 @@ ROW_KEYS = {
 }  # fmt: skip
 
 
+# Prompts that arrive together are prefilled in one pass up to this many tokens (padded), so that a crowd of
+# long prompts does not stall the running rows for one long pass.
+PREFILL_TOKENS = 4096
+
+
 @dataclass
 class SchedulerSettings:
     invariant: bool = False  # --batch-invariant: rows share a batch only where the output equals a solo run
@@ -108,16 +113,16 @@ class Scheduler:
                     return
 
     def _admit_waiting(self) -> None:
+        """The waiting requests that fit join their model's batch, prefilled together (up to PREFILL_TOKENS
+        of padded prompt per pass; the rest join at the next step)."""
         with self.lock:
             candidates = list(self.waiting)
+        groups: dict[int, list[Any]] = {}
         for stream in candidates:
             loaded = stream.call.loaded
-            batch = self.batches.get(id(loaded))
-            if batch is None:
-                from llmcli.engine.loader import input_device
-
-                batch = self.batches[id(loaded)] = Batch(loaded.model, input_device(loaded.model))
-            if not self._room(batch, stream.call):
+            batch = self._batch_of(loaded)
+            group = groups.setdefault(id(loaded), [])
+            if not self._room(batch, [s.call for s in group] + [stream.call]):
                 continue
             with self.lock:
                 if stream not in self.waiting:
@@ -125,38 +130,61 @@ class Scheduler:
                 self.waiting.remove(stream)
             if stream.cancelled.is_set():
                 self._finish(stream, None)
-                continue
-            self._start(batch, stream)
+            else:
+                group.append(stream)
+        for key, group in groups.items():
+            if group:
+                self._start(self.batches[key], group)
 
-    def _room(self, batch: Batch, call: Any) -> bool:
-        if not batch.rows:
+    def _batch_of(self, loaded: Any) -> Batch:
+        batch = self.batches.get(id(loaded))
+        if batch is None:
+            from llmcli.engine.loader import input_device
+
+            batch = self.batches[id(loaded)] = Batch(loaded.model, input_device(loaded.model))
+        return batch
+
+    def _room(self, batch: Batch, calls: list[Any]) -> bool:
+        """Whether the batch can take these calls too (the last one is the newcomer)."""
+        loaded = calls[-1].loaded
+        rows = len(batch) + len(calls)
+        if rows == 1:
             return True
-        if not self.shares(call.loaded):
+        if not self.shares(loaded):
             return False
-        rows = len(batch) + 1
         if self.settings.max_rows is not None and rows > self.settings.max_rows:
             return False
+        if len(calls) > 1 and len(calls) * max(len(c.encoded[0]) for c in calls) > PREFILL_TOKENS:
+            return False
         # Left-padded: the cache holds every row at the longest row's length.
-        longest = max([_reserve(r.call) for r in batch.rows] + [_reserve(call)])
-        return rows * longest * kv_bytes_per_token(call.loaded.model) <= self._budget(call.loaded)
+        longest = max([_reserve(r.call) for r in batch.rows] + [_reserve(c) for c in calls])
+        return rows * longest * kv_bytes_per_token(loaded.model) <= self._budget(loaded)
 
     def _budget(self, loaded: Any) -> int:
         if self.settings.kv_budget_bytes is None:
             self.settings.kv_budget_bytes = default_kv_budget(loaded.device)
         return self.settings.kv_budget_bytes
 
-    def _start(self, batch: Batch, stream: Any) -> None:
+    def _start(self, batch: Batch, streams: list[Any]) -> None:
         try:
-            row = Row(stream.call, device=batch.device)
-            stream.attach(row)
-            batch.admit(row)
-        except BaseException as exc:  # noqa: BLE001 - the request's own error (bad settings, memory)
-            stream.fail(exc)
+            rows = [Row(stream.call, device=batch.device) for stream in streams]
+        except BaseException as exc:  # noqa: BLE001 - a request's own error (settings transformers refuses)
+            for stream in streams:
+                stream.fail(exc)
             return
-        self.streams[id(row)] = stream
-        stream.deliver(row)
-        if row.finish is not None:
-            self._finish(stream, row)
+        for stream, row in zip(streams, rows, strict=True):
+            stream.attach(row)
+            self.streams[id(row)] = stream
+        try:
+            done = batch.admit(rows)
+        except BaseException as exc:  # noqa: BLE001 - a failed prefill fails its rows (memory)
+            for row in rows:
+                self.streams.pop(id(row)).fail(exc)
+            return
+        for row in rows:
+            self.streams[id(row)].deliver(row)
+        for row in done:
+            self._finish(self.streams.pop(id(row)), row)
 
     def _step(self, batch: Batch) -> None:
         gone = [r for r in batch.rows if self.streams[id(r)].cancelled.is_set()]

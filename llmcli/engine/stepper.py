@@ -3,9 +3,9 @@ DynamicCache; rows join after their prefill and leave when done, at any step.
 
 The cache is left-padded: every row's keys and values end at the same column, the attention mask hides each
 row's padding, and position ids count each row's own tokens, so a row computes what it would compute alone
-(float32 on CPU gives the same tokens; other dtypes round differently for other batch shapes). A joining
-row is prefilled alone, then its cache is padded to the batch's width and stacked under the others; a row
-that leaves is cut out, and columns that became padding in every row are dropped.
+(float32 on CPU gives the same tokens; other dtypes round differently for other batch shapes). Rows that
+arrive together are prefilled together, their cache padded to the batch's width and stacked under the
+others; a row that leaves is cut out, and columns that became padding in every row are dropped.
 """
 
 from __future__ import annotations
@@ -54,39 +54,51 @@ class Batch:
             self.cache_name = "cache" if "cache" in params else "past_key_values"
         return {self.cache_name: cache}
 
-    def admit(self, row: Row) -> None:
-        """The row's prompt through the model alone, its first token chosen, and the row added to the batch."""
+    def admit(self, rows: list[Row]) -> list[Row]:
+        """The rows' prompts through the model together (left-padded), their first tokens chosen, and the rows
+        added to the batch; those already done (an end-of-text first) are returned."""
         import torch
         from transformers.cache_utils import DynamicCache
 
-        ids = torch.tensor([row.prompt], device=self.device)
+        width = max(len(r.prompt) for r in rows)
+        pads = [width - len(r.prompt) for r in rows]
+        ids = torch.tensor([[0] * pad + r.prompt for pad, r in zip(pads, rows, strict=True)], device=self.device)
+        mask = torch.tensor([[0] * pad + [1] * len(r.prompt) for pad, r in zip(pads, rows, strict=True)])
+        mask = mask.to(self.device)
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
-        positions = torch.arange(len(row.prompt), device=self.device).unsqueeze(0)
         out = self.model(
             input_ids=ids,
-            attention_mask=torch.ones_like(ids),
+            attention_mask=mask,
             position_ids=positions,
             **self._cache_arg(cache),
             use_cache=True,
             logits_to_keep=1,
         )
-        logits = out.logits[0, -1].to(dtype=torch.float32, copy=True)
-        row.accept(row.choose(logits), len(self.rows) + 1)
-        if row.finish is None:
-            self._stack(row, cache, torch.ones_like(ids))
+        logits = out.logits[:, -1].to(dtype=torch.float32, copy=True)
+        count = len(self.rows) + len(rows)
+        for index, row in enumerate(rows):
+            row.accept(row.choose(logits[index]), count)
+        keep = [i for i, r in enumerate(rows) if r.finish is None]
+        if keep:
+            index = torch.tensor(keep, device=self.device)
+            for layer in cache.layers:
+                layer.keys, layer.values = layer.keys.index_select(0, index), layer.values.index_select(0, index)
+            self._stack([rows[i] for i in keep], cache, mask.index_select(0, index))
+        return [r for r in rows if r.finish is not None]
 
-    def _stack(self, row: Row, cache: Any, mask: Any) -> None:
+    def _stack(self, rows: list[Row], cache: Any, mask: Any) -> None:
         import torch
 
         if not self.rows:
-            self.rows, self.cache, self.mask = [row], cache, mask
+            self.rows, self.cache, self.mask = rows, cache, mask
             return
         width = max(self.width, int(mask.shape[1]))
         for mine, theirs in zip(self.cache.layers, cache.layers, strict=True):
             mine.keys = torch.cat([_left_pad(mine.keys, width), _left_pad(theirs.keys, width)])
             mine.values = torch.cat([_left_pad(mine.values, width), _left_pad(theirs.values, width)])
         self.mask = torch.cat([_left_pad(self.mask, width), _left_pad(mask, width)])
-        self.rows.append(row)
+        self.rows.extend(rows)
 
     def step(self) -> list[Row]:
         """One forward pass for every row on its latest token; the rows that finished leave (returned)."""
