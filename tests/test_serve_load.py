@@ -118,3 +118,10 @@ def test_sigterm_while_a_mixed_batch_runs_finishes_every_row_then_exits_0(tiny_d
         assert answer.status_code == 200, answer.text
         assert answer.json()["usage"]["completion_tokens"] == 120  # ran to its end, not cut by the shutdown
     assert proc.wait(timeout=60) == 0
+
+
+def test_a_bad_kv_memory_is_one_line_before_loading(capsys, monkeypatch):
+    from tests.helpers import assert_clean_error, run_cli
+
+    run = run_cli(["serve", "--kv-memory", "lots"], capsys, monkeypatch)
+    assert_clean_error(run, 2, "--kv-memory lots", "4GiB")

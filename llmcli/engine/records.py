@@ -70,5 +70,8 @@ class Result:
         if self.interrupted:
             data["interrupted"] = True
         if replay is not None:
-            data["replay"] = {**replay, "batch": {"size": self.batch_size, "position": self.batch_position}}
+            batch: dict[str, Any] = {"size": self.batch_size, "position": self.batch_position}
+            if self.stats.requests_in_batch > 1:  # llmcli serve: decoded beside other requests' rows
+                batch["rows"] = self.stats.requests_in_batch
+            data["replay"] = {**replay, "batch": batch}
         return data

@@ -166,11 +166,16 @@ class Scheduler:
         return self.settings.kv_budget_bytes
 
     def _start(self, batch: Batch, streams: list[Any]) -> None:
-        try:
-            rows = [Row(stream.call, device=batch.device) for stream in streams]
-        except BaseException as exc:  # noqa: BLE001 - a request's own error (settings transformers refuses)
-            for stream in streams:
-                stream.fail(exc)
+        rows = []
+        for stream in streams:
+            try:
+                rows.append(Row(stream.call, device=batch.device))
+            except (ValueError, TypeError) as exc:  # settings transformers refuses: the request's own error
+                from llmcli.errors import UsageError, squash
+
+                stream.fail(UsageError(f"generate() rejected the settings: {squash(exc)}"))
+        streams = [s for s in streams if not s.job.done()]
+        if not rows:
             return
         for stream, row in zip(streams, rows, strict=True):
             stream.attach(row)

@@ -29,6 +29,8 @@ def environment_differences(recorded: dict[str, Any], now: dict[str, Any]) -> li
     batch = recorded.get("batch") or {}
     if (batch.get("size") or 1) > 1:
         out.append({"what": "batch", "recorded": f"row {batch.get('position', 0)} of {batch['size']}", "now": "alone"})
+    elif (batch.get("rows") or 1) > 1:
+        out.append({"what": "batch", "recorded": f"one of {batch['rows']} rows (llmcli serve)", "now": "alone"})
     return out
 
 
