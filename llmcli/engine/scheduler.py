@@ -89,7 +89,7 @@ class Scheduler:
             return False
 
     def rows(self) -> int:
-        return sum(len(b) for b in self.batches.values())
+        return sum(len(b) for b in list(self.batches.values()))
 
     # ------------------------------------------------------------------ on the engine thread
 
@@ -104,10 +104,13 @@ class Scheduler:
                 self._admit_waiting()
                 with self.lock:
                     if not any(self.batches.values()) and not self.waiting:
+                        self.batches.clear()
                         self.scheduled = False
                         return
-                for batch in list(self.batches.values()):
+                for key, batch in list(self.batches.items()):
                     self._step(batch)
+                    if not batch.rows:  # an empty batch lets go of its model (--keep-alive may unload it)
+                        del self.batches[key]
                 if engine_thread()._work_queue.qsize():  # others wait: let them run, then carry on
                     engine_thread().submit(self._slice)
                     return
