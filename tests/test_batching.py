@@ -162,3 +162,19 @@ def test_batch_invariant_in_bfloat16_runs_one_request_at_a_time(tiny_dir):
         if invariant:  # one at a time is the solo run itself
             for result, prompt, pl in zip(results, PROMPTS, plans, strict=False):
                 assert result.outputs[0].token_ids == solo(bf16, prompt, pl).token_ids
+
+
+def test_an_error_outside_a_step_ends_the_rows_with_it_and_the_next_request_is_served(loaded, monkeypatch):
+    scheduler = Scheduler(SchedulerSettings())
+    original = Scheduler._room
+
+    def broken(self, batch, calls):
+        raise RuntimeError("the budget could not be read")
+
+    monkeypatch.setattr(Scheduler, "_room", broken)
+    stream = stream_generate(loaded, [PROMPTS[0]], plan(5), raw=True, scheduler=scheduler)
+    with pytest.raises(RuntimeError, match="budget"):
+        drain(stream)
+    monkeypatch.setattr(Scheduler, "_room", original)
+    [result] = generate(loaded, [PROMPTS[0]], plan(5), raw=True, scheduler=scheduler)
+    assert result.outputs[0].token_ids == solo(loaded, PROMPTS[0], plan(5)).token_ids

@@ -170,8 +170,9 @@ class GenerationStream:
         self.job.set_result(None)
 
     def fail(self, exc: BaseException) -> None:
-        self.events.put(exc)
-        self.job.set_result(None)
+        if not self.job.done():  # once: the first error is the one its consumer sees
+            self.events.put(exc)
+            self.job.set_result(None)
 
 
 def stream_generate(

@@ -99,21 +99,40 @@ class Scheduler:
 
         from llmcli.engine.generation import engine_thread
 
-        with torch.inference_mode():
-            while True:
-                self._admit_waiting()
-                with self.lock:
-                    if not any(self.batches.values()) and not self.waiting:
-                        self.batches.clear()
-                        self.scheduled = False
-                        return
-                for key, batch in list(self.batches.items()):
-                    self._step(batch)
-                    if not batch.rows:  # an empty batch lets go of its model (--keep-alive may unload it)
-                        del self.batches[key]
-                if engine_thread()._work_queue.qsize():  # others wait: let them run, then carry on
-                    engine_thread().submit(self._slice)
+        try:
+            with torch.inference_mode():
+                self._run_slice(engine_thread)
+        except BaseException as exc:  # noqa: BLE001 - never leave rows hanging: every one gets the error
+            self._fail_everything(exc)
+
+    def _run_slice(self, engine_thread: Any) -> None:
+        while True:
+            self._admit_waiting()
+            with self.lock:
+                if not any(self.batches.values()) and not self.waiting:
+                    self.batches.clear()
+                    self.scheduled = False
                     return
+            for key, batch in list(self.batches.items()):
+                self._step(batch)
+                if not batch.rows:  # an empty batch lets go of its model (--keep-alive may unload it)
+                    del self.batches[key]
+            if engine_thread()._work_queue.qsize():  # others wait: let them run, then carry on
+                engine_thread().submit(self._slice)
+                return
+
+    def _fail_everything(self, exc: BaseException) -> None:
+        """An error outside a step (admission, a text stream): the rows and the waiting requests end with it,
+        and the scheduler starts afresh with the next request."""
+        for stream in list(self.streams.values()):  # in a batch, or being admitted to one
+            stream.fail(exc)
+        with self.lock:
+            waiting, self.waiting = self.waiting, []
+            self.batches.clear()
+            self.streams.clear()
+            self.scheduled = False
+        for stream in waiting:
+            stream.fail(exc)
 
     def _admit_waiting(self) -> None:
         """The waiting requests that fit join their model's batch, prefilled together (up to PREFILL_TOKENS
