@@ -65,7 +65,7 @@ def serve(
         None, "--api-key", envvar="LLMCLI_API_KEY", help="Demand 'Authorization: Bearer KEY' on every request."
     ),
     max_tokens: int = typer.Option(2048, "--max-tokens", min=1, help="Cap on any request's max_tokens."),
-    queue_size: int = typer.Option(16, "--queue-size", min=1, help="Requests running or waiting; beyond: 503."),
+    queue_size: int = typer.Option(64, "--queue-size", min=1, help="Requests running or waiting; beyond: 503."),
     timeout: float = typer.Option(300.0, "--timeout", min=1, help="Seconds a request may take."),
     max_batch: int = typer.Option(
         None,

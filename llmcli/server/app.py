@@ -42,7 +42,7 @@ class ServeSettings:
     api_key: str | None = None
     max_tokens: int = 2048  # the cap on any request's max_tokens
     max_body_bytes: int = 1024 * 1024
-    queue_size: int = 16  # requests running or waiting; beyond it 503 with Retry-After
+    queue_size: int = 64  # requests running or waiting; beyond it 503 with Retry-After
     timeout_seconds: float = 300.0  # per request
     base_kwargs: dict[str, Any] | None = None  # e.g. --compile's static cache, under every request's flags
     batch_invariant: bool = False  # rows share a batch only where outputs equal a solo run (float32 on CPU)
@@ -359,6 +359,9 @@ def build_app(models: dict[str, Served], settings: ServeSettings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        # Each request in flight holds a worker thread while it waits for its events (anyio's default is 40).
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        limiter.total_tokens = max(limiter.total_tokens, 2 * settings.queue_size + 8)
         async with anyio.create_task_group() as group:
             if settings.keep_alive_seconds is not None:
                 group.start_soon(server.unload_idle)
