@@ -125,3 +125,11 @@ def test_a_bad_kv_memory_is_one_line_before_loading(capsys, monkeypatch):
 
     run = run_cli(["serve", "--kv-memory", "lots"], capsys, monkeypatch)
     assert_clean_error(run, 2, "--kv-memory lots", "4GiB")
+
+
+def test_settings_transformers_refuses_are_the_clients_400(busy_server):
+    refused = {"prompts": ["x"], "flags": {"do_sample": True, "max_new_tokens": 4}, "set": ["top_k=-5"]}
+    answer = post(busy_server, "/llmcli/v1/generate", refused)
+    assert answer.status_code == 400, answer.text
+    assert "top_k" in answer.json()["error"]["message"] and "Traceback" not in answer.text
+    assert post(busy_server, "/v1/completions", body(1)).status_code == 200

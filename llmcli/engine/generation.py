@@ -112,6 +112,7 @@ class GenerationStream:
         while True:
             event = self.events.get()
             if isinstance(event, BaseException):
+                self.results = []  # the call failed: stop() has nothing more to wait for
                 raise event
             if isinstance(event, Finished):
                 self.results = event.results

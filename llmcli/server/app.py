@@ -211,12 +211,19 @@ class Server:
                     return
 
         results: list[Any] = []
+        refused: UsageError | None = None
         async with anyio.create_task_group() as group:
             group.start_soon(watch)
-            async for event in self.events(stream):
-                if isinstance(event, Finished):
-                    results = event.results
-            group.cancel_scope.cancel()
+            try:
+                async for event in self.events(stream):
+                    if isinstance(event, Finished):
+                        results = event.results
+            except UsageError as exc:  # settings generate() or a row's processors refused: the client's error
+                refused = exc
+            finally:
+                group.cancel_scope.cancel()
+        if refused is not None:  # raised out here: a task group would wrap it in an ExceptionGroup
+            raise usage_error(refused)
         if state["timed_out"]:
             raise ApiError(504, f"the request ran past the server's time limit ({self.settings.timeout_seconds:g} s)")
         return results
