@@ -31,13 +31,18 @@ def start_server(model_dir, *extra: str, key: str | None = KEY) -> tuple[subproc
     return proc, line.split(" at ")[1].split(" ")[0]
 
 
-@pytest.fixture(scope="module")
-def server(tiny_dir):
-    # float32 on both sides: server and local runs are two compute paths (and serve's CPU default is float32)
-    proc, url = start_server(tiny_dir, "--max-tokens", "64", "--queue-size", "16", "--dtype", "float32")
+def serving(model_dir, *extra: str):
+    """A module's server: its URL, then SIGTERM and a clean exit 0."""
+    proc, url = start_server(model_dir, *extra)
     yield url
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0
+
+
+@pytest.fixture(scope="module")
+def server(tiny_dir):
+    # float32 on both sides: server and local runs are two compute paths (and serve's CPU default is float32)
+    yield from serving(tiny_dir, "--max-tokens", "64", "--queue-size", "16", "--dtype", "float32")
 
 
 def post(url, path, body, key=KEY, **kwargs):

@@ -13,15 +13,12 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.test_serve import KEY, auth, post, start_server
+from tests.test_serve import KEY, auth, post, serving, start_server
 
 
 @pytest.fixture(scope="module")
 def busy_server(tiny_dir):
-    proc, url = start_server(tiny_dir, "--max-tokens", "64", "--queue-size", "12", "--dtype", "float32")
-    yield url
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 0
+    yield from serving(tiny_dir, "--max-tokens", "64", "--queue-size", "12", "--dtype", "float32")
 
 
 def body(index: int, tokens: int = 24) -> dict:

@@ -135,6 +135,8 @@ def serve(
         kv_budget_bytes=kv_budget,
         keep_alive_seconds=idle,
     )
+    from llmcli.engine.scheduler import invariant_batches
+
     if batch_invariant and not all(invariant_batches(m) for m in loaded):
         output.warn("--batch-invariant: batches only float32 weights on the CPU; these requests run one at a time")
 
@@ -142,9 +144,3 @@ def serve(
         output.warn(f"serving {', '.join(served)} at {where} (OpenAI API under /v1); Ctrl-C stops")
 
     run(build_app(served, settings), host=host, port=port, uds=uds, announce=announce)
-
-
-def invariant_batches(loaded) -> bool:
-    """float32 weights on the CPU: a batch's outputs equal solo runs (measured). Not bf16 (other rounding per
-    batch shape), nor int8, whose activations are quantized per batch, nor GPU kernels chosen per shape."""
-    return loaded.dtype == "float32" and loaded.quantize == "none" and loaded.device == "cpu"

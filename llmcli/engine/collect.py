@@ -71,6 +71,7 @@ def results_of(call: Any, sequences: list[list[int]], step_logits: Any, *, inter
 
 
 def stats_of(call: Any, results: list[Result], timer: TokenTimer | None, started: float, ended: float) -> Stats:
+    """`timer`: generate()'s TokenTimer, or a serve row's engine.rows.RowStats, which keeps the same marks."""
     stats = Stats(
         load_seconds=round(call.loaded.load_seconds, 3),
         prompt_tokens=sum(len(i) for i in call.encoded),

@@ -81,14 +81,15 @@ class GenerationStream:
         self.stream_text = stream_text and call.single
         self.token_probs = token_probs and self.stream_text
         self.results: list[Result] | None = None
-        self.text_stream: TextStream | None = None
+        self.text_stream: TextStream | None = None  # as a row of the step scheduler
         self.prob: float | None = None  # the probability of the token behind the latest text
-        self.scheduler = scheduler if scheduler is not None and scheduler.accepts(call) else None
-        if self.scheduler is not None and not self.token_probs:
+        # Token probabilities come from generate()'s score tap: such a call runs apart.
+        rows = scheduler is not None and not self.token_probs and scheduler.accepts(call)
+        self.scheduler = scheduler if rows else None
+        if self.scheduler is not None:
             self.job: Future[None] = Future()
             self.scheduler.submit(self)
         else:
-            self.scheduler = None
             self.job = engine_thread().submit(self._work)
 
     def __enter__(self) -> GenerationStream:
@@ -148,11 +149,15 @@ class GenerationStream:
     def emit(self, text: str, prob: float | None) -> None:
         self.events.put(TextDelta(text, prob))
 
+    def new_text_stream(self) -> TextStream:
+        """Decodes this call's tokens into TextDeltas (with the latest token's probability when asked for)."""
+        return TextStream(self.call.tokenizer, lambda text: self.emit(text, self.prob), self.call.stops)
+
     # ------------------------------------------------------------------ as a row of the step scheduler
 
     def attach(self, row: Any) -> None:
         if self.stream_text:
-            self.text_stream = TextStream(self.call.tokenizer, lambda text: self.emit(text, None), self.call.stops)
+            self.text_stream = self.new_text_stream()
         self.fed = 0
 
     def deliver(self, row: Any) -> None:
@@ -269,11 +274,7 @@ def _watchers(call: Call, stream: GenerationStream) -> tuple[TextStream | None, 
     tap = ScoreTap() if stream.token_probs else None
     # The tap sees the model's distribution before the grammar masks it.
     processors = ([tap] if tap else []) + ([call.constraint.processor()] if call.constraint is not None else [])
-    text_stream = None
-    if stream.stream_text:
-        text_stream = stream.text_stream = TextStream(
-            call.tokenizer, lambda text: stream.emit(text, stream.prob), call.stops
-        )
+    text_stream = stream.new_text_stream() if stream.stream_text else None
 
     def on_tokens(ids: list[int]) -> None:
         # Every id is the stream's own (assisted decoding hands over several at once).

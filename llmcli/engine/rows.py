@@ -14,17 +14,19 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmcli.engine.calls import FALLBACK_MAX_NEW_TOKENS
 from llmcli.engine.streaming import first_stop
 
 
 @dataclass
 class RowStats:
-    """What a row saw of the batch: the steps it shared, and with how many rows at most and on average."""
+    """A row's token timer (the marks collect.stats_of reads from generate()'s TokenTimer) and what it saw of
+    the batch: the rows it decoded beside, at most and on average."""
 
     started: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
     last_token_at: float | None = None
-    steps: int = 0
+    count: int = 0  # tokens chosen, one per step
     rows_total: int = 0
     rows_max: int = 1
 
@@ -33,13 +35,13 @@ class RowStats:
         if self.first_token_at is None:
             self.first_token_at = now
         self.last_token_at = now
-        self.steps += 1
+        self.count += 1
         self.rows_total += rows
         self.rows_max = max(self.rows_max, rows)
 
     @property
     def rows_mean(self) -> float:
-        return self.rows_total / self.steps if self.steps else 1.0
+        return self.rows_total / self.count if self.count else 1.0
 
 
 class Row:
@@ -63,7 +65,7 @@ class Row:
         self.sampling = bool(self.config.do_sample)
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(call.seed if call.seed is not None else random.getrandbits(63))
-        self.max_new = self.config.max_new_tokens or 256
+        self.max_new = self.config.max_new_tokens or FALLBACK_MAX_NEW_TOKENS
         self.stops = call.stops
         self.finish: str | None = None  # "stop" | "stop_string" | "length" once done
         self.stats = RowStats()
@@ -99,36 +101,22 @@ class Row:
 
 
 def _settings(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """generate()'s keyword arguments that configure the choice of token (the rest belong to the call)."""
-    skip = {"stop_strings", "streamer", "output_logits", "return_dict_in_generate", "assistant_model"}
-    return {k: v for k, v in kwargs.items() if k not in skip}
+    """The row's settings as a GenerationConfig takes them; its stop strings the row checks itself (a row
+    holds only the scheduler's ROW_KEYS)."""
+    return {k: v for k, v in kwargs.items() if k != "stop_strings"}
 
 
 def row_result(row: Row, *, interrupted: bool) -> Any:
     """The row as generate() would have reported it alone: its Result, with the batch it shared in Stats."""
     from dataclasses import replace
 
-    from llmcli.engine.collect import peak_memory, results_of
-    from llmcli.engine.records import Stats
+    from llmcli.engine.collect import results_of, stats_of
 
     call = replace(row.call, width=len(row.prompt))
     [result] = results_of(call, [row.prompt + row.generated], None, interrupted=interrupted)
-    marks, now = row.stats, time.perf_counter()
-    stats = Stats(
-        load_seconds=round(call.loaded.load_seconds, 3),
-        prompt_tokens=len(row.prompt),
-        generated_tokens=len(result.outputs[0].token_ids),
-        total_seconds=round(now - marks.started, 4),
-        attn_implementation=getattr(call.loaded.model.config, "_attn_implementation", None),
-        requests_in_batch=marks.rows_max,
-        batch_rows_mean=round(marks.rows_mean, 2),
-    )
-    if marks.first_token_at is not None:
-        ttft = marks.first_token_at - marks.started
-        stats.time_to_first_token = round(ttft, 4)
-        stats.prefill_tokens_per_second = round(len(row.prompt) / ttft, 2) if ttft > 0 else None
-        if marks.steps > 1 and marks.last_token_at > marks.first_token_at:
-            stats.decode_tokens_per_second = round((marks.steps - 1) / (marks.last_token_at - marks.first_token_at), 2)
-    stats.peak_memory_bytes, stats.peak_memory_kind = peak_memory(call.loaded.device)
-    result.stats = stats
+    marks = row.stats
+    result.stats = stats_of(call, [result], marks, marks.started, time.perf_counter())
+    result.stats.attn_implementation = getattr(call.loaded.model.config, "_attn_implementation", None)
+    result.stats.requests_in_batch = marks.rows_max
+    result.stats.batch_rows_mean = round(marks.rows_mean, 2)
     return result

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from llmcli.engine.calls import FALLBACK_MAX_NEW_TOKENS
 from llmcli.engine.rows import Row
 from llmcli.engine.stepper import Batch, cache_mergeable
 
@@ -65,10 +66,8 @@ class Scheduler:
 
     def shares(self, loaded: Any) -> bool:
         """Whether rows of this model may share a batch: always, unless --batch-invariant asks for outputs
-        identical to a solo run, which only float32 weights on the CPU give (measured; docs/serve.md)."""
-        if not self.settings.invariant:
-            return True
-        return loaded.dtype == "float32" and loaded.quantize == "none" and not loaded.device.startswith("cuda")
+        identical to a solo run."""
+        return not self.settings.invariant or invariant_batches(loaded)
 
     def submit(self, stream: Any) -> None:
         from llmcli.engine.generation import engine_thread
@@ -97,15 +96,15 @@ class Scheduler:
         """Steps until nothing is left to do, or until other work waits for the engine thread."""
         import torch
 
-        from llmcli.engine.generation import engine_thread
-
         try:
             with torch.inference_mode():
-                self._run_slice(engine_thread)
+                self._run_slice()
         except BaseException as exc:  # noqa: BLE001 - never leave rows hanging: every one gets the error
             self._fail_everything(exc)
 
-    def _run_slice(self, engine_thread: Any) -> None:
+    def _run_slice(self) -> None:
+        from llmcli.engine.generation import engine_thread
+
         while True:
             self._admit_waiting()
             with self.lock:
@@ -151,7 +150,7 @@ class Scheduler:
                     continue
                 self.waiting.remove(stream)
             if stream.cancelled.is_set():
-                self._finish(stream, None)
+                stream.complete(None, interrupted=False)
             else:
                 group.append(stream)
         for key, group in groups.items():
@@ -211,12 +210,12 @@ class Scheduler:
         for row in rows:
             self.streams[id(row)].deliver(row)
         for row in done:
-            self._finish(self.streams.pop(id(row)), row)
+            self.streams.pop(id(row)).complete(row, interrupted=False)
 
     def _step(self, batch: Batch) -> None:
         gone = [r for r in batch.rows if self.streams[id(r)].cancelled.is_set()]
         for row in batch.drop(gone):
-            self._finish(self.streams.pop(id(row)), row, interrupted=True)
+            self.streams.pop(id(row)).complete(row, interrupted=True)
         if not batch.rows:
             return
         try:
@@ -228,14 +227,18 @@ class Scheduler:
         for row in batch.rows + done:
             self.streams[id(row)].deliver(row)
         for row in done:
-            self._finish(self.streams.pop(id(row)), row)
+            self.streams.pop(id(row)).complete(row, interrupted=False)
 
-    def _finish(self, stream: Any, row: Row | None, *, interrupted: bool = False) -> None:
-        stream.complete(row, interrupted=interrupted)
+
+def invariant_batches(loaded: Any) -> bool:
+    """float32 weights on the CPU: a batch's outputs equal solo runs (measured; docs/serve.md). Not bf16
+    (other rounding per batch shape), nor int8, whose activations are quantized per batch, nor GPU kernels
+    chosen per shape."""
+    return loaded.dtype == "float32" and loaded.quantize == "none" and loaded.device == "cpu"
 
 
 def _reserve(call: Any) -> int:
-    return len(call.encoded[0]) + int(call.kwargs.get("max_new_tokens") or 256)
+    return len(call.encoded[0]) + int(call.kwargs.get("max_new_tokens") or FALLBACK_MAX_NEW_TOKENS)
 
 
 def kv_bytes_per_token(model: Any) -> int:
@@ -263,7 +266,7 @@ def default_kv_budget(device: str) -> int:
 
 
 def wait_rows_done(scheduler: Scheduler, timeout: float = 60.0) -> bool:
-    """For tests and shutdown: True once no row runs or waits."""
+    """For tests: True once no row runs or waits."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         with scheduler.lock:

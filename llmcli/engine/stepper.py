@@ -45,14 +45,24 @@ class Batch:
     def width(self) -> int:
         return 0 if self.mask is None else int(self.mask.shape[1])
 
-    def _cache_arg(self, cache: Any) -> dict[str, Any]:
-        """transformers 5 renamed forward()'s `past_key_values` to `cache`; a model may have either."""
-        if self.cache_name is None:
+    def _last_logits(self, ids: Any, mask: Any, positions: Any, cache: Any) -> Any:
+        """The model's forward over `ids` into `cache`: each row's float32 logits at its last position."""
+        import torch
+
+        if self.cache_name is None:  # transformers 5 renamed forward()'s `past_key_values` to `cache`
             import inspect
 
             params = inspect.signature(self.model.forward).parameters
             self.cache_name = "cache" if "cache" in params else "past_key_values"
-        return {self.cache_name: cache}
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            **{self.cache_name: cache},
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        return out.logits[:, -1].to(dtype=torch.float32, copy=True)
 
     def admit(self, rows: list[Row]) -> list[Row]:
         """The rows' prompts through the model together (left-padded), their first tokens chosen, and the rows
@@ -67,23 +77,14 @@ class Batch:
         mask = mask.to(self.device)
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
-        out = self.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            **self._cache_arg(cache),
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        logits = out.logits[:, -1].to(dtype=torch.float32, copy=True)
+        logits = self._last_logits(ids, mask, positions, cache)
         count = len(self.rows) + len(rows)
         for index, row in enumerate(rows):
             row.accept(row.choose(logits[index]), count)
         keep = [i for i, r in enumerate(rows) if r.finish is None]
         if keep:
             index = torch.tensor(keep, device=self.device)
-            for layer in cache.layers:
-                layer.keys, layer.values = layer.keys.index_select(0, index), layer.values.index_select(0, index)
+            _select_rows(cache, index, start=0)
             self._stack([rows[i] for i in keep], cache, mask.index_select(0, index))
         return [r for r in rows if r.finish is not None]
 
@@ -107,15 +108,7 @@ class Batch:
         last = torch.tensor([[r.generated[-1]] for r in self.rows], device=self.device)
         positions = torch.tensor([[r.length - 1] for r in self.rows], device=self.device)
         self.mask = torch.cat([self.mask, torch.ones_like(last)], dim=1)
-        out = self.model(
-            input_ids=last,
-            attention_mask=self.mask,
-            position_ids=positions,
-            **self._cache_arg(self.cache),
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        logits = out.logits[:, -1].to(dtype=torch.float32, copy=True)
+        logits = self._last_logits(last, self.mask, positions, self.cache)
         count = len(self.rows)
         for index, row in enumerate(self.rows):
             row.accept(row.choose(logits[index]), count)
@@ -137,10 +130,15 @@ class Batch:
         # Columns that are padding in every remaining row carry nothing: cut them off the left.
         start = int(self.mask.any(dim=0).int().argmax())
         self.mask = self.mask[:, start:]
-        for layer in self.cache.layers:
-            layer.keys = layer.keys.index_select(0, index)[:, :, start:]
-            layer.values = layer.values.index_select(0, index)[:, :, start:]
+        _select_rows(self.cache, index, start=start)
         return leaving
+
+
+def _select_rows(cache: Any, index: Any, *, start: int) -> None:
+    """The cache keeps only the rows in `index`, from column `start` on."""
+    for layer in cache.layers:
+        layer.keys = layer.keys.index_select(0, index)[:, :, start:]
+        layer.values = layer.values.index_select(0, index)[:, :, start:]
 
 
 def _left_pad(tensor: Any, width: int) -> Any:
