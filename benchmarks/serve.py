@@ -5,7 +5,8 @@ Loads (chat completions of 128 tokens, `ignore_eos` so that every engine does th
 connection pool, as the openai client and load generators use): 1 client greedy, 8 greedy, 16 greedy, and 8
 clients sampling at temperature 0.7, top_p 0.95, each with its own seed. The aggregate is completion tokens
 per second over the wall time of the whole load. Servers: `llmcli serve` with no flags, with `--dtype
-bfloat16`, with `--batch-invariant`, and vLLM (float32; skipped without .venv-vllm). For one lone request,
+bfloat16`, with `--batch-invariant`, with `--no-prepack` (part 'unpacked': torch's own CPU matrix products),
+and vLLM (float32; skipped without .venv-vllm). For one lone request,
 where its time goes: the server's own decode time against the client's wall time.
 Also: (a) a one-shot `llmcli generate` against the same call with --server; (d) warm decode with --compile.
 Run: .venv/bin/python benchmarks/serve.py [--parts llmcli,bfloat16,invariant,vllm] > result.json
@@ -198,6 +199,7 @@ def main() -> None:
         "llmcli": lambda: served([], lambda url: {**loads(url, "default", args.reps), "lone": where_time_goes(url)}),
         "bfloat16": lambda: served(["--dtype", "bfloat16"], lambda url: loads(url, "default", args.reps)),
         "invariant": lambda: served(["--batch-invariant"], lambda url: loads(url, "default", args.reps)),
+        "unpacked": lambda: served(["--no-prepack"], lambda url: loads(url, "default", args.reps)),
         "vllm": lambda: vllm(lambda url: loads(url, "default", args.reps)),
         "one_shot": lambda: served([], lambda url: one_shot(url, args.reps)),
         "compile": lambda: served(["--compile"], compiled_decode),

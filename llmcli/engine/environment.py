@@ -55,6 +55,21 @@ def device_info(device: str) -> dict[str, Any]:
     return info
 
 
+def free_memory(device: str) -> int | None:
+    """Bytes free now: the GPU's on CUDA, the machine's available memory otherwise (None where unknown)."""
+    if device.startswith("cuda"):
+        import torch
+
+        free, _total = torch.cuda.mem_get_info(device)
+        return free
+    try:
+        with open("/proc/meminfo") as info:
+            fields = dict(line.split(":", 1) for line in info)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
 def _revision(path: Any) -> str | None:
     """A Hub snapshot's commit: .../snapshots/<commit>/."""
     parts = list(path.parts)
@@ -78,6 +93,7 @@ def environment(loaded: Any, *, adapter: Any = None) -> dict[str, Any]:
         "dtype": loaded.dtype,
         "attn_implementation": loaded.attn,
         "quantize": None if loaded.quantize == "none" else loaded.quantize,
+        "prepacked": loaded.prepacked,
         "threads": torch.get_num_threads(),
         "model": identity(source.path, gguf=source.gguf, revision=_revision(source.path)),
         "adapter": None if adapter is None else {"path": str(adapter), **identity(adapter)},

@@ -163,6 +163,7 @@ class Loaded:
     config: dict[str, Any]
     quantize: str = "none"
     attn_request: str = "auto"
+    prepacked: bool = False  # linear layers on oneDNN with weights reordered at load (engine.prepack)
 
     @property
     def attn(self) -> str | None:
@@ -221,8 +222,10 @@ def load(source: ModelSource, spec: LoadSpec) -> Loaded:
         started = time.perf_counter()  # weights and tokenizer only: imports are not part of loading
         tokenizer, model = _from_pretrained(source, spec, device, dtype, ckpt.kind)
         model = _finish(model, spec, device)
+        prepacked = spec.prepack and _prepack(model, source, device=device, dtype=dtype)
         seconds = time.perf_counter() - started
-    return Loaded(model, tokenizer, device, dtype, seconds, source, config, str(spec.quantize), str(spec.attn))
+    return Loaded(model, tokenizer, device, dtype, seconds, source, config, str(spec.quantize), str(spec.attn),
+                  prepacked=prepacked)  # fmt: skip
 
 
 def _from_pretrained(source: ModelSource, spec: LoadSpec, device: str, dtype: str, kind: str) -> tuple[Any, Any]:
@@ -314,6 +317,23 @@ def _finish(model: Any, spec: LoadSpec, device: str) -> Any:
         # once, i.e. for the whole of a one-shot run; 34 ms without it (docs/performance.md, CUDA).
         torch.backends.cuda.enable_cudnn_sdp(False)
     return model
+
+
+def _prepack(model: Any, source: ModelSource, *, device: str, dtype: str) -> bool:
+    """serve's CPU float32 kernel (engine.prepack), where it applies and the memory holds it; False otherwise."""
+    from llmcli.engine import prepack
+    from llmcli.engine.environment import free_memory
+
+    if not prepack.applies(device=device, dtype=dtype):
+        return False
+    why = prepack.refusal(model, available=free_memory(device))
+    if why is not None:
+        from llmcli.output import warn
+
+        warn(f"{source.path}: linear weights not prepacked for oneDNN: {why}")
+        return False
+    prepack.prepack(model)
+    return True
 
 
 def apply_adapter(model: Any, adapter: Path, *, merge: bool) -> Any:

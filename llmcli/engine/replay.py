@@ -68,6 +68,7 @@ def load_spec(record: dict[str, Any], overrides: Any) -> Any:
         attn=Attn(attn) if attn in {a.value for a in Attn} else Attn.auto,
         device=(env.get("device") or {}).get("name") or model.get("device") or "auto",
         threads=env.get("threads"),
+        prepack=bool(env.get("prepacked")),
     )
     changed = {k: v for k, v in overrides.items() if v not in (None, "auto", Dtype.auto, Attn.auto)}
     adapter = (env.get("adapter") or {}).get("path") or (model.get("adapter") or {}).get("path")

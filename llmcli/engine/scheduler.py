@@ -252,17 +252,10 @@ def kv_bytes_per_token(model: Any) -> int:
 
 def default_kv_budget(device: str) -> int:
     """Half the memory free now: the device's on a GPU, the machine's available memory on the CPU."""
-    import torch
+    from llmcli.engine.environment import free_memory
 
-    if device.startswith("cuda"):
-        free, _total = torch.cuda.mem_get_info(device)
-        return free // 2
-    try:
-        with open("/proc/meminfo") as info:
-            fields = dict(line.split(":", 1) for line in info)
-        return int(fields["MemAvailable"].split()[0]) * 1024 // 2
-    except (OSError, KeyError, ValueError):
-        return 4 * 1024**3
+    free = free_memory(device)
+    return 4 * 1024**3 if free is None else free // 2
 
 
 def wait_rows_done(scheduler: Scheduler, timeout: float = 60.0) -> bool:

@@ -68,7 +68,8 @@ class Batch:
         """The rows' prompts through the model together (left-padded), their first tokens chosen, and the rows
         added to the batch; those already done (an end-of-text first) are returned."""
         import torch
-        from transformers.cache_utils import DynamicCache
+
+        from llmcli.engine.kv_room import roomy_cache
 
         width = max(len(r.prompt) for r in rows)
         pads = [width - len(r.prompt) for r in rows]
@@ -76,7 +77,7 @@ class Batch:
         mask = torch.tensor([[0] * pad + [1] * len(r.prompt) for pad, r in zip(pads, rows, strict=True)])
         mask = mask.to(self.device)
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self.model.config)
+        cache = roomy_cache(self.model)
         logits = self._last_logits(ids, mask, positions, cache)
         count = len(self.rows) + len(rows)
         for index, row in enumerate(rows):

@@ -1,0 +1,55 @@
+"""A cache layer for serve's batch: transformers' DynamicLayer, with room for the columns still to come.
+
+DynamicLayer appends a step's keys and values with torch.cat, copying the whole cache every step (a fifth of
+a step at 8 rows of a few hundred tokens on CPU). This layer writes each step's column into spare room and
+hands attention a view of the filled part; when the room is full, or the batch replaced the tensors (rows
+joined or left), it takes new room with ROOM more columns.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ROOM = 256  # spare columns per reallocation: one copy of the cache every ROOM steps
+
+
+def roomy_cache(model: Any) -> Any:
+    """A DynamicCache for `model` whose layers are RoomyLayers (its layers must be plain DynamicLayers)."""
+    from transformers.cache_utils import DynamicCache, DynamicLayer
+
+    class RoomyLayer(DynamicLayer):
+        room: tuple[Any, Any] | None = None  # keys, values
+
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            length = self.keys.shape[-2] if self.keys.dim() == 4 else 0
+            end = length + key_states.shape[-2]
+            if not self._fits(end):
+                self.room = (_room(self.keys, key_states, end), _room(self.values, value_states, end))
+            keys, values = self.room
+            keys[:, :, length:end] = key_states
+            values[:, :, length:end] = value_states
+            self.keys, self.values = keys[:, :, :end], values[:, :, :end]
+            return self.keys, self.values
+
+        def _fits(self, end: int) -> bool:
+            """Whether the current keys are the start of this layer's room, with room for `end` columns."""
+            if self.room is None or self.keys.dim() != 4:
+                return False
+            room = self.room[0]
+            same = self.keys.data_ptr() == room.data_ptr() and self.keys.shape[:2] == room.shape[:2]
+            return same and self.values.data_ptr() == self.room[1].data_ptr() and end <= room.shape[-2]
+
+    cache = DynamicCache(config=model.config)
+    cache.layers = [RoomyLayer() for _ in cache.layers]
+    return cache
+
+
+def _room(old: Any, new: Any, end: int) -> Any:
+    """Fresh room for `end` columns and ROOM more, holding `old` at its start."""
+    batch, heads, _, dim = new.shape
+    room = new.new_empty(batch, heads, end + ROOM, dim)
+    if old.dim() == 4 and old.shape[-2]:
+        room[:, :, : old.shape[-2]] = old
+    return room

@@ -1,0 +1,98 @@
+"""serve's CPU float32 kernel: linear weights reordered for oneDNN at load (engine.prepack), and the batch's
+cache layer that writes each step's column into spare room (engine.kv_room).
+
+Prepacked layers compute what torch's own do (to float32 rounding), a row's logits do not depend on how many
+rows share the call, and the scheduler's rows keep their solo tokens on them."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmcli.engine import kv_room, prepack
+from llmcli.engine.loader import load
+from llmcli.modelfs.source import resolve_model
+from llmcli.plan import Dtype, LoadSpec
+
+
+@pytest.fixture(scope="module")
+def plain(tiny_dir):
+    return load(resolve_model(str(tiny_dir)), LoadSpec(dtype=Dtype.float32))
+
+
+@pytest.fixture(scope="module")
+def packed(tiny_dir):
+    return load(resolve_model(str(tiny_dir)), LoadSpec(dtype=Dtype.float32, prepack=True))
+
+
+def logits(loaded, ids):
+    import torch
+
+    with torch.inference_mode():
+        return loaded.model(input_ids=torch.tensor(ids)).logits
+
+
+def test_prepacked_layers_compute_what_torch_does_for_any_row_count(plain, packed):
+    import random
+
+    import torch
+
+    assert packed.prepacked and not plain.prepacked
+    assert type(packed.model.lm_head.forward).__name__ == "partial"
+    rng = random.Random(0)
+    rows = [[rng.randrange(packed.model.config.vocab_size) for _ in range(11)] for _ in range(5)]
+    together = logits(packed, rows)
+    assert torch.allclose(together, logits(plain, rows), atol=1e-5, rtol=1e-4)
+    for index, row in enumerate(rows):  # bit for bit: oneDNN's result for a row ignores its neighbours
+        assert torch.equal(logits(packed, [row])[0], together[index])
+
+
+def test_the_scheduler_on_prepacked_layers_keeps_every_row_to_its_solo_tokens(packed):
+    from llmcli.engine.scheduler import Scheduler, SchedulerSettings
+    from tests.test_batching import MIXED, PROMPTS, drain, queued, solo
+
+    prompts = [*PROMPTS, PROMPTS[0]]
+    alone = [solo(packed, p, pl).token_ids for p, pl in zip(prompts, MIXED, strict=True)]
+    streams, gate = queued(packed, prompts, MIXED, Scheduler(SchedulerSettings()))
+    gate.set()
+    assert [drain(s)[1][0].outputs[0].token_ids for s in streams] == alone
+
+
+def test_prepacking_applies_on_the_cpu_in_float32_and_declines_what_memory_cannot_hold(plain, tiny_dir):
+    assert prepack.applies(device="cpu", dtype="float32")
+    assert not prepack.applies(device="cpu", dtype="bfloat16") and not prepack.applies(device="cuda", dtype="float32")
+    assert prepack.refusal(plain.model, available=None) is None
+    assert "half the free memory" in prepack.refusal(plain.model, available=1000)
+    bf16 = load(resolve_model(str(tiny_dir)), LoadSpec(dtype=Dtype.bfloat16, prepack=True))
+    assert not bf16.prepacked
+
+
+def test_the_replay_block_says_prepacked_and_replay_loads_the_same_way(packed, plain):
+    from llmcli.engine.environment import environment
+    from llmcli.engine.replay import load_spec
+
+    block = environment(packed)
+    assert block["prepacked"] is True and environment(plain)["prepacked"] is False
+    record = {"replay": block, "model": {"path": "x"}}
+    assert load_spec(record, {}).prepack and not load_spec({"replay": environment(plain), "model": {}}, {}).prepack
+
+
+def test_a_roomy_cache_gives_the_logits_of_transformers_own_across_reallocations(plain, monkeypatch):
+    import torch
+    from transformers.cache_utils import DynamicCache
+
+    monkeypatch.setattr(kv_room, "ROOM", 2)  # new room every other step
+    model = plain.model
+    caches = [DynamicCache(config=model.config), kv_room.roomy_cache(model)]
+    ids = torch.tensor([[5, 9, 2, 7], [3, 3, 8, 1], [4, 6, 1, 2]])
+    with torch.inference_mode():
+        outs = [model(input_ids=ids, cache=c, use_cache=True).logits[:, -1] for c in caches]
+        for step in range(7):
+            assert torch.equal(outs[0], outs[1])
+            if step == 3:  # two rows leave, as the batch cuts them out: the layers get new tensors
+                for cache in caches:
+                    for layer in cache.layers:
+                        layer.keys, layer.values = layer.keys[[0, 2]], layer.values[[0, 2]]
+                outs = [o[[0, 2]] for o in outs]
+            last = outs[0].argmax(-1, keepdim=True)
+            outs = [model(input_ids=last, cache=c, use_cache=True).logits[:, -1] for c in caches]
+    assert torch.equal(outs[0], outs[1]) and caches[1].get_seq_length() == 11
