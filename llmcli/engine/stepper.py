@@ -10,6 +10,8 @@ others; a row that leaves is cut out, and columns that became padding in every r
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 from typing import Any
 
 from llmcli.engine.rows import Row
@@ -80,8 +82,8 @@ class Batch:
         cache = roomy_cache(self.model)
         logits = self._last_logits(ids, mask, positions, cache)
         count = len(self.rows) + len(rows)
-        for index, row in enumerate(rows):
-            row.accept(row.choose(logits[index]), count)
+        for row, token in zip(rows, choose_all(rows, logits), strict=True):
+            row.accept(token, count)
         keep = [i for i, r in enumerate(rows) if r.finish is None]
         if keep:
             index = torch.tensor(keep, device=self.device)
@@ -111,8 +113,8 @@ class Batch:
         self.mask = torch.cat([self.mask, torch.ones_like(last)], dim=1)
         logits = self._last_logits(last, self.mask, positions, self.cache)
         count = len(self.rows)
-        for index, row in enumerate(self.rows):
-            row.accept(row.choose(logits[index]), count)
+        for row, token in zip(self.rows, choose_all(self.rows, logits), strict=True):
+            row.accept(token, count)
         return self.drop([r for r in self.rows if r.finish is not None])
 
     def drop(self, leaving: list[Row]) -> list[Row]:
@@ -133,6 +135,29 @@ class Batch:
         self.mask = self.mask[:, start:]
         _select_rows(self.cache, index, start=start)
         return leaving
+
+
+def choose_all(rows: list[Row], logits: Any) -> list[int]:
+    """Each row's next token from its line of `logits`. On the CPU the rows choose on the intra-op threads at
+    once: a row's choice runs one-row operations (top-p's sort of the vocabulary, the draw) that use one core,
+    and each row's arithmetic and random stream are its own, so the order they run in changes nothing."""
+    if len(rows) < 2 or logits.device.type != "cpu":
+        return [row.choose(logits[i]) for i, row in enumerate(rows)]
+    return list(_choosers().map(_choose_in_inference, rows, logits.unbind(0)))
+
+
+def _choose_in_inference(row: Row, line: Any) -> int:
+    import torch
+
+    with torch.inference_mode():  # thread-local, as the engine thread's is
+        return row.choose(line)
+
+
+@cache
+def _choosers() -> ThreadPoolExecutor:
+    import torch
+
+    return ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads()), thread_name_prefix="llmcli-choose")
 
 
 def _select_rows(cache: Any, index: Any, *, start: int) -> None:
