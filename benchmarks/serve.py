@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LLMCLI = str(ROOT / ".venv" / "bin" / "llmcli")
 PROMPT = "What is the capital of France?"
 EXTRA: dict = {}  # more request fields for every request
+ONLY: list[str] = []  # --loads: these loads only
 
 
 def start(*args: str) -> tuple[subprocess.Popen, str]:
@@ -104,6 +105,8 @@ def loads(url: str, model: str, reps: int) -> dict:
         ask(http, url, model, PROMPTS[0], None, 16)  # warm-up
     out = {}
     for name, clients, sampling in LOADS:
+        if ONLY and name not in ONLY:
+            continue
         runs = [load(url, model, clients, sampling) for _ in range(reps)]
         out[name] = max(runs, key=lambda r: r["aggregate_tok_s"])  # the best of the reps: noise only slows
     return out
@@ -193,7 +196,9 @@ def main() -> None:
         "--peer-no-eos", help="end-of-text ids the peer must not sample (a logit_bias of -100), e.g. 0,2 for "
         "SmolLM2, for a peer that ignores vLLM's ignore_eos (llama-cpp-python's server)"
     )  # fmt: skip
+    parser.add_argument("--loads", help="a comma-separated subset of the loads, e.g. '1 greedy,8 greedy'")
     args = parser.parse_args()
+    ONLY.extend(args.loads.split(",") if args.loads else [])
     parts = args.parts.split(",")
     runs = {
         "llmcli": lambda: served([], lambda url: {**loads(url, "default", args.reps), "lone": where_time_goes(url)}),
@@ -213,6 +218,7 @@ def main() -> None:
         report["llmcli_over_vllm"] = {
             load: round(report["llmcli"][load]["aggregate_tok_s"] / report["vllm"][load]["aggregate_tok_s"], 2)
             for load, _c, _s in LOADS
+            if load in report["vllm"]
         }
     json.dump(report, sys.stdout, indent=2)
     sys.stdout.write("\n")

@@ -257,8 +257,9 @@ def test_a_per_user_socket_ps_and_keep_alive(tiny_dir, capsys, monkeypatch):
         again = run_cli(["generate", "--server", "local", "hi", "--greedy", "-n", "4"], capsys, monkeypatch)
         assert again.stdout == answered.stdout
         assert status()["loads"] == 2
+        assert 0 < status()["prepacked_bytes"] <= status()["weights_bytes"]  # float32 on the CPU: prepacked
         shown = run_cli(["ps", "--server", "local"], capsys, monkeypatch)
-        assert tiny_dir.name in shown.stdout and "requests in flight" in shown.stdout
+        assert tiny_dir.name in shown.stdout and "requests in flight" in shown.stdout and "prepacked" in shown.stdout
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0

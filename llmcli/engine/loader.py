@@ -163,7 +163,11 @@ class Loaded:
     config: dict[str, Any]
     quantize: str = "none"
     attn_request: str = "auto"
-    prepacked: bool = False  # linear layers on oneDNN with weights reordered at load (engine.prepack)
+    prepacked_bytes: int = 0  # the copy of the linear weights reordered for oneDNN at load (engine.prepack)
+
+    @property
+    def prepacked(self) -> bool:
+        return self.prepacked_bytes > 0
 
     @property
     def attn(self) -> str | None:
@@ -222,10 +226,10 @@ def load(source: ModelSource, spec: LoadSpec) -> Loaded:
         started = time.perf_counter()  # weights and tokenizer only: imports are not part of loading
         tokenizer, model = _from_pretrained(source, spec, device, dtype, ckpt.kind)
         model = _finish(model, spec, device)
-        prepacked = spec.prepack and _prepack(model, source, device=device, dtype=dtype)
+        prepacked = _prepack(model, source, device=device, dtype=dtype) if spec.prepack else 0
         seconds = time.perf_counter() - started
     return Loaded(model, tokenizer, device, dtype, seconds, source, config, str(spec.quantize), str(spec.attn),
-                  prepacked=prepacked)  # fmt: skip
+                  prepacked_bytes=prepacked)  # fmt: skip
 
 
 def _from_pretrained(source: ModelSource, spec: LoadSpec, device: str, dtype: str, kind: str) -> tuple[Any, Any]:
@@ -319,21 +323,21 @@ def _finish(model: Any, spec: LoadSpec, device: str) -> Any:
     return model
 
 
-def _prepack(model: Any, source: ModelSource, *, device: str, dtype: str) -> bool:
-    """serve's CPU float32 kernel (engine.prepack), where it applies and the memory holds it; False otherwise."""
+def _prepack(model: Any, source: ModelSource, *, device: str, dtype: str) -> int:
+    """serve's CPU float32 kernel (engine.prepack), where it applies and the memory holds it: the bytes of
+    the reordered copy (0: not prepacked)."""
     from llmcli.engine import prepack
     from llmcli.engine.environment import free_memory
 
     if not prepack.applies(device=device, dtype=dtype):
-        return False
+        return 0
     why = prepack.refusal(model, available=free_memory(device))
     if why is not None:
         from llmcli.output import warn
 
         warn(f"{source.path}: linear weights not prepacked for oneDNN: {why}")
-        return False
-    prepack.prepack(model)
-    return True
+        return 0
+    return prepack.prepack(model).bytes
 
 
 def apply_adapter(model: Any, adapter: Path, *, merge: bool) -> Any:

@@ -14,6 +14,13 @@ def _idle(m: dict[str, Any]) -> str:
     return f"{m['idle_seconds']:g} s" + (f" of {keep:g} s" if keep is not None else "")
 
 
+def _weights(model: dict[str, Any]) -> str:
+    if not model["loaded"]:
+        return "unloaded"
+    packed = model.get("prepacked_bytes") or 0  # older servers do not say
+    return human_bytes(model["weights_bytes"]) + (f" + {human_bytes(packed)} prepacked" if packed else "")
+
+
 def build(data: dict[str, Any], server: str) -> Report:
     """`data`: the server's /llmcli/v1/ps answer."""
     rows = [
@@ -21,7 +28,7 @@ def build(data: dict[str, Any], server: str) -> Report:
             m["name"],
             m["dtype"],
             m["device"],
-            human_bytes(m["weights_bytes"]) if m["loaded"] else "unloaded",
+            _weights(m),
             _idle(m),
             str(m["loads"]),
         ]

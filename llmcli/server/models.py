@@ -67,6 +67,7 @@ class Served:
             "device": self.info["device"],
             "loaded": loaded is not None,
             "weights_bytes": weights_bytes(loaded.model) if loaded is not None else 0,
+            "prepacked_bytes": loaded.prepacked_bytes if loaded is not None else 0,
             "idle_seconds": round(self.idle_seconds(), 1),
             "keep_alive_seconds": self.keep_alive,
             "loads": self.loads,
