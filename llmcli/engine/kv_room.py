@@ -8,6 +8,7 @@ joined or left), it takes new room with ROOM more columns.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 ROOM = 256  # spare columns per reallocation: one copy of the cache every ROOM steps
@@ -15,7 +16,17 @@ ROOM = 256  # spare columns per reallocation: one copy of the cache every ROOM s
 
 def roomy_cache(model: Any) -> Any:
     """A DynamicCache for `model` whose layers are RoomyLayers (its layers must be plain DynamicLayers)."""
-    from transformers.cache_utils import DynamicCache, DynamicLayer
+    from transformers.cache_utils import DynamicCache
+
+    kv = DynamicCache(config=model.config)
+    kv.layers = [_roomy_layer()() for _ in kv.layers]
+    return kv
+
+
+@cache
+def _roomy_layer() -> type:
+    """The layer class, made once transformers is imported."""
+    from transformers.cache_utils import DynamicLayer
 
     class RoomyLayer(DynamicLayer):
         room: tuple[Any, Any] | None = None  # keys, values
@@ -41,9 +52,7 @@ def roomy_cache(model: Any) -> Any:
             same = self.keys.data_ptr() == room.data_ptr() and self.keys.shape[:2] == room.shape[:2]
             return same and self.values.data_ptr() == self.room[1].data_ptr() and end <= room.shape[-2]
 
-    cache = DynamicCache(config=model.config)
-    cache.layers = [RoomyLayer() for _ in cache.layers]
-    return cache
+    return RoomyLayer
 
 
 def _room(old: Any, new: Any, end: int) -> Any:
