@@ -96,3 +96,13 @@ def test_a_roomy_cache_gives_the_logits_of_transformers_own_across_reallocations
             last = outs[0].argmax(-1, keepdim=True)
             outs = [model(input_ids=last, cache=c, use_cache=True).logits[:, -1] for c in caches]
     assert torch.equal(outs[0], outs[1]) and caches[1].get_seq_length() == 11
+
+
+def test_a_copy_the_free_memory_cannot_hold_is_declined_with_a_warning(tiny_dir, capsys, monkeypatch):
+    from llmcli.engine import environment
+
+    monkeypatch.setattr(environment, "free_memory", lambda device: 1000)
+    loaded = load(resolve_model(str(tiny_dir)), LoadSpec(dtype=Dtype.float32, prepack=True))
+    assert not loaded.prepacked and type(loaded.model.lm_head.forward).__name__ == "method"
+    err = capsys.readouterr().err
+    assert f"{tiny_dir}: linear weights not prepacked for oneDNN" in err and "half the free memory" in err
