@@ -78,6 +78,11 @@ def run_subprocess(args: list[str], stdin: bytes | None = None, env: dict | None
     return Run(proc.returncode, proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"))
 
 
+# This process's own peak resident memory in KiB. Not getrusage's ru_maxrss: Linux carries the parent's
+# peak into a child across fork and exec, so a child of a large pytest process reports pytest's peak.
+PEAK_RSS_KIB = "int([line for line in open('/proc/self/status') if line.startswith('VmHWM')][0].split()[1])"
+
+
 def fresh_process(args: list[str], probe: str, timeout: float = 300) -> tuple[str, str]:
     """Run `llmcli ARGS` in a new interpreter; return its stdout and the value of `probe` evaluated there after."""
     code = (

@@ -10,6 +10,7 @@ import threading
 
 import pytest
 
+from llmcli.engine import kv_room
 from llmcli.engine.generation import Finished, TextDelta, engine_thread, generate, stream_generate
 from llmcli.engine.scheduler import Scheduler, SchedulerSettings, kv_bytes_per_token, wait_rows_done
 from llmcli.plan import GenerationPlan
@@ -125,7 +126,8 @@ def test_a_row_stopped_mid_batch_leaves_and_the_others_go_on(loaded):
 
 
 def test_the_batch_is_bounded_by_the_kv_memory_and_the_rest_wait_their_turn(loaded):
-    per_row = (len(loaded.tokenizer(PROMPTS[1])["input_ids"]) + 40) * kv_bytes_per_token(loaded.model)
+    longest = len(loaded.tokenizer(PROMPTS[1])["input_ids"]) + 40 + kv_room.ROOM  # prompt, tokens, spare room
+    per_row = longest * kv_bytes_per_token(loaded.model)
     scheduler = Scheduler(SchedulerSettings(kv_budget_bytes=2 * per_row))
     streams, gate = queued(loaded, PROMPTS, [plan(40)] * 4, scheduler)
     gate.set()

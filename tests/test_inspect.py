@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from tests.helpers import DATA, assert_clean_error, fresh_process, run_cli, run_subprocess
+from tests.helpers import DATA, PEAK_RSS_KIB, assert_clean_error, fresh_process, run_cli, run_subprocess
 
 QWEN_TOTAL = 7_615_616_512
 QWEN_EMBED = 2 * 152064 * 3584
@@ -240,9 +240,7 @@ def test_sparse_7b_reads_only_headers(sparse_qwen7b):
     assert apparent > 15_000_000_000 and on_disk < 50_000_000
     index = json.loads((sparse_qwen7b / "model.safetensors.index.json").read_text())
     assert index["metadata"]["total_size"] == 15_231_233_024
-    out, rss = fresh_process(
-        ["inspect", str(sparse_qwen7b), "--json"], "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss"
-    )
+    out, rss = fresh_process(["inspect", str(sparse_qwen7b), "--json"], PEAK_RSS_KIB)
     data = json.loads(out)
     assert data["parameters"]["total"] == QWEN_TOTAL
     assert data["checkpoint"]["parameters"] == QWEN_TOTAL

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.helpers import ROOT, assert_clean_error, build_tokenizer, run_cli
+from tests.helpers import PEAK_RSS_KIB, ROOT, assert_clean_error, build_tokenizer, run_cli
 
 PROMPT = "The capital of France is"
 
@@ -179,8 +179,10 @@ def test_memory_stays_off_layers_by_positions_by_vocab(tmp_path):
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(str(tmp_path))
     code = f"""
-import io, json, resource, sys, contextlib
+import io, json, sys, contextlib
 from llmcli.cli import main
+def peak():
+    return {PEAK_RSS_KIB}
 def run(prompt):
     with contextlib.redirect_stdout(io.StringIO()):
         try:
@@ -188,9 +190,9 @@ def run(prompt):
         except SystemExit as exc:
             assert not exc.code, exc.code
 run("hi")
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = peak()
 run("the capital of France is Paris. " * 40)
-print(json.dumps({{"grew_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before}}))
+print(json.dumps({{"grew_kib": peak() - before}}))
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr.decode()

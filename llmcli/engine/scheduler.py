@@ -238,7 +238,11 @@ def invariant_batches(loaded: Any) -> bool:
 
 
 def _reserve(call: Any) -> int:
-    return len(call.encoded[0]) + int(call.kwargs.get("max_new_tokens") or FALLBACK_MAX_NEW_TOKENS)
+    """The cache columns a row may come to hold: its prompt, its tokens, and the spare room the batch's cache
+    layers take ahead (kv_room.ROOM)."""
+    from llmcli.engine.kv_room import ROOM
+
+    return len(call.encoded[0]) + int(call.kwargs.get("max_new_tokens") or FALLBACK_MAX_NEW_TOKENS) + ROOM
 
 
 def kv_bytes_per_token(model: Any) -> int:
