@@ -62,7 +62,7 @@ def test_the_scheduler_on_prepacked_layers_keeps_every_row_to_its_solo_tokens(pa
 def test_prepacking_applies_on_the_cpu_in_float32_and_declines_what_memory_cannot_hold(plain, tiny_dir):
     assert prepack.applies(device="cpu", dtype="float32")
     assert not prepack.applies(device="cpu", dtype="bfloat16") and not prepack.applies(device="cuda", dtype="float32")
-    assert prepack.refusal(plain.model, available=None) is None
+    assert prepack.refusal(plain.model, available=2**40) is None
     assert "half the free memory" in prepack.refusal(plain.model, available=1000)
     bf16 = load(resolve_model(str(tiny_dir)), LoadSpec(dtype=Dtype.bfloat16, prepack=True))
     assert not bf16.prepacked
@@ -101,10 +101,11 @@ def test_a_roomy_cache_gives_the_logits_of_transformers_own_across_reallocations
 
 
 def test_a_copy_the_free_memory_cannot_hold_is_declined_with_a_warning(tiny_dir, capsys, monkeypatch):
-    from llmcli.engine import environment
+    from llmcli.engine import loader
 
-    monkeypatch.setattr(environment, "free_memory", lambda device: 1000)
-    loaded = load(resolve_model(str(tiny_dir)), LoadSpec(dtype=Dtype.float32, prepack=True))
+    monkeypatch.setattr(loader, "device_memory", lambda device: {"device": "cpu", "free_bytes": 1000})
+    spec = LoadSpec(dtype=Dtype.float32, prepack=True, memory_check=False)  # the weights' own check passes
+    loaded = load(resolve_model(str(tiny_dir)), spec)
     assert not loaded.prepacked and type(loaded.model.lm_head.forward).__name__ == "method"
     err = capsys.readouterr().err
     assert f"{tiny_dir}: linear weights not prepacked for oneDNN" in err and "half the free memory" in err

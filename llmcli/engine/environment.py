@@ -55,21 +55,6 @@ def device_info(device: str) -> dict[str, Any]:
     return info
 
 
-def free_memory(device: str) -> int | None:
-    """Bytes free now: the GPU's on CUDA, the machine's available memory otherwise (None where unknown)."""
-    if device.startswith("cuda"):
-        import torch
-
-        free, _total = torch.cuda.mem_get_info(device)
-        return free
-    try:
-        with open("/proc/meminfo") as info:
-            fields = dict(line.split(":", 1) for line in info)
-        return int(fields["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
-        return None
-
-
 def _revision(path: Any) -> str | None:
     """A Hub snapshot's commit: .../snapshots/<commit>/."""
     parts = list(path.parts)

@@ -327,17 +327,16 @@ def _prepack(model: Any, source: ModelSource, *, device: str, dtype: str) -> int
     """serve's CPU float32 kernel (engine.prepack), where it applies and the memory holds it: the bytes of
     the reordered copy (0: not prepacked)."""
     from llmcli.engine import prepack
-    from llmcli.engine.environment import free_memory
 
     if not prepack.applies(device=device, dtype=dtype):
         return 0
-    why = prepack.refusal(model, available=free_memory(device))
+    why = prepack.refusal(model, available=device_memory(device)["free_bytes"])
     if why is not None:
         from llmcli.output import warn
 
         warn(f"{source.path}: linear weights not prepacked for oneDNN: {why}")
         return 0
-    return prepack.prepack(model).bytes
+    return prepack.prepack(model)
 
 
 def apply_adapter(model: Any, adapter: Path, *, merge: bool) -> Any:

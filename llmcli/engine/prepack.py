@@ -11,15 +11,8 @@ pass and vLLM's CPU backend make the same choice. The price is a second copy of 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
-
-
-@dataclass(frozen=True)
-class Prepacked:
-    layers: int
-    bytes: int
 
 
 def applies(*, device: str, dtype: str) -> bool:
@@ -27,7 +20,7 @@ def applies(*, device: str, dtype: str) -> bool:
     return device == "cpu" and dtype == "float32"
 
 
-def refusal(model: Any, *, available: int | None) -> str | None:
+def refusal(model: Any, *, available: int) -> str | None:
     """Why this model's linear layers cannot be prepacked on this machine; None when they can."""
     import torch
 
@@ -36,22 +29,22 @@ def refusal(model: Any, *, available: int | None) -> str | None:
     if getattr(model, "hf_device_map", None) and len(set(model.hf_device_map.values())) > 1:
         return "the model is placed across devices"
     size = sum(layer.weight.nbytes for layer in _linears(model))
-    if available is not None and size > available // 2:
+    if size > available // 2:
         return f"a second copy of its linear weights ({size / 2**30:.1f} GiB) would take over half the free memory"
     return None
 
 
-def prepack(model: Any) -> Prepacked:
-    """Every float32 CPU linear layer computes with its weight reordered for oneDNN once, now."""
+def prepack(model: Any) -> int:
+    """Every float32 CPU linear layer computes with its weight reordered for oneDNN once, now: the bytes of
+    the reordered copies."""
     import torch
 
     reorder = torch.ops.mkldnn._reorder_linear_weight
-    count = size = 0
-    for layer in _linears(model):
+    layers = _linears(model)
+    for layer in layers:
         packed = reorder(layer.weight.detach(), 8)  # the row count oneDNN picks its blocking for
         layer.forward = partial(_packed_forward, layer, packed)
-        count, size = count + 1, size + layer.weight.nbytes
-    return Prepacked(count, size)
+    return sum(layer.weight.nbytes for layer in layers)
 
 
 def _linears(model: Any) -> list[Any]:

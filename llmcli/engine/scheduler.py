@@ -256,10 +256,9 @@ def kv_bytes_per_token(model: Any) -> int:
 
 def default_kv_budget(device: str) -> int:
     """Half the memory free now: the device's on a GPU, the machine's available memory on the CPU."""
-    from llmcli.engine.environment import free_memory
+    from llmcli.modelfs.memory import device_memory
 
-    free = free_memory(device)
-    return 4 * 1024**3 if free is None else free // 2
+    return device_memory(device)["free_bytes"] // 2
 
 
 def wait_rows_done(scheduler: Scheduler, timeout: float = 60.0) -> bool:
