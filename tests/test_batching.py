@@ -127,7 +127,7 @@ def test_a_row_stopped_mid_batch_leaves_and_the_others_go_on(loaded):
 
 def test_the_batch_is_bounded_by_the_kv_memory_and_the_rest_wait_their_turn(loaded):
     longest = len(loaded.tokenizer(PROMPTS[1])["input_ids"]) + 40 + kv_room.ROOM  # prompt, tokens, spare room
-    per_row = longest * kv_bytes_per_token(loaded.model)
+    per_row = longest * kv_bytes_per_token(loaded)
     scheduler = Scheduler(SchedulerSettings(kv_budget_bytes=2 * per_row))
     streams, gate = queued(loaded, PROMPTS, [plan(40)] * 4, scheduler)
     gate.set()

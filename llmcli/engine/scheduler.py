@@ -179,7 +179,7 @@ class Scheduler:
             return False
         # Left-padded: the cache holds every row at the longest row's length.
         longest = max([_reserve(r.call) for r in batch.rows] + [_reserve(c) for c in calls])
-        return rows * longest * kv_bytes_per_token(loaded.model) <= self._budget(loaded)
+        return rows * longest * kv_bytes_per_token(loaded) <= self._budget(loaded)
 
     def _budget(self, loaded: Any) -> int:
         if self.settings.kv_budget_bytes is None:
@@ -245,13 +245,16 @@ def _reserve(call: Any) -> int:
     return len(call.encoded[0]) + int(call.kwargs.get("max_new_tokens") or FALLBACK_MAX_NEW_TOKENS) + ROOM
 
 
-def kv_bytes_per_token(model: Any) -> int:
-    """Keys and values of one token across the layers, as the model's dtype holds them."""
-    config = model.config.get_text_config()
-    layers = config.num_hidden_layers
-    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    return 2 * layers * heads * head_dim * model.dtype.itemsize
+def kv_bytes_per_token(loaded: Any) -> int:
+    """Keys and values of one token across the layers, as the model's dtype holds them (modelfs.memory's count
+    over config.json's geometry)."""
+    from llmcli.modelfs.config import geometry
+    from llmcli.modelfs.memory import kv_bytes_per_token as per_token
+
+    count = per_token(geometry(loaded.config), loaded.model.dtype.itemsize)
+    if count is None:
+        raise ValueError("config.json does not give the KV cache's shape (layers, heads, head size)")
+    return count
 
 
 def default_kv_budget(device: str) -> int:
