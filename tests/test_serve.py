@@ -313,3 +313,16 @@ def test_a_socket_that_cannot_be_made_is_one_line_before_loading(capsys, monkeyp
     assert_clean_error(run, 1, "/proc/no/such.sock", "cannot make the socket's folder")
     both = run_cli(["serve", "--socket", "/tmp/x.sock", "--local"], capsys, monkeypatch)
     assert_clean_error(both, 2, "--socket and --local")
+
+
+def test_no_prepack_keeps_torchs_own_linear_kernel(tiny_dir):
+    proc, url = start_server(tiny_dir, "--no-prepack", "--dtype", "float32")
+    try:
+        answer = post(url, "/v1/completions", {"model": tiny_dir.name, "prompt": "hi", "max_tokens": 3})
+        assert answer.status_code == 200, answer.text
+        ps = httpx.get(url + "/llmcli/v1/ps", headers={"Authorization": f"Bearer {KEY}"}, timeout=60).json()
+        [model] = ps["models"]
+        assert model["loaded"] and model["prepacked_bytes"] == 0  # the default server prepacks (the ps test)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
