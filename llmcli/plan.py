@@ -110,6 +110,7 @@ class LoadSpec:
     prefill_only: bool = False  # one forward pass (next-token, score): float32 on CPU
     serving: bool = False  # llmcli serve: batched decoding, whose CPU default dtype is measured apart
     prepack: bool = False  # on the CPU in float32: linear weights reordered for oneDNN at load (engine.prepack)
+    split_lone_rows: bool = False  # with prepack: a one-row product's weight sliced across the threads
     adapter: Path | None = None
     merge: bool = False
     show_progress: bool = False

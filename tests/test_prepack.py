@@ -1,8 +1,8 @@
 """serve's CPU float32 kernel: linear weights reordered for oneDNN at load (engine.prepack), and the batch's
 cache layer that writes each step's column into spare room (engine.kv_room).
 
-Prepacked layers compute what torch's own do (to float32 rounding), for a row alone as among others, and the
-scheduler's rows keep their solo tokens on them."""
+Prepacked layers compute what torch's own do (to float32 rounding), for a row alone as among others, a lone
+row on the weight sliced across threads too, and the scheduler's rows keep their solo tokens on them."""
 
 from __future__ import annotations
 
@@ -22,6 +22,11 @@ def plain(tiny_dir):
 @pytest.fixture(scope="module")
 def packed(tiny_dir):
     return load(resolve_model(str(tiny_dir)), LoadSpec(dtype=Dtype.float32, prepack=True))
+
+
+@pytest.fixture(scope="module")
+def split(tiny_dir):
+    return load(resolve_model(str(tiny_dir)), LoadSpec(dtype=Dtype.float32, prepack=True, split_lone_rows=True))
 
 
 def logits(loaded, ids):
@@ -48,10 +53,31 @@ def test_prepacked_layers_compute_what_torch_does_for_any_row_count(plain, packe
         assert torch.equal(alone.argmax(-1), together[index].argmax(-1))
 
 
-def test_the_scheduler_on_prepacked_layers_keeps_every_row_to_its_solo_tokens(packed):
+def test_a_lone_row_on_the_weight_sliced_across_threads_computes_what_torch_does(plain, split):
+    import torch
+
+    layer = torch.nn.Linear(6, 12)
+    x = torch.randn(1, 1, 6)
+    for threads, ways in ((2, 2), (8, 4), (5, None)):  # one slice per thread where the 12 outputs divide evenly
+        slices = prepack._slices(layer.weight.detach(), threads)
+        assert (slices is None) if ways is None else slices.shape == (ways, 6, 12 // ways)
+        if slices is not None:
+            sliced = prepack._lone_row(x, slices, layer.bias)
+            assert sliced.shape == (1, 1, 12) and torch.allclose(sliced, layer(x), atol=1e-6)
+    assert split.split_lone_rows == (torch.get_num_threads() > 1) and split.prepacked
+    row = [[3, 1, 4, 1, 5, 9, 2, 6]]
+    assert torch.allclose(logits(split, row), logits(plain, row), atol=1e-5, rtol=1e-4)
+    with torch.inference_mode():  # a decoding step: one token, one row
+        out = split.model(input_ids=torch.tensor([[7]])).logits
+    assert torch.allclose(out, logits(plain, [[7]]), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("kernel", ["packed", "split"])
+def test_the_scheduler_on_prepacked_layers_keeps_every_row_to_its_solo_tokens(kernel, request):
     from llmcli.engine.scheduler import Scheduler, SchedulerSettings
     from tests.test_batching import MIXED, PROMPTS, drain, queued, solo
 
+    packed = request.getfixturevalue(kernel)
     prompts = [*PROMPTS, PROMPTS[0]]
     alone = [solo(packed, p, pl).token_ids for p, pl in zip(prompts, MIXED, strict=True)]
     streams, gate = queued(packed, prompts, MIXED, Scheduler(SchedulerSettings()))
@@ -68,14 +94,17 @@ def test_prepacking_applies_on_the_cpu_in_float32_and_declines_what_memory_canno
     assert not bf16.prepacked
 
 
-def test_the_replay_block_says_prepacked_and_replay_loads_the_same_way(packed, plain):
+def test_the_replay_block_says_prepacked_and_replay_loads_the_same_way(packed, split, plain):
     from llmcli.engine.environment import environment
     from llmcli.engine.replay import load_spec
 
     block = environment(packed)
     assert block["prepacked"] is True and environment(plain)["prepacked"] is False
+    assert block["split_lone_rows"] is False and environment(split)["split_lone_rows"] is split.split_lone_rows
     record = {"replay": block, "model": {"path": "x"}}
     assert load_spec(record, {}).prepack and not load_spec({"replay": environment(plain), "model": {}}, {}).prepack
+    assert not load_spec(record, {}).split_lone_rows
+    assert load_spec({"replay": environment(split), "model": {}}, {}).split_lone_rows is split.split_lone_rows
 
 
 def test_a_roomy_cache_gives_the_logits_of_transformers_own_across_reallocations(plain, monkeypatch):

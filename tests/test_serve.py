@@ -315,14 +315,17 @@ def test_a_socket_that_cannot_be_made_is_one_line_before_loading(capsys, monkeyp
     assert_clean_error(both, 2, "--socket and --local")
 
 
-def test_no_prepack_keeps_torchs_own_linear_kernel(tiny_dir):
-    proc, url = start_server(tiny_dir, "--no-prepack", "--dtype", "float32")
+@pytest.mark.parametrize("flag", ["--no-prepack", "--batch-invariant"])
+def test_no_prepack_keeps_torchs_own_linear_kernel_and_batch_invariant_keeps_lone_rows_whole(tiny_dir, flag):
+    proc, url = start_server(tiny_dir, flag, "--dtype", "float32")
     try:
         answer = post(url, "/v1/completions", {"model": tiny_dir.name, "prompt": "hi", "max_tokens": 3})
         assert answer.status_code == 200, answer.text
         ps = httpx.get(url + "/llmcli/v1/ps", headers={"Authorization": f"Bearer {KEY}"}, timeout=60).json()
         [model] = ps["models"]
-        assert model["loaded"] and model["prepacked_bytes"] == 0  # the default server prepacks (the ps test)
+        assert model["loaded"] and model["split_lone_rows"] is False  # a lone row computes as a batched one
+        # the default server prepacks (the ps test); --batch-invariant keeps oneDNN's row-invariant kernel
+        assert (model["prepacked_bytes"] == 0) is (flag == "--no-prepack")
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0

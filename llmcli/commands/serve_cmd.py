@@ -113,7 +113,8 @@ def serve(
     if len(set(names)) != len(names):
         raise UsageError(f"two models would be served under one name ({', '.join(names)}); rename a directory")
     base_kwargs = build_generate_kwargs(DecodingFlags(compile=model_args.compile))
-    spec = model_args.spec(serving=True, prepack=prepack and not model_args.compile)
+    packs = prepack and not model_args.compile
+    spec = model_args.spec(serving=True, prepack=packs, split_lone_rows=packs and not batch_invariant)
     check_combinations(spec=spec, kwargs=base_kwargs)
     from llmcli.client import local_socket
     from llmcli.engine.loader import load

@@ -79,6 +79,7 @@ def environment(loaded: Any, *, adapter: Any = None) -> dict[str, Any]:
         "attn_implementation": loaded.attn,
         "quantize": None if loaded.quantize == "none" else loaded.quantize,
         "prepacked": loaded.prepacked,
+        "split_lone_rows": loaded.split_lone_rows,
         "threads": torch.get_num_threads(),
         "model": identity(source.path, gguf=source.gguf, revision=_revision(source.path)),
         "adapter": None if adapter is None else {"path": str(adapter), **identity(adapter)},

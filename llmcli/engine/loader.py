@@ -164,6 +164,7 @@ class Loaded:
     quantize: str = "none"
     attn_request: str = "auto"
     prepacked_bytes: int = 0  # the copy of the linear weights reordered for oneDNN at load (engine.prepack)
+    split_lone_rows: bool = False  # a lone row's products sliced across the threads (engine.prepack)
 
     @property
     def prepacked(self) -> bool:
@@ -226,10 +227,11 @@ def load(source: ModelSource, spec: LoadSpec) -> Loaded:
         started = time.perf_counter()  # weights and tokenizer only: imports are not part of loading
         tokenizer, model = _from_pretrained(source, spec, device, dtype, ckpt.kind)
         model = _finish(model, spec, device)
-        prepacked = _prepack(model, source, device=device, dtype=dtype) if spec.prepack else 0
+        prepacked = _prepack(model, source, spec, device=device, dtype=dtype) if spec.prepack else 0
         seconds = time.perf_counter() - started
+    split = bool(prepacked) and spec.split_lone_rows and torch.get_num_threads() > 1
     return Loaded(model, tokenizer, device, dtype, seconds, source, config, str(spec.quantize), str(spec.attn),
-                  prepacked_bytes=prepacked)  # fmt: skip
+                  prepacked_bytes=prepacked, split_lone_rows=split)  # fmt: skip
 
 
 def _from_pretrained(source: ModelSource, spec: LoadSpec, device: str, dtype: str, kind: str) -> tuple[Any, Any]:
@@ -323,7 +325,7 @@ def _finish(model: Any, spec: LoadSpec, device: str) -> Any:
     return model
 
 
-def _prepack(model: Any, source: ModelSource, *, device: str, dtype: str) -> int:
+def _prepack(model: Any, source: ModelSource, spec: LoadSpec, *, device: str, dtype: str) -> int:
     """serve's CPU float32 kernel (engine.prepack), where it applies and the memory holds it: the bytes of
     the reordered copy (0: not prepacked)."""
     from llmcli.engine import prepack
@@ -336,7 +338,7 @@ def _prepack(model: Any, source: ModelSource, *, device: str, dtype: str) -> int
 
         warn(f"{source.path}: linear weights not prepacked for oneDNN: {why}")
         return 0
-    return prepack.prepack(model)
+    return prepack.prepack(model, split_lone_rows=spec.split_lone_rows)
 
 
 def apply_adapter(model: Any, adapter: Path, *, merge: bool) -> Any:

@@ -69,6 +69,7 @@ def load_spec(record: dict[str, Any], overrides: Any) -> Any:
         device=(env.get("device") or {}).get("name") or model.get("device") or "auto",
         threads=env.get("threads"),
         prepack=bool(env.get("prepacked")),
+        split_lone_rows=bool(env.get("split_lone_rows")),
     )
     changed = {k: v for k, v in overrides.items() if v not in (None, "auto", Dtype.auto, Attn.auto)}
     adapter = (env.get("adapter") or {}).get("path") or (model.get("adapter") or {}).get("path")

@@ -68,6 +68,7 @@ class Served:
             "loaded": loaded is not None,
             "weights_bytes": weights_bytes(loaded.model) if loaded is not None else 0,
             "prepacked_bytes": loaded.prepacked_bytes if loaded is not None else 0,
+            "split_lone_rows": loaded is not None and loaded.split_lone_rows,
             "idle_seconds": round(self.idle_seconds(), 1),
             "keep_alive_seconds": self.keep_alive,
             "loads": self.loads,
