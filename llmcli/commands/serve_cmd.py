@@ -81,13 +81,14 @@ def serve(
     batch_invariant: bool = typer.Option(
         False,
         "--batch-invariant",
-        help="Batch only where every output equals its solo run (float32 on CPU); else one request at a time.",
+        help="Batch only where every output equals its solo run (float32 on CPU; a lone row computes with the "
+        "batched kernel); else one request at a time.",
     ),
     prepack: bool = typer.Option(
         True,
         "--prepack/--no-prepack",
-        help="On the CPU in float32, reorder the linear weights for oneDNN at load: faster batches, a second copy "
-        "of those weights in memory.",
+        help="On the CPU in float32, reorder the linear weights for oneDNN at load (faster batches, a second copy "
+        "of those weights in memory) and slice them across the threads for a lone row.",
     ),
     keep_alive: str = typer.Option(
         "never", "--keep-alive", help="Unload a model idle this long (30s, 10m, 2h); the next request reloads it."
