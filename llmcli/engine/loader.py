@@ -227,11 +227,10 @@ def load(source: ModelSource, spec: LoadSpec) -> Loaded:
         started = time.perf_counter()  # weights and tokenizer only: imports are not part of loading
         tokenizer, model = _from_pretrained(source, spec, device, dtype, ckpt.kind)
         model = _finish(model, spec, device)
-        prepacked = _prepack(model, source, spec, device=device, dtype=dtype) if spec.prepack else 0
+        packed = _prepack(model, source, spec, device=device, dtype=dtype)
         seconds = time.perf_counter() - started
-    split = bool(prepacked) and spec.split_lone_rows and torch.get_num_threads() > 1
     return Loaded(model, tokenizer, device, dtype, seconds, source, config, str(spec.quantize), str(spec.attn),
-                  prepacked_bytes=prepacked, split_lone_rows=split)  # fmt: skip
+                  prepacked_bytes=packed.bytes, split_lone_rows=packed.split_lone_rows)  # fmt: skip
 
 
 def _from_pretrained(source: ModelSource, spec: LoadSpec, device: str, dtype: str, kind: str) -> tuple[Any, Any]:
@@ -325,19 +324,19 @@ def _finish(model: Any, spec: LoadSpec, device: str) -> Any:
     return model
 
 
-def _prepack(model: Any, source: ModelSource, spec: LoadSpec, *, device: str, dtype: str) -> int:
-    """serve's CPU float32 kernel (engine.prepack), where it applies and the memory holds it: the bytes of
-    the reordered copy (0: not prepacked)."""
+def _prepack(model: Any, source: ModelSource, spec: LoadSpec, *, device: str, dtype: str) -> Any:
+    """serve's CPU float32 kernel (engine.prepack) where asked for, where it applies and the memory holds it:
+    what was prepacked (prepack.NOTHING where nothing was)."""
     from llmcli.engine import prepack
 
-    if not prepack.applies(device=device, dtype=dtype):
-        return 0
+    if not spec.prepack or not prepack.applies(device=device, dtype=dtype):
+        return prepack.NOTHING
     why = prepack.refusal(model, available=device_memory(device)["free_bytes"])
     if why is not None:
         from llmcli.output import warn
 
         warn(f"{source.path}: linear weights not prepacked for oneDNN: {why}")
-        return 0
+        return prepack.NOTHING
     return prepack.prepack(model, split_lone_rows=spec.split_lone_rows)
 
 

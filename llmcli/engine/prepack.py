@@ -21,7 +21,15 @@ from __future__ import annotations
 
 from functools import partial
 from math import gcd
-from typing import Any
+from typing import Any, NamedTuple
+
+
+class Prepacked(NamedTuple):
+    bytes: int  # the reordered copies (the slices are views of the weights)
+    split_lone_rows: bool  # some layer slices a lone row's product across the threads
+
+
+NOTHING = Prepacked(0, False)
 
 
 def applies(*, device: str, dtype: str) -> bool:
@@ -43,20 +51,20 @@ def refusal(model: Any, *, available: int) -> str | None:
     return None
 
 
-def prepack(model: Any, *, split_lone_rows: bool = False) -> int:
+def prepack(model: Any, *, split_lone_rows: bool = False) -> Prepacked:
     """Every float32 CPU linear layer computes with its weight reordered for oneDNN once, now, and with
-    `split_lone_rows` a one-row input with its weight sliced across the intra-op threads: the bytes of the
-    reordered copies (the slices are views of the weight)."""
+    `split_lone_rows` a one-row input with its weight sliced across the intra-op threads where it can be."""
     import torch
 
     reorder = torch.ops.mkldnn._reorder_linear_weight
     threads = torch.get_num_threads()
-    layers = _linears(model)
-    for layer in layers:
+    size, split = 0, False
+    for layer in _linears(model):
         packed = reorder(layer.weight.detach(), 8)  # the row count oneDNN picks its blocking for
         slices = _slices(layer.weight.detach(), threads) if split_lone_rows else None
         layer.forward = partial(_packed_forward, layer, packed, slices)
-    return sum(layer.weight.nbytes for layer in layers)
+        size, split = size + layer.weight.nbytes, split or slices is not None
+    return Prepacked(size, split)
 
 
 def _slices(weight: Any, threads: int) -> Any:
