@@ -33,9 +33,9 @@ def main() -> int:
 
     import torch
 
-    from llmcli.engine.compare import Side, compare_record
-    from llmcli.engine.loader import load
-    from llmcli.engine.perplexity import score_any
+    from llmcli.analysis.compare import Side, compare_record
+    from llmcli.analysis.perplexity import score_any
+    from llmcli.engine.load.loader import load
     from llmcli.modelfs.reference import read_reference
     from llmcli.modelfs.source import resolve_model
     from llmcli.plan import Dtype, LoadSpec

@@ -14,9 +14,9 @@ import statistics
 import sys
 import time
 
-from llmcli.engine.constraints import compile_for, parse
-from llmcli.engine.generation import generate
-from llmcli.engine.loader import load
+from llmcli.engine.generate.constraints import compile_for, parse
+from llmcli.engine.generate.generation import generate
+from llmcli.engine.load.loader import load
 from llmcli.modelfs.source import resolve_model
 from llmcli.plan import Constraint, GenerationPlan, LoadSpec
 

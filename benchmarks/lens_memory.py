@@ -33,7 +33,7 @@ def main() -> int:
     import torch
     import transformers
 
-    from llmcli.engine.lens import lens_pass
+    from llmcli.analysis.lens import lens_pass
 
     config = transformers.AutoConfig.from_pretrained(str(ROOT / "tests" / "data" / "qwen2.5-7b"))
     config.num_hidden_layers = args.layers

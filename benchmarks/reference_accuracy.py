@@ -31,8 +31,8 @@ def main() -> int:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from llmcli.engine.compare import tail_divergences
-    from llmcli.engine.perplexity import tail_samples
+    from llmcli.analysis.compare import tail_divergences
+    from llmcli.analysis.perplexity import tail_samples
     from llmcli.modelfs.default_model import default_gguf, ensure_converted
     from llmcli.scoring import plan_windows
 

@@ -96,7 +96,7 @@ def check_device(text: str) -> str:
 
 @dataclass(frozen=True)
 class LoadSpec:
-    """How to load a model: `engine.loader.load(source, spec)`."""
+    """How to load a model: `engine.load.loader.load(source, spec)`."""
 
     device: str = "auto"
     dtype: Dtype = Dtype.auto
@@ -109,7 +109,7 @@ class LoadSpec:
     memory_check: bool = True
     prefill_only: bool = False  # one forward pass (next-token, score): float32 on CPU
     serving: bool = False  # llmcli serve: batched decoding, whose CPU default dtype is measured apart
-    prepack: bool = False  # on the CPU in float32: linear weights reordered for oneDNN at load (engine.prepack)
+    prepack: bool = False  # on the CPU in float32: linear weights reordered for oneDNN at load (engine.load.prepack)
     split_lone_rows: bool = False  # with prepack: a one-row product's weight sliced across the threads
     adapter: Path | None = None
     merge: bool = False
@@ -125,7 +125,7 @@ CONSTRAINT_FLAGS = {"json_schema": "--json-schema", "json_object": "--json-objec
 
 @dataclass(frozen=True)
 class Constraint:
-    """Structured output: what every output must match (engine.constraints compiles it)."""
+    """Structured output: what every output must match (engine.generate.constraints compiles it)."""
 
     kind: str  # "json_schema", "json_object", "regex" or "grammar"
     source: str  # the schema (JSON text), the pattern or the EBNF text; "" for json_object
@@ -165,7 +165,7 @@ class GenerationPlan:
     kwargs: dict[str, Any] = field(default_factory=dict)
     seed: int | None = None
     logprobs: int | None = None  # per-token log-probabilities with the top N alternatives
-    constraint: Any = None  # engine.constraints.Compiled: structured output
+    constraint: Any = None  # engine.generate.constraints.Compiled: structured output
     assistant: Any = None  # a loaded draft model for assisted decoding (generate()'s assistant_model)
 
 

@@ -10,9 +10,9 @@ import threading
 
 import pytest
 
-from llmcli.engine import kv_room
-from llmcli.engine.generation import Finished, TextDelta, engine_thread, generate, stream_generate
-from llmcli.engine.scheduler import Scheduler, SchedulerSettings, kv_bytes_per_token, wait_rows_done
+from llmcli.engine.batch import kv_room
+from llmcli.engine.batch.scheduler import Scheduler, SchedulerSettings, kv_bytes_per_token, wait_rows_done
+from llmcli.engine.generate.generation import Finished, TextDelta, engine_thread, generate, stream_generate
 from llmcli.plan import GenerationPlan
 
 PROMPTS = ["the first prompt", "a second, longer prompt than the first", "three", "and a fourth one here"]
@@ -24,7 +24,7 @@ def loaded(tiny_dir):
 
 
 def load_tiny(tiny_dir, dtype):
-    from llmcli.engine.loader import load
+    from llmcli.engine.load.loader import load
     from llmcli.modelfs.source import resolve_model
     from llmcli.plan import Dtype, LoadSpec
 

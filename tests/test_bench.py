@@ -8,7 +8,7 @@ from tests.helpers import assert_clean_error, run_cli
 
 
 def test_prompt_of_exact_length(direct_tokenizer):
-    from llmcli.engine.bench import prompt_of_length
+    from llmcli.analysis.bench import prompt_of_length
 
     for n in (1, 5, 17, 40):
         text, ids = prompt_of_length(direct_tokenizer, n)
@@ -93,7 +93,7 @@ def test_quantize_int8_replaces_linear_layers(tiny_dir):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from llmcli.engine.loader import quantize_int8
+    from llmcli.engine.quant.int8_dynamic import quantize_int8
 
     model = AutoModelForCausalLM.from_pretrained(str(tiny_dir), dtype=torch.float32)
     linear = sum(isinstance(m, torch.nn.Linear) for m in model.modules())

@@ -50,7 +50,7 @@ def test_conversation_commands_and_history(tiny_dir, tmp_path, capsys, monkeypat
 
 
 def test_history_reaches_the_template(tiny_dir, capsys, monkeypatch):
-    from llmcli.engine import generation
+    from llmcli.engine.generate import generation
 
     seen = []
     original = generation.stream_generate

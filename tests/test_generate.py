@@ -399,7 +399,7 @@ def test_memory_check_refuses_oversized_weights(sparse_qwen7b, capsys, monkeypat
         "device_memory",
         lambda device="auto": {"device": "cpu", "free_bytes": 1_000_000_000, "total_bytes": real.total},
     )
-    monkeypatch.setattr("llmcli.engine.loader.device_memory", memory.device_memory)
+    monkeypatch.setattr("llmcli.engine.load.devices.device_memory", memory.device_memory)
     run = run_cli(["generate", "-m", str(sparse_qwen7b), "--device", "cpu", "hi"], capsys, monkeypatch)
     assert_clean_error(run, 1, "weights need 14.19 GiB", "--no-memory-check")
 

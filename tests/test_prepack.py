@@ -1,5 +1,5 @@
-"""serve's CPU float32 kernel: linear weights reordered for oneDNN at load (engine.prepack), and the batch's
-cache layer that writes each step's column into spare room (engine.kv_room).
+"""serve's CPU float32 kernel: linear weights reordered for oneDNN at load (engine.load.prepack), and the batch's
+cache layer that writes each step's column into spare room (engine.batch.kv_room).
 
 Prepacked layers compute what torch's own do (to float32 rounding), for a row alone as among others, a lone
 row on the weight sliced across threads too, and the scheduler's rows keep their solo tokens on them."""
@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from llmcli.engine import kv_room, prepack
-from llmcli.engine.loader import load
+from llmcli.engine.batch import kv_room
+from llmcli.engine.load import prepack
+from llmcli.engine.load.loader import load
 from llmcli.modelfs.source import resolve_model
 from llmcli.plan import Dtype, LoadSpec
 
@@ -74,7 +75,7 @@ def test_a_lone_row_on_the_weight_sliced_across_threads_computes_what_torch_does
 
 @pytest.mark.parametrize("kernel", ["packed", "split"])
 def test_the_scheduler_on_prepacked_layers_keeps_every_row_to_its_solo_tokens(kernel, request):
-    from llmcli.engine.scheduler import Scheduler, SchedulerSettings
+    from llmcli.engine.batch.scheduler import Scheduler, SchedulerSettings
     from tests.test_batching import MIXED, PROMPTS, drain, queued, solo
 
     packed = request.getfixturevalue(kernel)
@@ -95,8 +96,8 @@ def test_prepacking_applies_on_the_cpu_in_float32_and_declines_what_memory_canno
 
 
 def test_the_replay_block_says_prepacked_and_replay_loads_the_same_way(packed, split, plain):
-    from llmcli.engine.environment import environment
-    from llmcli.engine.replay import load_spec
+    from llmcli.analysis.replay import load_spec
+    from llmcli.engine.load.environment import environment
 
     block = environment(packed)
     assert block["prepacked"] is True and environment(plain)["prepacked"] is False
@@ -130,7 +131,7 @@ def test_a_roomy_cache_gives_the_logits_of_transformers_own_across_reallocations
 
 
 def test_a_copy_the_free_memory_cannot_hold_is_declined_with_a_warning(tiny_dir, capsys, monkeypatch):
-    from llmcli.engine import loader
+    from llmcli.engine.load import loader
 
     monkeypatch.setattr(loader, "device_memory", lambda device: {"device": "cpu", "free_bytes": 1000})
     spec = LoadSpec(dtype=Dtype.float32, prepack=True, memory_check=False)  # the weights' own check passes

@@ -112,7 +112,7 @@ def test_bench_compile_and_attn_are_reported(tiny_dir, capsys, monkeypatch):
 def test_cuda_auto_dtype(monkeypatch, saved, bf16, expected):
     import torch
 
-    from llmcli.engine.loader import resolve_dtype
+    from llmcli.engine.load.devices import resolve_dtype
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
     config = {"torch_dtype": saved} if saved else {}
@@ -121,7 +121,7 @@ def test_cuda_auto_dtype(monkeypatch, saved, bf16, expected):
 
 
 def test_token_timer_waits_for_the_device_once():
-    from llmcli.engine.streaming import TokenTimer
+    from llmcli.engine.generate.streaming import TokenTimer
 
     waits = []
     timer = TokenTimer(None, sync=lambda: waits.append(1))
@@ -150,7 +150,7 @@ def tiny_model(tiny_dir):
 
 
 def test_auto_attention_policy(tiny_model):
-    from llmcli.engine.attention import SHORT_PREFILL_TOKENS, choose
+    from llmcli.engine.generate.attention import SHORT_PREFILL_TOKENS, choose
 
     assert choose(FakeLoaded(tiny_model), 40, static_cache=False) == "eager"
     assert choose(FakeLoaded(tiny_model), SHORT_PREFILL_TOKENS + 1, static_cache=False) is None
@@ -160,7 +160,7 @@ def test_auto_attention_policy(tiny_model):
 
 
 def test_attention_switch_is_undone_after_the_call(tiny_model):
-    from llmcli.engine.attention import attention_for_call
+    from llmcli.engine.generate.attention import attention_for_call
 
     loaded = FakeLoaded(tiny_model)
     assert loaded.attn == "sdpa"
@@ -178,7 +178,7 @@ def test_cuda_auto_attention_through_generate(tiny_dir, tiny_model, monkeypatch)
     import torch
     from transformers import AutoTokenizer
 
-    from llmcli.engine.generation import generate
+    from llmcli.engine.generate.generation import generate
     from llmcli.plan import GenerationPlan
 
     for name, value in (("synchronize", None), ("reset_peak_memory_stats", None), ("max_memory_allocated", 0)):

@@ -26,8 +26,8 @@ def _ints(text: str, flag: str) -> list[int]:
 
 def _warm_up_raw(source, spec) -> None:
     """The first load in a process pays for importing the model's modules: take it out of both figures."""
-    from llmcli.engine.bench import load_raw
-    from llmcli.engine.loader import resolve_device, resolve_dtype
+    from llmcli.analysis.bench import load_raw
+    from llmcli.engine.load.devices import resolve_device, resolve_dtype
     from llmcli.modelfs.config import load_config
 
     if spec.threads:
@@ -72,9 +72,9 @@ def bench(
     spec = model_args.spec()
     on_tty = spec.show_progress
     check_combinations(spec=spec, kwargs=gen_kwargs)
-    from llmcli.engine.bench import Grid, load_raw
-    from llmcli.engine.bench import bench as run
-    from llmcli.engine.loader import load
+    from llmcli.analysis.bench import Grid, load_raw
+    from llmcli.analysis.bench import bench as run
+    from llmcli.engine.load.loader import load
 
     source = model_args.source(verbose=on_tty)
     if compare_raw:

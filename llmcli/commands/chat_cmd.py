@@ -60,7 +60,7 @@ def chat(
         session.constraint = constraint
         label = f"{model_args.model or 'the model'} on {server}"
     else:
-        from llmcli.engine.loader import load
+        from llmcli.engine.load.loader import load
 
         source = model_args.source(verbose=spec.show_progress)
         loaded = load(source, spec)
@@ -99,7 +99,7 @@ def chat(
 
 
 def _compile(loaded, constraint, kwargs):
-    from llmcli.engine.constraints import compile_for, parse
+    from llmcli.engine.generate.constraints import compile_for, parse
 
     return compile_for(loaded, constraint, parse(constraint), kwargs)
 
@@ -115,7 +115,7 @@ class Session:
         self.seed = seed
         self.history: list[dict[str, str]] = []
         self.last_stats = None
-        self.constraint = None  # engine.constraints.Compiled: every answer follows it
+        self.constraint = None  # engine.generate.constraints.Compiled: every answer follows it
         self.records: list[dict] = []  # each answer's generate --json record, replay block included
 
     def saved(self) -> dict:
@@ -130,7 +130,7 @@ class Session:
 
     def ask(self, text: str) -> None:
         from llmcli import output
-        from llmcli.engine.generation import TextDelta, stream_generate
+        from llmcli.engine.generate.generation import TextDelta, stream_generate
         from llmcli.genargs import needs_sampling, pick_seed
         from llmcli.plan import GenerationPlan
 
@@ -149,7 +149,7 @@ class Session:
                     if isinstance(event, TextDelta):
                         output.write_stdout(event.text, flush=True)
                     else:
-                        from llmcli.engine.environment import environment
+                        from llmcli.engine.load.environment import environment
 
                         answer = event.results[0].outputs[0].text
                         self.last_stats = event.results[0].stats
@@ -227,7 +227,7 @@ class RemoteSession(Session):
 
     def ask(self, text: str) -> None:
         from llmcli import client, output
-        from llmcli.engine.records import Stats
+        from llmcli.engine.generate.records import Stats
 
         self.history.append({"role": "user", "content": text})
         said: list[str] = []

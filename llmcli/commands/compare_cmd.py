@@ -62,7 +62,7 @@ def compare(
 
         ref = read_reference(Path(base_ref))
     base, cand, labels = _sides(names, spec, cand_spec, candidate_adapter, with_base=ref is None)
-    from llmcli.engine.compare import compare_record
+    from llmcli.analysis.compare import compare_record
 
     def bar(total: int):
         return output.progress(total, "comparing windows", enabled=output.stderr_is_tty())
@@ -86,8 +86,8 @@ def _candidate_spec(spec: Any, dtype: Dtype | None, quantize: Quantize | None) -
 
 def _sides(names: list[str], spec: Any, cand_spec: Any, adapter: str | None, *, with_base: bool) -> tuple:
     """The loaded sides: one copy when the candidate is BASE with an adapter switched on, or BASE itself."""
-    from llmcli.engine.compare import Side
-    from llmcli.engine.loader import load
+    from llmcli.analysis.compare import Side
+    from llmcli.engine.load.loader import load
     from llmcli.modelfs.source import resolve_model
 
     def loaded(name: str | None, which: Any) -> Any:

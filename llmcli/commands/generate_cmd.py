@@ -229,7 +229,7 @@ class _Run:
 
     def __init__(self, source: Any, spec: Any, kwargs: dict[str, Any], *, seed, logprobs, json_out: bool, constraint):
         from llmcli import output
-        from llmcli.engine.loader import load
+        from llmcli.engine.load.loader import load
         from llmcli.genargs import checked_seed
         from llmcli.modelfs.tokenizer import generation_defaults
         from llmcli.plan import GenerationPlan
@@ -237,13 +237,13 @@ class _Run:
         seed_used = checked_seed(generation_defaults(source.path) or {}, kwargs, seed)
         grammar = None
         if constraint is not None:  # the grammar engine reads it before the weights load
-            from llmcli.engine.constraints import parse
+            from llmcli.engine.generate.constraints import parse
 
             grammar = parse(constraint)
         self.loaded = load(source, spec)
         compiled = None
         if constraint is not None:
-            from llmcli.engine.constraints import compile_for
+            from llmcli.engine.generate.constraints import compile_for
 
             compiled = compile_for(self.loaded, constraint, grammar, kwargs)
         self.plan = GenerationPlan(kwargs=kwargs, seed=seed_used, logprobs=logprobs, constraint=compiled)
@@ -260,7 +260,7 @@ class _Run:
         """The replay block of --json records (computed once; nothing to compute for plain text)."""
         if not self.json_out:
             return None
-        from llmcli.engine.environment import environment
+        from llmcli.engine.load.environment import environment
 
         return environment(self.loaded, adapter=self.adapter)
 
@@ -268,7 +268,7 @@ class _Run:
         """The draft model, loaded like the model; its tokenizer must be the model's."""
         from dataclasses import replace
 
-        from llmcli.engine.loader import load
+        from llmcli.engine.load.loader import load
         from llmcli.modelfs.source import resolve_model
 
         assistant = load(resolve_model(path, verbose=spec.show_progress), replace(spec, adapter=None, merge=False))
@@ -285,7 +285,7 @@ class _Run:
             self.one_batch(prompts[start : start + batch_size], system=system, raw=raw, batch=batch)
 
     def one_batch(self, prompts: list[str], *, system, raw: bool, batch: bool) -> None:
-        from llmcli.engine.generation import stream_generate
+        from llmcli.engine.generate.generation import stream_generate
 
         streamed = not self.json_out and not batch
         stream = stream_generate(
@@ -296,7 +296,7 @@ class _Run:
 
     def _consume(self, stream: Any, *, batch: bool) -> None:
         from llmcli import output
-        from llmcli.engine.generation import Finished, TextDelta
+        from llmcli.engine.generate.generation import Finished, TextDelta
 
         write = output.confidence_writer() if self.colorize else None
         printed = False

@@ -55,8 +55,8 @@ def lens(
     spec = model_args.with_adapter(model_args.spec(prefill_only=True))
     check_combinations(spec=spec)
     text = single_prompt(prompt, file)
-    from llmcli.engine.lens import lens_record
-    from llmcli.engine.loader import load
+    from llmcli.analysis.lens import lens_record
+    from llmcli.engine.load.loader import load
 
     loaded = load(model_args.source(verbose=spec.show_progress), spec)
     data = lens_record(loaded, text, chat=chat, system=system, view=view, top=top)

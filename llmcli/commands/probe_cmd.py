@@ -28,7 +28,7 @@ def _checked_spec(model_args: ModelArgs):
 
 
 def _load(model_args: ModelArgs, spec):
-    from llmcli.engine.loader import load
+    from llmcli.engine.load.loader import load
 
     return load(model_args.source(verbose=spec.show_progress), spec)
 
@@ -67,7 +67,7 @@ def next_token(
     spec = _checked_spec(model_args)
     text = single_prompt(prompt, file)
     loaded = _load(model_args, spec)
-    from llmcli.engine.probe import next_token_record
+    from llmcli.analysis.probe import next_token_record
 
     data = next_token_record(loaded, text, chat=chat, system=system, settings=settings, top=top)
     output.present(probe.next_token(data), json=json_out)
@@ -110,7 +110,7 @@ def score(
     spec = model_args.with_adapter(_checked_spec(model_args))
     body = single_prompt(text, file)
     loaded = _load(model_args, spec)
-    from llmcli.engine.perplexity import score_any
+    from llmcli.analysis.perplexity import score_any
 
     def bar(total: int):
         return output.progress(total, "scoring windows", enabled=output.stderr_is_tty())

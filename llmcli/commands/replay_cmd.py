@@ -30,7 +30,7 @@ def replay(
     arguments and seed, compare the output tokens: identical (exit 0), or the first position that differs with
     both tokens' probabilities, the margin, and what differs in the environment (exit 1)."""
     from llmcli import output
-    from llmcli.engine.replay import replay_record
+    from llmcli.analysis.replay import replay_record
     from llmcli.reports import replay as report
 
     overrides = {"dtype": dtype, "device": device, "attn": attn, "threads": threads}

@@ -118,7 +118,7 @@ def serve(
     spec = model_args.spec(serving=True, prepack=packs, split_lone_rows=packs and not batch_invariant)
     check_combinations(spec=spec, kwargs=base_kwargs)
     from llmcli.client import local_socket
-    from llmcli.engine.loader import load
+    from llmcli.engine.load.loader import load
     from llmcli.modelfs.source import resolve_model
     from llmcli.server.app import ServeSettings, build_app
     from llmcli.server.models import Served
@@ -143,7 +143,7 @@ def serve(
         kv_budget_bytes=kv_budget,
         keep_alive_seconds=idle,
     )
-    from llmcli.engine.scheduler import invariant_batches
+    from llmcli.engine.batch.scheduler import invariant_batches
 
     if batch_invariant and not all(invariant_batches(m) for m in loaded):
         output.warn("--batch-invariant: batches only float32 weights on the CPU; these requests run one at a time")

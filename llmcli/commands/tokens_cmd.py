@@ -40,8 +40,8 @@ def tokenize(
         data = client.call(server, "tokenize", body)
         tokenizer_class = data.pop("tokenizer_class")
     else:
-        from llmcli.engine.loader import load_tokenizer
-        from llmcli.engine.tokens import token_table
+        from llmcli.engine.generate.tokens import token_table
+        from llmcli.engine.load.loader import load_tokenizer
 
         source = model_args.source(verbose=output.stderr_is_tty())
         tok = load_tokenizer(source, spec=model_args.spec())
@@ -63,7 +63,7 @@ def detokenize(
 ) -> None:
     """Turn token ids back into text."""
     from llmcli import output
-    from llmcli.engine.loader import load_tokenizer
+    from llmcli.engine.load.loader import load_tokenizer
     from llmcli.errors import UsageError
     from llmcli.prompts import read_stdin, stdin_has_data
 

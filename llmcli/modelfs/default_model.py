@@ -74,7 +74,7 @@ def is_complete(path: Path) -> bool:
 
 
 def _convert_into(gguf: Path, target: Path, progress: Any) -> None:
-    from llmcli.engine.arch import quiet_transformers
+    from llmcli.quiet import quiet_transformers
 
     quiet_transformers()
     import torch

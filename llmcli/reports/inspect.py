@@ -218,7 +218,7 @@ class Inspection:
         self.sections.append(Section(f"Checkpoint (safetensors {where})", blocks))
 
     def _architecture(self, config: dict[str, Any], geo: Geometry, ckpt: Checkpoint | None) -> int | None:
-        from llmcli.engine.arch import (
+        from llmcli.engine.meta.arch import (
             CUSTOM_CODE_NOT_USED,
             ArchUnavailable,
             architecture_checks,
@@ -356,7 +356,7 @@ class Inspection:
         """`--device-map auto`'s placement on this machine (or within --max-memory), from the meta model."""
         if self.meta_model is None:
             return []
-        from llmcli.engine.placement import propose
+        from llmcli.engine.meta.placement import propose
 
         proposal = propose(self.meta_model, max_memory=self.max_memory)
         self.data["memory"]["placement"] = proposal

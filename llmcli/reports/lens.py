@@ -1,6 +1,6 @@
 """The logit lens as a report: what each layer would predict, where the answer forms, the attention view.
 
-Pure: the engine (engine/lens.py) hands over what one forward pass found; this module checks the user's
+Pure: the analysis (analysis/lens.py) hands over what one forward pass found; this module checks the user's
 choices of positions and token, assembles the record and lays it out.
 """
 

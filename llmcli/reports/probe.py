@@ -18,7 +18,7 @@ def bar(p: float) -> str:
 
 
 def next_token(data: dict[str, Any]) -> Report:
-    """`data`: engine.probe.next_token's record with the model and prompt added."""
+    """`data`: analysis.probe.next_token's record with the model and prompt added."""
     filtered = bool(data["settings"])
     columns = ["#", "token", "id", "P(T=1)", ""]
     if filtered:
@@ -56,7 +56,7 @@ def _perplexity_line(data: dict[str, Any]) -> str:
 
 
 def windowed_score(data: dict[str, Any]) -> Report:
-    """engine.perplexity.windowed_record: the text's perplexity and each window's."""
+    """analysis.perplexity.windowed_record: the text's perplexity and each window's."""
     rows = [
         [str(i), f"{w['begin']:,}–{w['end']:,}", f"{w['scored']:,}", f"{w['mean_nll']:.4f}", f"{w['perplexity']:.3f}"]
         for i, w in enumerate(data["windows"])
@@ -83,7 +83,7 @@ def windowed_score(data: dict[str, Any]) -> Report:
 
 
 def score(data: dict[str, Any]) -> Report:
-    """`data`: engine.probe.score's record with the model added, or the windowed record."""
+    """`data`: analysis.probe.score's record with the model added, or the windowed record."""
     if "windows" in data:
         return windowed_score(data)
     rows = [

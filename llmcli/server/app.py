@@ -1,6 +1,6 @@
 """`llmcli serve`'s HTTP side on Starlette: the OpenAI-compatible API and llmcli's own generate endpoint.
 
-Every request goes through the same generation pipeline as `llmcli generate` (engine.generation), one call
+Every request goes through the same generation pipeline as `llmcli generate` (engine.generate.generation), one call
 at a time on the engine thread. Errors are OpenAI's error JSON with no traceback and no filesystem path.
 """
 
@@ -21,11 +21,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from llmcli.errors import LlmcliError, UsageError
+from llmcli.server.api_error import ApiError
 from llmcli.server.grammars import Grammars
 from llmcli.server.models import Served
 from llmcli.server.protocol import (
     FINISH,
-    ApiError,
     Job,
     batch_info,
     chat_body,
@@ -53,7 +53,7 @@ class ServeSettings:
 
 class Server:
     def __init__(self, models: dict[str, Served], settings: ServeSettings):
-        from llmcli.engine.scheduler import Scheduler, SchedulerSettings
+        from llmcli.engine.batch.scheduler import Scheduler, SchedulerSettings
 
         self.models, self.settings = models, settings
         self.in_flight = 0
@@ -142,7 +142,7 @@ class Server:
 
     async def on_engine(self, work: Any) -> Any:
         """A forward pass (next-token, score): in the queue, on the engine thread, between generate() calls."""
-        from llmcli.engine.generation import engine_thread
+        from llmcli.engine.generate.generation import engine_thread
 
         self.admit()
         try:
@@ -154,8 +154,8 @@ class Server:
 
     async def start(self, served: Served, job: Job) -> Any:
         """The GenerationStream for a job (prompt encoding and checks run off the event loop)."""
-        from llmcli.engine.calls import encode
-        from llmcli.engine.generation import stream_generate
+        from llmcli.engine.generate.calls import encode
+        from llmcli.engine.generate.generation import stream_generate
 
         plan = self.plan(served, job)
 
@@ -196,7 +196,7 @@ class Server:
 
     async def collect(self, request: Request, stream: Any) -> list[Any]:
         """The results, the call stopped early when the client goes away or the time limit passes."""
-        from llmcli.engine.generation import Finished
+        from llmcli.engine.generate.generation import Finished
 
         state = {"timed_out": False}
 
@@ -230,7 +230,7 @@ class Server:
 
     async def stream_openai(self, served: Served, job: Job, stream: Any) -> AsyncIterator[str]:
         """Server-sent events in OpenAI's shape, then [DONE]; a client that leaves stops the call."""
-        from llmcli.engine.generation import Finished, TextDelta
+        from llmcli.engine.generate.generation import Finished, TextDelta
 
         try:
             if job.chat:
@@ -248,7 +248,7 @@ class Server:
 
     async def stream_llmcli(self, served: Served, stream: Any) -> AsyncIterator[str]:
         """llmcli's stream: {"text": ...} events, then {"result": <generate --json object>} per prompt."""
-        from llmcli.engine.generation import Finished, TextDelta
+        from llmcli.engine.generate.generation import Finished, TextDelta
 
         try:
             async for event in self.events(stream):

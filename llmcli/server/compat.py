@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from llmcli.flags import BY_KEY
-from llmcli.server.protocol import ApiError
+from llmcli.server.api_error import ApiError
 
 NOT_SETTINGS = {"transformers_version", "_from_model_config"}  # GenerationConfig's bookkeeping, no setting
 RENAMED = {"stop_strings": "stop"}  # GenerationConfig's name → the flag table's

@@ -14,7 +14,7 @@ class Grammars:
         self.compiled: dict[tuple, Any] = {}
 
     def get(self, loaded: Any, constraint: Any, kwargs: dict[str, Any]) -> Any:
-        from llmcli.engine.constraints import compile_for, parse
+        from llmcli.engine.generate.constraints import compile_for, parse
 
         key = (id(loaded), constraint.kind, constraint.source, repr(kwargs.get("eos_token_id")))
         if key not in self.compiled:

@@ -35,8 +35,8 @@ class Served:
             return self.loaded
 
     def replay(self) -> dict[str, Any] | None:
-        """The replay block of this model's records (engine.environment), while it is loaded."""
-        from llmcli.engine.environment import environment
+        """The replay block of this model's records (engine.load.environment), while it is loaded."""
+        from llmcli.engine.load.environment import environment
 
         loaded = self.loaded
         return None if loaded is None else environment(loaded)

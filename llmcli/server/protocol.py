@@ -14,6 +14,8 @@ from typing import Any
 
 from llmcli.errors import UsageError
 from llmcli.flags import BY_KEY
+from llmcli.server.api_error import ApiError
+from llmcli.server.compat import generation_config_flags
 
 # OpenAI's fields and vLLM's extensions → the flag table's keys.
 OPENAI_FIELDS = {
@@ -42,17 +44,6 @@ ACCEPTED = set(OPENAI_FIELDS) | {
     "response_format",
     "generation_config",  # transformers chat's settings (server.compat)
 }
-
-
-class ApiError(Exception):
-    """An error in OpenAI's shape: {"error": {"message", "type", "param", "code"}} with an HTTP status."""
-
-    def __init__(self, status: int, message: str, *, param: str | None = None, kind: str = "invalid_request_error"):
-        super().__init__(message)
-        self.status, self.message, self.param, self.kind = status, message, param, kind
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.status}}
 
 
 @dataclass
@@ -86,8 +77,6 @@ def _typed(body: dict[str, Any], name: str, kinds: tuple[type, ...], what: str) 
 
 def _flags(body: dict[str, Any], cap: int) -> dict[str, Any]:
     """The request's settings: transformers chat's generation_config first, OpenAI's fields over it."""
-    from llmcli.server.compat import generation_config_flags
-
     given = body.get("generation_config")
     flags: dict[str, Any] = generation_config_flags(given) if given is not None else {}
     for name, key in OPENAI_FIELDS.items():

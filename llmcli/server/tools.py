@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from llmcli.errors import LlmcliError, UsageError
-from llmcli.server.protocol import ApiError, parse_tool, usage_error
+from llmcli.server.api_error import ApiError
+from llmcli.server.protocol import parse_tool, usage_error
 
 STRING, INTEGER = ((str,), "a string"), ((int,), "an integer")
 BOOLEAN, OBJECT = ((bool,), "true or false"), ((dict,), "an object")
@@ -27,7 +28,7 @@ async def answer(server: Any, endpoint: str, body: Any) -> dict[str, Any]:
         if endpoint == "next-token":
             settings = _sampling(values)
             return await server.on_engine(lambda: _next_token(served.acquire(), values, settings))
-        from llmcli.engine.perplexity import score_any
+        from llmcli.analysis.perplexity import score_any
         from llmcli.scoring import check_window
 
         window, stride = values["window"], values["stride"]
@@ -55,14 +56,14 @@ def _sampling(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def _next_token(loaded: Any, values: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
-    from llmcli.engine.probe import next_token_record
+    from llmcli.analysis.probe import next_token_record
 
     chat, system = bool(values.get("chat")), values.get("system")
     return next_token_record(loaded, values["prompt"], chat=chat, system=system, settings=settings, top=values["top"])
 
 
 def _tokenize(loaded: Any, values: dict[str, Any]) -> dict[str, Any]:
-    from llmcli.engine.tokens import token_table
+    from llmcli.engine.generate.tokens import token_table
 
     table = token_table(loaded.tokenizer, values["text"], chat=bool(values.get("chat")), system=values.get("system"))
     return {"model": str(loaded.source.path), **table, "tokenizer_class": type(loaded.tokenizer).__name__}

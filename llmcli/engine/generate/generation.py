@@ -17,10 +17,10 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
-from llmcli.engine.calls import Call, encode, prepare
-from llmcli.engine.collect import results_of, stats_of
-from llmcli.engine.records import Output, Result, Stats
-from llmcli.engine.streaming import ScoreTap, TextStream, TokenTimer
+from llmcli.engine.generate.calls import Call, encode, prepare
+from llmcli.engine.generate.collect import results_of, stats_of
+from llmcli.engine.generate.records import Output, Result, Stats
+from llmcli.engine.generate.streaming import ScoreTap, TextStream, TokenTimer
 from llmcli.errors import Interrupted, LlmcliError, UsageError, squash
 from llmcli.plan import GenerationPlan
 
@@ -71,7 +71,7 @@ class GenerationStream:
 
     generate() runs on the engine thread so that the caller can consume tokens as they come and stop the
     call between two decoding steps (a stopping criterion watches the flag). Under `llmcli serve` a call
-    the step scheduler accepts runs as one row of its batch instead (engine.scheduler).
+    the step scheduler accepts runs as one row of its batch instead (engine.batch.scheduler).
     """
 
     def __init__(self, call: Call, *, stream_text: bool, token_probs: bool, scheduler: Any = None):
@@ -166,10 +166,9 @@ class GenerationStream:
             self.text_stream.add(row.generated[self.fed :])
         self.fed = len(row.generated)
 
-    def complete(self, row: Any, *, interrupted: bool) -> None:
-        from llmcli.engine.rows import row_result
-
-        results = [] if row is None else [row_result(row, interrupted=interrupted)]
+    def complete(self, result: Result | None) -> None:
+        """The row's Result (batch.rows.row_result), or None where the request ended before it had a row."""
+        results = [] if result is None else [result]
         if results and self.text_stream is not None and not self.cancelled.is_set():
             self.text_stream.finish(results[0].outputs[0].text)
         self.events.put(Finished(results))
@@ -197,7 +196,7 @@ def stream_generate(
 
     `encoded`: token ids prepared by the caller (chat's whole conversation) instead of encoding `prompts`.
     `token_probs`: each TextDelta carries the probability of the token that produced it.
-    `scheduler`: an engine.scheduler.Scheduler that runs the call as a row of its batch (llmcli serve).
+    `scheduler`: an engine.batch.scheduler.Scheduler that runs the call as a row of its batch (llmcli serve).
     """
     if encoded is None:
         encoded = [encode(loaded.tokenizer, p, system=system, raw=raw) for p in prompts]
@@ -221,8 +220,8 @@ def _run(call: Call, stream: GenerationStream) -> list[Result]:
     """In the worker: one generate() call, watched by the timer, the text stream and the stop flag."""
     import torch
 
-    from llmcli.engine.attention import attention_for_call
-    from llmcli.engine.loader import input_device
+    from llmcli.engine.generate.attention import attention_for_call
+    from llmcli.engine.load.devices import input_device
     from llmcli.genargs import for_generate
 
     loaded = call.loaded

@@ -55,7 +55,7 @@ class Result:
     batch_position: int = 0
 
     def as_json(self, model: dict[str, Any], replay: dict[str, Any] | None = None) -> dict[str, Any]:
-        """`replay`: engine.environment's block; the batch is added here."""
+        """`replay`: engine.load.environment's block; the batch is added here."""
         data = {
             "model": model,
             "prompt": self.prompt,

@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from llmcli.engine.calls import FALLBACK_MAX_NEW_TOKENS
-from llmcli.engine.rows import Row
-from llmcli.engine.stepper import Batch, cache_mergeable
+from llmcli.engine.batch.rows import Row, row_result
+from llmcli.engine.batch.stepper import Batch, cache_mergeable
+from llmcli.engine.generate.calls import FALLBACK_MAX_NEW_TOKENS
 
 # generate() settings a row honours itself (token choice through transformers' processors, or its stops);
 # a request with any other setting runs apart, through generate().
@@ -70,7 +70,7 @@ class Scheduler:
         return not self.settings.invariant or invariant_batches(loaded)
 
     def submit(self, stream: Any) -> None:
-        from llmcli.engine.generation import engine_thread
+        from llmcli.engine.generate.generation import engine_thread
 
         with self.lock:
             self.waiting.append(stream)
@@ -103,7 +103,7 @@ class Scheduler:
             self._fail_everything(exc)
 
     def _run_slice(self) -> None:
-        from llmcli.engine.generation import engine_thread
+        from llmcli.engine.generate.generation import engine_thread
 
         while True:
             self._admit_waiting()
@@ -150,7 +150,7 @@ class Scheduler:
                     continue
                 self.waiting.remove(stream)
             if stream.cancelled.is_set():
-                stream.complete(None, interrupted=False)
+                stream.complete(None)
             else:
                 group.append(stream)
         for key, group in groups.items():
@@ -160,7 +160,7 @@ class Scheduler:
     def _batch_of(self, loaded: Any) -> Batch:
         batch = self.batches.get(id(loaded))
         if batch is None:
-            from llmcli.engine.loader import input_device
+            from llmcli.engine.load.devices import input_device
 
             batch = self.batches[id(loaded)] = Batch(loaded.model, input_device(loaded.model))
         return batch
@@ -210,12 +210,12 @@ class Scheduler:
         for row in rows:
             self.streams[id(row)].deliver(row)
         for row in done:
-            self.streams.pop(id(row)).complete(row, interrupted=False)
+            self.streams.pop(id(row)).complete(row_result(row, interrupted=False))
 
     def _step(self, batch: Batch) -> None:
         gone = [r for r in batch.rows if self.streams[id(r)].cancelled.is_set()]
         for row in batch.drop(gone):
-            self.streams.pop(id(row)).complete(row, interrupted=True)
+            self.streams.pop(id(row)).complete(row_result(row, interrupted=True))
         if not batch.rows:
             return
         try:
@@ -227,7 +227,7 @@ class Scheduler:
         for row in batch.rows + done:
             self.streams[id(row)].deliver(row)
         for row in done:
-            self.streams.pop(id(row)).complete(row, interrupted=False)
+            self.streams.pop(id(row)).complete(row_result(row, interrupted=False))
 
 
 def invariant_batches(loaded: Any) -> bool:
@@ -240,7 +240,7 @@ def invariant_batches(loaded: Any) -> bool:
 def _reserve(call: Any) -> int:
     """The cache columns a row may come to hold: its prompt, its tokens, and the spare room the batch's cache
     layers take ahead (kv_room.ROOM)."""
-    from llmcli.engine.kv_room import ROOM
+    from llmcli.engine.batch.kv_room import ROOM
 
     return len(call.encoded[0]) + int(call.kwargs.get("max_new_tokens") or FALLBACK_MAX_NEW_TOKENS) + ROOM
 

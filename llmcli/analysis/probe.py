@@ -47,7 +47,7 @@ def last_logits(model: Any, prompt_ids: list[int]) -> Any:
     """The logits for the token after `prompt_ids` (float32), from one forward pass."""
     import torch
 
-    from llmcli.engine.loader import input_device
+    from llmcli.engine.load.devices import input_device
 
     ids = torch.tensor([prompt_ids], device=input_device(model))
     with torch.inference_mode():
@@ -58,7 +58,7 @@ def next_token(model: Any, tokenizer: Any, prompt_ids: list[int], settings: dict
     """One forward pass: P at T=1, P after the user's filters, which tokens survive, entropy, cumulative mass."""
     import torch
 
-    from llmcli.engine.loader import input_device
+    from llmcli.engine.load.devices import input_device
 
     logits = last_logits(model, prompt_ids)
     ids = torch.tensor([prompt_ids], device=input_device(model))
@@ -101,27 +101,11 @@ def next_token(model: Any, tokenizer: Any, prompt_ids: list[int], settings: dict
     }
 
 
-def step_logprobs(step_logits: Any, chosen: int, top: int, tokenizer: Any) -> dict[str, Any]:
-    import torch
-
-    logp = torch.log_softmax(step_logits.float(), dim=-1)
-    values, indexes = torch.topk(logp, top) if top > 0 else (torch.tensor([]), torch.tensor([], dtype=torch.long))
-    return {
-        "token_id": chosen,
-        "token": tokenizer.decode([chosen]),
-        "logprob": float(logp[chosen]),
-        "top": [
-            {"token_id": int(i), "token": tokenizer.decode([int(i)]), "logprob": float(v)}
-            for v, i in zip(values.tolist(), indexes.tolist(), strict=True)
-        ],
-    }
-
-
 def score(model: Any, tokenizer: Any, ids: list[int]) -> dict[str, Any]:
     """Log-likelihood of every token given the ones before it, and perplexity = exp(mean NLL)."""
     import torch
 
-    from llmcli.engine.loader import input_device
+    from llmcli.engine.load.devices import input_device
     from llmcli.scoring import check_scorable, score_data
 
     check_scorable(ids)
@@ -144,8 +128,8 @@ def next_token_record(
     loaded: Any, prompt: str, *, chat: bool, system: str | None, settings: dict[str, Any], top: int
 ) -> dict[str, Any]:
     """The next-token record: the prompt (raw, or through the chat template) and its candidates."""
-    from llmcli.engine.calls import one_pass_ids
-    from llmcli.engine.environment import environment
+    from llmcli.engine.generate.calls import one_pass_ids
+    from llmcli.engine.load.environment import environment
 
     ids = one_pass_ids(loaded.tokenizer, prompt, chat=chat, system=system)
 
@@ -162,6 +146,6 @@ def score_record(loaded: Any, text: str) -> dict[str, Any]:
     context = geometry(loaded.config).context
     if context and len(ids) > context:
         raise LlmcliError(f"the text is {len(ids):,} tokens, but the model's context is {context:,} tokens")
-    from llmcli.engine.environment import environment
+    from llmcli.engine.load.environment import environment
 
     return {"model": model_info(loaded), **score(loaded.model, loaded.tokenizer, ids), "replay": environment(loaded)}

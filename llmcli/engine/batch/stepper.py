@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from typing import Any
 
-from llmcli.engine.rows import Row
+from llmcli.engine.batch.rows import Row
 
 
 def cache_mergeable(model: Any) -> bool:
@@ -71,7 +71,7 @@ class Batch:
         added to the batch; those already done (an end-of-text first) are returned."""
         import torch
 
-        from llmcli.engine.kv_room import roomy_cache
+        from llmcli.engine.batch.kv_room import roomy_cache
 
         width = max(len(r.prompt) for r in rows)
         pads = [width - len(r.prompt) for r in rows]

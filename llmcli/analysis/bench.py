@@ -70,7 +70,7 @@ def _time(fn: Callable[[], Any], device: str) -> float:
 
 
 def _run_llmcli(loaded: Any, prompts: list[str], extra: dict[str, Any], n: int) -> None:
-    from llmcli.engine.generation import generate
+    from llmcli.engine.generate.generation import generate
     from llmcli.plan import GenerationPlan
 
     kwargs = {**extra, "max_new_tokens": n, "min_new_tokens": n, "do_sample": False}
@@ -79,7 +79,7 @@ def _run_llmcli(loaded: Any, prompts: list[str], extra: dict[str, Any], n: int) 
 
 def _run_raw(loaded: Any, input_ids: Any, extra: dict[str, Any], n: int) -> None:
     """A bare generate(), on the thread llmcli's own calls run on, so that both sides share one OpenMP team."""
-    from llmcli.engine.generation import engine_thread
+    from llmcli.engine.generate.generation import engine_thread
 
     engine_thread().submit(_bare_generate, loaded, input_ids, extra, n).result()
 
@@ -123,7 +123,7 @@ def bench(
     """`gen_kwargs` (e.g. --compile's static cache) go to both sides' generate() alike."""
     import torch
 
-    from llmcli.engine.collect import peak_memory
+    from llmcli.engine.generate.collect import peak_memory
     from llmcli.genargs import for_generate
 
     gen_kwargs = gen_kwargs or {}
@@ -174,7 +174,7 @@ def ratios(ours: dict[str, Any], raw: dict[str, Any]) -> dict[str, float | None]
 
 def load_raw(path: str, dtype: str, device: str, quantize: str = "none", attn: str = "auto") -> float:
     """Seconds for a bare AutoTokenizer + AutoModelForCausalLM load, the reference for llmcli's load time."""
-    from llmcli.engine.arch import quiet_transformers
+    from llmcli.quiet import quiet_transformers
 
     quiet_transformers()
     import torch
@@ -182,7 +182,7 @@ def load_raw(path: str, dtype: str, device: str, quantize: str = "none", attn: s
 
     started = time.perf_counter()
     AutoTokenizer.from_pretrained(path)
-    from llmcli.engine.loader import attn_kwargs
+    from llmcli.engine.load.loader import attn_kwargs
 
     chosen = attn_kwargs(attn)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), device_map=device, **chosen)

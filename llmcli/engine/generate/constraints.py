@@ -70,7 +70,7 @@ def compile_for(loaded: Any, constraint: Constraint, grammar: Any, kwargs: dict[
     end-of-text tokens that close it are those generate() stops on with these `kwargs`."""
     import xgrammar as xgr
 
-    from llmcli.engine.collect import eos_set
+    from llmcli.engine.generate.collect import eos_set
 
     stop_token_ids = eos_set(loaded.model, kwargs)
     started = time.perf_counter()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmcli.engine.collect import eos_set
+from llmcli.engine.generate.collect import eos_set
 from llmcli.errors import LlmcliError, UsageError
 from llmcli.plan import GenerationPlan
 from llmcli.prompts import chat_messages
@@ -56,7 +56,7 @@ class Call:
     pad_id: int
     width: int
     eos: set[int] = field(default_factory=set)
-    constraint: Any = None  # engine.constraints.Compiled
+    constraint: Any = None  # engine.generate.constraints.Compiled
     assistant: Any = None  # generate()'s assistant_model
 
     @property

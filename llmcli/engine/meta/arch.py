@@ -5,7 +5,6 @@ Imports torch and transformers, so only the sections that need it call in here.
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,35 +12,11 @@ from typing import Any
 
 from llmcli.errors import squash
 from llmcli.modelfs.config import MAX_DIM, MAX_LAYERS, Geometry
+from llmcli.quiet import quiet_transformers
 
 
 class ArchUnavailable(Exception):
     """transformers cannot build this architecture; the reason says why."""
-
-
-def quiet_transformers() -> None:
-    """transformers' own warnings and progress bars stay off unless the user asked for -v."""
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # transformers' GGUF conversion uses a bare tqdm bar: keep it for people at a terminal only.
-    import sys
-
-    if not (sys.stderr.isatty() or os.environ.get("TRANSFORMERS_VERBOSITY") == "info"):
-        os.environ.setdefault("TQDM_DISABLE", "1")
-    warnings.filterwarnings("ignore", module="transformers")
-    warnings.filterwarnings("ignore", category=UserWarning, module="torch")
-    if os.environ.get("TRANSFORMERS_VERBOSITY") != "info":  # --device-map: --json's placement says it better
-        import logging
-
-        logging.getLogger("accelerate.big_modeling").setLevel(logging.ERROR)
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    except Exception:  # noqa: BLE001
-        pass
 
 
 def native_model_type(config: dict[str, Any]) -> bool:

@@ -46,7 +46,8 @@ def window_logprobs(model: Any, ids: list[int], win: Window, *, adapter_off: boo
     """log P(· | before) at each position the window scores: rows for ids[win.first:win.end], float32."""
     import torch
 
-    from llmcli.engine.loader import input_device, last_logits_only
+    from llmcli.engine.load.devices import input_device
+    from llmcli.engine.load.loader import last_logits_only
 
     tensor = torch.tensor([ids[win.begin : win.end]], device=input_device(model))
     keep = last_logits_only(model, win.scored + 1)
@@ -155,13 +156,13 @@ def windowed_record(
     progress: Any = None,
 ) -> dict[str, Any]:
     """The windowed score record (docs/score.md), and with `save_ref` the reference file written."""
-    from llmcli.engine.probe import model_info
+    from llmcli.analysis.probe import model_info
 
     ids = list(loaded.tokenizer(text, add_special_tokens=True)["input_ids"])
     size, step, windows = choose_windows(loaded, len(ids), window, stride)
     with progress(len(windows)) if progress else nullcontext(None) as advance:
         scored = score_text(loaded, ids, size, step, windows, top_k=k if save_ref else None, progress=advance)
-    from llmcli.engine.environment import environment
+    from llmcli.engine.load.environment import environment
 
     record = {"model": model_info(loaded), **windowed_data(len(ids), size, step, scored.logprobs, scored.windows),
               "replay": environment(loaded)}  # fmt: skip
@@ -173,7 +174,7 @@ def windowed_record(
 def _save_reference(loaded: Any, scored: Scored, path: Any, k: int) -> dict[str, Any]:
     import torch
 
-    from llmcli.engine.probe import model_info
+    from llmcli.analysis.probe import model_info
     from llmcli.modelfs.config import geometry
     from llmcli.modelfs.reference import Reference, tokenizer_hash, write_reference
 
@@ -200,7 +201,7 @@ def score_any(loaded: Any, text: str, *, window: int | None = None, stride: int 
               k: int = 64, progress: Any = None) -> dict[str, Any]:  # fmt: skip
     """`score`: the per-token record for a text that fits one pass, the windowed one for a longer text or when
     windows or a reference file are asked for."""
-    from llmcli.engine.probe import score_record
+    from llmcli.analysis.probe import score_record
     from llmcli.modelfs.config import geometry
 
     if window is None and stride is None and save_ref is None:

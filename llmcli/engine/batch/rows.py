@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmcli.engine.calls import FALLBACK_MAX_NEW_TOKENS
-from llmcli.engine.streaming import first_stop
+from llmcli.engine.generate.calls import FALLBACK_MAX_NEW_TOKENS
+from llmcli.engine.generate.streaming import first_stop
 
 
 @dataclass
@@ -110,7 +110,7 @@ def row_result(row: Row, *, interrupted: bool) -> Any:
     """The row as generate() would have reported it alone: its Result, with the batch it shared in Stats."""
     from dataclasses import replace
 
-    from llmcli.engine.collect import results_of, stats_of
+    from llmcli.engine.generate.collect import results_of, stats_of
 
     call = replace(row.call, width=len(row.prompt))
     [result] = results_of(call, [row.prompt + row.generated], None, interrupted=interrupted)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmcli.engine.perplexity import targets_of, window_logprobs
+from llmcli.analysis.perplexity import targets_of, window_logprobs
 from llmcli.scoring import Window
 
 SHOWN = 5  # each side's candidates kept per position, for the "where they part" table
@@ -165,7 +165,7 @@ def compare_record(
     on the same windows, the figures summarised."""
     from contextlib import nullcontext
 
-    from llmcli.engine.perplexity import choose_windows
+    from llmcli.analysis.perplexity import choose_windows
     from llmcli.modelfs.reference import check_against, first_difference, tokenizer_hash
     from llmcli.reports import Decoder
     from llmcli.reports import compare as report

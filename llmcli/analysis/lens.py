@@ -174,7 +174,8 @@ def _eager(model: Any, wanted: bool):
 def _forward(model: Any, ids: list[int], parts: LensParts, *, attention_at: int | None) -> tuple[list, list, Any]:
     import torch
 
-    from llmcli.engine.loader import input_device, last_logits_only
+    from llmcli.engine.load.devices import input_device
+    from llmcli.engine.load.loader import last_logits_only
 
     tensor = torch.tensor([ids], device=input_device(model))
     # Only the last position's logits are needed (to check the lens against the model's own output).
@@ -241,8 +242,8 @@ def lens_record(
 ) -> dict[str, Any]:
     """The lens record (docs/schemas/lens.json). `view` is reports.lens.LensView: which positions, which
     token to track, whether to read the attention."""
-    from llmcli.engine.calls import one_pass_ids
-    from llmcli.engine.probe import model_info
+    from llmcli.analysis.probe import model_info
+    from llmcli.engine.generate.calls import one_pass_ids
     from llmcli.reports import lens as report
 
     tokenizer = loaded.tokenizer

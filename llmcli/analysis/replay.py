@@ -82,13 +82,13 @@ def load_spec(record: dict[str, Any], overrides: Any) -> Any:
 
 def rerun(loaded: Any, record: dict[str, Any]) -> list[list[int]]:
     """Each output's token ids, from the recorded prompt ids, arguments and seed."""
-    from llmcli.engine.generation import generate
+    from llmcli.engine.generate.generation import generate
     from llmcli.plan import GenerationPlan
 
     kwargs = {k: v for k, v in record["generate_kwargs"].items() if k not in EXTRAS}
     compiled = None
     if record.get("constraint"):
-        from llmcli.engine.constraints import compile_for, parse
+        from llmcli.engine.generate.constraints import compile_for, parse
         from llmcli.plan import Constraint
 
         constraint = Constraint(**record["constraint"])
@@ -114,7 +114,7 @@ def divergence(loaded: Any, record: dict[str, Any], new: list[list[int]]) -> dic
         at = next((i for i, (a, b) in enumerate(zip(old, now, strict=False)) if a != b), min(len(old), len(now)))
         import torch
 
-        from llmcli.engine.probe import last_logits
+        from llmcli.analysis.probe import last_logits
 
         logp = torch.log_softmax(last_logits(loaded.model, list(record["prompt_token_ids"]) + old[:at]), dim=-1)
         recorded = _token_at(old, at, logp, loaded.tokenizer.decode)
@@ -132,8 +132,8 @@ def divergence(loaded: Any, record: dict[str, Any], new: list[list[int]]) -> dic
 
 def replay_record(record: dict[str, Any], where: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """The replay --json object for one record."""
-    from llmcli.engine.environment import environment
-    from llmcli.engine.loader import load
+    from llmcli.engine.load.environment import environment
+    from llmcli.engine.load.loader import load
     from llmcli.reports.replay import environment_differences
 
     check_record(record, where)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmcli.engine.records import Output, Result, Stats
-from llmcli.engine.streaming import TokenTimer, first_stop
+from llmcli.engine.generate.records import Output, Result, Stats
+from llmcli.engine.generate.streaming import TokenTimer, first_stop
 
 
 def finish_reason(
@@ -49,11 +49,26 @@ def output_of(call: Any, row: int, sequence: list[int], step_logits: Any, *, int
     reason = "length" if interrupted else finish_reason(new_ids, call.eos, full_text, call.stops, max_new)
     logprobs = None
     if call.logprobs is not None and not interrupted:
-        from llmcli.engine.probe import step_logprobs
-
         logprobs = [step_logprobs(step_logits[t][row], tok, call.logprobs, tokenizer) for t, tok in enumerate(new_ids)]
     valid = call.constraint.valid(text, new_ids) if call.constraint is not None else None
     return Output(text, new_ids, reason, logprobs, valid)
+
+
+def step_logprobs(step_logits: Any, chosen: int, top: int, tokenizer: Any) -> dict[str, Any]:
+    """One decoding step's log-probability of the chosen token and the `top` most likely ones (--logprobs)."""
+    import torch
+
+    logp = torch.log_softmax(step_logits.float(), dim=-1)
+    values, indexes = torch.topk(logp, top) if top > 0 else (torch.tensor([]), torch.tensor([], dtype=torch.long))
+    return {
+        "token_id": chosen,
+        "token": tokenizer.decode([chosen]),
+        "logprob": float(logp[chosen]),
+        "top": [
+            {"token_id": int(i), "token": tokenizer.decode([int(i)]), "logprob": float(v)}
+            for v, i in zip(values.tolist(), indexes.tolist(), strict=True)
+        ],
+    }
 
 
 def results_of(call: Any, sequences: list[list[int]], step_logits: Any, *, interrupted: bool) -> list[Result]:
@@ -71,7 +86,7 @@ def results_of(call: Any, sequences: list[list[int]], step_logits: Any, *, inter
 
 
 def stats_of(call: Any, results: list[Result], timer: TokenTimer | None, started: float, ended: float) -> Stats:
-    """`timer`: generate()'s TokenTimer, or a serve row's engine.rows.RowStats, which keeps the same marks."""
+    """`timer`: generate()'s TokenTimer, or a serve row's engine.batch.rows.RowStats, which keeps the same marks."""
     stats = Stats(
         load_seconds=round(call.loaded.load_seconds, 3),
         prompt_tokens=sum(len(i) for i in call.encoded),

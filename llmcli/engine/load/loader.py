@@ -1,0 +1,201 @@
+"""Loading a model: the directory checked (config, custom code, pickle weights, memory), then the tokenizer and
+the weights through from_pretrained, with an adapter, a quantization scheme or serve's prepacked kernel on top."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmcli.engine.load.code_trust import check_remote_code, trusts_code
+from llmcli.engine.load.devices import check_memory, placement, placement_kwargs, resolve_device, resolve_dtype
+from llmcli.engine.quant.int8_dynamic import quantize_int8
+from llmcli.errors import LlmcliError, UsageError, squash
+from llmcli.modelfs.adapter import ADAPTER_WEIGHTS, read_adapter
+from llmcli.modelfs.checkpoint import read_checkpoint
+from llmcli.modelfs.config import geometry, load_config
+from llmcli.modelfs.memory import device_memory
+from llmcli.modelfs.source import ModelSource
+from llmcli.output import spinner
+from llmcli.plan import Attn, LoadSpec, Quantize
+from llmcli.quiet import quiet_transformers
+
+
+def attn_kwargs(attn: str) -> dict[str, str]:
+    """from_pretrained's `attn_implementation`, left out under auto so that transformers picks."""
+    return {} if attn == "auto" else {"attn_implementation": str(attn)}
+
+
+@dataclass
+class Loaded:
+    model: Any
+    tokenizer: Any
+    device: str
+    dtype: str
+    load_seconds: float
+    source: ModelSource
+    config: dict[str, Any]
+    quantize: str = "none"
+    attn_request: str = "auto"
+    prepacked_bytes: int = 0  # the copy of the linear weights reordered for oneDNN at load (engine.load.prepack)
+    split_lone_rows: bool = False  # a lone row's products sliced across the threads (engine.load.prepack)
+
+    @property
+    def prepacked(self) -> bool:
+        return self.prepacked_bytes > 0
+
+    @property
+    def attn(self) -> str | None:
+        return getattr(getattr(self.model, "config", None), "_attn_implementation", None)
+
+    def describe(self) -> dict[str, Any]:
+        """The `model` object of --json outputs."""
+        info = {
+            "path": str(self.source.path),
+            "source": self.source.label,
+            "dtype": self.dtype,
+            "device": self.device,
+            "quantize": None if self.quantize == "none" else self.quantize,
+            "attn_implementation": self.attn,
+        }
+        if self.source.gguf is not None:
+            info["gguf"] = str(self.source.gguf)
+        spread = placement(self.model)
+        if spread is not None:
+            info["placement"] = spread
+        return info
+
+
+def load(source: ModelSource, spec: LoadSpec) -> Loaded:
+    """Checks the files (custom code, pickle, memory), then loads the tokenizer and the weights."""
+    config = load_config(source.path)
+    problems = geometry(config).problems
+    if problems:
+        raise LlmcliError(problems[0].removeprefix("config.json: "), path=source.path / "config.json")
+    check_remote_code(config, source.path, spec)
+    ckpt = read_checkpoint(source.path)
+    if ckpt.kind == "pickle" and not spec.allow_pickle:
+        raise LlmcliError(
+            f"only pickle weights ({', '.join(ckpt.pickle_files)}); loading them can run arbitrary code",
+            path=source.path,
+            hint="convert to safetensors, or pass --allow-pickle if you trust the files",
+        )
+    if ckpt.kind == "none":
+        raise LlmcliError("no weights here (no *.safetensors files)", path=source.path)
+    if spec.adapter is not None:
+        read_adapter(spec.adapter)  # its config and safetensors header, before any weight loads
+    quiet_transformers()
+    import torch
+
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    device = resolve_device(spec.device)
+    dtype = resolve_dtype(spec.dtype, device, config, prefill_only=spec.prefill_only, serving=spec.serving)
+    if spec.quantize == Quantize.int8:
+        if device != "cpu":
+            raise UsageError("--quantize int8 is torch's dynamic int8 for CPU; on a GPU use --dtype bfloat16")
+        dtype = "float32"
+    if spec.device_map is None:  # a placement spills what does not fit: nothing to check up front
+        check_memory(source.path, dtype, device, force=not spec.memory_check)
+    with spinner(f"Loading {source.label} ({source.path.name})…", enabled=spec.show_progress):
+        started = time.perf_counter()  # weights and tokenizer only: imports are not part of loading
+        tokenizer, model = _from_pretrained(source, spec, device, dtype, ckpt.kind)
+        model = _finish(model, spec, device)
+        packed = _prepack(model, source, spec, device=device, dtype=dtype)
+        seconds = time.perf_counter() - started
+    return Loaded(model, tokenizer, device, dtype, seconds, source, config, str(spec.quantize), str(spec.attn),
+                  prepacked_bytes=packed.bytes, split_lone_rows=packed.split_lone_rows)  # fmt: skip
+
+
+def _from_pretrained(source: ModelSource, spec: LoadSpec, device: str, dtype: str, kind: str) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    trust = trusts_code(spec)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(source.path), trust_remote_code=trust)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(source.path),
+            dtype=getattr(torch, dtype),
+            trust_remote_code=trust,
+            use_safetensors=kind == "safetensors",
+            **placement_kwargs(spec, device),
+            **attn_kwargs(spec.attn),
+        )
+    except torch.cuda.OutOfMemoryError:
+        raise LlmcliError(
+            f"out of memory on {device} while loading", path=source.path, hint="try --dtype bfloat16 or --device cpu"
+        ) from None
+    except ImportError as exc:  # e.g. --attn flash_attention_2 without the flash_attn package
+        raise LlmcliError(f"--attn {spec.attn}: {squash(exc)}", path=source.path) from None
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise LlmcliError(f"cannot load the model: {squash(exc)}", path=source.path) from None
+    return tokenizer, model
+
+
+def last_logits_only(model: Any, count: int) -> dict[str, int]:
+    """forward()'s `logits_to_keep=count` where the model takes it (most causal LMs): logits for the last
+    `count` positions only, instead of positions × vocabulary."""
+    import inspect
+
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return {"logits_to_keep": count} if "logits_to_keep" in inspect.signature(inner.forward).parameters else {}
+
+
+def _finish(model: Any, spec: LoadSpec, device: str) -> Any:
+    """Evaluation mode, then the adapter, int8 and the CUDA attention default."""
+    model.eval()
+    if spec.adapter is not None:
+        model = apply_adapter(model, spec.adapter, merge=spec.merge)
+    if spec.quantize == Quantize.int8:
+        model = quantize_int8(model)
+    if spec.attn == Attn.auto and device.startswith("cuda"):
+        import torch
+
+        # With cuDNN's SDPA backend a decoding step took ~65 ms (H200, 7B) until its key length had been seen
+        # once, i.e. for the whole of a one-shot run; 34 ms without it (docs/performance.md, CUDA).
+        torch.backends.cuda.enable_cudnn_sdp(False)
+    return model
+
+
+def _prepack(model: Any, source: ModelSource, spec: LoadSpec, *, device: str, dtype: str) -> Any:
+    """serve's CPU float32 kernel (engine.load.prepack) where asked for, where it applies and the memory holds it:
+    what was prepacked (prepack.NOTHING where nothing was)."""
+    from llmcli.engine.load import prepack
+
+    if not spec.prepack or not prepack.applies(device=device, dtype=dtype):
+        return prepack.NOTHING
+    why = prepack.refusal(model, available=device_memory(device)["free_bytes"])
+    if why is not None:
+        from llmcli.output import warn
+
+        warn(f"{source.path}: linear weights not prepacked for oneDNN: {why}")
+        return prepack.NOTHING
+    return prepack.prepack(model, split_lone_rows=spec.split_lone_rows)
+
+
+def apply_adapter(model: Any, adapter: Path, *, merge: bool) -> Any:
+    """A PEFT LoRA adapter on top of the loaded model; merged into the weights with `merge`."""
+    from peft import PeftModel
+
+    try:
+        wrapped = PeftModel.from_pretrained(model, str(adapter), is_trainable=False)
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise LlmcliError(f"cannot apply the adapter: {squash(exc)}", path=adapter / ADAPTER_WEIGHTS) from None
+    wrapped.eval()
+    return wrapped.merge_and_unload() if merge else wrapped
+
+
+def load_tokenizer(source: ModelSource, *, spec: LoadSpec | None = None) -> Any:
+    """Only the tokenizer: no weights, no torch model."""
+    spec = spec or LoadSpec()
+    config = load_config(source.path)
+    check_remote_code(config, source.path, spec)
+    quiet_transformers()
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(source.path), trust_remote_code=trusts_code(spec))
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+        raise LlmcliError(f"cannot load the tokenizer: {squash(exc)}", path=source.path) from None
