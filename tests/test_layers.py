@@ -16,6 +16,7 @@ TORCH_FREE = [
     "llmcli.errors",
     "llmcli.output",
     "llmcli.units",
+    "llmcli.quiet",
     "llmcli.scoring",
     "llmcli.flags",
     "llmcli.genargs",
@@ -38,14 +39,14 @@ def _in_fresh_interpreter(code: str) -> dict:
 
 
 def test_torch_free_layers_import_neither_torch_nor_the_engine():
-    """modelfs, reports, commands and the pure layers never import torch (or transformers, or the engine)
-    at module level; commands reach the engine lazily, inside the command."""
+    """modelfs, reports, commands and the pure layers never import torch (or transformers, the engine or the
+    analyses) at module level; commands reach them lazily, inside the command."""
     code = (
         "import importlib, json, sys\n"
         f"for name in {TORCH_FREE!r}:\n"
         "    importlib.import_module(name)\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')"
-        " or m.startswith('llmcli.engine'))\n"
+        " or m.startswith(('llmcli.engine', 'llmcli.analysis')))\n"
         "print(json.dumps(heavy))"
     )
     assert _in_fresh_interpreter(code) == []
@@ -73,6 +74,9 @@ USAGE_ERRORS = {
     "server scheme": (["score", "--server", "ftp://x", "hi"], "expected http://HOST:PORT"),
     "dtype over server": (["next-token", "--server", "local", "--dtype", "float32", "hi"], "--dtype configures"),
     "system without chat": (["tokenize", "--system", "x", "hi"], "--system goes with --chat"),
+    "next-token system without chat": (["next-token", "--system", "x", "hi"], "--system goes with --chat"),
+    "lens chat and raw": (["lens", "--chat", "--raw", "hi"], "--chat and --raw contradict each other"),
+    "lens over a server": (["lens", "--server", "local", "hi"], "lens needs the model's hidden states"),
     "threads": (["chat", "--threads", "0"], "--threads"),
     "schema not JSON": (["generate", "--json-schema", "{bad", "hi"], "--json-schema: not valid JSON"),
     "schema not a schema": (["generate", "--json-schema", '{"type": 3}', "hi"], "not a valid JSON Schema at type"),
@@ -115,7 +119,7 @@ def usage_runs(tmp_path_factory):
         "        except SystemExit as exc:\n"
         "            status = exc.code\n"
         "    heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'safetensors',"
-        " 'gguf') or m.startswith('llmcli.engine'))\n"
+        " 'gguf') or m.startswith(('llmcli.engine', 'llmcli.analysis')))\n"
         "    out[name] = {'code': status, 'stderr': err.getvalue(), 'heavy': heavy}\n"
         "print(json.dumps(out))"
     )

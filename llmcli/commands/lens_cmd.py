@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from llmcli.commands import options as opt
 from llmcli.commands.model_options import PLACEMENT, ModelArgs, model_options
+from llmcli.commands.prompt_options import ONE_PASS, PromptArgs, prompt_options
 
 LOADING = ("model", "revision", "device", *PLACEMENT, "dtype", "trust_remote_code", "adapter", "merge")
 
@@ -15,6 +15,7 @@ def register(app: typer.Typer) -> None:
 
 
 @model_options(*LOADING)
+@prompt_options(*ONE_PASS)
 def lens(
     prompt: str = typer.Argument(None, help="The prompt; '-' or piped stdin reads stdin."),
     position: int = typer.Option(
@@ -30,34 +31,26 @@ def lens(
         False, "--attention", help="Each layer's and head's most-attended earlier tokens (eager attention)."
     ),
     top: int = typer.Option(5, "--top", min=1, max=100, help="Top tokens kept per layer (and keys per head)."),
-    chat: opt.ChatTemplateOpt = False,
-    system: opt.SystemOpt = None,
-    raw: opt.RawDefaultOpt = False,
-    file: opt.FileOpt = None,
-    json_out: opt.JsonOpt = False,
-    server: opt.ServerOpt = None,
     *,
     model_args: ModelArgs,
+    prompt_args: PromptArgs,
 ) -> None:
     """What every layer would predict: the residual stream read through the model's own final norm and LM head."""
     from llmcli import output
     from llmcli.errors import UsageError
     from llmcli.plan import check_combinations
-    from llmcli.prompts import check_system, single_prompt
     from llmcli.reports import lens as report
 
-    if server is not None:
+    if prompt_args.server is not None:
         raise UsageError("--server: lens needs the model's hidden states, which a server does not return")
-    if chat and raw:
-        raise UsageError("--chat and --raw contradict each other")
-    check_system(chat=chat, system=system)
+    prompt_args.check()
     view = report.LensView(position=position, positions=positions, track=track, attention=attention)
     spec = model_args.with_adapter(model_args.spec(prefill_only=True))
     check_combinations(spec=spec)
-    text = single_prompt(prompt, file)
+    text = prompt_args.text(prompt)
     from llmcli.analysis.lens import lens_record
     from llmcli.engine.load.loader import load
 
     loaded = load(model_args.source(verbose=spec.show_progress), spec)
-    data = lens_record(loaded, text, chat=chat, system=system, view=view, top=top)
-    output.present(report.lens(data), json=json_out)
+    data = lens_record(loaded, text, chat=prompt_args.chat, system=prompt_args.system, view=view, top=top)
+    output.present(report.lens(data), json=prompt_args.json_out)

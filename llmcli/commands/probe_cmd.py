@@ -7,6 +7,7 @@ import typer
 from llmcli.commands import options as opt
 from llmcli.commands.decoding_options import decoding_options
 from llmcli.commands.model_options import PLACEMENT, ModelArgs, model_options
+from llmcli.commands.prompt_options import ONE_PASS, PromptArgs, prompt_options
 from llmcli.flags import SAMPLING_KEYS
 from llmcli.genargs import DecodingFlags
 
@@ -35,42 +36,35 @@ def _load(model_args: ModelArgs, spec):
 
 @model_options(*LOADING)
 @decoding_options(SAMPLING_KEYS, panel=None)
+@prompt_options(*ONE_PASS)
 def next_token(
     prompt: str = typer.Argument(None, help="The prompt; '-' or piped stdin reads stdin."),
     top: int = typer.Option(10, "--top", min=1, max=1000, help="How many candidates to show."),
-    chat: opt.ChatTemplateOpt = False,
-    system: opt.SystemOpt = None,
-    raw: opt.RawDefaultOpt = False,
-    file: opt.FileOpt = None,
-    json_out: opt.JsonOpt = False,
-    server: opt.ServerOpt = None,
     *,
     model_args: ModelArgs,
     decoding: DecodingFlags,
+    prompt_args: PromptArgs,
 ) -> None:
     """One forward pass: the top candidates for the next token of the text, before and after sampling filters."""
     from llmcli import output
-    from llmcli.errors import UsageError
     from llmcli.genargs import sampling_settings
-    from llmcli.prompts import check_system, single_prompt
     from llmcli.reports import probe
 
-    if chat and raw:
-        raise UsageError("--chat and --raw contradict each other")
-    check_system(chat=chat, system=system)
+    prompt_args.check()
     settings = sampling_settings(decoding)
-    if server is not None:
-        data = _remote(server, model_args, "next-token", prompt=single_prompt(prompt, file), flags=decoding.values,
-                       top=top, chat=chat, system=system)  # fmt: skip
-        output.present(probe.next_token(data), json=json_out)
+    chat, system = prompt_args.chat, prompt_args.system
+    if prompt_args.server is not None:
+        data = _remote(prompt_args.server, model_args, "next-token", prompt=prompt_args.text(prompt),
+                       flags=decoding.values, top=top, chat=chat, system=system)  # fmt: skip
+        output.present(probe.next_token(data), json=prompt_args.json_out)
         return
     spec = _checked_spec(model_args)
-    text = single_prompt(prompt, file)
+    text = prompt_args.text(prompt)
     loaded = _load(model_args, spec)
     from llmcli.analysis.probe import next_token_record
 
     data = next_token_record(loaded, text, chat=chat, system=system, settings=settings, top=top)
-    output.present(probe.next_token(data), json=json_out)
+    output.present(probe.next_token(data), json=prompt_args.json_out)
 
 
 @model_options(*LOADING, "adapter", "merge")

@@ -1,6 +1,10 @@
 """Reports: what a command found, as JSON data and as display sections, built without torch at import.
 
 Every builder returns a `Report`; the output layer's `present(report, json=...)` prints it.
+
+Above the engine, under the analyses and commands that fill it: may import modelfs, the shared bottom modules
+and, inside inspect's functions only, engine.meta (the architecture on the meta device, no weights read);
+never analysis, server, client or commands.
 """
 
 from __future__ import annotations
