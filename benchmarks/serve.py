@@ -127,7 +127,7 @@ def where_time_goes(url: str) -> dict:
 
 
 def vllm(work) -> dict:
-    """vLLM's CPU build on the converted default model, float32, as tests/test_vllm.py starts it."""
+    """vLLM's CPU build on the converted default model, float32, as tests/client/test_vllm.py starts it."""
     import os
     import socket
 

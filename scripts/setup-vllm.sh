@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Creates .venv-vllm with vLLM's CPU build: a real foreign engine for tests/test_vllm.py (about 5 minutes and
+# Creates .venv-vllm with vLLM's CPU build: a real foreign engine for tests/client/test_vllm.py (about 5 minutes and
 # 3.4 GB the first time; nothing to do when it is already there). vLLM pins transformers<5.20, so it cannot
 # share llmcli's venv; its torch is the same 2.13.0+cpu.
 set -euo pipefail

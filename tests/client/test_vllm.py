@@ -21,8 +21,8 @@ import httpx
 import jsonschema
 import pytest
 
+from tests.client.test_jobs import killed_and_resumed
 from tests.helpers import ROOT, assert_clean_error, run_cli
-from tests.test_jobs import killed_and_resumed
 from tests.test_schemas import schema
 
 VLLM_PYTHON = os.environ.get("LLMCLI_VLLM_PYTHON") or str(ROOT / ".venv-vllm" / "bin" / "python")

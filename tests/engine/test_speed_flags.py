@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.engine.test_generate import PROMPT, direct_generate, strip_eos
 from tests.helpers import assert_clean_error, run_cli
-from tests.test_generate import PROMPT, direct_generate, strip_eos
 
 
 def gen_json(tiny_dir, args, capsys, monkeypatch):

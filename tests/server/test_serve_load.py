@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.test_serve import KEY, auth, post, serving, start_server
+from tests.server.test_serve import KEY, auth, post, serving, start_server
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pytest
 from llmcli.foreign.checks import findings
 from tests.fake_engine import TEXT, TOKENS, running
 from tests.helpers import ROOT, assert_clean_error, cli_env, run_cli
-from tests.test_serve import start_server
+from tests.server.test_serve import start_server
 
 LLAMA = "llama-cpp-python's server 0.3.36"
 

@@ -267,7 +267,7 @@ def test_a_per_user_socket_ps_and_keep_alive(tiny_dir, capsys, monkeypatch):
 
 
 def test_a_batch_job_killed_midway_resumes_with_nothing_lost_or_twice(server, tiny_dir, tmp_path):
-    from tests.test_jobs import killed_and_resumed
+    from tests.client.test_jobs import killed_and_resumed
 
     records = killed_and_resumed(
         server, tmp_path, model=tiny_dir.name, count=40, kill_after=6, env=cli_env(LLMCLI_API_KEY=KEY)

@@ -76,7 +76,7 @@ def test_a_lone_row_on_the_weight_sliced_across_threads_computes_what_torch_does
 @pytest.mark.parametrize("kernel", ["packed", "split"])
 def test_the_scheduler_on_prepacked_layers_keeps_every_row_to_its_solo_tokens(kernel, request):
     from llmcli.engine.batch.scheduler import Scheduler, SchedulerSettings
-    from tests.test_batching import MIXED, PROMPTS, drain, queued, solo
+    from tests.engine.test_batching import MIXED, PROMPTS, drain, queued, solo
 
     packed = request.getfixturevalue(kernel)
     prompts = [*PROMPTS, PROMPTS[0]]

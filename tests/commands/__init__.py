@@ -1,0 +1,1 @@
+"""Commands as a user drives them: chat through stdin, shell completion, tokenize."""

@@ -1,0 +1,1 @@
+"""llmcli serve over HTTP, alone and under a mixed load."""
