@@ -23,6 +23,7 @@ from starlette.routing import Route
 from llmcli.errors import LlmcliError, UsageError
 from llmcli.server.api_error import ApiError
 from llmcli.server.grammars import Grammars
+from llmcli.server.messages import for_template
 from llmcli.server.models import Served
 from llmcli.server.protocol import (
     FINISH,
@@ -167,8 +168,9 @@ class Server:
             if job.chat:
                 if not getattr(tokenizer, "chat_template", None):
                     raise ApiError(400, f"the model '{served.name}' has no chat template; use /v1/completions")
+                messages = for_template(job.messages, tokenizer.chat_template)
                 rendered = tokenizer.apply_chat_template(
-                    job.messages, add_generation_prompt=True, tokenize=True, return_dict=True
+                    messages, add_generation_prompt=True, tokenize=True, return_dict=True
                 )
                 encoded = [list(rendered["input_ids"])]
                 prompts = [job.messages[-1]["content"]]

@@ -16,6 +16,7 @@ from llmcli.errors import UsageError
 from llmcli.flags import BY_KEY
 from llmcli.server.api_error import ApiError
 from llmcli.server.compat import generation_config_flags
+from llmcli.server.messages import parse_messages
 
 # OpenAI's fields and vLLM's extensions → the flag table's keys.
 OPENAI_FIELDS = {
@@ -116,7 +117,7 @@ def parse_openai(body: Any, *, chat: bool, cap: int) -> Job:
     job.seed = _typed(body, "seed", (int,), "an integer")
     job.stream = bool(_typed(body, "stream", (bool,), "true or false"))
     if chat:
-        job.messages = _messages(body.get("messages"))
+        job.messages = parse_messages(body.get("messages"))
         if body.get("logprobs") is True:
             job.logprobs = _typed(body, "top_logprobs", (int,), "an integer") or 0
     else:
@@ -133,19 +134,6 @@ def parse_openai(body: Any, *, chat: bool, cap: int) -> Job:
     return job
 
 
-def _messages(value: Any) -> list[dict[str, str]]:
-    if not isinstance(value, list) or not value:
-        raise ApiError(400, "'messages' must be a non-empty list", param="messages")
-    out = []
-    for m in value:
-        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
-            raise ApiError(400, "each message needs a role: system, user or assistant", param="messages")
-        if not isinstance(m.get("content"), str):
-            raise ApiError(400, "each message's content must be a string", param="messages")
-        out.append({"role": m["role"], "content": m["content"]})
-    return out
-
-
 def parse_llmcli(body: Any, *, cap: int) -> Job:
     """llmcli's own endpoint: the generation plan as `generate` builds it, every flag of the table."""
     if not isinstance(body, dict):
@@ -155,7 +143,7 @@ def parse_llmcli(body: Any, *, cap: int) -> Job:
     unknown = sorted(set(body) - allowed)
     if unknown:
         raise ApiError(400, f"'{unknown[0]}' is not a field of llmcli's generate endpoint", param=unknown[0])
-    messages = _messages(body["messages"]) if "messages" in body else None  # chat's conversation so far
+    messages = parse_messages(body["messages"]) if "messages" in body else None  # chat's conversation so far
     prompts = [messages[-1]["content"]] if messages else body.get("prompts")
     if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
         raise ApiError(400, "'prompts' must be a non-empty list of strings", param="prompts")

@@ -146,6 +146,10 @@ def test_eight_concurrent_clients_with_their_own_flags_share_batches(server, tin
     assert one["batch"]["shared"] is False and one["batch"]["rows_max"] == 1
 
 
+PICTURE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+IMAGE = {"role": "user", "content": [{"type": "text", "text": "what is this?"}, PICTURE]}
+
+
 @pytest.mark.parametrize(
     "send,status,needle",
     [
@@ -157,6 +161,8 @@ def test_eight_concurrent_clients_with_their_own_flags_share_batches(server, tin
         (lambda url: post(url, "/v1/completions", {"prompt": "x" * 2_000_000}), 413, "exceeds"),
         (lambda url: post(url, "/v1/completions", {"prompt": "x"}, key="wrong"), 401, "API key"),
         (lambda url: post(url, "/v1/models", {}, key=None), 405, None),
+        (lambda url: post(url, "/v1/chat/completions", {"messages": [IMAGE]}), 400, "'image_url' parts need a model"),
+        (lambda url: post(url, "/v1/chat/completions", {"messages": [{"role": "tool", "content": "x"}]}), 400, "role"),
     ],
 )
 def test_bad_requests_get_json_errors_and_the_server_keeps_serving(server, send, status, needle):
@@ -166,6 +172,25 @@ def test_bad_requests_get_json_errors_and_the_server_keeps_serving(server, send,
         error = response.json()["error"]
         assert needle in error["message"] and "Traceback" not in response.text and "/tmp" not in response.text
     assert httpx.get(server + "/health").status_code == 200
+
+
+def test_content_parts_the_developer_role_and_names_reach_the_template(server, tiny_dir):
+    """What the openai client sends for a text model today: parts joined with a newline (as vLLM joins them),
+    `developer` rendered as `system` by a template that has no developer role, a user's `name` accepted."""
+    from openai import OpenAI
+
+    api = OpenAI(base_url=server + "/v1", api_key=KEY)
+
+    def ask(messages):
+        done = api.chat.completions.create(model=tiny_dir.name, messages=messages, max_tokens=8, temperature=0)
+        return done.choices[0].message.content, done.usage.prompt_tokens
+
+    plain = ask([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello\nthere"}])
+    parts = [{"type": "text", "text": "hello"}, {"type": "text", "text": "there"}]
+    sent = [{"role": "developer", "content": [{"type": "text", "text": "Be brief."}]},
+            {"role": "user", "name": "ann", "content": parts}]  # fmt: skip
+    assert ask(sent) == plain
+    assert ask([{"role": "user", "content": "hello there"}]) != plain  # the system turn and the newline count
 
 
 def auth():

@@ -1,0 +1,62 @@
+"""Chat messages as OpenAI clients send them, made into what the model's chat template renders.
+
+A message's content is a string or a list of content parts (what the `openai` client, LangChain and most
+front-ends now send): text parts are joined in order with a newline, as vLLM joins them; an image, audio or
+file part is refused by name, since the models served here read text only. The `developer` role (OpenAI's
+newer name for instructions) is kept where the template knows it and rendered as `system` where it does not;
+`name` travels to the template, which may use it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmcli.server.api_error import ApiError
+
+ROLES = ("system", "developer", "user", "assistant")
+MEDIA_PARTS = ("image_url", "input_image", "input_audio", "audio_url", "video_url", "file", "input_file")
+
+
+def parse_messages(value: Any) -> list[dict[str, str]]:
+    """The request's `messages`, checked: each one's role, its content as one text, and its name if any."""
+    if not isinstance(value, list) or not value:
+        raise ApiError(400, "'messages' must be a non-empty list", param="messages")
+    out = []
+    for index, message in enumerate(value):
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            raise ApiError(400, f"each message needs a role: {', '.join(ROLES)}", param="messages")
+        parsed = {"role": message["role"], "content": _text(message.get("content"), index)}
+        name = message.get("name")
+        if name is not None:
+            if not isinstance(name, str) or not name:
+                raise ApiError(400, f"messages[{index}].name must be a non-empty string", param="messages")
+            parsed["name"] = name
+        out.append(parsed)
+    return out
+
+
+def _text(content: Any, index: int) -> str:
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list) or not content:
+        raise ApiError(400, "each message's content must be a string or a non-empty list of parts", param="messages")
+    texts = []
+    for number, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        where = f"messages[{index}].content[{number}]"
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind in MEDIA_PARTS:
+            raise ApiError(400, f"{where}: '{kind}' parts need a model that reads them; this one reads text only",
+                           param="messages")  # fmt: skip
+        else:
+            raise ApiError(400, f'{where}: expected a text part {{"type": "text", "text": "..."}}', param="messages")
+    return "\n".join(texts)
+
+
+def for_template(messages: list[dict[str, str]], template: str | None) -> list[dict[str, str]]:
+    """The messages as this chat template renders them: `developer` becomes `system` where the template never
+    names a developer role (most open models' templates know only system, user and assistant)."""
+    if "developer" in (template or ""):
+        return messages
+    return [{**m, "role": "system"} if m["role"] == "developer" else m for m in messages]
