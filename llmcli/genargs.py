@@ -15,7 +15,11 @@ from llmcli.flags import BY_KEY, EARLY_STOPPING_VALUES, FLAGS, SAMPLING_KEYS
 # Modes transformers 5 serves only by downloading code from the Hub: never reachable from llmcli.
 HUB_ONLY_KEYS = {"num_beam_groups", "diversity_penalty", "custom_generate", "constraints", "force_words_ids"}
 # Keys that --set may not use because a typed flag or llmcli itself owns them.
-OWNED_KEYS = {"stop_strings", "streamer", "output_scores", "output_logits", "return_dict_in_generate"}
+OWNED_KEYS = {"stop_strings", "streamer", "output_scores", "output_logits", "return_dict_in_generate", "sequence_bias"}
+# Settings generate() has no field for: the engine applies them as a logits processor of its own
+# (engine/generate/penalties.py), before the sampling filters, as vLLM does.
+PROCESSOR_KEYS = ("frequency_penalty", "presence_penalty")
+BIAS_LIMIT = 100.0  # OpenAI's range for logit_bias values
 
 
 class DecodingFlags:
@@ -58,7 +62,8 @@ def build_generate_kwargs(flags: DecodingFlags) -> dict[str, Any]:
         raise UsageError(f"--min-new-tokens ({low}) exceeds --max-new-tokens ({high})")
     kwargs: dict[str, Any] = {}
     for flag in FLAGS:
-        if flag.key in flags.values and not flag.sampling and flag.key not in ("do_sample", "early_stopping", "stop"):
+        special = ("do_sample", "early_stopping", "stop", "logit_bias")
+        if flag.key in flags.values and not flag.sampling and flag.key not in special:
             kwargs[flag.forwarded_as] = flags.values[flag.key]
     kwargs.update(_sampling_kwargs(flags))
     if flags.get("early_stopping") is not None:
@@ -74,6 +79,8 @@ def build_generate_kwargs(flags: DecodingFlags) -> dict[str, Any]:
         if any(s == "" for s in stops):
             raise UsageError("--stop needs a non-empty string")
         kwargs["stop_strings"] = list(dict.fromkeys(stops))
+    if flags.get("logit_bias"):
+        kwargs["sequence_bias"] = [[[token], bias] for token, bias in parse_logit_bias(flags.get("logit_bias")).items()]
     if flags.compile:
         # generate() compiles its decoding step when the cache is static and a compile_config is given.
         kwargs["cache_implementation"] = "static"
@@ -81,6 +88,23 @@ def build_generate_kwargs(flags: DecodingFlags) -> dict[str, Any]:
     for item in flags.extra:
         _apply_set(kwargs, item)
     return kwargs
+
+
+def parse_logit_bias(items: list[str] | str) -> dict[int, float]:
+    """--logit-bias ID=BIAS items as {token id: bias}; the last one given for an id wins."""
+    out: dict[int, float] = {}
+    for item in [items] if isinstance(items, str) else items:
+        token, sep, bias = str(item).partition("=")
+        try:
+            key, value = int(token), float(bias)
+        except ValueError:
+            key, value = -1, 0.0
+        if not sep or key < 0:
+            raise UsageError(f"--logit-bias expects TOKEN_ID=BIAS (e.g. 198=-100), got {item!r}")
+        if not -BIAS_LIMIT <= value <= BIAS_LIMIT:
+            raise UsageError(f"--logit-bias {item}: the bias must be in [-100, 100]")
+        out[key] = value
+    return out
 
 
 def _sampling_kwargs(flags: DecodingFlags) -> dict[str, Any]:
@@ -164,6 +188,8 @@ def effective_config(defaults: dict[str, Any], kwargs: dict[str, Any]) -> dict[s
 
     from transformers import GenerationConfig
 
+    own_keys = {k: kwargs[k] for k in PROCESSOR_KEYS if k in kwargs}  # shown, but no GenerationConfig field
+    kwargs = {k: v for k, v in kwargs.items() if k not in PROCESSOR_KEYS}
     merged = {k: v for k, v in defaults.items() if k != "transformers_version"}
     merged.update(for_generate(kwargs))
     try:
@@ -189,7 +215,7 @@ def effective_config(defaults: dict[str, Any], kwargs: dict[str, Any]) -> dict[s
     diff = {k: v for k, v in config.to_diff_dict().items() if k != "transformers_version"}
     if diff.get("compile_config") is not None:
         diff["compile_config"] = diff["compile_config"].to_dict()
-    return diff
+    return {**diff, **own_keys}
 
 
 def pick_seed(seed: int | None, *, sampling: bool) -> int | None:

@@ -15,6 +15,7 @@ FLAG_OF = {
     "stop": "--stop",
     "logprobs": "--logprobs",
     "return_token_ids": "token ids (--json)",
+    "logit_bias": "--logit-bias",
 }
 
 
@@ -64,6 +65,12 @@ def findings(request: dict[str, Any], answer: dict[str, Any]) -> list[Finding]:
         stop = _past_stop(_text(choice), stops)
         if stop is not None:
             found.append(Finding("stop", f"returned a text that goes on past the stop string {stop!r}"))
+            break
+    banned = {int(token) for token, bias in (request.get("logit_bias") or {}).items() if bias <= -100}
+    for choice in choices:
+        chosen = banned.intersection(choice.get("token_ids") or [])
+        if chosen:
+            found.append(Finding("logit_bias", f"returned the token {min(chosen)}, which logit_bias -100 bans"))
             break
     if request.get("logprobs") and any(c.get("logprobs") is None for c in choices):
         found.append(Finding("logprobs", "returned no log-probabilities"))

@@ -10,6 +10,7 @@ from typing import Any
 from llmcli.errors import UsageError
 from llmcli.flags import BY_KEY
 from llmcli.foreign.detect import LLAMA_CPP_PY, OPENAI, VLLM, Engine
+from llmcli.genargs import parse_logit_bias
 
 # flag key → the request field that carries it. OpenAI's own fields travel everywhere; vLLM adds its
 # documented extensions. `do_sample` travels as temperature 0 (greedy) or the engine's default sampling.
@@ -20,6 +21,9 @@ OPENAI_FIELDS = {
     "num_return_sequences": "n",
     "stop": "stop",
     "do_sample": "temperature",
+    "frequency_penalty": "frequency_penalty",
+    "presence_penalty": "presence_penalty",
+    "logit_bias": "logit_bias",
 }
 VLLM_FIELDS = {
     **OPENAI_FIELDS,
@@ -47,6 +51,8 @@ def sampling_fields(engine: Engine, flags: dict[str, Any], *, seed: int | None) 
         if value is None or key == "do_sample":
             continue
         body[table[key]] = value
+    if flags.get("logit_bias"):  # OpenAI's shape: {"token id": bias}
+        body["logit_bias"] = {str(k): v for k, v in parse_logit_bias(flags["logit_bias"]).items()}
     if flags.get("do_sample") is False:
         body["temperature"] = 0
     if seed is not None:

@@ -28,6 +28,8 @@ OPENAI_FIELDS = {
     "top_k": "top_k",
     "min_p": "min_p",
     "repetition_penalty": "repetition_penalty",
+    "frequency_penalty": "frequency_penalty",
+    "presence_penalty": "presence_penalty",
 }
 ACCEPTED = set(OPENAI_FIELDS) | {
     "model",
@@ -44,6 +46,7 @@ ACCEPTED = set(OPENAI_FIELDS) | {
     "stream_options",
     "response_format",
     "generation_config",  # transformers chat's settings (server.compat)
+    "logit_bias",
 }
 
 
@@ -100,9 +103,28 @@ def _flags(body: dict[str, Any], cap: int) -> dict[str, Any]:
         flags["num_return_sequences"] = n
         if flags.get("temperature") != 0:
             flags["do_sample"] = True
+    bias = _logit_bias(body.get("logit_bias"))
+    if bias:
+        flags["logit_bias"] = bias
     if body.get("ignore_eos") is True:  # EOS may not end the output before max_tokens
         flags["min_new_tokens"] = flags["max_new_tokens"]
     return flags
+
+
+def _logit_bias(value: Any) -> list[str]:
+    """OpenAI's {"token id": bias} as --logit-bias items; ids are checked against the vocabulary at the call."""
+    if value is None:
+        return []
+    if not isinstance(value, dict):
+        raise ApiError(400, "'logit_bias' must be an object of token id → bias", param="logit_bias")
+    items = []
+    for token, bias in value.items():
+        if not str(token).isdigit():
+            raise ApiError(400, f"logit_bias: {token!r} is not a token id", param="logit_bias")
+        if isinstance(bias, bool) or not isinstance(bias, int | float) or not -100 <= bias <= 100:
+            raise ApiError(400, f"logit_bias: the bias of token {token} must be in [-100, 100]", param="logit_bias")
+        items.append(f"{int(token)}={float(bias)}")
+    return items
 
 
 def parse_openai(body: Any, *, chat: bool, cap: int) -> Job:

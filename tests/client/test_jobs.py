@@ -43,6 +43,24 @@ def test_flags_travel_as_each_engine_names_them():
     assert body["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
 
 
+def test_penalties_and_logit_bias_travel_in_openais_shape_and_a_banned_token_coming_back_is_caught():
+    from llmcli.foreign.checks import findings
+
+    flags = {"frequency_penalty": 0.5, "presence_penalty": -0.5, "logit_bias": ["7=-100", "9=2", "7=-100"]}
+    for engine in (VLLM_ENGINE, PLAIN):
+        body = request(engine, flags, raw=True)[1]
+        assert body["frequency_penalty"] == 0.5 and body["presence_penalty"] == -0.5
+        assert body["logit_bias"] == {"7": -100.0, "9": 2.0}
+    asked = request(VLLM_ENGINE, flags, raw=True)[1]
+    obeyed = {"choices": [{"text": "ab", "token_ids": [9, 3]}]}
+    ignored = {"choices": [{"text": "ab", "token_ids": [3, 7]}]}
+    assert findings(asked, obeyed) == []
+    [found] = findings(asked, ignored)
+    assert found.message("vLLM 0.32.0") == (
+        "vLLM 0.32.0 returned the token 7, which logit_bias -100 bans: it ignores logit_bias (--logit-bias)"
+    )
+
+
 @pytest.mark.parametrize(
     "engine,flags,extra,needle",
     [

@@ -94,6 +94,18 @@ def test_greedy_tokens_equal_local_float32(vllm, default_model_dir, capsys, monk
     jsonschema.validate(far, schema("generate.schema.json"))
 
 
+def test_penalties_and_logit_bias_mean_what_vllm_means(vllm, default_model_dir, capsys, monkeypatch):
+    """The penalties count the output only, before temperature, as vLLM applies them: greedy tokens agree."""
+    prompt = "Write one sentence about the sea."
+    plain = local(default_model_dir, ["generate", prompt, "--greedy", "-n", "24"], capsys, monkeypatch)
+    banned = plain["outputs"][0]["token_ids"][1]
+    args = ["generate", prompt, "--greedy", "-n", "24", "--frequency-penalty", "0.7"]
+    args += ["--presence-penalty", "0.4", "--logit-bias", f"{banned}=-100"]
+    far, near = remote(vllm, args, capsys, monkeypatch), local(default_model_dir, args, capsys, monkeypatch)
+    assert far["outputs"][0]["token_ids"] == near["outputs"][0]["token_ids"] != plain["outputs"][0]["token_ids"]
+    assert banned not in near["outputs"][0]["token_ids"]
+
+
 def test_logprobs_score_and_next_token_match_local_float32(vllm, default_model_dir, capsys, monkeypatch):
     args = ["generate", PROMPT, "--raw", "--greedy", "-n", "6", "--logprobs", "3"]
     far, near = remote(vllm, args, capsys, monkeypatch), local(default_model_dir, args, capsys, monkeypatch)

@@ -39,8 +39,8 @@ def plan(n: int = 12, seed: int | None = None, **flags) -> GenerationPlan:
 MIXED = [
     plan(20),
     plan(16, seed=1, do_sample=True, temperature=0.7, top_p=0.95),
-    plan(24, seed=2, do_sample=True, temperature=1.3, top_k=20, repetition_penalty=1.3),
-    plan(9, seed=3, do_sample=True, min_p=0.05, min_new_tokens=9),
+    plan(24, seed=2, do_sample=True, temperature=1.3, top_k=20, repetition_penalty=1.3, frequency_penalty=0.8),
+    plan(9, seed=3, do_sample=True, min_p=0.05, min_new_tokens=9, presence_penalty=1.5, sequence_bias=[[[7], 4.0]]),
     plan(30, seed=4, do_sample=True, temperature=0.9, stop_strings=["e"]),
 ]
 

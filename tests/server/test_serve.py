@@ -162,6 +162,10 @@ IMAGE = {"role": "user", "content": [{"type": "text", "text": "what is this?"}, 
         (lambda url: post(url, "/v1/completions", {"prompt": "x"}, key="wrong"), 401, "API key"),
         (lambda url: post(url, "/v1/models", {}, key=None), 405, None),
         (lambda url: post(url, "/v1/chat/completions", {"messages": [IMAGE]}), 400, "'image_url' parts need a model"),
+        (lambda url: post(url, "/v1/completions", {"prompt": "x", "logit_bias": {"a": 1}}), 400, "not a token id"),
+        (lambda url: post(url, "/v1/completions", {"prompt": "x", "logit_bias": {"5": 500}}), 400, "[-100, 100]"),
+        (lambda url: post(url, "/v1/completions", {"prompt": "x", "logit_bias": {"99999": -100}}), 400, "outside"),
+        (lambda url: post(url, "/v1/completions", {"prompt": "x", "presence_penalty": 3}), 400, "[-2, 2]"),
         (lambda url: post(url, "/v1/chat/completions", {"messages": [{"role": "tool", "content": "x"}]}), 400, "role"),
     ],
 )
@@ -191,6 +195,20 @@ def test_content_parts_the_developer_role_and_names_reach_the_template(server, t
             {"role": "user", "name": "ann", "content": parts}]  # fmt: skip
     assert ask(sent) == plain
     assert ask([{"role": "user", "content": "hello there"}]) != plain  # the system turn and the newline count
+
+
+def test_penalties_and_logit_bias_through_the_openai_client_equal_local(server, tiny_dir, capsys, monkeypatch):
+    from openai import OpenAI
+
+    api = OpenAI(base_url=server + "/v1", api_key=KEY)
+    asked = {"frequency_penalty": 1.2, "presence_penalty": 0.6, "logit_bias": {"7": 3.0, "12": -100}}
+    done = api.completions.create(model=tiny_dir.name, prompt="The capital", max_tokens=10, temperature=0, **asked)
+    args = ["The capital", "--raw", "--greedy", "-n", "10", "--frequency-penalty", "1.2", "--presence-penalty", "0.6"]
+    args += ["--logit-bias", "7=3", "--logit-bias", "12=-100", "--dtype", "float32", "--json"]
+    run = run_cli(["generate", "-m", str(tiny_dir), *args], capsys, monkeypatch)
+    [local] = run.json()["outputs"]
+    assert done.choices[0].text == local["text"] and 12 not in local["token_ids"]
+    assert done.usage.completion_tokens == len(local["token_ids"])
 
 
 def auth():

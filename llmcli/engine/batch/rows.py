@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmcli.engine.generate.calls import FALLBACK_MAX_NEW_TOKENS
+from llmcli.engine.generate.penalties import split_penalties
 from llmcli.engine.generate.streaming import first_stop
 
 
@@ -49,18 +50,20 @@ class Row:
 
     def __init__(self, call: Any, *, device: Any):
         import torch
+        from transformers.generation.logits_process import LogitsProcessorList
 
         model = call.loaded.model
         self.call = call
         self.prompt = list(call.encoded[0])
         self.generated: list[int] = []
-        self.config, _ = model._prepare_generation_config(None, **_settings(call.kwargs))
+        settings, penalties = split_penalties(_settings(call.kwargs))
+        self.config, _ = model._prepare_generation_config(None, **settings)
         # The end-of-text tensors that min_new_tokens and friends read, as generate() prepares them.
         model._prepare_special_tokens(self.config, kwargs_has_attention_mask=True, device=device)
         prompt = torch.tensor([self.prompt], device=device)
         self.processors = model._get_logits_processor(
             generation_config=self.config, input_ids_seq_length=len(self.prompt), encoder_input_ids=prompt,
-            logits_processor=None, device=device, model_kwargs={},
+            logits_processor=LogitsProcessorList(penalties), device=device, model_kwargs={},
         )  # fmt: skip
         self.sampling = bool(self.config.do_sample)
         self.generator = torch.Generator(device=device)

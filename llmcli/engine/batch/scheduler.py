@@ -24,7 +24,7 @@ ROW_KEYS = {
     "max_new_tokens", "min_new_tokens", "do_sample", "temperature", "top_p", "top_k", "min_p", "typical_p",
     "epsilon_cutoff", "eta_cutoff", "repetition_penalty", "no_repeat_ngram_size", "bad_words_ids",
     "suppress_tokens", "begin_suppress_tokens", "sequence_bias", "eos_token_id", "pad_token_id", "stop_strings",
-    "renormalize_logits", "remove_invalid_values", "top_h",
+    "renormalize_logits", "remove_invalid_values", "top_h", "frequency_penalty", "presence_penalty",
 }  # fmt: skip
 
 

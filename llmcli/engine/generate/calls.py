@@ -80,6 +80,16 @@ class Call:
         return len(self.prompts) == 1 and self.kwargs.get("num_return_sequences", 1) == 1 and self.beams == 1
 
 
+def check_biased_ids(model: Any, kwargs: dict[str, Any]) -> None:
+    """--logit-bias names token ids of this model's vocabulary (checked here, not mid-batch by transformers)."""
+    vocab = getattr(model.config.get_text_config(), "vocab_size", None)
+    for [[token], _bias] in kwargs.get("sequence_bias") or []:
+        if vocab is not None and token >= vocab:
+            raise UsageError(
+                f"logit_bias (--logit-bias): token id {token} is outside this model's vocabulary of {vocab}"
+            )
+
+
 def prepare(loaded: Any, prompts: list[str], encoded: list[list[int]], plan: GenerationPlan) -> Call:
     """Checks the prompts against the context and completes generate()'s arguments (length, padding)."""
     context = model_context(loaded.config)
@@ -92,6 +102,7 @@ def prepare(loaded: Any, prompts: list[str], encoded: list[list[int]], plan: Gen
                 hint="shorten the prompt",
             )
     kwargs = dict(plan.kwargs)
+    check_biased_ids(loaded.model, kwargs)
     defaults = loaded.model.generation_config
     unbounded = getattr(defaults, "max_new_tokens", None) is None and getattr(defaults, "max_length", 20) in (None, 20)
     if "max_new_tokens" not in kwargs and unbounded:

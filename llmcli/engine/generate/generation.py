@@ -221,6 +221,7 @@ def _run(call: Call, stream: GenerationStream) -> list[Result]:
     import torch
 
     from llmcli.engine.generate.attention import attention_for_call
+    from llmcli.engine.generate.penalties import split_penalties
     from llmcli.engine.load.devices import input_device
     from llmcli.genargs import for_generate
 
@@ -229,7 +230,8 @@ def _run(call: Call, stream: GenerationStream) -> list[Result]:
     rows = [[call.pad_id] * (width - len(i)) + i for i in call.encoded]
     input_ids = torch.tensor(rows, device=input_device(loaded.model))
     attention = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in call.encoded], device=input_ids.device)
-    text_stream, timer, extra = _watchers(call, stream)
+    kwargs, penalties = split_penalties(for_generate(call.kwargs))
+    text_stream, timer, extra = _watchers(call, stream, penalties)
     if call.seed is not None:
         random.seed(call.seed)
         torch.manual_seed(call.seed)
@@ -239,9 +241,7 @@ def _run(call: Call, stream: GenerationStream) -> list[Result]:
     static = call.kwargs.get("cache_implementation") == "static"
     try:
         with torch.inference_mode(), attention_for_call(loaded, input_ids.numel(), static) as attn_used:
-            out = loaded.model.generate(
-                input_ids=input_ids, attention_mask=attention, **for_generate(call.kwargs), **extra
-            )
+            out = loaded.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs, **extra)
     except torch.cuda.OutOfMemoryError:
         if text_stream is not None:  # hand out what was generated before the error
             text_stream.finish(text_stream.text())
@@ -264,15 +264,19 @@ def _run(call: Call, stream: GenerationStream) -> list[Result]:
     return results
 
 
-def _watchers(call: Call, stream: GenerationStream) -> tuple[TextStream | None, TokenTimer | None, dict[str, Any]]:
-    """generate()'s extra arguments: the streamer (timing, streamed text), the score tap, the stop flag."""
+def _watchers(
+    call: Call, stream: GenerationStream, penalties: list[Any]
+) -> tuple[TextStream | None, TokenTimer | None, dict[str, Any]]:
+    """generate()'s extra arguments: the streamer (timing, streamed text), the score tap, the stop flag, and
+    the logits processors of llmcli's own settings (penalties, a grammar)."""
     import torch
     from transformers.generation.logits_process import LogitsProcessorList
     from transformers.generation.stopping_criteria import StoppingCriteriaList
 
     tap = ScoreTap() if stream.token_probs else None
-    # The tap sees the model's distribution before the grammar masks it.
-    processors = ([tap] if tap else []) + ([call.constraint.processor()] if call.constraint is not None else [])
+    # The tap sees the model's distribution before the penalties move it and the grammar masks it.
+    grammar = [call.constraint.processor()] if call.constraint is not None else []
+    processors = ([tap] if tap else []) + penalties + grammar
     text_stream = stream.new_text_stream() if stream.stream_text else None
 
     def on_tokens(ids: list[int]) -> None:
