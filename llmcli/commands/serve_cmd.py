@@ -120,9 +120,10 @@ def serve(
     from llmcli.client import local_socket
     from llmcli.engine.load.loader import load
     from llmcli.modelfs.source import resolve_model
-    from llmcli.server.app import ServeSettings, build_app
+    from llmcli.server.app import build_app
     from llmcli.server.models import Served
     from llmcli.server.runner import prepare_socket_dir, run
+    from llmcli.server.service import ServeSettings
 
     uds = local_socket() if local else socket
     if uds:

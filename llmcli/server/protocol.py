@@ -47,6 +47,7 @@ ACCEPTED = set(OPENAI_FIELDS) | {
     "response_format",
     "generation_config",  # transformers chat's settings (server.compat)
     "logit_bias",
+    "echo",
 }
 
 
@@ -65,6 +66,8 @@ class Job:
     chat: bool = False
     system: str | None = None  # llmcli's endpoint: as generate's --system
     raw: bool = False  # llmcli's endpoint: as generate's --raw
+    echo: bool = False  # completions: the prompt before each choice's text
+    include_usage: bool = False  # a stream ends with a chunk that carries the usage
     constraint: Any = None  # plan.Constraint: structured output
     created: int = field(default_factory=lambda: int(time.time()))
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
@@ -111,6 +114,19 @@ def _flags(body: dict[str, Any], cap: int) -> dict[str, Any]:
     return flags
 
 
+def _include_usage(body: dict[str, Any], *, stream: bool) -> bool:
+    options = body.get("stream_options")
+    if options is None:
+        return False
+    if not stream:
+        raise ApiError(400, "'stream_options' goes with stream: true", param="stream_options")
+    if not isinstance(options, dict) or set(options) - {"include_usage", "continuous_usage_stats"}:
+        raise ApiError(400, "'stream_options' takes {\"include_usage\": true|false}", param="stream_options")
+    if options.get("continuous_usage_stats"):
+        raise ApiError(400, "stream_options.continuous_usage_stats is not served", param="stream_options")
+    return options.get("include_usage") is True
+
+
 def _logit_bias(value: Any) -> list[str]:
     """OpenAI's {"token id": bias} as --logit-bias items; ids are checked against the vocabulary at the call."""
     if value is None:
@@ -138,6 +154,10 @@ def parse_openai(body: Any, *, chat: bool, cap: int) -> Job:
     job = Job(model=model or "", flags=_flags(body, cap), chat=chat)
     job.seed = _typed(body, "seed", (int,), "an integer")
     job.stream = bool(_typed(body, "stream", (bool,), "true or false"))
+    job.include_usage = _include_usage(body, stream=job.stream)
+    job.echo = bool(_typed(body, "echo", (bool,), "true or false"))
+    if job.echo and chat:
+        raise ApiError(400, "'echo' is a field of /v1/completions, not of chat completions", param="echo")
     if chat:
         job.messages = parse_messages(body.get("messages"))
         if body.get("logprobs") is True:
@@ -148,6 +168,8 @@ def parse_openai(body: Any, *, chat: bool, cap: int) -> Job:
         if not isinstance(job.prompts, list) or not job.prompts or not all(isinstance(p, str) for p in job.prompts):
             raise ApiError(400, "'prompt' must be a string or a non-empty list of strings", param="prompt")
         job.logprobs = _typed(body, "logprobs", (int,), "an integer")
+    if job.echo and job.logprobs is not None:
+        raise ApiError(400, "'echo' with 'logprobs' (the prompt's log-probabilities) is not served yet", param="echo")
     if job.logprobs is not None and not 0 <= job.logprobs <= 20:
         raise ApiError(400, "logprobs must be between 0 and 20", param="logprobs")
     job.constraint = _response_format(body.get("response_format"))
@@ -233,7 +255,8 @@ def completion_body(job: Job, results: list[Any], model: str) -> dict[str, Any]:
     choices, index = [], 0
     for result in results:
         for out in result.outputs:
-            choice = {"index": index, "text": out.text, "finish_reason": FINISH[out.finish_reason], "logprobs": None}
+            text = result.prompt + out.text if job.echo else out.text
+            choice = {"index": index, "text": text, "finish_reason": FINISH[out.finish_reason], "logprobs": None}
             if out.logprobs is not None:
                 choice["logprobs"] = {
                     "tokens": [t["token"] for t in out.logprobs],
@@ -271,20 +294,24 @@ def _chat_logprob(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def _envelope(job: Job, kind: str, model: str, choices: list[Any], results: list[Any]) -> dict[str, Any]:
-    prompt_tokens = sum(len(r.prompt_token_ids) for r in results)
-    completion_tokens = sum(len(o.token_ids) for r in results for o in r.outputs)
     return {
         "id": f"{'chatcmpl' if job.chat else 'cmpl'}-{job.id}",
         "object": kind,
         "created": job.created,
         "model": model,
         "choices": choices,
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
+        "usage": usage(results),
         "batch": batch_info(results),
+    }
+
+
+def usage(results: list[Any]) -> dict[str, int]:
+    prompt_tokens = sum(len(r.prompt_token_ids) for r in results)
+    completion_tokens = sum(len(o.token_ids) for r in results for o in r.outputs)
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
     }
 
 
@@ -307,15 +334,23 @@ def chunk(
     if job.chat:
         delta: dict[str, Any] = {"role": "assistant"} if role else ({"content": text} if text is not None else {})
         choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
-        kind = "chat.completion.chunk"
     else:
         choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
-        kind = "text_completion"
-    prefix = "chatcmpl" if job.chat else "cmpl"
-    body = {"id": f"{prefix}-{job.id}", "object": kind, "created": job.created, "model": model, "choices": [choice]}
+    body = _chunk_envelope(job, model, [choice])
     if batch is not None:
         body["batch"] = batch
     return body
+
+
+def usage_chunk(job: Job, model: str, results: list[Any]) -> dict:
+    """stream_options.include_usage: the stream's last chunk, no choices, the usage of the whole request."""
+    return {**_chunk_envelope(job, model, []), "usage": usage(results)}
+
+
+def _chunk_envelope(job: Job, model: str, choices: list[Any]) -> dict:
+    kind = "chat.completion.chunk" if job.chat else "text_completion"
+    prefix = "chatcmpl" if job.chat else "cmpl"
+    return {"id": f"{prefix}-{job.id}", "object": kind, "created": job.created, "model": model, "choices": choices}
 
 
 def parse_tool(body: Any, fields: dict[str, tuple[tuple[type, ...], str]], *, required: str) -> dict[str, Any]:

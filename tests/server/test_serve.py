@@ -146,6 +146,7 @@ def test_eight_concurrent_clients_with_their_own_flags_share_batches(server, tin
     assert one["batch"]["shared"] is False and one["batch"]["rows_max"] == 1
 
 
+HI = {"role": "user", "content": "hi"}
 PICTURE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
 IMAGE = {"role": "user", "content": [{"type": "text", "text": "what is this?"}, PICTURE]}
 
@@ -166,6 +167,9 @@ IMAGE = {"role": "user", "content": [{"type": "text", "text": "what is this?"}, 
         (lambda url: post(url, "/v1/completions", {"prompt": "x", "logit_bias": {"5": 500}}), 400, "[-100, 100]"),
         (lambda url: post(url, "/v1/completions", {"prompt": "x", "logit_bias": {"99999": -100}}), 400, "outside"),
         (lambda url: post(url, "/v1/completions", {"prompt": "x", "presence_penalty": 3}), 400, "[-2, 2]"),
+        (lambda url: post(url, "/v1/completions", {"prompt": "x", "stream_options": {}}), 400, "with stream: true"),
+        (lambda url: post(url, "/v1/chat/completions", {"messages": [HI], "echo": True}), 400, "of /v1/completions"),
+        (lambda url: post(url, "/v1/completions", {"prompt": "x", "echo": True, "logprobs": 1}), 400, "'echo' with"),
         (lambda url: post(url, "/v1/chat/completions", {"messages": [{"role": "tool", "content": "x"}]}), 400, "role"),
     ],
 )
@@ -209,6 +213,26 @@ def test_penalties_and_logit_bias_through_the_openai_client_equal_local(server, 
     [local] = run.json()["outputs"]
     assert done.choices[0].text == local["text"] and 12 not in local["token_ids"]
     assert done.usage.completion_tokens == len(local["token_ids"])
+
+
+def test_echo_and_a_streams_usage(server, tiny_dir):
+    from openai import OpenAI
+
+    api = OpenAI(base_url=server + "/v1", api_key=KEY)
+    ask = {"model": tiny_dir.name, "prompt": "The capital", "max_tokens": 6, "temperature": 0}
+    plain = api.completions.create(**ask)
+    echoed = api.completions.create(**ask, echo=True)
+    assert echoed.choices[0].text == "The capital" + plain.choices[0].text and echoed.usage == plain.usage
+    chunks = list(api.completions.create(**ask, echo=True, stream=True, stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == echoed.choices[0].text
+    assert chunks[-1].choices == [] and chunks[-1].usage == plain.usage
+    assert all(c.usage is None for c in chunks[:-1])
+    chat = {"model": tiny_dir.name, "messages": [HI], "max_tokens": 6, "temperature": 0}
+    whole = api.chat.completions.create(**chat)
+    pieces = list(api.chat.completions.create(**chat, stream=True, stream_options={"include_usage": True}))
+    assert pieces[-1].usage == whole.usage and pieces[-1].choices == []
+    quiet = list(api.chat.completions.create(**chat, stream=True, stream_options={"include_usage": False}))
+    assert all(c.usage is None for c in quiet) and len(quiet) == len(pieces) - 1
 
 
 def auth():
