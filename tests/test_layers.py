@@ -71,6 +71,8 @@ USAGE_ERRORS = {
     "set key": (["generate", "--set", "novalue", "hi"], "key=value"),
     "ps without a server": (["ps"], "ps needs a server"),
     "keep-alive duration": (["serve", "--keep-alive", "soon"], "--keep-alive soon"),
+    "tool parser": (["serve", "--tool-parser", "xml"], "--tool-parser xml: expected one of hermes"),
+    "chat template file": (["serve", "--chat-template", "/no/such.jinja"], "--chat-template /no/such.jinja: cannot"),
     "server scheme": (["score", "--server", "ftp://x", "hi"], "expected http://HOST:PORT"),
     "dtype over server": (["next-token", "--server", "local", "--dtype", "float32", "hi"], "--dtype configures"),
     "system without chat": (["tokenize", "--system", "x", "hi"], "--system goes with --chat"),

@@ -9,6 +9,7 @@ import typer
 
 from llmcli.commands.model_options import PLACEMENT, ModelArgs, model_options
 from llmcli.errors import UsageError
+from llmcli.server.tool_template import PARSERS
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -48,6 +49,20 @@ def parse_duration(text: str) -> float | None:
     if seconds < 0:
         raise UsageError(f"--keep-alive {text}: a duration cannot be negative (never: keep it loaded)")
     return seconds
+
+
+def read_chat_template(path: str) -> str:
+    """--chat-template's file, read and parsed as Jinja before any model loads."""
+    import jinja2
+
+    try:
+        text = open(path, encoding="utf-8").read()  # noqa: SIM115 - read at once
+        jinja2.Environment().parse(text)
+    except OSError as exc:
+        raise UsageError(f"--chat-template {path}: cannot read it ({exc.strerror})") from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise UsageError(f"--chat-template {path}: line {exc.lineno}: {exc.message}") from None
+    return text
 
 
 @model_options("device", *PLACEMENT, "dtype", "quantize", "attn", "threads", "compile")
@@ -93,6 +108,14 @@ def serve(
     keep_alive: str = typer.Option(
         "never", "--keep-alive", help="Unload a model idle this long (30s, 10m, 2h); the next request reloads it."
     ),
+    chat_template: str = typer.Option(
+        None, "--chat-template", help="A Jinja chat template file used instead of the model's (e.g. one with tools)."
+    ),
+    tool_parser: str = typer.Option(
+        None,
+        "--tool-parser",
+        help="How tool calls are read from the output: hermes, llama3_json or mistral (default: from the template).",
+    ),
     *,
     model_args: ModelArgs,
 ) -> None:
@@ -109,6 +132,9 @@ def serve(
     if socket and local:
         raise UsageError("--socket and --local both name the socket; give one")
     idle = parse_duration(keep_alive)
+    template = read_chat_template(chat_template) if chat_template else None
+    if tool_parser is not None and tool_parser not in PARSERS:
+        raise UsageError(f"--tool-parser {tool_parser}: expected one of {', '.join(PARSERS)}")
     kv_budget = parse_amount(kv_memory, option="--kv-memory") if kv_memory else None
     names = [served_name(m) for m in models or [None]]
     if len(set(names)) != len(names):
@@ -131,7 +157,8 @@ def serve(
     served = {}
     for name, arg in zip(names, models or [None], strict=True):
         source = resolve_model(arg, verbose=spec.show_progress)
-        served[name] = Served(name, lambda source=source: load(source, spec), keep_alive=idle)
+        served[name] = Served(name, lambda source=source: load(source, spec), keep_alive=idle,
+                              chat_template=template, tool_parser=tool_parser)  # fmt: skip
     loaded = [s.loaded for s in served.values()]
     settings = ServeSettings(
         api_key,

@@ -35,11 +35,13 @@ def build(data: dict[str, Any], server: str) -> Report:
         for m in data["models"]
     ]
     table = Table(["model", "dtype", "device", "weights", "idle", "loads"], rows, numeric={5})
+    tools = [f"{m['name']}: tool calls read as {m['tool_parser']}, rendered by {m['tools']}"
+             for m in data["models"] if m.get("tool_parser")]  # fmt: skip
     queue = (
         f"{data['in_flight']} of {data['queue_size']} requests in flight; {_batching(data)}; "
         f"up {data['uptime_seconds']:g} s"
     )
-    return Report(data, [Section(f"Server {server}", [table, Para(queue)])])
+    return Report(data, [Section(f"Server {server}", [table, Para(queue), *(Para(line, "dim") for line in tools)])])
 
 
 def _batching(data: dict) -> str:

@@ -16,15 +16,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from llmcli.server.answers import chat_body, completion_body
 from llmcli.server.api_error import ApiError
 from llmcli.server.models import Served
-from llmcli.server.protocol import (
-    Job,
-    chat_body,
-    completion_body,
-    parse_llmcli,
-    parse_openai,
-)
+from llmcli.server.protocol import Job, parse_llmcli, parse_openai
 from llmcli.server.service import Server, ServeSettings
 
 TOOLS = ("next-token", "score", "tokenize")
@@ -42,7 +37,7 @@ def build_app(models: dict[str, Served], settings: ServeSettings) -> Starlette:
 
     def tool(name: str) -> Any:
         async def work(request: Request) -> Response:
-            from llmcli.server.tools import answer
+            from llmcli.server.inspection import answer
 
             return JSONResponse(await answer(server, name, await server.body(request)))
 

@@ -13,12 +13,25 @@ from typing import Any
 class Served:
     """One model under the name clients call it, and the generation defaults its generation_config.json ships."""
 
-    def __init__(self, name: str, load: Callable[[], Any], *, keep_alive: float | None = None):
+    def __init__(
+        self,
+        name: str,
+        load: Callable[[], Any],
+        *,
+        keep_alive: float | None = None,
+        chat_template: str | None = None,
+        tool_parser: str | None = None,
+    ):
         from llmcli.modelfs.tokenizer import generation_defaults
+        from llmcli.server.tool_template import parser_for, tool_template
 
         self.name, self._load, self.keep_alive = name, load, keep_alive
         self.lock = threading.Lock()
         self.loaded: Any = load()
+        self.chat_template = chat_template  # serve --chat-template: over the model's own
+        template = chat_template or getattr(self.loaded.tokenizer, "chat_template", None)
+        self.tools_template, self.tools_source = tool_template(template if isinstance(template, str) else None)
+        self.tool_parser = tool_parser or parser_for(self.tools_template)
         self.info = self.loaded.describe()  # still shown by `ps` while unloaded
         self.defaults = generation_defaults(self.loaded.source.path) or {}
         self.created = int(time.time())
@@ -72,6 +85,9 @@ class Served:
             "idle_seconds": round(self.idle_seconds(), 1),
             "keep_alive_seconds": self.keep_alive,
             "loads": self.loads,
+            "chat_template": "--chat-template" if self.chat_template else "the model's",
+            "tools": self.tools_source if self.tools_template else None,
+            "tool_parser": self.tool_parser if self.tools_template else None,
         }
 
 

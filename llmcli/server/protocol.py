@@ -14,9 +14,11 @@ from typing import Any
 
 from llmcli.errors import UsageError
 from llmcli.flags import BY_KEY
+from llmcli.plan import Constraint
 from llmcli.server.api_error import ApiError
 from llmcli.server.compat import generation_config_flags
 from llmcli.server.messages import parse_messages
+from llmcli.server.tool_calls import parse_tools
 
 # OpenAI's fields and vLLM's extensions → the flag table's keys.
 OPENAI_FIELDS = {
@@ -48,6 +50,9 @@ ACCEPTED = set(OPENAI_FIELDS) | {
     "generation_config",  # transformers chat's settings (server.compat)
     "logit_bias",
     "echo",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
 }
 
 
@@ -68,6 +73,8 @@ class Job:
     raw: bool = False  # llmcli's endpoint: as generate's --raw
     echo: bool = False  # completions: the prompt before each choice's text
     include_usage: bool = False  # a stream ends with a chunk that carries the usage
+    tools: Any = None  # server.tool_calls.ToolRequest: chat's tools and tool_choice
+    tool_parser: str = "hermes"  # the served model's format of tool calls (server.tool_template)
     constraint: Any = None  # plan.Constraint: structured output
     created: int = field(default_factory=lambda: int(time.time()))
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
@@ -160,6 +167,9 @@ def parse_openai(body: Any, *, chat: bool, cap: int) -> Job:
         raise ApiError(400, "'echo' is a field of /v1/completions, not of chat completions", param="echo")
     if chat:
         job.messages = parse_messages(body.get("messages"))
+        job.tools = parse_tools(body)
+        if job.tools is not None and job.tools.forced:  # one well-formed call: its JSON, constrained
+            job.constraint = Constraint("json_schema", job.tools.call_schema())
         if body.get("logprobs") is True:
             job.logprobs = _typed(body, "top_logprobs", (int,), "an integer") or 0
     else:
@@ -172,7 +182,13 @@ def parse_openai(body: Any, *, chat: bool, cap: int) -> Job:
         raise ApiError(400, "'echo' with 'logprobs' (the prompt's log-probabilities) is not served yet", param="echo")
     if job.logprobs is not None and not 0 <= job.logprobs <= 20:
         raise ApiError(400, "logprobs must be between 0 and 20", param="logprobs")
-    job.constraint = _response_format(body.get("response_format"))
+    if not chat and any(body.get(k) is not None for k in ("tools", "tool_choice")):
+        raise ApiError(400, "'tools' is a field of chat completions", param="tools")
+    if body.get("response_format") is not None:
+        if job.constraint is not None:
+            raise ApiError(400, "tool_choice required or a named function already constrains the answer; drop "
+                           "response_format", param="response_format")  # fmt: skip
+        job.constraint = _response_format(body.get("response_format"))
     if job.stream and (job.logprobs is not None or len(job.prompts) > 1 or job.flags.get("num_return_sequences")):
         raise ApiError(400, "stream works with one prompt, n = 1 and no logprobs on this server", param="stream")
     return job
@@ -246,111 +262,6 @@ def _response_format(value: Any) -> Any:
 def usage_error(exc: UsageError) -> ApiError:
     """A flag the checks refuse (out of range, a contradiction) is the client's error, in the CLI's words."""
     return ApiError(400, exc.message)
-
-
-FINISH = {"stop": "stop", "stop_string": "stop", "length": "length"}
-
-
-def completion_body(job: Job, results: list[Any], model: str) -> dict[str, Any]:
-    choices, index = [], 0
-    for result in results:
-        for out in result.outputs:
-            text = result.prompt + out.text if job.echo else out.text
-            choice = {"index": index, "text": text, "finish_reason": FINISH[out.finish_reason], "logprobs": None}
-            if out.logprobs is not None:
-                choice["logprobs"] = {
-                    "tokens": [t["token"] for t in out.logprobs],
-                    "token_logprobs": [t["logprob"] for t in out.logprobs],
-                    "top_logprobs": [{a["token"]: a["logprob"] for a in t["top"]} for t in out.logprobs],
-                }
-            choices.append(choice)
-            index += 1
-    return _envelope(job, "text_completion", model, choices, results)
-
-
-def chat_body(job: Job, results: list[Any], model: str) -> dict[str, Any]:
-    choices = []
-    for index, out in enumerate(results[0].outputs):
-        choice = {
-            "index": index,
-            "message": {"role": "assistant", "content": out.text},
-            "finish_reason": FINISH[out.finish_reason],
-            "logprobs": None,
-        }
-        if out.logprobs is not None:
-            choice["logprobs"] = {"content": [_chat_logprob(t) for t in out.logprobs]}
-        choices.append(choice)
-    return _envelope(job, "chat.completion", model, choices, results)
-
-
-def _chat_logprob(entry: dict[str, Any]) -> dict[str, Any]:
-    def one(token: str, logprob: float) -> dict[str, Any]:
-        return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
-
-    return {
-        **one(entry["token"], entry["logprob"]),
-        "top_logprobs": [one(a["token"], a["logprob"]) for a in entry["top"]],
-    }
-
-
-def _envelope(job: Job, kind: str, model: str, choices: list[Any], results: list[Any]) -> dict[str, Any]:
-    return {
-        "id": f"{'chatcmpl' if job.chat else 'cmpl'}-{job.id}",
-        "object": kind,
-        "created": job.created,
-        "model": model,
-        "choices": choices,
-        "usage": usage(results),
-        "batch": batch_info(results),
-    }
-
-
-def usage(results: list[Any]) -> dict[str, int]:
-    prompt_tokens = sum(len(r.prompt_token_ids) for r in results)
-    completion_tokens = sum(len(o.token_ids) for r in results for o in r.outputs)
-    return {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
-
-
-def batch_info(results: list[Any]) -> dict[str, Any]:
-    """llmcli's addition: whether the request shared its forward passes with others, and with how many at
-    most and on average (itself included), so that a client can tell a batched answer from a solo one."""
-    if not results:
-        return {"shared": False, "rows_max": 1, "rows_mean": 1.0}
-    stats = results[0].stats
-    rows_max = stats.requests_in_batch
-    rows_mean = stats.batch_rows_mean if stats.batch_rows_mean is not None else float(rows_max)
-    return {"shared": rows_max > 1, "rows_max": rows_max, "rows_mean": rows_mean}
-
-
-def chunk(
-    job: Job, model: str, *, text: str | None = None, finish: str | None = None, role: bool = False, batch: Any = None
-) -> dict:
-    """One server-sent event of a stream: a piece of text, the role (chat's first event) or the finish reason
-    (with the batch it ran in)."""
-    if job.chat:
-        delta: dict[str, Any] = {"role": "assistant"} if role else ({"content": text} if text is not None else {})
-        choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
-    else:
-        choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
-    body = _chunk_envelope(job, model, [choice])
-    if batch is not None:
-        body["batch"] = batch
-    return body
-
-
-def usage_chunk(job: Job, model: str, results: list[Any]) -> dict:
-    """stream_options.include_usage: the stream's last chunk, no choices, the usage of the whole request."""
-    return {**_chunk_envelope(job, model, []), "usage": usage(results)}
-
-
-def _chunk_envelope(job: Job, model: str, choices: list[Any]) -> dict:
-    kind = "chat.completion.chunk" if job.chat else "text_completion"
-    prefix = "chatcmpl" if job.chat else "cmpl"
-    return {"id": f"{prefix}-{job.id}", "object": kind, "created": job.created, "model": model, "choices": choices}
 
 
 def parse_tool(body: Any, fields: dict[str, tuple[tuple[type, ...], str]], *, required: str) -> dict[str, Any]:

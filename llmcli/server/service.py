@@ -19,18 +19,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from llmcli.errors import LlmcliError, UsageError
+from llmcli.server.answers import FINISH, assistant_message, batch_info, chunk, tool_chunks, usage_chunk
 from llmcli.server.api_error import ApiError
+from llmcli.server.chat_prompt import chat_ids
 from llmcli.server.grammars import Grammars
-from llmcli.server.messages import for_template
 from llmcli.server.models import Served
-from llmcli.server.protocol import (
-    FINISH,
-    Job,
-    batch_info,
-    chunk,
-    usage_chunk,
-    usage_error,
-)
+from llmcli.server.protocol import Job, usage_error
+from llmcli.server.tool_calls import ContentFilter
 
 
 @dataclass
@@ -161,13 +156,8 @@ class Server:
             compiled = self.grammars.get(loaded, job.constraint, plan.kwargs) if job.constraint else None
             planned = replace(plan, constraint=compiled)
             if job.chat:
-                if not getattr(tokenizer, "chat_template", None):
-                    raise ApiError(400, f"the model '{served.name}' has no chat template; use /v1/completions")
-                messages = for_template(job.messages, tokenizer.chat_template)
-                rendered = tokenizer.apply_chat_template(
-                    messages, add_generation_prompt=True, tokenize=True, return_dict=True
-                )
-                encoded = [list(rendered["input_ids"])]
+                job.tool_parser = served.tool_parser
+                encoded = [chat_ids(served, tokenizer, job)]
                 prompts = [job.messages[-1]["content"]]
             else:
                 encoded = [encode(tokenizer, p, system=job.system, raw=job.raw) for p in job.prompts]
@@ -234,13 +224,21 @@ class Server:
                 yield json.dumps(chunk(job, served.name, role=True))
             elif job.echo:
                 yield json.dumps(chunk(job, served.name, text=job.prompts[0]))
+            held = ContentFilter(job.tools, job.tool_parser) if job.tools is not None else None
             async for event in self.events(stream):
                 if isinstance(event, TextDelta) and event.text:
-                    yield json.dumps(chunk(job, served.name, text=event.text))
+                    text = held.feed(event.text) if held is not None else event.text
+                    if text:
+                        yield json.dumps(chunk(job, served.name, text=text))
                 elif isinstance(event, Finished):
-                    reason = event.results[0].outputs[0].finish_reason if event.results else "length"
+                    reason = FINISH[event.results[0].outputs[0].finish_reason] if event.results else "length"
+                    if held is not None and event.results:
+                        calls = assistant_message(job, event.results[0].outputs[0].text).get("tool_calls") or []
+                        for piece in tool_chunks(job, served.name, held.rest(bool(calls)), calls):
+                            yield json.dumps(piece)
+                        reason = "tool_calls" if calls else reason
                     batch = batch_info(event.results)
-                    yield json.dumps(chunk(job, served.name, finish=FINISH[reason], batch=batch))
+                    yield json.dumps(chunk(job, served.name, finish=reason, batch=batch))
                     if job.include_usage:
                         yield json.dumps(usage_chunk(job, served.name, event.results))
             yield "[DONE]"

@@ -137,6 +137,36 @@ def test_the_batch_is_bounded_by_the_kv_memory_and_the_rest_wait_their_turn(load
         assert result.outputs[0].token_ids == solo(loaded, prompt, plan(40)).token_ids
 
 
+def test_grammars_and_penalties_are_row_processors_that_share_the_batch(loaded):
+    """Structured output (a tool call under tool_choice, response_format) decodes as a row beside the others,
+    each row with its own fresh matcher, and every row keeps the tokens of its solo run through generate()."""
+    import json
+    from dataclasses import replace
+
+    from llmcli.engine.generate.constraints import compile_for, parse
+    from llmcli.plan import Constraint
+
+    schema = {"type": "object", "properties": {"name": {"const": "add"}, "arguments": {"type": "object"}}}
+    constraint = Constraint("json_schema", json.dumps(schema))
+    compiled = compile_for(loaded, constraint, parse(constraint), {})
+    plans = [
+        replace(plan(24), constraint=compiled),
+        plan(16, presence_penalty=1.0, frequency_penalty=0.5),
+        replace(plan(24, seed=5, do_sample=True, temperature=0.8), constraint=compiled),
+        plan(10, seed=6, do_sample=True, sequence_bias=[[[3], -100.0]]),
+    ]
+    alone = [solo(loaded, p, pl) for p, pl in zip(PROMPTS, plans, strict=True)]
+    streams, gate = queued(loaded, PROMPTS, plans, Scheduler(SchedulerSettings()), stream_text=True)
+    gate.set()
+    for stream, expected, pl in zip(streams, alone, plans, strict=True):
+        text, [result] = drain(stream)
+        out = result.outputs[0]
+        assert out.token_ids == expected.token_ids and text == out.text
+        assert result.stats.requests_in_batch == len(PROMPTS)
+        if pl.constraint is not None:
+            assert out.text.startswith("{") and out.valid == expected.valid
+
+
 def test_requests_that_cannot_share_a_pass_run_apart_between_steps(loaded):
     """Log-probabilities, beams and n > 1 run through generate() while a batch decodes, and the batch goes on."""
     scheduler = Scheduler(SchedulerSettings())

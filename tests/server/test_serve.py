@@ -147,6 +147,8 @@ def test_eight_concurrent_clients_with_their_own_flags_share_batches(server, tin
 
 
 HI = {"role": "user", "content": "hi"}
+ADD = {"type": "function", "function": {"name": "add", "parameters": {"type": "object"}}}
+NOPE = {"type": "function", "function": {"name": "nope"}}
 PICTURE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
 IMAGE = {"role": "user", "content": [{"type": "text", "text": "what is this?"}, PICTURE]}
 
@@ -170,7 +172,17 @@ IMAGE = {"role": "user", "content": [{"type": "text", "text": "what is this?"}, 
         (lambda url: post(url, "/v1/completions", {"prompt": "x", "stream_options": {}}), 400, "with stream: true"),
         (lambda url: post(url, "/v1/chat/completions", {"messages": [HI], "echo": True}), 400, "of /v1/completions"),
         (lambda url: post(url, "/v1/completions", {"prompt": "x", "echo": True, "logprobs": 1}), 400, "'echo' with"),
-        (lambda url: post(url, "/v1/chat/completions", {"messages": [{"role": "tool", "content": "x"}]}), 400, "role"),
+        (
+            lambda url: post(url, "/v1/chat/completions", {"messages": [{"role": "tool", "content": "x"}]}),
+            400,
+            "answers no earlier tool call",
+        ),
+        (
+            lambda url: post(url, "/v1/chat/completions", {"messages": [HI], "tools": [ADD], "tool_choice": NOPE}),
+            400,
+            "'nope', which is not in 'tools'",
+        ),
+        (lambda url: post(url, "/v1/completions", {"prompt": "x", "tools": [ADD]}), 400, "a field of chat"),
     ],
 )
 def test_bad_requests_get_json_errors_and_the_server_keeps_serving(server, send, status, needle):
@@ -233,6 +245,21 @@ def test_echo_and_a_streams_usage(server, tiny_dir):
     assert pieces[-1].usage == whole.usage and pieces[-1].choices == []
     quiet = list(api.chat.completions.create(**chat, stream=True, stream_options={"include_usage": False}))
     assert all(c.usage is None for c in quiet) and len(quiet) == len(pieces) - 1
+
+
+def test_a_template_that_renders_no_tools_is_a_400_naming_why(tiny_dir, tmp_path):
+    plain = tmp_path / "plain.jinja"
+    plain.write_text("{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}assistant:")
+    proc, url = start_server(tiny_dir, "--chat-template", str(plain), "--dtype", "float32")
+    try:
+        said = post(url, "/v1/chat/completions", {"messages": [HI], "max_tokens": 3, "temperature": 0}).json()
+        assert said["choices"][0]["finish_reason"] in ("stop", "length")  # the file's template, without tools
+        refused = post(url, "/v1/chat/completions", {"messages": [HI], "tools": [ADD]})
+        assert refused.status_code == 400 and "cannot take tools" in refused.json()["error"]["message"]
+        assert httpx.get(url + "/llmcli/v1/ps", headers=auth()).json()["models"][0]["tool_parser"] is None
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
 
 
 def auth():

@@ -1,5 +1,6 @@
-"""One request's decoding state inside serve's step scheduler: its own logits processors, random generator
-and stop conditions, so that rows with different flags share a forward pass.
+"""One request's decoding state inside serve's step scheduler: its own logits processors (transformers', the
+penalties, a grammar), random generator and stop conditions, so that rows with different flags share a
+forward pass.
 
 Each row chooses its token exactly as generate()'s sampling loop does for a lone prompt: float32 logits,
 the processors transformers itself builds from the row's GenerationConfig (given only the row's own ids,
@@ -57,13 +58,14 @@ class Row:
         self.prompt = list(call.encoded[0])
         self.generated: list[int] = []
         settings, penalties = split_penalties(_settings(call.kwargs))
+        grammar = [call.constraint.processor()] if call.constraint is not None else []  # a fresh matcher per row
         self.config, _ = model._prepare_generation_config(None, **settings)
         # The end-of-text tensors that min_new_tokens and friends read, as generate() prepares them.
         model._prepare_special_tokens(self.config, kwargs_has_attention_mask=True, device=device)
         prompt = torch.tensor([self.prompt], device=device)
         self.processors = model._get_logits_processor(
             generation_config=self.config, input_ids_seq_length=len(self.prompt), encoder_input_ids=prompt,
-            logits_processor=LogitsProcessorList(penalties), device=device, model_kwargs={},
+            logits_processor=LogitsProcessorList(penalties + grammar), device=device, model_kwargs={},
         )  # fmt: skip
         self.sampling = bool(self.config.do_sample)
         self.generator = torch.Generator(device=device)

@@ -53,9 +53,10 @@ class Scheduler:
     # ------------------------------------------------------------------ from request threads
 
     def accepts(self, call: Any) -> bool:
-        """Whether a call runs as a row here: one prompt, one output, no beams, log-probabilities, grammar or
-        draft model, only settings a row honours, and a cache the batch can stack."""
-        if not call.single or call.logprobs is not None or call.constraint is not None or call.assistant is not None:
+        """Whether a call runs as a row here: one prompt, one output, no beams, log-probabilities or draft model,
+        only settings a row honours (a grammar and the penalties are the row's own processors), and a cache the
+        batch can stack."""
+        if not call.single or call.logprobs is not None or call.assistant is not None:
             return False
         if any(k not in ROW_KEYS for k in call.kwargs):
             return False
