@@ -20,6 +20,7 @@ from llmcli.server.answers import chat_body, completion_body
 from llmcli.server.api_error import ApiError
 from llmcli.server.models import Served
 from llmcli.server.protocol import Job, parse_llmcli, parse_openai
+from llmcli.server.responses_api import Store
 from llmcli.server.service import Server, ServeSettings
 
 TOOLS = ("next-token", "score", "tokenize")
@@ -52,6 +53,13 @@ def build_app(models: dict[str, Served], settings: ServeSettings) -> Starlette:
     async def llmcli_generate(request: Request) -> Response:
         return await server.respond(request, lambda b: parse_llmcli(b, cap=cap), None)
 
+    stored = Store()
+
+    async def responses(request: Request) -> Response:
+        from llmcli.server.responses_endpoint import create_response
+
+        return await create_response(server, request, stored, cap=cap)
+
     async def list_models(_request: Request) -> Response:
         return JSONResponse(server.model_list())
 
@@ -74,6 +82,7 @@ def build_app(models: dict[str, Served], settings: ServeSettings) -> Starlette:
         Route("/v1/models", guard(list_models), methods=["GET"]),
         Route("/v1/completions", guard(completions), methods=["POST"]),
         Route("/v1/chat/completions", guard(chat_completions), methods=["POST"]),
+        Route("/v1/responses", guard(responses), methods=["POST"]),
         Route("/llmcli/v1/generate", guard(llmcli_generate), methods=["POST"]),
         Route("/llmcli/v1/ps", guard(ps), methods=["GET"]),
         Route("/load_model", guard(load_model), methods=["POST"]),  # transformers chat (server.compat)

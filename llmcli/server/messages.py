@@ -16,6 +16,7 @@ from typing import Any
 from llmcli.server.api_error import ApiError
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
+TEXT_PARTS = ("text", "input_text", "output_text")  # chat completions' and the Responses API's
 MEDIA_PARTS = ("image_url", "input_image", "input_audio", "audio_url", "video_url", "file", "input_file")
 
 
@@ -83,7 +84,7 @@ def _text(content: Any, index: int) -> str:
     for number, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
         where = f"messages[{index}].content[{number}]"
-        if kind == "text" and isinstance(part.get("text"), str):
+        if kind in TEXT_PARTS and isinstance(part.get("text"), str):
             texts.append(part["text"])
         elif kind in MEDIA_PARTS:
             raise ApiError(400, f"{where}: '{kind}' parts need a model that reads them; this one reads text only",

@@ -107,3 +107,69 @@ def test_litellm_completion_with_tools(server, default_model_dir, monkeypatch):
     [call] = answer.choices[0].message.tool_calls
     assert call.function.name == "get_weather"
     jsonschema.validate(json.loads(call.function.arguments), CITY)
+
+
+def test_openai_responses_plain_and_with_a_previous_response(api, default_model_dir):
+    """responses.create runs as the chat request it stands for: the same greedy tokens."""
+    model = default_model_dir.name
+    first = api.responses.create(model=model, input="Say hello in French.", instructions="Be brief.",
+                                 max_output_tokens=12, temperature=0)  # fmt: skip
+    asked = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello in French."}]
+    chat = api.chat.completions.create(model=model, messages=asked, max_tokens=12, temperature=0)
+    assert first.output_text == chat.choices[0].message.content and first.object == "response"
+    assert first.usage.input_tokens == chat.usage.prompt_tokens
+    assert first.status == ("incomplete" if chat.choices[0].finish_reason == "length" else "completed")
+    second = api.responses.create(model=model, input="And in German?", previous_response_id=first.id,
+                                  max_output_tokens=12, temperature=0)  # fmt: skip
+    history = [
+        asked[1],
+        {"role": "assistant", "content": first.output_text},
+        {"role": "user", "content": "And in German?"},
+    ]
+    again = api.chat.completions.create(model=model, messages=history, max_tokens=12, temperature=0)
+    assert second.output_text == again.choices[0].message.content  # the instructions were this turn's alone
+    with api.responses.stream(model=model, input="Say hello in French.", instructions="Be brief.",
+                              max_output_tokens=12, temperature=0) as events:  # fmt: skip
+        kinds, deltas = [], []
+        for event in events:
+            kinds.append(event.type)
+            deltas += [event.delta] if event.type == "response.output_text.delta" else []
+        streamed = events.get_final_response()
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert "".join(deltas) == streamed.output_text == first.output_text
+
+
+def test_openai_responses_with_a_function_tool_and_a_json_schema(api, default_model_dir):
+    model = default_model_dir.name
+    tool = {"type": "function", **WEATHER["function"]}
+    called = api.responses.create(model=model, input="What is the weather in Oslo?", tools=[tool],
+                                  tool_choice="required", max_output_tokens=40, temperature=0)  # fmt: skip
+    [call] = called.output
+    assert call.type == "function_call" and call.name == "get_weather" and called.status == "completed"
+    jsonschema.validate(json.loads(call.arguments), CITY)
+    result = {"type": "function_call_output", "call_id": call.call_id, "output": "12 C, light rain"}
+    answered = api.responses.create(model=model, previous_response_id=called.id, input=[result], tools=[tool],
+                                    max_output_tokens=12, temperature=0)  # fmt: skip
+    assert answered.usage.input_tokens > called.usage.input_tokens and answered.output
+    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12}}, "required": ["city"],
+              "additionalProperties": False}  # fmt: skip
+    text = {"format": {"type": "json_schema", "name": "city", "schema": schema}}
+    shaped = api.responses.create(model=model, input="Name a city.", max_output_tokens=40, temperature=0, text=text)
+    jsonschema.validate(json.loads(shaped.output_text), schema)
+
+
+def test_responses_bad_input_is_a_400_or_404_naming_the_field(server):
+    import httpx
+
+    headers = {"Authorization": f"Bearer {KEY}"}
+    unknown = httpx.post(server + "/v1/responses", json={"input": "x", "previous_response_id": "resp_gone"},
+                         headers=headers, timeout=30)  # fmt: skip
+    assert unknown.status_code == 404 and "'resp_gone' is not held" in unknown.json()["error"]["message"]
+    for body, needle in [
+        ({"input": "x", "reasoning": {"effort": "low"}}, "'reasoning' is not supported"),
+        ({"input": "x", "tools": [{"type": "web_search"}]}, "only function tools are served"),
+        ({"input": [{"type": "image_generation_call"}]}, "input[0]: expected a message"),
+        ({"input": "x", "text": {"format": {"type": "yaml"}}}, "text.format: expected"),
+    ]:
+        refused = httpx.post(server + "/v1/responses", json=body, headers=headers, timeout=30)
+        assert refused.status_code == 400 and needle in refused.json()["error"]["message"], refused.text
