@@ -18,11 +18,7 @@ def completion_body(job: Job, results: list[Any], model: str) -> dict[str, Any]:
             text = result.prompt + out.text if job.echo else out.text
             choice = {"index": index, "text": text, "finish_reason": FINISH[out.finish_reason], "logprobs": None}
             if out.logprobs is not None:
-                choice["logprobs"] = {
-                    "tokens": [t["token"] for t in out.logprobs],
-                    "token_logprobs": [t["logprob"] for t in out.logprobs],
-                    "top_logprobs": [{a["token"]: a["logprob"] for a in t["top"]} for t in out.logprobs],
-                }
+                choice["logprobs"] = _completion_logprobs(out.logprobs)
             choices.append(choice)
             index += 1
     return _envelope(job, "text_completion", model, choices, results)
@@ -42,6 +38,14 @@ def chat_body(job: Job, results: list[Any], model: str) -> dict[str, Any]:
             choice["logprobs"] = {"content": [_chat_logprob(t) for t in out.logprobs]}
         choices.append(choice)
     return _envelope(job, "chat.completion", model, choices, results)
+
+
+def _completion_logprobs(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "tokens": [t["token"] for t in entries],
+        "token_logprobs": [t["logprob"] for t in entries],
+        "top_logprobs": [{a["token"]: a["logprob"] for a in t["top"]} for t in entries],
+    }
 
 
 def assistant_message(job: Job, text: str) -> dict[str, Any]:
@@ -96,15 +100,27 @@ def batch_info(results: list[Any]) -> dict[str, Any]:
 
 
 def chunk(
-    job: Job, model: str, *, text: str | None = None, finish: str | None = None, role: bool = False, batch: Any = None
+    job: Job,
+    model: str,
+    *,
+    text: str | None = None,
+    finish: str | None = None,
+    role: bool = False,
+    batch: Any = None,
+    index: int = 0,
+    logprobs: list[dict[str, Any]] | None = None,
 ) -> dict:
-    """One server-sent event of a stream: a piece of text, the role (chat's first event) or the finish reason
-    (with the batch it ran in)."""
+    """One server-sent event of a stream: a piece of text (with its tokens' log-probabilities when asked
+    for), the role (chat's first event) or the finish reason (with the batch it ran in), of choice `index`."""
     if job.chat:
         delta: dict[str, Any] = {"role": "assistant"} if role else ({"content": text} if text is not None else {})
-        choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+        choice: dict[str, Any] = {"index": index, "delta": delta, "finish_reason": finish}
+        if logprobs is not None:
+            choice["logprobs"] = {"content": [_chat_logprob(t) for t in logprobs]}
     else:
-        choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
+        choice = {"index": index, "text": text or "", "finish_reason": finish, "logprobs": None}
+        if logprobs is not None:
+            choice["logprobs"] = _completion_logprobs(logprobs)
     body = _chunk_envelope(job, model, [choice])
     if batch is not None:
         body["batch"] = batch

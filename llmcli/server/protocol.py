@@ -75,6 +75,11 @@ class Job:
     include_usage: bool = False  # a stream ends with a chunk that carries the usage
     tools: Any = None  # server.tool_calls.ToolRequest: chat's tools and tool_choice
     tool_parser: str = "hermes"  # the served model's format of tool calls (server.tool_template)
+
+    @property
+    def choices(self) -> int:
+        return self.flags.get("num_return_sequences") or 1
+
     constraint: Any = None  # plan.Constraint: structured output
     created: int = field(default_factory=lambda: int(time.time()))
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
@@ -189,8 +194,8 @@ def parse_openai(body: Any, *, chat: bool, cap: int) -> Job:
             raise ApiError(400, "tool_choice required or a named function already constrains the answer; drop "
                            "response_format", param="response_format")  # fmt: skip
         job.constraint = _response_format(body.get("response_format"))
-    if job.stream and (job.logprobs is not None or len(job.prompts) > 1 or job.flags.get("num_return_sequences")):
-        raise ApiError(400, "stream works with one prompt, n = 1 and no logprobs on this server", param="stream")
+    if job.stream and len(job.prompts) > 1:
+        raise ApiError(400, "stream works with one prompt on this server", param="stream")
     return job
 
 

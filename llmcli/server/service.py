@@ -19,13 +19,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from llmcli.errors import LlmcliError, UsageError
-from llmcli.server.answers import FINISH, assistant_message, batch_info, chunk, tool_chunks, usage_chunk
+from llmcli.server.answers import usage_chunk
 from llmcli.server.api_error import ApiError
 from llmcli.server.chat_prompt import chat_ids
+from llmcli.server.choice_stream import ChoiceStream
+from llmcli.server.fanout import Fanout
 from llmcli.server.grammars import Grammars
 from llmcli.server.models import Served
 from llmcli.server.protocol import Job, usage_error
-from llmcli.server.tool_calls import ContentFilter
 
 
 @dataclass
@@ -162,9 +163,13 @@ class Server:
             else:
                 encoded = [encode(tokenizer, p, system=job.system, raw=job.raw) for p in job.prompts]
                 prompts = job.prompts
-            return stream_generate(
-                loaded, prompts, planned, encoded=encoded, stream_text=job.stream, scheduler=self.scheduler
-            )
+            options = {"encoded": encoded, "stream_text": job.stream, "scheduler": self.scheduler}
+            if job.stream and job.logprobs is not None:
+                options["token_logprobs"] = job.logprobs
+            choices = planned.kwargs.get("num_return_sequences", 1)
+            if job.stream and choices > 1:  # one row per choice, merged
+                return Fanout([stream_generate(loaded, prompts, one, **options) for one in _one_each(planned, choices)])
+            return stream_generate(loaded, prompts, planned, **options)
 
         try:
             return await anyio.to_thread.run_sync(begin)
@@ -216,34 +221,28 @@ class Server:
         return results
 
     async def stream_openai(self, served: Served, job: Job, stream: Any) -> AsyncIterator[str]:
-        """Server-sent events in OpenAI's shape, then [DONE]; a client that leaves stops the call."""
-        from llmcli.engine.generate.generation import Finished, TextDelta
-
+        """Server-sent events in OpenAI's shape, then [DONE]; a client that leaves stops the call. Each chunk
+        carries its choice's index (n > 1 streams several, interleaved)."""
         try:
-            if job.chat:
-                yield json.dumps(chunk(job, served.name, role=True))
-            elif job.echo:
-                yield json.dumps(chunk(job, served.name, text=job.prompts[0]))
-            held = ContentFilter(job.tools, job.tool_parser) if job.tools is not None else None
-            async for event in self.events(stream):
-                if isinstance(event, TextDelta) and event.text:
-                    text = held.feed(event.text) if held is not None else event.text
-                    if text:
-                        yield json.dumps(chunk(job, served.name, text=text))
-                elif isinstance(event, Finished):
-                    reason = FINISH[event.results[0].outputs[0].finish_reason] if event.results else "length"
-                    if held is not None and event.results:
-                        calls = assistant_message(job, event.results[0].outputs[0].text).get("tool_calls") or []
-                        for piece in tool_chunks(job, served.name, held.rest(bool(calls)), calls):
-                            yield json.dumps(piece)
-                        reason = "tool_calls" if calls else reason
-                    batch = batch_info(event.results)
-                    yield json.dumps(chunk(job, served.name, finish=reason, batch=batch))
-                    if job.include_usage:
-                        yield json.dumps(usage_chunk(job, served.name, event.results))
+            choices = [ChoiceStream(job, served.name, index) for index in range(job.choices)]
+            for choice in choices:
+                for piece in choice.opening():
+                    yield json.dumps(piece)
+            results: list[Any] = []
+            async for index, event in self.tagged(stream):
+                for piece in choices[index].on(event):
+                    yield json.dumps(piece)
+                results += choices[index].results
+            if job.include_usage:
+                yield json.dumps(usage_chunk(job, served.name, results))
             yield "[DONE]"
         finally:
             await self.release(stream)
+
+    async def tagged(self, stream: Any) -> AsyncIterator[tuple[int, Any]]:
+        """A stream's events with their choice index (always 0 but under a Fanout)."""
+        async for event in self.events(stream):
+            yield event if isinstance(stream, Fanout) else (0, event)
 
     async def stream_llmcli(self, served: Served, stream: Any) -> AsyncIterator[str]:
         """llmcli's stream: {"text": ...} events, then {"result": <generate --json object>} per prompt."""
@@ -303,3 +302,10 @@ class Server:
                 await anyio.to_thread.run_sync(stream.stop)
         finally:
             self.in_flight -= 1
+
+
+def _one_each(plan: Any, choices: int) -> list[Any]:
+    """n single-choice plans: choice i under seed + i."""
+    kwargs = {k: v for k, v in plan.kwargs.items() if k != "num_return_sequences"}
+    seeds = [None if plan.seed is None else plan.seed + i for i in range(choices)]
+    return [replace(plan, kwargs=kwargs, seed=seed) for seed in seeds]

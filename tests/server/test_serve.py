@@ -227,6 +227,32 @@ def test_penalties_and_logit_bias_through_the_openai_client_equal_local(server, 
     assert done.usage.completion_tokens == len(local["token_ids"])
 
 
+def test_streamed_logprobs_equal_the_answers_and_n_choices_stream_side_by_side(server, tiny_dir):
+    from openai import OpenAI
+
+    api = OpenAI(base_url=server + "/v1", api_key=KEY)
+    ask = {"model": tiny_dir.name, "prompt": "The capital", "max_tokens": 8, "temperature": 0, "logprobs": 2}
+    whole = api.completions.create(**ask).choices[0].logprobs
+    chunks = [c for c in api.completions.create(**ask, stream=True) if c.choices]
+    streamed = [c.choices[0].logprobs for c in chunks if c.choices[0].logprobs]
+    assert sum((s.tokens for s in streamed), []) == whole.tokens
+    assert sum((s.token_logprobs for s in streamed), []) == pytest.approx(whole.token_logprobs, abs=1e-5)
+    chat = {"model": tiny_dir.name, "messages": [HI], "max_tokens": 8, "temperature": 0, "logprobs": True,
+            "top_logprobs": 2}  # fmt: skip
+    said = api.chat.completions.create(**chat).choices[0].logprobs.content
+    pieces = [c.choices[0].logprobs for c in api.chat.completions.create(**chat, stream=True) if c.choices]
+    got = [e for p in pieces if p and p.content for e in p.content]
+    assert [e.token for e in got] == [e.token for e in said] and all(len(e.top_logprobs) == 2 for e in got)
+    sampled = {"model": tiny_dir.name, "prompt": "The capital", "max_tokens": 8, "temperature": 0.9, "seed": 11}
+    texts = {0: "", 1: "", 2: ""}
+    for piece in api.completions.create(**sampled, n=3, stream=True):
+        for choice in piece.choices:
+            texts[choice.index] += choice.text
+    for index in range(3):  # choice i is the request under seed + i
+        alone = api.completions.create(**{**sampled, "seed": 11 + index}).choices[0].text
+        assert texts[index] == alone
+
+
 def test_echo_and_a_streams_usage(server, tiny_dir):
     from openai import OpenAI
 

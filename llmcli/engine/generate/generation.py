@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmcli.engine.generate.calls import Call, encode, prepare
-from llmcli.engine.generate.collect import results_of, stats_of
+from llmcli.engine.generate.collect import results_of, stats_of, step_logprobs
 from llmcli.engine.generate.records import Output, Result, Stats
 from llmcli.engine.generate.streaming import ScoreTap, TextStream, TokenTimer
 from llmcli.errors import Interrupted, LlmcliError, UsageError, squash
 from llmcli.plan import GenerationPlan
 
-__all__ = ["Finished", "GenerationInterrupted", "Output", "Result", "Stats", "TextDelta", "generate"]
+__all__ = ["Finished", "GenerationInterrupted", "Output", "Result", "Stats", "TextDelta", "TokenLogprobs", "generate"]
 
 
 @dataclass
@@ -36,11 +36,19 @@ class TextDelta:
 
 
 @dataclass
+class TokenLogprobs:
+    """The log-probability of each token just chosen and of its top rivals (`stream_generate(token_logprobs=N)`),
+    put before the text the token produces."""
+
+    entries: list[dict[str, Any]]
+
+
+@dataclass
 class Finished:
     results: list[Result]
 
 
-Event = TextDelta | Finished
+Event = TextDelta | TokenLogprobs | Finished
 
 
 class GenerationInterrupted(Interrupted):
@@ -74,17 +82,27 @@ class GenerationStream:
     the step scheduler accepts runs as one row of its batch instead (engine.batch.scheduler).
     """
 
-    def __init__(self, call: Call, *, stream_text: bool, token_probs: bool, scheduler: Any = None):
+    def __init__(
+        self,
+        call: Call,
+        *,
+        stream_text: bool,
+        token_probs: bool,
+        token_logprobs: int | None = None,
+        scheduler: Any = None,
+    ):
         self.call = call
         self.events: queue.Queue[Any] = queue.Queue()
         self.cancelled = threading.Event()
         self.stream_text = stream_text and call.single
         self.token_probs = token_probs and self.stream_text
+        self.token_logprobs = token_logprobs if self.stream_text else None
         self.results: list[Result] | None = None
         self.text_stream: TextStream | None = None  # as a row of the step scheduler
         self.prob: float | None = None  # the probability of the token behind the latest text
         # Token probabilities come from generate()'s score tap: such a call runs apart.
-        rows = scheduler is not None and not self.token_probs and scheduler.accepts(call)
+        tapped = self.token_probs or self.token_logprobs is not None
+        rows = scheduler is not None and not tapped and scheduler.accepts(call)
         self.scheduler = scheduler if rows else None
         if self.scheduler is not None:
             self.job: Future[None] = Future()
@@ -190,18 +208,23 @@ def stream_generate(
     raw: bool = False,
     stream_text: bool = False,
     token_probs: bool = False,
+    token_logprobs: int | None = None,
     scheduler: Any = None,
 ) -> GenerationStream:
     """Prompts sharing one batch (left-padded). Text streams only when there is a single output.
 
     `encoded`: token ids prepared by the caller (chat's whole conversation) instead of encoding `prompts`.
     `token_probs`: each TextDelta carries the probability of the token that produced it.
+    `token_logprobs`: TokenLogprobs events give each token's log-probability and its top N rivals as it is chosen,
+    from the logits the sampler receives (before temperature and the filters, as --logprobs reports them).
     `scheduler`: an engine.batch.scheduler.Scheduler that runs the call as a row of its batch (llmcli serve).
     """
     if encoded is None:
         encoded = [encode(loaded.tokenizer, p, system=system, raw=raw) for p in prompts]
     call = prepare(loaded, prompts, encoded, plan)
-    return GenerationStream(call, stream_text=stream_text, token_probs=token_probs, scheduler=scheduler)
+    return GenerationStream(
+        call, stream_text=stream_text, token_probs=token_probs, token_logprobs=token_logprobs, scheduler=scheduler
+    )
 
 
 def generate(loaded: Any, prompts: list[str], plan: GenerationPlan, **options: Any) -> list[Result]:
@@ -273,7 +296,7 @@ def _watchers(
     from transformers.generation.logits_process import LogitsProcessorList
     from transformers.generation.stopping_criteria import StoppingCriteriaList
 
-    tap = ScoreTap() if stream.token_probs else None
+    tap = ScoreTap() if stream.token_probs or stream.token_logprobs is not None else None
     # The tap sees the model's distribution before the penalties move it and the grammar masks it.
     grammar = [call.constraint.processor()] if call.constraint is not None else []
     processors = ([tap] if tap else []) + penalties + grammar
@@ -283,6 +306,9 @@ def _watchers(
         # Every id is the stream's own (assisted decoding hands over several at once).
         if tap is not None and tap.last is not None:
             stream.prob = float(torch.softmax(tap.last[0].float(), dim=-1)[ids[0]])
+            if stream.token_logprobs is not None:
+                entry = step_logprobs(tap.last[0], ids[0], stream.token_logprobs, call.tokenizer)
+                stream.events.put(TokenLogprobs([entry]))
         text_stream.add(ids)
 
     sync = (lambda: torch.cuda.synchronize(call.loaded.device)) if call.on_gpu else None
