@@ -30,13 +30,7 @@ from llmcli.server.tool_calls import ContentFilter
 async def create_response(server: Any, request: Request, store: Store, *, cap: int) -> Response:
     turn = parse_responses(await server.body(request), store)
     job = parse_openai(turn.chat, chat=True, cap=cap)
-    served = server.model(job.model)
-    server.admit()
-    try:
-        stream = await server.start(served, job)
-    except BaseException:
-        server.in_flight -= 1
-        raise
+    served, stream = await server.begin(job)
     if job.stream:
         from sse_starlette.sse import EventSourceResponse
         from starlette.background import BackgroundTask

@@ -258,17 +258,21 @@ class Server:
         finally:
             await self.release(stream)
 
+    async def begin(self, job: Job) -> tuple[Served, Any]:
+        """The job's model, a place in the queue, and its call started (the place given back if it fails)."""
+        served = self.model(job.model)
+        self.admit()
+        try:
+            return served, await self.start(served, job)
+        except BaseException:
+            self.in_flight -= 1
+            raise
+
     async def respond(self, request: Request, parse: Any, reply: Any) -> Response:
         """A generation request: parsed, admitted, run; a stream of events or one answer (`reply` shapes
         OpenAI's; None: llmcli's NDJSON of generate --json objects)."""
         job = parse(await self.body(request))
-        served = self.model(job.model)
-        self.admit()
-        try:
-            stream = await self.start(served, job)
-        except BaseException:
-            self.in_flight -= 1
-            raise
+        served, stream = await self.begin(job)
         if job.stream:
             from sse_starlette.sse import EventSourceResponse
             from starlette.background import BackgroundTask
