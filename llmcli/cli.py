@@ -49,6 +49,7 @@ def _register() -> None:
         chat_cmd,
         compare_cmd,
         diff_cmd,
+        dpo_cmd,
         generate_cmd,
         inspect_cmd,
         lens_cmd,
@@ -68,6 +69,7 @@ def _register() -> None:
     probe_cmd.register(app)
     lens_cmd.register(app)
     compare_cmd.register(app)
+    dpo_cmd.register(app)
     replay_cmd.register(app)
     bench_cmd.register(app)
     models_cmd.register(app)

@@ -88,3 +88,15 @@ def test_compare_json_matches_schema(tiny_dir, tmp_path, capsys, monkeypatch):
         )
         assert run.code == 0, run.stderr
         jsonschema.validate(run.json(), schema("compare.schema.json"))
+
+
+def test_dpo_json_and_each_line_match_the_schema(tiny_dir, tiny_untied_single, tmp_path, capsys, monkeypatch):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"prompt": "hello", "chosen": " world", "rejected": " there"}\n')
+    args = ["dpo", str(tiny_untied_single), "--ref", str(tiny_dir), "-f", str(pairs)]
+    run = run_cli([*args, "--json"], capsys, monkeypatch)
+    assert run.code == 0, run.stderr
+    jsonschema.validate(run.json(), schema("dpo.schema.json"))
+    line = run_cli([*args, "--each"], capsys, monkeypatch).stdout.splitlines()[0]
+    pair = schema("dpo.schema.json")["$defs"]["pair"]
+    jsonschema.validate(json.loads(line), {**pair, "$defs": schema("dpo.schema.json")["$defs"]})

@@ -1,0 +1,146 @@
+"""`llmcli dpo`: preference pairs scored the way TRL's `DPOTrainer.evaluate()` scores them, without training.
+
+Each pair is tokenized as TRL 1.16 tokenizes it (pair_tokens), both completions go through the policy and the
+reference in batches of right-padded sequences, and per pair come: the completions' summed log-probabilities
+under each model, the implicit rewards beta × (log pi − log pi_ref), the margin, the loss (sigmoid, ipo or
+hinge, TRL's formulas), the mean per-token KL(pi ‖ pi_ref) over each completion, and the completion token whose
+log-ratio moved most. Only one batch's logits live at a time: memory follows the batch, not the file.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+from llmcli.analysis.pair_tokens import Tokenized
+
+BATCH_TOKENS = 2048  # tokens of one forward pass (padding included): its logits are all that is held at once
+LOSSES = ("sigmoid", "ipo", "hinge")
+
+
+@dataclass
+class Model:
+    """One side: a loaded model, with its LoRA adapter switched off for this side if asked."""
+
+    loaded: Any
+    adapter_off: bool = False
+
+
+@dataclass
+class Completion:
+    """One completion under both models: summed log-probabilities, the KL and the token that moved most."""
+
+    logps: float
+    ref_logps: float
+    tokens: int
+    kl: float  # mean over the completion's tokens of KL(pi || pi_ref) at that position
+    moved: dict[str, Any]
+
+
+def pair_figures(pair: Tokenized, chosen: Completion, rejected: Completion, *, beta: float, loss: str) -> dict:
+    chosen_ratio, rejected_ratio = chosen.logps - chosen.ref_logps, rejected.logps - rejected.ref_logps
+    delta = chosen_ratio - rejected_ratio
+    if loss == "sigmoid":
+        value = _softplus(-beta * delta)  # -log sigmoid(beta * delta)
+    elif loss == "hinge":
+        value = max(0.0, 1 - beta * delta)
+    else:  # ipo: per-token averages, as TRL normalises it
+        value = (chosen_ratio / max(chosen.tokens, 1) - rejected_ratio / max(rejected.tokens, 1) - 1 / (2 * beta)) ** 2
+    chosen_reward, rejected_reward = beta * chosen_ratio, beta * rejected_ratio
+    moved = max((chosen.moved | {"side": "chosen"}, rejected.moved | {"side": "rejected"}),
+                key=lambda m: abs(m["logratio"]))  # fmt: skip
+    return {
+        "line": pair.line,
+        "chosen_logps": chosen.logps,
+        "rejected_logps": rejected.logps,
+        "ref_chosen_logps": chosen.ref_logps,
+        "ref_rejected_logps": rejected.ref_logps,
+        "chosen_reward": chosen_reward,
+        "rejected_reward": rejected_reward,
+        "margin": chosen_reward - rejected_reward,
+        "correct": chosen_reward > rejected_reward,
+        "loss": value,
+        "chosen_tokens": chosen.tokens,
+        "rejected_tokens": rejected.tokens,
+        "kl_chosen": chosen.kl,
+        "kl_rejected": rejected.kl,
+        "moved": moved,
+    }
+
+
+def _softplus(x: float) -> float:
+    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
+
+
+def score_pairs(
+    policy: Model, reference: Model, pairs: list[Tokenized], *, beta: float, loss: str,
+    advance: Callable[[], None] | None = None,
+) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """Each pair's figures, in file order, batch by batch."""
+    for batch in _batches(pairs):
+        sequences = [(p, side) for p in batch for side in ("chosen", "rejected")]
+        done = _completions(policy, reference, sequences)
+        for index, pair in enumerate(batch):
+            yield pair_figures(pair, done[2 * index], done[2 * index + 1], beta=beta, loss=loss)
+            if advance is not None:
+                advance()
+
+
+def _batches(pairs: list[Tokenized]) -> Iterator[list[Tokenized]]:
+    batch: list[Tokenized] = []
+    for pair in pairs:
+        longest = max([pair.longest] + [p.longest for p in batch])
+        if batch and longest * 2 * (len(batch) + 1) > BATCH_TOKENS:
+            yield batch
+            batch = []
+        batch.append(pair)
+    if batch:
+        yield batch
+
+
+def _completions(policy: Model, reference: Model, sequences: list[tuple[Tokenized, str]]) -> list[Completion]:
+    ids = [p.prompt + p.completion(side) for p, side in sequences]
+    spans = [(len(p.prompt), len(p.prompt) + len(p.completion(side))) for p, side in sequences]
+    pi = _rows(policy, ids, spans)
+    ref = _rows(reference, ids, spans) if reference != policy else pi
+    return [_completion(pi[i], ref[i].to(pi[i].device), ids[i][a:b], policy) for i, (a, b) in enumerate(spans)]
+
+
+def _rows(side: Model, ids: list[list[int]], spans: list[tuple[int, int]]) -> list[Any]:
+    """log pi(· | before) at each completion position of each sequence, float32 (one forward for the batch)."""
+    import torch
+
+    from llmcli.engine.load.devices import input_device
+
+    model = side.loaded.model
+    width = max(len(i) for i in ids)
+    pad = side.loaded.tokenizer.pad_token_id or 0
+    tokens = torch.tensor([i + [pad] * (width - len(i)) for i in ids], device=input_device(model))
+    mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i in ids], device=tokens.device)
+    off = model.disable_adapter() if side.adapter_off else nullcontext()
+    with torch.inference_mode(), off:
+        logits = model(input_ids=tokens, attention_mask=mask, use_cache=False).logits
+    # The row before a token predicts it.
+    return [torch.log_softmax(logits[b, start - 1 : end - 1].float(), dim=-1) for b, (start, end) in enumerate(spans)]
+
+
+def _completion(pi: Any, ref: Any, tokens: list[int], policy: Model) -> Completion:
+    import torch
+
+    index = torch.tensor(tokens, device=pi.device).unsqueeze(1)
+    chosen_pi, chosen_ref = pi.gather(1, index).squeeze(1), ref.gather(1, index).squeeze(1)
+    kl = (pi.exp() * (pi - ref)).sum(dim=-1)
+    ratio = chosen_pi - chosen_ref
+    at = int(ratio.abs().argmax())
+    moved = {
+        "position": at,
+        "token_id": tokens[at],
+        "token": policy.loaded.tokenizer.decode([tokens[at]]),
+        "prob": float(chosen_pi[at].exp()),
+        "ref_prob": float(chosen_ref[at].exp()),
+        "logratio": float(ratio[at]),
+    }
+    return Completion(float(chosen_pi.sum()), float(chosen_ref.sum()), len(tokens), float(kl.mean()), moved)

@@ -1,0 +1,141 @@
+"""`llmcli dpo POLICY -f pairs.jsonl`: what a DPO or RLHF run did to a model, measured on preference pairs
+against its reference, as TRL's DPOTrainer.evaluate() measures it. It evaluates; it never trains."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from llmcli.commands import options as opt
+from llmcli.commands.model_options import ModelArgs, locate_adapter, model_options
+from llmcli.errors import UsageError
+
+LOADING = ("revision", "device", "dtype", "trust_remote_code", "allow_pickle", "memory_check", "adapter")
+
+
+class Loss(StrEnum):
+    sigmoid = "sigmoid"
+    ipo = "ipo"
+    hinge = "hinge"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("dpo")(dpo)
+
+
+@model_options(*LOADING)
+def dpo(
+    policy: str = typer.Argument(
+        None, help="The trained model (a directory, .gguf or Hub id; default: the embedded one)."
+    ),
+    file: str = typer.Option(None, "--file", "-f", help="Preference pairs, JSONL in TRL's formats (required)."),
+    ref: str = typer.Option(
+        None, "--ref", help="The reference model (default: the policy's base with its LoRA adapter switched off)."
+    ),
+    beta: float = typer.Option(0.1, "--beta", help="DPO's beta: the strength of the KL term (> 0)."),
+    loss: Loss = typer.Option(Loss.sigmoid, "--loss", help="The loss TRL computes: sigmoid, ipo or hinge."),
+    top: int = typer.Option(10, "--top", min=0, max=1000, help="How many of the worst pairs to show."),
+    each: bool = typer.Option(False, "--each", help="One JSON line per pair on stdout, as each is scored."),
+    skip_bad: bool = typer.Option(False, "--skip-bad", help="List bad lines on stderr and go on without them."),
+    json_out: opt.JsonOpt = False,
+    *,
+    model_args: ModelArgs,
+) -> None:
+    """Reward accuracy, margins, loss, log-probabilities and the KL to the reference on preference pairs (TRL's
+    evaluation figures), and the pairs the policy still gets wrong, each with the token that moved most."""
+    import json
+
+    from llmcli import output
+    from llmcli.pairs import read_pairs
+
+    if file is None:
+        raise UsageError("dpo needs the pairs: -f pairs.jsonl")
+    if not beta > 0:
+        raise UsageError(f"--beta must be > 0, got {beta}")
+    if ref is None and model_args.adapter is None and not _is_adapter(policy):
+        raise UsageError("dpo needs a reference: --ref REF, or a LoRA policy (--adapter) whose base is the reference")
+    pairs, skipped = read_pairs(Path(file), skip_bad=skip_bad)
+    policy_side, ref_side, labels = _sides(policy, ref, model_args)
+    tokenized, too_long = _tokenized(policy_side, ref_side, pairs, skip_bad=skip_bad)
+    for problem in [*skipped, *too_long]:
+        output.warn(f"{file}: {problem}")
+    from llmcli.analysis.dpo import score_pairs
+    from llmcli.reports import dpo as report
+
+    rows = []
+    with output.progress(len(tokenized), "scoring pairs", enabled=output.stderr_is_tty()) as advance:
+        for row in score_pairs(policy_side, ref_side, tokenized, beta=beta, loss=str(loss), advance=advance):
+            rows.append(row)  # a few numbers and one token: the batch, not the file, bounds memory
+            if each:
+                output.write_stdout(json.dumps(row, ensure_ascii=False) + "\n", flush=True)
+    if each:
+        return
+    data = report.record(rows, shown=top, policy=labels[0], reference=labels[1], beta=beta, loss_type=str(loss),
+                         file=str(file), skipped=[*skipped, *too_long])  # fmt: skip
+    output.present(report.build(data), json=json_out)
+
+
+def _is_adapter(path: str | None) -> bool:
+    return path is not None and (Path(path) / "adapter_config.json").is_file()
+
+
+def _sides(policy: str | None, ref: str | None, model_args: ModelArgs) -> tuple[Any, Any, tuple[dict, dict]]:
+    """The loaded policy and reference: one copy of the weights when the reference is the policy's base with
+    its LoRA adapter switched off. POLICY may itself be a PEFT adapter directory (its base_model_name_or_path
+    is then the base)."""
+    from dataclasses import replace
+
+    from llmcli.analysis.dpo import Model
+    from llmcli.engine.load.loader import load
+    from llmcli.modelfs.source import resolve_model
+    from llmcli.plan import check_combinations
+
+    spec = model_args.spec(prefill_only=True)
+    check_combinations(spec=spec)
+    adapter, base = model_args.adapter, policy
+    if _is_adapter(policy):
+        if adapter is not None:
+            raise UsageError("POLICY is a LoRA adapter already; drop --adapter")
+        adapter, base = policy, _adapter_base(Path(policy))
+    located = locate_adapter(adapter, option="--adapter") if adapter is not None else None
+    policy_side = Model(load(resolve_model(base, verbose=spec.show_progress), replace(spec, adapter=located)))
+    if ref is None:
+        ref_side = Model(policy_side.loaded, adapter_off=True)
+    else:
+        ref_side = Model(load(resolve_model(ref, verbose=spec.show_progress), replace(spec, adapter=None)))
+    return policy_side, ref_side, (_label(policy_side, located), _label(ref_side, None))
+
+
+def _adapter_base(adapter: Path) -> str:
+    from llmcli.modelfs.adapter import read_adapter
+
+    base = read_adapter(adapter).config.get("base_model_name_or_path")
+    if not base:
+        raise UsageError(f"{adapter}: adapter_config.json names no base_model_name_or_path; pass the base as POLICY "
+                         "and the adapter with --adapter")  # fmt: skip
+    return base
+
+
+def _label(side: Any, adapter: Path | None) -> dict[str, Any]:
+    info = side.loaded.describe()
+    name = Path(info["path"]).name
+    if adapter is not None:
+        name += f" + {adapter.name}"
+    elif side.adapter_off:
+        name += " (adapter off)"
+    return {"label": name, "path": info["path"], "dtype": info["dtype"], "adapter": str(adapter) if adapter else None}
+
+
+def _tokenized(policy: Any, ref: Any, pairs: list[Any], *, skip_bad: bool) -> tuple[list[Any], list[str]]:
+    from llmcli.analysis.pair_tokens import first_difference, tokenize_pairs
+    from llmcli.modelfs.config import geometry
+
+    if ref.loaded is not policy.loaded:
+        differs = first_difference(policy.loaded.tokenizer, ref.loaded.tokenizer)
+        if differs is not None:
+            raise UsageError(f"the policy and the reference tokenize differently: {differs}")
+    context = geometry(policy.loaded.config).context
+    return tokenize_pairs(policy.loaded.tokenizer, pairs, context=context, skip_bad=skip_bad)

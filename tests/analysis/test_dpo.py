@@ -1,0 +1,185 @@
+"""`llmcli dpo`: preference pairs scored as TRL scores them, every figure checked against a computation written
+out here (and against TRL itself where it is installed), in float32 on two tiny models that share a tokenizer."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import ROOT, assert_clean_error, run_cli
+
+STANDARD = [
+    {"prompt": "The capital of France is", "chosen": " Paris.", "rejected": " London."},
+    {"prompt": "Two and two make", "chosen": " four", "rejected": " seven, or so"},
+    {"prompt": "hello", "chosen": " world", "rejected": " there, friend"},
+]
+CONVERSATIONAL = [
+    {"prompt": [{"role": "user", "content": "Say hi"}], "chosen": [{"role": "assistant", "content": "Hi!"}],
+     "rejected": [{"role": "assistant", "content": "Go away."}]},
+]  # fmt: skip
+
+
+def write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def dpo(policy, ref, pairs, capsys, monkeypatch, *extra):
+    run = run_cli(["dpo", str(policy), "--ref", str(ref), "-f", str(pairs), "--dtype", "float32", *extra],
+                  capsys, monkeypatch)  # fmt: skip
+    assert run.code == 0, run.stderr
+    return run
+
+
+def each(run):
+    return [json.loads(line) for line in run.stdout.splitlines()]
+
+
+def completion_logps(model, prompt_ids, completion_ids):
+    """Summed log p of the completion after the prompt, and the per-position distributions, one sequence alone."""
+    import torch
+
+    ids = torch.tensor([prompt_ids + completion_ids])
+    with torch.inference_mode():
+        rows = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
+    rows = rows[len(prompt_ids) - 1 : len(prompt_ids) + len(completion_ids) - 1]
+    return float(rows[torch.arange(len(completion_ids)), completion_ids].sum()), rows
+
+
+@pytest.fixture(scope="module")
+def models(tiny_dir, tiny_untied_single):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    load = lambda p: AutoModelForCausalLM.from_pretrained(str(p), dtype=torch.float32).eval()  # noqa: E731
+    return load(tiny_untied_single), load(tiny_dir), AutoTokenizer.from_pretrained(str(tiny_dir))
+
+
+@pytest.mark.parametrize("loss", ["sigmoid", "ipo", "hinge"])
+def test_every_figure_equals_the_computation_written_out(models, tiny_dir, tiny_untied_single, tmp_path, capsys,
+                                                          monkeypatch, loss):  # fmt: skip
+    policy, ref, tok = models
+    pairs = write(tmp_path / "pairs.jsonl", STANDARD)
+    rows = each(
+        dpo(tiny_untied_single, tiny_dir, pairs, capsys, monkeypatch, "--each", "--beta", "0.3", "--loss", loss)
+    )
+    assert [r["line"] for r in rows] == [1, 2, 3]
+    for row, pair in zip(rows, STANDARD, strict=True):
+        prompt = tok(text=pair["prompt"])["input_ids"]
+        figures = {}
+        for side in ("chosen", "rejected"):
+            whole = tok(text=pair["prompt"] + pair[side] + tok.eos_token)["input_ids"]
+            assert whole[: len(prompt)] == prompt  # these prompts end on a token boundary
+            completion = whole[len(prompt) :]
+            pi, pi_rows = completion_logps(policy, prompt, completion)
+            q, q_rows = completion_logps(ref, prompt, completion)
+            kl = float((pi_rows.exp() * (pi_rows - q_rows)).sum(-1).mean())
+            figures[side] = (pi, q, len(completion), kl)
+            assert row[f"{side}_logps"] == pytest.approx(pi, rel=1e-5)
+            assert row[f"ref_{side}_logps"] == pytest.approx(q, rel=1e-5)
+            assert row[f"kl_{side}"] == pytest.approx(kl, rel=1e-4, abs=1e-7)
+            assert row[f"{side}_tokens"] == len(completion)
+        (pc, qc, nc, _), (pr, qr, nr, _) = figures["chosen"], figures["rejected"]
+        delta = (pc - qc) - (pr - qr)
+        expected = {"sigmoid": -math.log(1 / (1 + math.exp(-0.3 * delta))), "hinge": max(0.0, 1 - 0.3 * delta),
+                    "ipo": ((pc - qc) / nc - (pr - qr) / nr - 1 / 0.6) ** 2}[loss]  # fmt: skip
+        assert row["loss"] == pytest.approx(expected, rel=1e-5)
+        assert row["margin"] == pytest.approx(0.3 * delta, rel=1e-5, abs=1e-7)
+        assert row["correct"] == (delta > 0)
+
+
+def test_the_summary_averages_the_pairs_under_trls_names(tiny_dir, tiny_untied_single, tmp_path, capsys, monkeypatch):
+    pairs = write(tmp_path / "pairs.jsonl", STANDARD)
+    rows = each(dpo(tiny_untied_single, tiny_dir, pairs, capsys, monkeypatch, "--each"))
+    data = dpo(tiny_untied_single, tiny_dir, pairs, capsys, monkeypatch, "--json", "--top", "2").json()
+    assert data["pairs"] == 3 and data["beta"] == 0.1 and data["loss_type"] == "sigmoid"
+    mean = lambda key: sum(float(r[key]) for r in rows) / 3  # noqa: E731
+    assert data["summary"]["rewards/accuracies"] == pytest.approx(mean("correct"))
+    assert data["summary"]["rewards/margins"] == pytest.approx(mean("margin"))
+    assert data["summary"]["logps/rejected"] == pytest.approx(mean("rejected_logps"))
+    assert [w["line"] for w in data["worst"]] == [r["line"] for r in sorted(rows, key=lambda r: r["margin"])][:2]
+    shown = dpo(tiny_untied_single, tiny_dir, pairs, capsys, monkeypatch).stdout
+    assert "rewards/accuracies" in shown and "lowest margin first" in shown
+
+
+def test_conversational_and_implicit_prompt_pairs(models, tiny_dir, tiny_untied_single, tmp_path, capsys, monkeypatch):
+    policy, ref, tok = models
+    pair = CONVERSATIONAL[0]
+    rows = each(dpo(tiny_untied_single, tiny_dir, write(tmp_path / "chat.jsonl", CONVERSATIONAL), capsys,
+                    monkeypatch, "--each"))  # fmt: skip
+    prompt = tok.apply_chat_template(pair["prompt"], add_generation_prompt=True, tokenize=True, return_dict=True)
+    whole = tok.apply_chat_template(pair["prompt"] + pair["chosen"], tokenize=True, return_dict=True)["input_ids"]
+    start = len(prompt["input_ids"])
+    assert whole[:start] == prompt["input_ids"]
+    assert rows[0]["chosen_logps"] == pytest.approx(completion_logps(policy, whole[:start], whole[start:])[0], rel=1e-5)
+    implicit = [{"chosen": p["prompt"] + p["chosen"], "rejected": p["prompt"] + p["rejected"]} for p in STANDARD]
+    same = each(dpo(tiny_untied_single, tiny_dir, write(tmp_path / "implicit.jsonl", implicit), capsys,
+                    monkeypatch, "--each"))  # fmt: skip
+    explicit = each(dpo(tiny_untied_single, tiny_dir, write(tmp_path / "std.jsonl", STANDARD), capsys, monkeypatch,
+                        "--each"))  # fmt: skip
+    # TRL's extract_prompt leaves the space before the split with the completions: the same pairs as written
+    assert [r["chosen_logps"] for r in same] == pytest.approx([r["chosen_logps"] for r in explicit], rel=1e-6)
+
+
+def test_a_lora_policy_is_measured_against_its_base_with_the_adapter_off(tiny_dir, tiny_adapter, tmp_path, capsys,
+                                                                          monkeypatch):  # fmt: skip
+    pairs = write(tmp_path / "pairs.jsonl", STANDARD)
+    one_copy = run_cli(["dpo", str(tiny_dir), "--adapter", str(tiny_adapter), "-f", str(pairs), "--json"],
+                       capsys, monkeypatch)  # fmt: skip
+    assert one_copy.code == 0, one_copy.stderr
+    two = dpo(tiny_dir, tiny_dir, pairs, capsys, monkeypatch, "--adapter", str(tiny_adapter), "--json").json()
+    by_dir = run_cli(["dpo", str(tiny_adapter), "-f", str(pairs), "--json"], capsys, monkeypatch).json()
+    for key, value in two["summary"].items():
+        assert one_copy.json()["summary"][key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
+        assert by_dir["summary"][key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
+    assert "(adapter off)" in one_copy.json()["reference"]["label"]
+
+
+BAD = [
+    ("{not json", "line 1: not JSON"),
+    ('{"prompt": "a", "chosen": "b"}', "line 1: missing field 'rejected'"),
+    ('{"prompt": "a", "chosen": "", "rejected": "c"}', "line 1: chosen is empty"),
+    ('{"prompt": "a", "chosen": "b", "rejected": "b"}', "line 1: chosen equals rejected"),
+    ('{"prompt": "a", "chosen": ["b"], "rejected": "c"}', "each message needs a role"),
+    (json.dumps({"prompt": "x " * 400, "chosen": "a", "rejected": "b"}), "longer than the model's context of 256"),
+]
+
+
+@pytest.mark.parametrize("line,needle", BAD)
+def test_a_bad_line_is_one_error_naming_it_and_skip_bad_goes_on(tiny_dir, tmp_path, capsys, monkeypatch, line, needle):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(line + "\n")
+    run = run_cli(["dpo", str(tiny_dir), "--ref", str(tiny_dir), "-f", str(pairs)], capsys, monkeypatch)
+    assert_clean_error(run, 1, needle)
+    pairs.write_text(line + "\n" + json.dumps(STANDARD[0]) + "\n")
+    kept = run_cli(["dpo", str(tiny_dir), "--ref", str(tiny_dir), "-f", str(pairs), "--skip-bad", "--json"],
+                   capsys, monkeypatch)  # fmt: skip
+    assert kept.code == 0 and kept.json()["pairs"] == 1 and needle in kept.stderr
+
+
+def test_a_reference_that_tokenizes_differently_is_refused(tiny_dir, default_model_dir, tmp_path, capsys, monkeypatch):
+    run = run_cli(["dpo", str(tiny_dir), "--ref", str(default_model_dir), "-f", str(write(tmp_path / "p.jsonl",
+                   STANDARD))], capsys, monkeypatch)  # fmt: skip
+    assert_clean_error(run, 2, "the policy and the reference tokenize differently: token id")
+
+
+TRL_RUN = ROOT / "benchmarks" / "dpo_trl.py"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("trl") is None, reason="TRL is not installed (a peer for measurements)")
+@pytest.mark.parametrize("loss", ["sigmoid", "ipo"])
+def test_equal_to_trls_own_evaluation(tiny_dir, tiny_untied_single, tmp_path, capsys, monkeypatch, loss):
+    pairs = write(tmp_path / "pairs.jsonl", STANDARD)
+    args = [sys.executable, str(TRL_RUN), str(tiny_untied_single), str(tiny_dir), str(pairs), "0.2", loss]
+    printed = subprocess.run(args, capture_output=True, text=True, check=True, timeout=600).stdout
+    trl = json.loads(printed.splitlines()[-1])  # TRL prints its logs on stdout too
+    ours = dpo(tiny_untied_single, tiny_dir, pairs, capsys, monkeypatch, "--json", "--beta", "0.2", "--loss",
+               loss).json()["summary"]  # fmt: skip
+    for name in ("loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
+                 "logps/chosen", "logps/rejected"):  # fmt: skip
+        assert ours[name] == pytest.approx(trl[f"eval_{name}"], rel=1e-4, abs=1e-6), name
