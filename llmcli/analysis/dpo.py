@@ -30,14 +30,24 @@ class Model:
 
 
 @dataclass
+class Stored:
+    """The reference as a file of its log-probabilities (--ref-logps): line → the chosen and the rejected
+    completion's token log-probabilities. It keeps no distributions, so it gives no KL."""
+
+    tokens: dict[int, tuple[list[float], list[float]]]
+    label: dict[str, Any]
+
+
+@dataclass
 class Completion:
     """One completion under both models: summed log-probabilities, the KL and the token that moved most."""
 
     logps: float
     ref_logps: float
     tokens: int
-    kl: float  # mean over the completion's tokens of KL(pi || pi_ref) at that position
+    kl: float | None  # mean over the completion's tokens of KL(pi || pi_ref) at that position
     moved: dict[str, Any]
+    ref_token_logps: list[float]  # what --save-ref-logps keeps
 
 
 def pair_figures(pair: Tokenized, chosen: Completion, rejected: Completion, *, beta: float, loss: str) -> dict:
@@ -76,15 +86,18 @@ def _softplus(x: float) -> float:
 
 
 def score_pairs(
-    policy: Model, reference: Model, pairs: list[Tokenized], *, beta: float, loss: str,
-    advance: Callable[[], None] | None = None,
+    policy: Model, reference: Model | Stored, pairs: list[Tokenized], *, beta: float, loss: str,
+    advance: Callable[[], None] | None = None, keep: Callable[[Tokenized, Completion, Completion], None] | None = None,
 ) -> Iterator[dict[str, Any]]:  # fmt: skip
-    """Each pair's figures, in file order, batch by batch."""
+    """Each pair's figures, in file order, batch by batch; `keep` sees each pair's completions as well."""
     for batch in _batches(pairs):
         sequences = [(p, side) for p in batch for side in ("chosen", "rejected")]
         done = _completions(policy, reference, sequences)
         for index, pair in enumerate(batch):
-            yield pair_figures(pair, done[2 * index], done[2 * index + 1], beta=beta, loss=loss)
+            chosen, rejected = done[2 * index], done[2 * index + 1]
+            if keep is not None:
+                keep(pair, chosen, rejected)
+            yield pair_figures(pair, chosen, rejected, beta=beta, loss=loss)
             if advance is not None:
                 advance()
 
@@ -101,10 +114,13 @@ def _batches(pairs: list[Tokenized]) -> Iterator[list[Tokenized]]:
         yield batch
 
 
-def _completions(policy: Model, reference: Model, sequences: list[tuple[Tokenized, str]]) -> list[Completion]:
+def _completions(policy: Model, reference: Model | Stored, sequences: list[tuple[Tokenized, str]]) -> list[Completion]:
     ids = [p.prompt + p.completion(side) for p, side in sequences]
     spans = [(len(p.prompt), len(p.prompt) + len(p.completion(side))) for p, side in sequences]
     pi = _rows(policy, ids, spans)
+    if isinstance(reference, Stored):
+        stored = [reference.tokens[p.line][0 if side == "chosen" else 1] for p, side in sequences]
+        return [_completion(pi[i], None, ids[i][a:b], policy, stored=stored[i]) for i, (a, b) in enumerate(spans)]
     ref = _rows(reference, ids, spans) if reference != policy else pi
     return [_completion(pi[i], ref[i].to(pi[i].device), ids[i][a:b], policy) for i, (a, b) in enumerate(spans)]
 
@@ -127,12 +143,18 @@ def _rows(side: Model, ids: list[list[int]], spans: list[tuple[int, int]]) -> li
     return [torch.log_softmax(logits[b, start - 1 : end - 1].float(), dim=-1) for b, (start, end) in enumerate(spans)]
 
 
-def _completion(pi: Any, ref: Any, tokens: list[int], policy: Model) -> Completion:
+def _completion(
+    pi: Any, ref: Any, tokens: list[int], policy: Model, *, stored: list[float] | None = None
+) -> Completion:
     import torch
 
     index = torch.tensor(tokens, device=pi.device).unsqueeze(1)
-    chosen_pi, chosen_ref = pi.gather(1, index).squeeze(1), ref.gather(1, index).squeeze(1)
-    kl = (pi.exp() * (pi - ref)).sum(dim=-1)
+    chosen_pi = pi.gather(1, index).squeeze(1)
+    if stored is not None:
+        chosen_ref, kl = torch.tensor(stored, device=pi.device), None
+    else:
+        chosen_ref = ref.gather(1, index).squeeze(1)
+        kl = float((pi.exp() * (pi - ref)).sum(dim=-1).mean())
     ratio = chosen_pi - chosen_ref
     at = int(ratio.abs().argmax())
     moved = {
@@ -143,4 +165,4 @@ def _completion(pi: Any, ref: Any, tokens: list[int], policy: Model) -> Completi
         "ref_prob": float(chosen_ref[at].exp()),
         "logratio": float(ratio[at]),
     }
-    return Completion(float(chosen_pi.sum()), float(chosen_ref.sum()), len(tokens), float(kl.mean()), moved)
+    return Completion(float(chosen_pi.sum()), float(chosen_ref.sum()), len(tokens), kl, moved, chosen_ref.tolist())

@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
 @model_options(*LOADING)
 def dpo(
     policy: str = typer.Argument(
-        None, help="The trained model (a directory, .gguf or Hub id; default: the embedded one)."
+        None, help="The trained model: a directory, .gguf, Hub id or PEFT adapter (default: the embedded model)."
     ),
     file: str = typer.Option(None, "--file", "-f", help="Preference pairs, JSONL in TRL's formats (required)."),
     ref: str = typer.Option(
@@ -40,6 +40,12 @@ def dpo(
     top: int = typer.Option(10, "--top", min=0, max=1000, help="How many of the worst pairs to show."),
     each: bool = typer.Option(False, "--each", help="One JSON line per pair on stdout, as each is scored."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="List bad lines on stderr and go on without them."),
+    save_ref_logps: str = typer.Option(
+        None, "--save-ref-logps", help="Keep the reference's log-probabilities of these pairs in FILE, for --ref-logps."
+    ),
+    ref_logps: str = typer.Option(
+        None, "--ref-logps", help="The reference from a --save-ref-logps FILE: no reference model loaded (no KL)."
+    ),
     json_out: opt.JsonOpt = False,
     *,
     model_args: ModelArgs,
@@ -55,11 +61,21 @@ def dpo(
         raise UsageError("dpo needs the pairs: -f pairs.jsonl")
     if not beta > 0:
         raise UsageError(f"--beta must be > 0, got {beta}")
-    if ref is None and model_args.adapter is None and not _is_adapter(policy):
-        raise UsageError("dpo needs a reference: --ref REF, or a LoRA policy (--adapter) whose base is the reference")
+    if ref is None and ref_logps is None and model_args.adapter is None and not _is_adapter(policy):
+        raise UsageError("dpo needs a reference: --ref REF, --ref-logps FILE, or a LoRA policy (--adapter) whose "
+                         "base is the reference")  # fmt: skip
+    if ref_logps is not None and save_ref_logps is not None:
+        raise UsageError("--ref-logps reads the reference's log-probabilities; --save-ref-logps writes them: pick one")
     pairs, skipped = read_pairs(Path(file), skip_bad=skip_bad)
-    policy_side, ref_side, labels = _sides(policy, ref, model_args)
+    stored = _read_stored(Path(ref_logps)) if ref_logps is not None else None
+    policy_side, ref_side, labels = _sides(policy, None if stored is not None else ref, model_args)
     tokenized, too_long = _tokenized(policy_side, ref_side, pairs, skip_bad=skip_bad)
+    if stored is not None:
+        ref_side, labels = (
+            _stored_reference(stored, Path(ref_logps), policy_side, tokenized, ref),
+            (labels[0], stored[1]),
+        )
+    saver = _Saver(ref_side, policy_side, tokenized) if save_ref_logps is not None else None
     for problem in [*skipped, *too_long]:
         output.warn(f"{file}: {problem}")
     from llmcli.analysis.dpo import score_pairs
@@ -67,10 +83,13 @@ def dpo(
 
     rows = []
     with output.progress(len(tokenized), "scoring pairs", enabled=output.stderr_is_tty()) as advance:
-        for row in score_pairs(policy_side, ref_side, tokenized, beta=beta, loss=str(loss), advance=advance):
+        keep = saver.keep if saver is not None else None
+        for row in score_pairs(policy_side, ref_side, tokenized, beta=beta, loss=str(loss), advance=advance, keep=keep):
             rows.append(row)  # a few numbers and one token: the batch, not the file, bounds memory
             if each:
                 output.write_stdout(json.dumps(row, ensure_ascii=False) + "\n", flush=True)
+    if saver is not None:
+        saver.write(Path(save_ref_logps))
     if each:
         return
     data = report.record(rows, shown=top, policy=labels[0], reference=labels[1], beta=beta, loss_type=str(loss),
@@ -139,3 +158,64 @@ def _tokenized(policy: Any, ref: Any, pairs: list[Any], *, skip_bad: bool) -> tu
             raise UsageError(f"the policy and the reference tokenize differently: {differs}")
     context = geometry(policy.loaded.config).context
     return tokenize_pairs(policy.loaded.tokenizer, pairs, context=context, skip_bad=skip_bad)
+
+
+def _read_stored(path: Path) -> tuple[Any, dict[str, Any]]:
+    from llmcli.modelfs.ref_logps import read_ref_logps
+
+    stored = read_ref_logps(path)
+    label = stored.reference.get("label") or "?"
+    return stored, {"label": f"{label} (from {path.name})", "path": str(path), "dtype": "float32", "adapter": None}
+
+
+def _stored_reference(stored: tuple[Any, dict], path: Path, policy: Any, tokenized: list[Any], ref: str | None) -> Any:
+    """The --ref-logps file checked against these pairs, the policy's tokenizer and --ref if named."""
+    from llmcli.analysis.dpo import Stored
+    from llmcli.modelfs.ref_logps import check_ref_logps, pairs_hash
+    from llmcli.modelfs.reference import tokenizer_hash
+
+    data, label = stored
+    digest = _digest(ref) if ref is not None else None
+    check_ref_logps(data, path=path, pairs_sha256=pairs_hash([(p.prompt, p.chosen, p.rejected) for p in tokenized]),
+                    tokenizer_sha256=tokenizer_hash(policy.loaded.tokenizer), reference_digest=digest)  # fmt: skip
+    tokens = {line: (c, r) for line, c, r in zip(data.lines, data.chosen, data.rejected, strict=True)}
+    return Stored(tokens, label)
+
+
+def _digest(model: str | None) -> str:
+    from llmcli.modelfs.identity import identity
+    from llmcli.modelfs.source import resolve_model
+
+    source = resolve_model(model, verbose=False)
+    return identity(source.path, gguf=source.gguf)["digest"]
+
+
+class _Saver:
+    """--save-ref-logps: the reference's token log-probabilities of every pair, written once all are scored."""
+
+    def __init__(self, reference: Any, policy: Any, tokenized: list[Any]):
+        from llmcli.modelfs.identity import identity
+
+        self.reference, self.policy, self.tokenized = reference, policy, tokenized
+        source = reference.loaded.source
+        self.digest = identity(source.path, gguf=source.gguf)["digest"]
+        self.rows: list[tuple[int, list[float], list[float]]] = []
+
+    def keep(self, pair: Any, chosen: Any, rejected: Any) -> None:
+        self.rows.append((pair.line, chosen.ref_token_logps, rejected.ref_token_logps))
+
+    def write(self, path: Path) -> None:
+        from llmcli import output
+        from llmcli.modelfs.ref_logps import RefLogps, pairs_hash, write_ref_logps
+        from llmcli.modelfs.reference import tokenizer_hash
+        from llmcli.units import human_bytes
+
+        label = _label(self.reference, None)["label"]
+        hashes = pairs_hash([(p.prompt, p.chosen, p.rejected) for p in self.tokenized])
+        tokenizer = tokenizer_hash(self.policy.loaded.tokenizer)
+        lines, chosen, rejected = (list(column) for column in zip(*self.rows, strict=True))
+        data = RefLogps(lines, chosen, rejected, hashes, tokenizer, {"label": label, "digest": self.digest})
+        size = write_ref_logps(path, data)
+        output.warn(
+            f"wrote the reference's log-probabilities of {len(self.rows)} pairs to {path} ({human_bytes(size)})"
+        )

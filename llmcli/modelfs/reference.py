@@ -61,7 +61,6 @@ def tokenizer_hash(tokenizer: Any) -> str:
 def write_reference(path: Path, ref: Reference) -> int:
     """Written to a temporary file beside `path`, then renamed: never half a reference. Returns its bytes."""
     import numpy as np
-    from safetensors.numpy import save_file
 
     ids_type = np.uint16 if ref.vocab_size <= 65_536 else np.int32
     arrays = {
@@ -75,6 +74,14 @@ def write_reference(path: Path, ref: Reference) -> int:
     }
     meta = {"format": FORMAT, "window": str(ref.window), "stride": str(ref.stride), "vocab_size": str(ref.vocab_size),
             "tokenizer_sha256": ref.tokenizer_sha256, "model": json.dumps(ref.model)}  # fmt: skip
+    return save_atomically(arrays, path, meta)
+
+
+def save_atomically(arrays: dict[str, Any], path: Path, meta: dict[str, str]) -> int:
+    """numpy arrays as safetensors, written to a temporary file beside `path` and then renamed: never half a
+    file. Returns its bytes."""
+    from safetensors.numpy import save_file
+
     folder = path.parent if str(path.parent) else Path(".")
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)

@@ -34,8 +34,14 @@ SUMMARY = {  # TRL's metric names → the per-pair figure they average
 }
 
 
-def summary(rows: list[dict[str, Any]]) -> dict[str, float]:
-    return {name: sum(float(r[key]) for r in rows) / len(rows) for name, key in SUMMARY.items()}
+def summary(rows: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Means over the pairs (None for the KL when the reference came from --ref-logps)."""
+
+    def mean(key: str) -> float | None:
+        values = [r[key] for r in rows]
+        return None if any(v is None for v in values) else sum(float(v) for v in values) / len(values)
+
+    return {name: mean(key) for name, key in SUMMARY.items()}
 
 
 def record(rows: list[dict[str, Any]], *, shown: int, **context: Any) -> dict[str, Any]:
@@ -46,7 +52,8 @@ def record(rows: list[dict[str, Any]], *, shown: int, **context: Any) -> dict[st
 
 
 def build(data: dict[str, Any]) -> Report:
-    rows = [(name, f"{value:.6g}", EXPLAINED[name]) for name, value in data["summary"].items()]
+    rows = [(name, "n/a" if value is None else f"{value:.6g}", EXPLAINED[name])
+            for name, value in data["summary"].items()]  # fmt: skip
     head = f"{data['pairs']} pairs, beta {data['beta']:g}, {data['loss_type']} loss"
     blocks: list[Any] = [Para(f"policy {data['policy']['label']} against reference {data['reference']['label']}")]
     blocks.append(KV(rows))

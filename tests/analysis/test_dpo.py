@@ -168,6 +168,29 @@ def test_a_reference_that_tokenizes_differently_is_refused(tiny_dir, default_mod
     assert_clean_error(run, 2, "the policy and the reference tokenize differently: token id")
 
 
+def test_a_kept_reference_pass_gives_the_same_figures_and_refuses_other_pairs_and_models(
+    tiny_dir, tiny_untied_single, default_model_dir, tmp_path, capsys, monkeypatch
+):
+    pairs = write(tmp_path / "pairs.jsonl", STANDARD)
+    kept = tmp_path / "ref.safetensors"
+    live = dpo(tiny_untied_single, tiny_dir, pairs, capsys, monkeypatch, "--json", "--save-ref-logps", str(kept))
+    assert kept.is_file() and "wrote the reference's log-probabilities of 3 pairs" in live.stderr
+    args = ["dpo", str(tiny_untied_single), "-f", str(pairs), "--dtype", "float32", "--json", "--ref-logps", str(kept)]
+    reused = run_cli(args, capsys, monkeypatch)
+    assert reused.code == 0, reused.stderr
+    for key, value in live.json()["summary"].items():
+        expected = None if key.startswith("kl/") else pytest.approx(value, rel=1e-6, abs=1e-9)
+        assert reused.json()["summary"][key] == expected, key
+    assert reused.json()["reference"]["label"].endswith("(from ref.safetensors)")
+    other = write(tmp_path / "other.jsonl", STANDARD[:2])
+    refused = run_cli(["dpo", str(tiny_untied_single), "-f", str(other), "--ref-logps", str(kept)], capsys, monkeypatch)
+    assert_clean_error(refused, 2, "made for other pairs")
+    named = run_cli([*args, "--ref", str(tiny_untied_single)], capsys, monkeypatch)
+    assert_clean_error(named, 2, "made with another reference model")
+    foreign = run_cli(["dpo", str(default_model_dir), "-f", str(pairs), "--ref-logps", str(kept)], capsys, monkeypatch)
+    assert_clean_error(foreign, 2, "made with another tokenizer")
+
+
 TRL_RUN = ROOT / "benchmarks" / "dpo_trl.py"
 
 
