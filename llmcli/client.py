@@ -153,6 +153,8 @@ def _call_foreign(remote: Any, endpoint: str, body: dict[str, Any]) -> dict[str,
             model = body["model"] or remote.engine.models[0]
             return windowed_score(remote, model, body["text"], window=body.get("window"), stride=body.get("stride"),
                                   save_ref=body.get("save_ref"), k=body.get("k") or 20)  # fmt: skip
+        if body.get("token_ids") is not None:
+            return openai.score(remote, body["model"] or "", body["token_ids"])
         return openai.score(remote, body["model"] or "", body["text"])
     if endpoint == "next-token":
         if body.get("flags"):

@@ -39,6 +39,15 @@ class Stored:
 
 
 @dataclass
+class Fetched:
+    """The reference on a server (--ref-server): `fetch(ids)` gives log p of ids[1:], each given the ones before
+    (prompt log-probabilities, asked for by token ids). No distributions travel, so it gives no KL."""
+
+    fetch: Callable[[list[int]], list[float]]
+    label: dict[str, Any]
+
+
+@dataclass
 class Completion:
     """One completion under both models: summed log-probabilities, the KL and the token that moved most."""
 
@@ -86,7 +95,7 @@ def _softplus(x: float) -> float:
 
 
 def score_pairs(
-    policy: Model, reference: Model | Stored, pairs: list[Tokenized], *, beta: float, loss: str,
+    policy: Model, reference: Model | Stored | Fetched, pairs: list[Tokenized], *, beta: float, loss: str,
     advance: Callable[[], None] | None = None, keep: Callable[[Tokenized, Completion, Completion], None] | None = None,
 ) -> Iterator[dict[str, Any]]:  # fmt: skip
     """Each pair's figures, in file order, batch by batch; `keep` sees each pair's completions as well."""
@@ -114,12 +123,17 @@ def _batches(pairs: list[Tokenized]) -> Iterator[list[Tokenized]]:
         yield batch
 
 
-def _completions(policy: Model, reference: Model | Stored, sequences: list[tuple[Tokenized, str]]) -> list[Completion]:
+def _completions(
+    policy: Model, reference: Model | Stored | Fetched, sequences: list[tuple[Tokenized, str]]
+) -> list[Completion]:
     ids = [p.prompt + p.completion(side) for p, side in sequences]
     spans = [(len(p.prompt), len(p.prompt) + len(p.completion(side))) for p, side in sequences]
     pi = _rows(policy, ids, spans)
-    if isinstance(reference, Stored):
-        stored = [reference.tokens[p.line][0 if side == "chosen" else 1] for p, side in sequences]
+    if isinstance(reference, Stored | Fetched):
+        if isinstance(reference, Stored):
+            stored = [reference.tokens[p.line][0 if side == "chosen" else 1] for p, side in sequences]
+        else:
+            stored = [reference.fetch(ids[i])[a - 1 : b - 1] for i, (a, b) in enumerate(spans)]
         return [_completion(pi[i], None, ids[i][a:b], policy, stored=stored[i]) for i, (a, b) in enumerate(spans)]
     ref = _rows(reference, ids, spans) if reference != policy else pi
     return [_completion(pi[i], ref[i].to(pi[i].device), ids[i][a:b], policy) for i, (a, b) in enumerate(spans)]

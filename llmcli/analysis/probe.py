@@ -139,13 +139,20 @@ def next_token_record(
 
 def score_record(loaded: Any, text: str) -> dict[str, Any]:
     """The score record of a text as the tokenizer encodes it (special tokens included), within the context."""
+    return score_ids_record(loaded, list(loaded.tokenizer(text, add_special_tokens=True)["input_ids"]))
+
+
+def score_ids_record(loaded: Any, ids: list[int]) -> dict[str, Any]:
+    """The score record of token ids as they are (serve's score by `token_ids`: dpo's reference over --server)."""
     from llmcli.errors import LlmcliError
     from llmcli.modelfs.config import geometry
 
-    ids = list(loaded.tokenizer(text, add_special_tokens=True)["input_ids"])
     context = geometry(loaded.config).context
     if context and len(ids) > context:
         raise LlmcliError(f"the text is {len(ids):,} tokens, but the model's context is {context:,} tokens")
+    vocab = getattr(loaded.model.config.get_text_config(), "vocab_size", None)
+    if vocab is not None and any(not 0 <= i < vocab for i in ids):
+        raise LlmcliError(f"token_ids: an id outside the vocabulary of {vocab}")
     from llmcli.engine.load.environment import environment
 
     return {"model": model_info(loaded), **score(loaded.model, loaded.tokenizer, ids), "replay": environment(loaded)}

@@ -43,6 +43,9 @@ def dpo(
     save_ref_logps: str = typer.Option(
         None, "--save-ref-logps", help="Keep the reference's log-probabilities of these pairs in FILE, for --ref-logps."
     ),
+    ref_server: str = typer.Option(
+        None, "--ref-server", help="The reference on llmcli serve or vLLM (URL); --ref names its model there."
+    ),
     ref_logps: str = typer.Option(
         None, "--ref-logps", help="The reference from a --save-ref-logps FILE: no reference model loaded (no KL)."
     ),
@@ -61,20 +64,34 @@ def dpo(
         raise UsageError("dpo needs the pairs: -f pairs.jsonl")
     if not beta > 0:
         raise UsageError(f"--beta must be > 0, got {beta}")
-    if ref is None and ref_logps is None and model_args.adapter is None and not _is_adapter(policy):
+    if ref_server is not None and ref_logps is not None:
+        raise UsageError("--ref-server and --ref-logps both give the reference: pick one")
+    if (
+        ref is None
+        and ref_logps is None
+        and ref_server is None
+        and model_args.adapter is None
+        and not _is_adapter(policy)
+    ):
         raise UsageError("dpo needs a reference: --ref REF, --ref-logps FILE, or a LoRA policy (--adapter) whose "
                          "base is the reference")  # fmt: skip
     if ref_logps is not None and save_ref_logps is not None:
         raise UsageError("--ref-logps reads the reference's log-probabilities; --save-ref-logps writes them: pick one")
     pairs, skipped = read_pairs(Path(file), skip_bad=skip_bad)
     stored = _read_stored(Path(ref_logps)) if ref_logps is not None else None
-    policy_side, ref_side, labels = _sides(policy, None if stored is not None else ref, model_args)
+    local_ref = None if stored is not None or ref_server is not None else ref
+    policy_side, ref_side, labels = _sides(policy, local_ref, model_args)
     tokenized, too_long = _tokenized(policy_side, ref_side, pairs, skip_bad=skip_bad)
     if stored is not None:
         ref_side, labels = (
             _stored_reference(stored, Path(ref_logps), policy_side, tokenized, ref),
             (labels[0], stored[1]),
         )
+    if ref_server is not None:
+        ref_side = _remote_reference(ref_server, ref, policy_side)
+        labels = (labels[0], ref_side.label)
+    if save_ref_logps is not None and not hasattr(ref_side, "loaded"):
+        raise UsageError("--save-ref-logps keeps a reference model's pass: give --ref (or a LoRA policy), not a server")
     saver = _Saver(ref_side, policy_side, tokenized) if save_ref_logps is not None else None
     for problem in [*skipped, *too_long]:
         output.warn(f"{file}: {problem}")
@@ -219,3 +236,31 @@ class _Saver:
         output.warn(
             f"wrote the reference's log-probabilities of {len(self.rows)} pairs to {path} ({human_bytes(size)})"
         )
+
+
+def _remote_reference(server: str, name: str | None, policy: Any) -> Any:
+    """The reference on a server, asked for each sequence's prompt log-probabilities by token ids. Its pieces
+    are checked against the policy's tokenizer on the first sequence: the ids must mean the same tokens."""
+    from llmcli import client
+    from llmcli.analysis.dpo import Fetched
+
+    checked: list[bool] = []
+
+    def fetch(ids: list[int]) -> list[float]:
+        record = client.call(server, "score", {"model": name or "", "token_ids": ids})
+        tokens = record["tokens"]
+        if not checked:
+            _same_pieces(policy.loaded.tokenizer, tokens)
+            checked.append(True)
+        return [t["logprob"] for t in tokens[1:]]
+
+    label = f"{name or 'the served model'} at {server}"
+    return Fetched(fetch, {"label": label, "path": server, "dtype": "the server's", "adapter": None})
+
+
+def _same_pieces(tokenizer: Any, tokens: list[dict[str, Any]]) -> None:
+    for token in tokens:
+        mine = tokenizer.decode([token["token_id"]])
+        if "\ufffd" not in mine and token["token"] and token["token"] != mine:
+            raise UsageError(f"the policy and the reference tokenize differently: token id {token['token_id']} is "
+                             f"{mine!r} for the policy, {token['token']!r} for the reference")  # fmt: skip

@@ -228,8 +228,9 @@ def needs_vllm(remote: Remote, what: str) -> None:
         raise UsageError(f"{what} needs the prompt's log-probabilities, which {remote.engine.label} does not return")
 
 
-def score(remote: Remote, model: str, text: str) -> dict[str, Any]:
-    """vLLM's prompt_logprobs: each token's log-probability given the ones before it."""
+def score(remote: Remote, model: str, text: str | list[int]) -> dict[str, Any]:
+    """vLLM's prompt_logprobs: each token's log-probability given the ones before it (of a text, or of token
+    ids sent as they are)."""
     needs_vllm(remote, "score")
     model = model or remote.engine.models[0]
     request = {"model": model, "prompt": text, "max_tokens": 1, "temperature": 0, "prompt_logprobs": 0,

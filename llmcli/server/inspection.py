@@ -13,10 +13,10 @@ STRING, INTEGER = ((str,), "a string"), ((int,), "an integer")
 BOOLEAN, OBJECT = ((bool,), "true or false"), ((dict,), "an object")
 FIELDS = {
     "next-token": {"prompt": STRING, "flags": OBJECT, "top": INTEGER, "chat": BOOLEAN, "system": STRING},
-    "score": {"text": STRING, "window": INTEGER, "stride": INTEGER},
+    "score": {"text": STRING, "token_ids": ((list,), "a list of token ids"), "window": INTEGER, "stride": INTEGER},
     "tokenize": {"text": STRING, "chat": BOOLEAN, "system": STRING},
 }
-REQUIRED = {"next-token": "prompt", "score": "text", "tokenize": "text"}
+REQUIRED = {"next-token": ("prompt",), "score": ("text", "token_ids"), "tokenize": ("text",)}
 
 
 async def answer(server: Any, endpoint: str, body: Any) -> dict[str, Any]:
@@ -29,15 +29,29 @@ async def answer(server: Any, endpoint: str, body: Any) -> dict[str, Any]:
             settings = _sampling(values)
             return await server.on_engine(lambda: _next_token(served.acquire(), values, settings))
         from llmcli.analysis.perplexity import score_any
+        from llmcli.analysis.probe import score_ids_record
         from llmcli.scoring import check_window
 
         window, stride = values["window"], values["stride"]
         check_window(window, stride, context=None)
+        if values.get("token_ids") is not None:
+            ids = _token_ids(values)
+            return await server.on_engine(lambda: score_ids_record(served.acquire(), ids))
         return await server.on_engine(lambda: score_any(served.acquire(), values["text"], window=window, stride=stride))
     except UsageError as exc:
         raise usage_error(exc) from None
     except LlmcliError as exc:
         raise ApiError(400, exc.message) from None
+
+
+def _token_ids(values: dict[str, Any]) -> list[int]:
+    """score by token ids, as they are: one pass, no windows, no text beside them."""
+    ids = values["token_ids"]
+    if values.get("text") is not None or values.get("window") is not None or values.get("stride") is not None:
+        raise ApiError(400, "'token_ids' is scored alone, in one pass: no text, window or stride", param="token_ids")
+    if len(ids) < 2 or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise ApiError(400, "'token_ids' must be a list of at least two integers", param="token_ids")
+    return ids
 
 
 def _sampling(values: dict[str, Any]) -> dict[str, Any]:

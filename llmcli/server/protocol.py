@@ -269,15 +269,16 @@ def usage_error(exc: UsageError) -> ApiError:
     return ApiError(400, exc.message)
 
 
-def parse_tool(body: Any, fields: dict[str, tuple[tuple[type, ...], str]], *, required: str) -> dict[str, Any]:
-    """The body of one of llmcli's other endpoints (next-token, score, tokenize): known fields, right types."""
+def parse_tool(body: Any, fields: dict[str, tuple[tuple[type, ...], str]], *, required: tuple[str, ...]) -> dict:
+    """The body of one of llmcli's other endpoints (next-token, score, tokenize): known fields, right types, and
+    one of the `required` fields at least."""
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
     unknown = sorted(set(body) - set(fields) - {"model"})
     if unknown:
         raise ApiError(400, f"'{unknown[0]}' is not a field of this endpoint", param=unknown[0])
     values = {name: _typed(body, name, kinds, what) for name, (kinds, what) in fields.items()}
-    if values.get(required) is None:
-        raise ApiError(400, f"'{required}' is required", param=required)
+    if all(values.get(name) is None for name in required):
+        raise ApiError(400, f"'{required[0]}' is required", param=required[0])
     values["model"] = _typed(body, "model", (str,), "a string") or ""
     return values

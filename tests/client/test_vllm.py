@@ -106,6 +106,21 @@ def test_penalties_and_logit_bias_mean_what_vllm_means(vllm, default_model_dir, 
     assert banned not in near["outputs"][0]["token_ids"]
 
 
+def test_a_dpo_reference_on_vllm(vllm, default_model_dir, tmp_path, capsys, monkeypatch):
+    """The reference's prompt log-probabilities by token ids: the local reference's figures within 0.02 nats."""
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(
+        json.dumps({"prompt": "The capital of France is", "chosen": " Paris.", "rejected": " Rome."}) + "\n"
+    )
+    base = ["dpo", str(default_model_dir), "-f", str(pairs), "--dtype", "float32", "--each"]
+    near = json.loads(run_cli([*base, "--ref", str(default_model_dir)], capsys, monkeypatch).stdout)
+    run = run_cli([*base, "--ref-server", vllm], capsys, monkeypatch)
+    assert run.code == 0, run.stderr
+    far = json.loads(run.stdout)
+    for key in ("ref_chosen_logps", "ref_rejected_logps"):
+        assert abs(far[key] - near[key]) < 0.02, key
+
+
 def test_logprobs_score_and_next_token_match_local_float32(vllm, default_model_dir, capsys, monkeypatch):
     args = ["generate", PROMPT, "--raw", "--greedy", "-n", "6", "--logprobs", "3"]
     far, near = remote(vllm, args, capsys, monkeypatch), local(default_model_dir, args, capsys, monkeypatch)

@@ -183,6 +183,9 @@ IMAGE = {"role": "user", "content": [{"type": "text", "text": "what is this?"}, 
             "'nope', which is not in 'tools'",
         ),
         (lambda url: post(url, "/v1/completions", {"prompt": "x", "tools": [ADD]}), 400, "a field of chat"),
+        (lambda url: post(url, "/llmcli/v1/score", {"token_ids": [1]}), 400, "at least two integers"),
+        (lambda url: post(url, "/llmcli/v1/score", {"token_ids": [1, 99999]}), 400, "outside the vocabulary"),
+        (lambda url: post(url, "/llmcli/v1/score", {"token_ids": [1, 2], "text": "x"}), 400, "scored alone"),
     ],
 )
 def test_bad_requests_get_json_errors_and_the_server_keeps_serving(server, send, status, needle):
