@@ -38,9 +38,10 @@ def main() -> None:
     loaded = load(resolve_model(None), LoadSpec(dtype=Dtype.float32, adapter=args.adapter, prefill_only=True))
     tokenized, _ = tokenize_pairs(loaded.tokenizer, pairs * args.repeat, context=None, skip_bad=False)
     policy, reference = Model(loaded), Model(loaded, adapter_off=True)
-    list(score_pairs(policy, reference, tokenized[:2], beta=0.1, loss="sigmoid"))  # warm-up
+    options = {"beta": 0.1, "loss": "sigmoid", "decode": loaded.tokenizer.decode}
+    list(score_pairs(policy, reference, tokenized[:2], **options))  # warm-up
     started = time.perf_counter()
-    list(score_pairs(policy, reference, tokenized, beta=0.1, loss="sigmoid"))
+    list(score_pairs(policy, reference, tokenized, **options))
     dpo_seconds = time.perf_counter() - started
     sequences = [p.prompt + p.completion(side) for p in tokenized for side in ("chosen", "rejected")]
     started = time.perf_counter()

@@ -78,6 +78,7 @@ USAGE_ERRORS = {
     "dpo pairs": (["dpo", "--ref", "x"], "dpo needs the pairs: -f pairs.jsonl"),
     "dpo reference": (["dpo", "-f", "p.jsonl"], "dpo needs a reference"),
     "dpo two references": (["dpo", "-f", "p", "--ref-server", "local", "--ref-logps", "r"], "pick one"),
+    "dpo policy on a server": (["dpo", "-f", "p", "--server", "local"], "with --server the policy runs there"),
     "chat template file": (["serve", "--chat-template", "/no/such.jinja"], "--chat-template /no/such.jinja: cannot"),
     "server scheme": (["score", "--server", "ftp://x", "hi"], "expected http://HOST:PORT"),
     "dtype over server": (["next-token", "--server", "local", "--dtype", "float32", "hi"], "--dtype configures"),

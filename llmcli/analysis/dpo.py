@@ -95,13 +95,15 @@ def _softplus(x: float) -> float:
 
 
 def score_pairs(
-    policy: Model, reference: Model | Stored | Fetched, pairs: list[Tokenized], *, beta: float, loss: str,
+    policy: Side, reference: Side, pairs: list[Tokenized], *, beta: float, loss: str, decode: Callable[[int], str],
     advance: Callable[[], None] | None = None, keep: Callable[[Tokenized, Completion, Completion], None] | None = None,
 ) -> Iterator[dict[str, Any]]:  # fmt: skip
     """Each pair's figures, in file order, batch by batch; `keep` sees each pair's completions as well."""
     for batch in _batches(pairs):
         sequences = [(p, side) for p in batch for side in ("chosen", "rejected")]
         done = _completions(policy, reference, sequences)
+        for completion in done:
+            completion.moved["token"] = decode(completion.moved["token_id"])
         for index, pair in enumerate(batch):
             chosen, rejected = done[2 * index], done[2 * index + 1]
             if keep is not None:
@@ -123,20 +125,39 @@ def _batches(pairs: list[Tokenized]) -> Iterator[list[Tokenized]]:
         yield batch
 
 
-def _completions(
-    policy: Model, reference: Model | Stored | Fetched, sequences: list[tuple[Tokenized, str]]
-) -> list[Completion]:
+Side = Model | Stored | Fetched
+
+
+def _completions(policy: Side, reference: Side, sequences: list[tuple[Tokenized, str]]) -> list[Completion]:
     ids = [p.prompt + p.completion(side) for p, side in sequences]
     spans = [(len(p.prompt), len(p.prompt) + len(p.completion(side))) for p, side in sequences]
-    pi = _rows(policy, ids, spans)
-    if isinstance(reference, Stored | Fetched):
-        if isinstance(reference, Stored):
-            stored = [reference.tokens[p.line][0 if side == "chosen" else 1] for p, side in sequences]
-        else:
-            stored = [reference.fetch(ids[i])[a - 1 : b - 1] for i, (a, b) in enumerate(spans)]
-        return [_completion(pi[i], None, ids[i][a:b], policy, stored=stored[i]) for i, (a, b) in enumerate(spans)]
-    ref = _rows(reference, ids, spans) if reference != policy else pi
-    return [_completion(pi[i], ref[i].to(pi[i].device), ids[i][a:b], policy) for i, (a, b) in enumerate(spans)]
+    pi_rows, pi = _side(policy, sequences, ids, spans)
+    ref_rows, ref = (pi_rows, pi) if reference == policy else _side(reference, sequences, ids, spans)
+    out = []
+    for i, (start, end) in enumerate(spans):
+        kl = None
+        if pi_rows[i] is not None and ref_rows[i] is not None:
+            rows = ref_rows[i].to(pi_rows[i].device)
+            kl = float((pi_rows[i].exp() * (pi_rows[i] - rows)).sum(dim=-1).mean())
+        out.append(_completion(pi[i], ref[i].to(pi[i].device), ids[i][start:end], kl))
+    return out
+
+
+def _side(side: Side, sequences: list[tuple[Tokenized, str]], ids: list[list[int]],
+          spans: list[tuple[int, int]]) -> tuple[list[Any], list[Any]]:  # fmt: skip
+    """Each completion's distributions (None where they do not travel) and its tokens' log-probabilities."""
+    import torch
+
+    if isinstance(side, Model):
+        rows = _rows(side, ids, spans)
+        picked = [r.gather(1, torch.tensor(i[a:b], device=r.device).unsqueeze(1)).squeeze(1)
+                  for r, i, (a, b) in zip(rows, ids, spans, strict=True)]  # fmt: skip
+        return rows, picked
+    if isinstance(side, Stored):
+        values = [side.tokens[p.line][0 if which == "chosen" else 1] for p, which in sequences]
+    else:
+        values = [side.fetch(i)[a - 1 : b - 1] for i, (a, b) in zip(ids, spans, strict=True)]
+    return [None] * len(ids), [torch.tensor(v, dtype=torch.float32) for v in values]
 
 
 def _rows(side: Model, ids: list[list[int]], spans: list[tuple[int, int]]) -> list[Any]:
@@ -157,26 +178,10 @@ def _rows(side: Model, ids: list[list[int]], spans: list[tuple[int, int]]) -> li
     return [torch.log_softmax(logits[b, start - 1 : end - 1].float(), dim=-1) for b, (start, end) in enumerate(spans)]
 
 
-def _completion(
-    pi: Any, ref: Any, tokens: list[int], policy: Model, *, stored: list[float] | None = None
-) -> Completion:
-    import torch
-
-    index = torch.tensor(tokens, device=pi.device).unsqueeze(1)
-    chosen_pi = pi.gather(1, index).squeeze(1)
-    if stored is not None:
-        chosen_ref, kl = torch.tensor(stored, device=pi.device), None
-    else:
-        chosen_ref = ref.gather(1, index).squeeze(1)
-        kl = float((pi.exp() * (pi - ref)).sum(dim=-1).mean())
-    ratio = chosen_pi - chosen_ref
+def _completion(pi: Any, ref: Any, tokens: list[int], kl: float | None) -> Completion:
+    """A completion's figures from both sides' token log-probabilities (`kl` from their distributions)."""
+    ratio = pi - ref
     at = int(ratio.abs().argmax())
-    moved = {
-        "position": at,
-        "token_id": tokens[at],
-        "token": policy.loaded.tokenizer.decode([tokens[at]]),
-        "prob": float(chosen_pi[at].exp()),
-        "ref_prob": float(chosen_ref[at].exp()),
-        "logratio": float(ratio[at]),
-    }
-    return Completion(float(chosen_pi.sum()), float(chosen_ref.sum()), len(tokens), kl, moved, chosen_ref.tolist())
+    moved = {"position": at, "token_id": tokens[at], "prob": float(pi[at].exp()), "ref_prob": float(ref[at].exp()),
+             "logratio": float(ratio[at])}  # fmt: skip
+    return Completion(float(pi.sum()), float(ref.sum()), len(tokens), kl, moved, ref.tolist())

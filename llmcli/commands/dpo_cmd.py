@@ -50,68 +50,91 @@ def dpo(
         None, "--ref-logps", help="The reference from a --save-ref-logps FILE: no reference model loaded (no KL)."
     ),
     json_out: opt.JsonOpt = False,
+    server: str = typer.Option(
+        None,
+        "--server",
+        help="The policy on llmcli serve or vLLM (URL; POLICY names its model there); the "
+        "reference is loaded here (--ref).",
+    ),
     *,
     model_args: ModelArgs,
 ) -> None:
     """Reward accuracy, margins, loss, log-probabilities and the KL to the reference on preference pairs (TRL's
     evaluation figures), and the pairs the policy still gets wrong, each with the token that moved most."""
-    import json
-
     from llmcli import output
     from llmcli.pairs import read_pairs
 
-    if file is None:
-        raise UsageError("dpo needs the pairs: -f pairs.jsonl")
-    if not beta > 0:
-        raise UsageError(f"--beta must be > 0, got {beta}")
-    if ref_server is not None and ref_logps is not None:
-        raise UsageError("--ref-server and --ref-logps both give the reference: pick one")
-    if (
-        ref is None
-        and ref_logps is None
-        and ref_server is None
-        and model_args.adapter is None
-        and not _is_adapter(policy)
-    ):
-        raise UsageError("dpo needs a reference: --ref REF, --ref-logps FILE, or a LoRA policy (--adapter) whose "
-                         "base is the reference")  # fmt: skip
-    if ref_logps is not None and save_ref_logps is not None:
-        raise UsageError("--ref-logps reads the reference's log-probabilities; --save-ref-logps writes them: pick one")
+    _check(policy, file, beta, ref=ref, server=server, ref_server=ref_server, ref_logps=ref_logps,
+           save_ref_logps=save_ref_logps, adapter=model_args.adapter)  # fmt: skip
     pairs, skipped = read_pairs(Path(file), skip_bad=skip_bad)
     stored = _read_stored(Path(ref_logps)) if ref_logps is not None else None
-    local_ref = None if stored is not None or ref_server is not None else ref
-    policy_side, ref_side, labels = _sides(policy, local_ref, model_args)
-    tokenized, too_long = _tokenized(policy_side, ref_side, pairs, skip_bad=skip_bad)
+    if server is not None:
+        policy_side, ref_side, labels = _remote_policy(server, policy, ref, model_args)
+        local = ref_side
+    else:
+        local_ref = None if stored is not None or ref_server is not None else ref
+        policy_side, ref_side, labels = _sides(policy, local_ref, model_args)
+        local = policy_side
+    tokenized, too_long = _tokenized(local, ref_side if server is None else policy_side, pairs, skip_bad=skip_bad)
     if stored is not None:
-        ref_side, labels = (
-            _stored_reference(stored, Path(ref_logps), policy_side, tokenized, ref),
-            (labels[0], stored[1]),
-        )
+        ref_side = _stored_reference(stored, Path(ref_logps), local, tokenized, ref)
+        labels = (labels[0], stored[1])
     if ref_server is not None:
-        ref_side = _remote_reference(ref_server, ref, policy_side)
+        ref_side = _remote_side(ref_server, ref, local, role="reference")
         labels = (labels[0], ref_side.label)
-    if save_ref_logps is not None and not hasattr(ref_side, "loaded"):
-        raise UsageError("--save-ref-logps keeps a reference model's pass: give --ref (or a LoRA policy), not a server")
-    saver = _Saver(ref_side, policy_side, tokenized) if save_ref_logps is not None else None
+    saver = _Saver(ref_side, local, tokenized) if save_ref_logps is not None else None
     for problem in [*skipped, *too_long]:
         output.warn(f"{file}: {problem}")
-    from llmcli.analysis.dpo import score_pairs
-    from llmcli.reports import dpo as report
-
-    rows = []
-    with output.progress(len(tokenized), "scoring pairs", enabled=output.stderr_is_tty()) as advance:
-        keep = saver.keep if saver is not None else None
-        for row in score_pairs(policy_side, ref_side, tokenized, beta=beta, loss=str(loss), advance=advance, keep=keep):
-            rows.append(row)  # a few numbers and one token: the batch, not the file, bounds memory
-            if each:
-                output.write_stdout(json.dumps(row, ensure_ascii=False) + "\n", flush=True)
+    rows = _scored(policy_side, ref_side, tokenized, beta=beta, loss=str(loss), decode=local.loaded.tokenizer.decode,
+                   keep=saver.keep if saver is not None else None, each=each)  # fmt: skip
     if saver is not None:
         saver.write(Path(save_ref_logps))
     if each:
         return
+    from llmcli.reports import dpo as report
+
     data = report.record(rows, shown=top, policy=labels[0], reference=labels[1], beta=beta, loss_type=str(loss),
                          file=str(file), skipped=[*skipped, *too_long])  # fmt: skip
     output.present(report.build(data), json=json_out)
+
+
+def _check(policy: str | None, file: str | None, beta: float, **given: Any) -> None:
+    """Usage errors, before anything loads: the pairs, beta, and one reference said one way."""
+    if file is None:
+        raise UsageError("dpo needs the pairs: -f pairs.jsonl")
+    if not beta > 0:
+        raise UsageError(f"--beta must be > 0, got {beta}")
+    if given["ref_server"] is not None and given["ref_logps"] is not None:
+        raise UsageError("--ref-server and --ref-logps both give the reference: pick one")
+    if given["ref_logps"] is not None and given["save_ref_logps"] is not None:
+        raise UsageError("--ref-logps reads the reference's log-probabilities; --save-ref-logps writes them: pick one")
+    if given["server"] is not None and (given["ref"] is None or given["ref_server"] or given["ref_logps"]):
+        raise UsageError("with --server the policy runs there and the pairs are tokenized here: name a reference "
+                         "model to load here with --ref")  # fmt: skip
+    if given["server"] is not None and given["adapter"] is not None:
+        raise UsageError("--adapter goes on a policy loaded here; with --server the policy runs on the server")
+    if given["save_ref_logps"] is not None and given["ref_server"] is not None:
+        raise UsageError("--save-ref-logps keeps a reference model's pass made here, not a server's")
+    named = [given[k] for k in ("ref", "ref_logps", "ref_server", "adapter")]
+    if all(v is None for v in named) and not _is_adapter(policy):
+        raise UsageError("dpo needs a reference: --ref REF, --ref-logps FILE, or a LoRA policy (--adapter) whose "
+                         "base is the reference")  # fmt: skip
+
+
+def _scored(policy: Any, reference: Any, tokenized: list[Any], *, each: bool, **options: Any) -> list[dict]:
+    """Every pair's row (printed as it comes with --each), with a progress bar on a terminal."""
+    import json
+
+    from llmcli import output
+    from llmcli.analysis.dpo import score_pairs
+
+    rows = []
+    with output.progress(len(tokenized), "scoring pairs", enabled=output.stderr_is_tty()) as advance:
+        for row in score_pairs(policy, reference, tokenized, advance=advance, **options):
+            rows.append(row)  # a few numbers and one token: the batch, not the file, bounds memory
+            if each:
+                output.write_stdout(json.dumps(row, ensure_ascii=False) + "\n", flush=True)
+    return rows
 
 
 def _is_adapter(path: str | None) -> bool:
@@ -165,16 +188,18 @@ def _label(side: Any, adapter: Path | None) -> dict[str, Any]:
     return {"label": name, "path": info["path"], "dtype": info["dtype"], "adapter": str(adapter) if adapter else None}
 
 
-def _tokenized(policy: Any, ref: Any, pairs: list[Any], *, skip_bad: bool) -> tuple[list[Any], list[str]]:
+def _tokenized(local: Any, other: Any, pairs: list[Any], *, skip_bad: bool) -> tuple[list[Any], list[str]]:
     from llmcli.analysis.pair_tokens import first_difference, tokenize_pairs
     from llmcli.modelfs.config import geometry
 
-    if ref.loaded is not policy.loaded:
-        differs = first_difference(policy.loaded.tokenizer, ref.loaded.tokenizer)
+    """The pairs, tokenized by the side loaded here (and checked against the other side's tokenizer when it is
+    loaded here too)."""
+    if hasattr(other, "loaded") and other.loaded is not local.loaded:
+        differs = first_difference(local.loaded.tokenizer, other.loaded.tokenizer)
         if differs is not None:
             raise UsageError(f"the policy and the reference tokenize differently: {differs}")
-    context = geometry(policy.loaded.config).context
-    return tokenize_pairs(policy.loaded.tokenizer, pairs, context=context, skip_bad=skip_bad)
+    context = geometry(local.loaded.config).context
+    return tokenize_pairs(local.loaded.tokenizer, pairs, context=context, skip_bad=skip_bad)
 
 
 def _read_stored(path: Path) -> tuple[Any, dict[str, Any]]:
@@ -238,9 +263,23 @@ class _Saver:
         )
 
 
-def _remote_reference(server: str, name: str | None, policy: Any) -> Any:
-    """The reference on a server, asked for each sequence's prompt log-probabilities by token ids. Its pieces
-    are checked against the policy's tokenizer on the first sequence: the ids must mean the same tokens."""
+def _remote_policy(server: str, name: str | None, ref: str, model_args: ModelArgs) -> tuple[Any, Any, tuple]:
+    """--server: the policy on the server, the reference loaded here (its tokenizer tokenizes the pairs)."""
+    from llmcli.analysis.dpo import Model
+    from llmcli.engine.load.loader import load
+    from llmcli.modelfs.source import resolve_model
+    from llmcli.plan import check_combinations
+
+    spec = model_args.spec(prefill_only=True)
+    check_combinations(spec=spec)
+    reference = Model(load(resolve_model(ref, verbose=spec.show_progress), spec))
+    policy = _remote_side(server, name, reference, role="policy")
+    return policy, reference, (policy.label, _label(reference, None))
+
+
+def _remote_side(server: str, name: str | None, local: Any, *, role: str) -> Any:
+    """A side on a server, asked for each sequence's prompt log-probabilities by token ids. Its pieces are
+    checked against the local side's tokenizer on the first sequence: the ids must mean the same tokens."""
     from llmcli import client
     from llmcli.analysis.dpo import Fetched
 
@@ -250,7 +289,7 @@ def _remote_reference(server: str, name: str | None, policy: Any) -> Any:
         record = client.call(server, "score", {"model": name or "", "token_ids": ids})
         tokens = record["tokens"]
         if not checked:
-            _same_pieces(policy.loaded.tokenizer, tokens)
+            _same_pieces(local.loaded.tokenizer, tokens, role=role)
             checked.append(True)
         return [t["logprob"] for t in tokens[1:]]
 
@@ -258,9 +297,10 @@ def _remote_reference(server: str, name: str | None, policy: Any) -> Any:
     return Fetched(fetch, {"label": label, "path": server, "dtype": "the server's", "adapter": None})
 
 
-def _same_pieces(tokenizer: Any, tokens: list[dict[str, Any]]) -> None:
+def _same_pieces(tokenizer: Any, tokens: list[dict[str, Any]], *, role: str) -> None:
+    here = "reference" if role == "policy" else "policy"
     for token in tokens:
         mine = tokenizer.decode([token["token_id"]])
         if "\ufffd" not in mine and token["token"] and token["token"] != mine:
             raise UsageError(f"the policy and the reference tokenize differently: token id {token['token_id']} is "
-                             f"{mine!r} for the policy, {token['token']!r} for the reference")  # fmt: skip
+                             f"{mine!r} for the {here}, {token['token']!r} for the {role}")  # fmt: skip

@@ -191,7 +191,7 @@ def test_a_kept_reference_pass_gives_the_same_figures_and_refuses_other_pairs_an
     assert_clean_error(foreign, 2, "made with another tokenizer")
 
 
-def test_a_reference_on_llmcli_serve_gives_the_local_figures(tiny_dir, tiny_untied_single, tmp_path, capsys,
+def test_either_side_on_llmcli_serve_gives_the_local_figures(tiny_dir, tiny_untied_single, tmp_path, capsys,
                                                                monkeypatch):  # fmt: skip
     import signal
 
@@ -199,16 +199,19 @@ def test_a_reference_on_llmcli_serve_gives_the_local_figures(tiny_dir, tiny_unti
 
     pairs = write(tmp_path / "pairs.jsonl", STANDARD)
     local = each(dpo(tiny_untied_single, tiny_dir, pairs, capsys, monkeypatch, "--each"))
-    proc, url = start_server(tiny_dir, "--dtype", "float32")
+    proc, url = start_server(tiny_dir, "-m", str(tiny_untied_single), "--dtype", "float32")
     try:
         monkeypatch.setenv("LLMCLI_API_KEY", KEY)
-        args = ["dpo", str(tiny_untied_single), "-f", str(pairs), "--dtype", "float32", "--ref-server", url, "--each"]
-        run = run_cli(args, capsys, monkeypatch)
-        assert run.code == 0, run.stderr
-        for far, near in zip(each(run), local, strict=True):
-            for key in ("ref_chosen_logps", "ref_rejected_logps", "margin", "loss", "chosen_logps"):
-                assert far[key] == pytest.approx(near[key], rel=1e-4, abs=1e-6), key
-            assert far["kl_chosen"] is None and far["moved"]["token_id"] == near["moved"]["token_id"]
+        here = ["-f", str(pairs), "--dtype", "float32", "--each"]
+        remote_ref = [str(tiny_untied_single), "--ref-server", url, "--ref", tiny_dir.name]
+        remote_policy = [tiny_untied_single.name, "--server", url, "--ref", str(tiny_dir)]
+        for args in (remote_ref, remote_policy):
+            run = run_cli(["dpo", *args, *here], capsys, monkeypatch)
+            assert run.code == 0, run.stderr
+            for far, near in zip(each(run), local, strict=True):
+                for key in ("ref_chosen_logps", "ref_rejected_logps", "margin", "loss", "chosen_logps"):
+                    assert far[key] == pytest.approx(near[key], rel=1e-4, abs=1e-6), key
+                assert far["kl_chosen"] is None and far["moved"]["token_id"] == near["moved"]["token_id"]
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
