@@ -18,7 +18,6 @@ from typing import Any
 from llmcli.analysis.pair_tokens import Tokenized
 
 BATCH_TOKENS = 2048  # tokens of one forward pass (padding included): its logits are all that is held at once
-LOSSES = ("sigmoid", "ipo", "hinge")
 
 
 @dataclass

@@ -80,7 +80,7 @@ def tokenize_pairs(tokenizer: Any, pairs: list[Pair], *, context: int | None, sk
     return done, skipped
 
 
-def first_difference(policy: Any, reference: Any) -> str | None:
+def tokenizer_difference(policy: Any, reference: Any) -> str | None:
     """Where two tokenizers part (a token id whose piece differs, or the vocabulary size), or None."""
     a, b = policy.get_vocab(), reference.get_vocab()
     if a == b:

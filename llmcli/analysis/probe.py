@@ -144,13 +144,14 @@ def score_record(loaded: Any, text: str) -> dict[str, Any]:
 
 def score_ids_record(loaded: Any, ids: list[int]) -> dict[str, Any]:
     """The score record of token ids as they are (serve's score by `token_ids`: dpo's reference over --server)."""
+    from llmcli.engine.load.loader import vocab_size
     from llmcli.errors import LlmcliError
     from llmcli.modelfs.config import geometry
 
     context = geometry(loaded.config).context
     if context and len(ids) > context:
         raise LlmcliError(f"the text is {len(ids):,} tokens, but the model's context is {context:,} tokens")
-    vocab = getattr(loaded.model.config.get_text_config(), "vocab_size", None)
+    vocab = vocab_size(loaded.model)
     if vocab is not None and any(not 0 <= i < vocab for i in ids):
         raise LlmcliError(f"token_ids: an id outside the vocabulary of {vocab}")
     from llmcli.engine.load.environment import environment

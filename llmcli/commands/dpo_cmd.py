@@ -70,12 +70,12 @@ def dpo(
     stored = _read_stored(Path(ref_logps)) if ref_logps is not None else None
     if server is not None:
         policy_side, ref_side, labels = _remote_policy(server, policy, ref, model_args)
-        local = ref_side
+        local, other = ref_side, policy_side
     else:
-        local_ref = None if stored is not None or ref_server is not None else ref
-        policy_side, ref_side, labels = _sides(policy, local_ref, model_args)
-        local = policy_side
-    tokenized, too_long = _tokenized(local, ref_side if server is None else policy_side, pairs, skip_bad=skip_bad)
+        here = stored is None and ref_server is None  # else the reference comes from a file or a server, below
+        policy_side, ref_side, labels = _sides(policy, ref, model_args, reference_here=here)
+        local, other = policy_side, ref_side
+    tokenized, too_long = _tokenized(local, other, pairs, path=Path(file), skip_bad=skip_bad)
     if stored is not None:
         ref_side = _stored_reference(stored, Path(ref_logps), local, tokenized, ref)
         labels = (labels[0], stored[1])
@@ -141,10 +141,10 @@ def _is_adapter(path: str | None) -> bool:
     return path is not None and (Path(path) / "adapter_config.json").is_file()
 
 
-def _sides(policy: str | None, ref: str | None, model_args: ModelArgs) -> tuple[Any, Any, tuple[dict, dict]]:
-    """The loaded policy and reference: one copy of the weights when the reference is the policy's base with
-    its LoRA adapter switched off. POLICY may itself be a PEFT adapter directory (its base_model_name_or_path
-    is then the base)."""
+def _sides(policy: str | None, ref: str | None, model_args: ModelArgs, *, reference_here: bool) -> tuple:
+    """The loaded policy and (when `reference_here`) reference: one copy of the weights when the reference is
+    the policy's base with its LoRA adapter switched off. POLICY may itself be a PEFT adapter directory (its
+    base_model_name_or_path is then the base)."""
     from dataclasses import replace
 
     from llmcli.analysis.dpo import Model
@@ -161,6 +161,8 @@ def _sides(policy: str | None, ref: str | None, model_args: ModelArgs) -> tuple[
         adapter, base = policy, _adapter_base(Path(policy))
     located = locate_adapter(adapter, option="--adapter") if adapter is not None else None
     policy_side = Model(load(resolve_model(base, verbose=spec.show_progress), replace(spec, adapter=located)))
+    if not reference_here:
+        return policy_side, None, (_label(policy_side, located), None)
     if ref is None:
         ref_side = Model(policy_side.loaded, adapter_off=True)
     else:
@@ -188,18 +190,26 @@ def _label(side: Any, adapter: Path | None) -> dict[str, Any]:
     return {"label": name, "path": info["path"], "dtype": info["dtype"], "adapter": str(adapter) if adapter else None}
 
 
-def _tokenized(local: Any, other: Any, pairs: list[Any], *, skip_bad: bool) -> tuple[list[Any], list[str]]:
-    from llmcli.analysis.pair_tokens import first_difference, tokenize_pairs
+def _tokenized(local: Any, other: Any, pairs: list[Any], *, path: Path, skip_bad: bool) -> tuple[list, list[str]]:
+    from llmcli.analysis.pair_tokens import tokenize_pairs, tokenizer_difference
+    from llmcli.errors import LlmcliError
     from llmcli.modelfs.config import geometry
+    from llmcli.pairs import PairError
 
     """The pairs, tokenized by the side loaded here (and checked against the other side's tokenizer when it is
     loaded here too)."""
     if hasattr(other, "loaded") and other.loaded is not local.loaded:
-        differs = first_difference(local.loaded.tokenizer, other.loaded.tokenizer)
+        differs = tokenizer_difference(local.loaded.tokenizer, other.loaded.tokenizer)
         if differs is not None:
             raise UsageError(f"the policy and the reference tokenize differently: {differs}")
     context = geometry(local.loaded.config).context
-    return tokenize_pairs(local.loaded.tokenizer, pairs, context=context, skip_bad=skip_bad)
+    try:
+        tokenized, skipped = tokenize_pairs(local.loaded.tokenizer, pairs, context=context, skip_bad=skip_bad)
+    except PairError as exc:
+        raise PairError(exc.message, path=path) from None
+    if not tokenized:
+        raise LlmcliError("no pair left to score: every one was skipped", path=path)
+    return tokenized, skipped
 
 
 def _read_stored(path: Path) -> tuple[Any, dict[str, Any]]:
@@ -213,34 +223,42 @@ def _read_stored(path: Path) -> tuple[Any, dict[str, Any]]:
 def _stored_reference(stored: tuple[Any, dict], path: Path, policy: Any, tokenized: list[Any], ref: str | None) -> Any:
     """The --ref-logps file checked against these pairs, the policy's tokenizer and --ref if named."""
     from llmcli.analysis.dpo import Stored
-    from llmcli.modelfs.ref_logps import check_ref_logps, pairs_hash
+    from llmcli.modelfs.ref_logps import check_ref_logps
     from llmcli.modelfs.reference import tokenizer_hash
 
     data, label = stored
     digest = _digest(ref) if ref is not None else None
-    check_ref_logps(data, path=path, pairs_sha256=pairs_hash([(p.prompt, p.chosen, p.rejected) for p in tokenized]),
+    check_ref_logps(data, path=path, pairs_sha256=_pairs_sha256(tokenized),
                     tokenizer_sha256=tokenizer_hash(policy.loaded.tokenizer), reference_digest=digest)  # fmt: skip
     tokens = {line: (c, r) for line, c, r in zip(data.lines, data.chosen, data.rejected, strict=True)}
     return Stored(tokens, label)
 
 
 def _digest(model: str | None) -> str:
-    from llmcli.modelfs.identity import identity
     from llmcli.modelfs.source import resolve_model
 
-    source = resolve_model(model, verbose=False)
+    return _digest_of(resolve_model(model, verbose=False))
+
+
+def _digest_of(source: Any) -> str:
+    """A reference model's identity, as --save-ref-logps records it and --ref-logps checks it."""
+    from llmcli.modelfs.identity import identity
+
     return identity(source.path, gguf=source.gguf)["digest"]
+
+
+def _pairs_sha256(tokenized: list[Any]) -> str:
+    from llmcli.modelfs.ref_logps import pairs_hash
+
+    return pairs_hash([(p.prompt, p.chosen, p.rejected) for p in tokenized])
 
 
 class _Saver:
     """--save-ref-logps: the reference's token log-probabilities of every pair, written once all are scored."""
 
-    def __init__(self, reference: Any, policy: Any, tokenized: list[Any]):
-        from llmcli.modelfs.identity import identity
-
-        self.reference, self.policy, self.tokenized = reference, policy, tokenized
-        source = reference.loaded.source
-        self.digest = identity(source.path, gguf=source.gguf)["digest"]
+    def __init__(self, reference: Any, local: Any, tokenized: list[Any]):
+        self.reference, self.local, self.tokenized = reference, local, tokenized
+        self.digest = _digest_of(reference.loaded.source)
         self.rows: list[tuple[int, list[float], list[float]]] = []
 
     def keep(self, pair: Any, chosen: Any, rejected: Any) -> None:
@@ -248,13 +266,13 @@ class _Saver:
 
     def write(self, path: Path) -> None:
         from llmcli import output
-        from llmcli.modelfs.ref_logps import RefLogps, pairs_hash, write_ref_logps
+        from llmcli.modelfs.ref_logps import RefLogps, write_ref_logps
         from llmcli.modelfs.reference import tokenizer_hash
         from llmcli.units import human_bytes
 
         label = _label(self.reference, None)["label"]
-        hashes = pairs_hash([(p.prompt, p.chosen, p.rejected) for p in self.tokenized])
-        tokenizer = tokenizer_hash(self.policy.loaded.tokenizer)
+        hashes = _pairs_sha256(self.tokenized)
+        tokenizer = tokenizer_hash(self.local.loaded.tokenizer)
         lines, chosen, rejected = (list(column) for column in zip(*self.rows, strict=True))
         data = RefLogps(lines, chosen, rejected, hashes, tokenizer, {"label": label, "digest": self.digest})
         size = write_ref_logps(path, data)

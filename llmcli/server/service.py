@@ -228,12 +228,11 @@ class Server:
             for choice in choices:
                 for piece in choice.opening():
                     yield json.dumps(piece)
-            results: list[Any] = []
             async for index, event in self.tagged(stream):
                 for piece in choices[index].on(event):
                     yield json.dumps(piece)
-                results += choices[index].results
             if job.include_usage:
+                results = [result for choice in choices for result in choice.results]
                 yield json.dumps(usage_chunk(job, served.name, results))
             yield "[DONE]"
         finally:

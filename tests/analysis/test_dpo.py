@@ -129,11 +129,12 @@ def test_conversational_and_implicit_prompt_pairs(models, tiny_dir, tiny_untied_
 def test_a_lora_policy_is_measured_against_its_base_with_the_adapter_off(tiny_dir, tiny_adapter, tmp_path, capsys,
                                                                           monkeypatch):  # fmt: skip
     pairs = write(tmp_path / "pairs.jsonl", STANDARD)
-    one_copy = run_cli(["dpo", str(tiny_dir), "--adapter", str(tiny_adapter), "-f", str(pairs), "--json"],
-                       capsys, monkeypatch)  # fmt: skip
+    one_copy = run_cli(["dpo", str(tiny_dir), "--adapter", str(tiny_adapter), "-f", str(pairs), "--json", "--dtype",
+                        "float32"], capsys, monkeypatch)  # fmt: skip
     assert one_copy.code == 0, one_copy.stderr
     two = dpo(tiny_dir, tiny_dir, pairs, capsys, monkeypatch, "--adapter", str(tiny_adapter), "--json").json()
-    by_dir = run_cli(["dpo", str(tiny_adapter), "-f", str(pairs), "--json"], capsys, monkeypatch).json()
+    by_dir = run_cli(["dpo", str(tiny_adapter), "-f", str(pairs), "--json", "--dtype", "float32"], capsys,
+                     monkeypatch).json()  # fmt: skip
     for key, value in two["summary"].items():
         assert one_copy.json()["summary"][key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
         assert by_dir["summary"][key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
@@ -156,10 +157,18 @@ def test_a_bad_line_is_one_error_naming_it_and_skip_bad_goes_on(tiny_dir, tmp_pa
     pairs.write_text(line + "\n")
     run = run_cli(["dpo", str(tiny_dir), "--ref", str(tiny_dir), "-f", str(pairs)], capsys, monkeypatch)
     assert_clean_error(run, 1, needle)
+    assert str(pairs) in run.stderr  # the file is named with the line
     pairs.write_text(line + "\n" + json.dumps(STANDARD[0]) + "\n")
     kept = run_cli(["dpo", str(tiny_dir), "--ref", str(tiny_dir), "-f", str(pairs), "--skip-bad", "--json"],
                    capsys, monkeypatch)  # fmt: skip
     assert kept.code == 0 and kept.json()["pairs"] == 1 and needle in kept.stderr
+
+
+def test_skip_bad_with_no_pair_left_is_one_error(tiny_dir, tmp_path, capsys, monkeypatch):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"prompt": "x " * 400, "chosen": "a", "rejected": "b"}) + "\n")
+    run = run_cli(["dpo", str(tiny_dir), "--ref", str(tiny_dir), "-f", str(pairs), "--skip-bad"], capsys, monkeypatch)
+    assert_clean_error(run, 1, str(pairs), "no pair left to score: every one was skipped")
 
 
 def test_a_reference_that_tokenizes_differently_is_refused(tiny_dir, default_model_dir, tmp_path, capsys, monkeypatch):

@@ -82,7 +82,9 @@ class Call:
 
 def check_biased_ids(model: Any, kwargs: dict[str, Any]) -> None:
     """--logit-bias names token ids of this model's vocabulary (checked here, not mid-batch by transformers)."""
-    vocab = getattr(model.config.get_text_config(), "vocab_size", None)
+    from llmcli.engine.load.loader import vocab_size
+
+    vocab = vocab_size(model)
     for [[token], _bias] in kwargs.get("sequence_bias") or []:
         if vocab is not None and token >= vocab:
             raise UsageError(

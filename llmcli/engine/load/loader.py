@@ -134,6 +134,11 @@ def _from_pretrained(source: ModelSource, spec: LoadSpec, device: str, dtype: st
     return tokenizer, model
 
 
+def vocab_size(model: Any) -> int | None:
+    """The rows of the model's output layer: the token ids it can score (from its text config)."""
+    return getattr(model.config.get_text_config(), "vocab_size", None)
+
+
 def last_logits_only(model: Any, count: int) -> dict[str, int]:
     """forward()'s `logits_to_keep=count` where the model takes it (most causal LMs): logits for the last
     `count` positions only, instead of positions × vocabulary."""
