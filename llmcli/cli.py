@@ -56,6 +56,7 @@ def _register() -> None:
         models_cmd,
         probe_cmd,
         ps_cmd,
+        quantize_cmd,
         replay_cmd,
         serve_cmd,
         tokens_cmd,
@@ -69,6 +70,7 @@ def _register() -> None:
     probe_cmd.register(app)
     lens_cmd.register(app)
     compare_cmd.register(app)
+    quantize_cmd.register(app)
     dpo_cmd.register(app)
     replay_cmd.register(app)
     bench_cmd.register(app)

@@ -22,7 +22,22 @@ class Dtype(StrEnum):
 
 class Quantize(StrEnum):
     none = "none"
-    int8 = "int8"
+    int4 = "int4"  # weight-only, asymmetric, per group along the inputs (engine.quant.int4)
+    int8 = "int8"  # weight-only, symmetric, per output channel (engine.quant.int8)
+    int8_dynamic = "int8-dynamic"  # torch's dynamic int8: activations quantized too (engine.quant.int8_dynamic)
+
+
+GROUP_SIZES = (32, 64, 128, 256)
+
+
+def check_group_size(size: int | None, quantize: Quantize) -> None:
+    """--group-size: a power of two from 32 to 256, and only with --quantize int4 or int8."""
+    if size is None:
+        return
+    if size not in GROUP_SIZES:
+        raise UsageError(f"--group-size {size}: expected one of {', '.join(map(str, GROUP_SIZES))}")
+    if quantize not in (Quantize.int4, Quantize.int8):
+        raise UsageError("--group-size goes with --quantize int4 or int8")
 
 
 class Attn(StrEnum):
@@ -101,6 +116,7 @@ class LoadSpec:
     device: str = "auto"
     dtype: Dtype = Dtype.auto
     quantize: Quantize = Quantize.none
+    group_size: int | None = None  # with int4/int8: weights per scale and zero (None: engine.quant's default)
     attn: Attn = Attn.auto
     threads: int | None = None
     trust_remote_code: bool = False
@@ -235,7 +251,29 @@ def check_placement(spec: LoadSpec) -> None:
     if spec.device != "auto":
         raise UsageError("--device-map places the layers itself; drop --device")
     if spec.quantize != Quantize.none:
-        raise UsageError("--quantize int8 does not combine with --device-map (torch's dynamic int8 is one-device)")
+        raise UsageError(f"--quantize {spec.quantize} does not combine with --device-map (one device holds it)")
+
+
+def check_quantize(spec: LoadSpec, *, compiled: bool = False) -> None:
+    """--quantize and --group-size, by spelling and combination (before torch)."""
+    check_group_size(spec.group_size, spec.quantize)
+    if spec.quantize == Quantize.none:
+        return
+    if spec.adapter is not None and not spec.merge:
+        raise UsageError(f"--quantize {spec.quantize} quantizes the base's layers, which an adapter wraps: add --merge")
+    if spec.device.startswith("mps"):
+        raise UsageError(f"--quantize {spec.quantize} runs on CPU and CUDA, not mps")
+    if spec.quantize != Quantize.int8_dynamic:
+        return
+    if compiled:
+        raise UsageError(
+            "--compile and --quantize int8-dynamic do not combine: torch's dynamic int8 layers split the compiled "
+            "graph (measured slower than int8-dynamic alone); pick one"
+        )
+    if spec.device.startswith("cuda"):
+        raise UsageError("--quantize int8-dynamic is torch's dynamic int8 for CPU; on a GPU use --quantize int8")
+    if spec.dtype not in (Dtype.auto, Dtype.float32):
+        raise UsageError("--quantize int8-dynamic computes in float32; drop --dtype")
 
 
 def check_combinations(
@@ -256,16 +294,7 @@ def check_combinations(
     check_placement(spec)
     if spec.merge and not adapter_given:
         raise UsageError("--merge goes with --adapter")
-    if spec.quantize == Quantize.int8:
-        if kwargs.get("cache_implementation") == "static" and "compile_config" in kwargs:
-            raise UsageError(
-                "--compile and --quantize int8 do not combine: torch's dynamic int8 layers split the compiled "
-                "graph (measured slower than int8 alone); pick one"
-            )
-        if spec.device.startswith(("cuda", "mps")):
-            raise UsageError("--quantize int8 is torch's dynamic int8 for CPU; on a GPU use --dtype bfloat16")
-        if spec.dtype not in (Dtype.auto, Dtype.float32):
-            raise UsageError("--quantize int8 computes in float32; drop --dtype")
+    check_quantize(spec, compiled=kwargs.get("cache_implementation") == "static" and "compile_config" in kwargs)
     if logprobs is not None and (kwargs.get("num_beams") or 1) > 1:
         raise UsageError("--logprobs works with greedy decoding and sampling, not with beam search")
     if assisted and ((kwargs.get("num_return_sequences") or 1) > 1 or (kwargs.get("num_beams") or 1) > 1):

@@ -53,8 +53,7 @@ def compare(
     if len(names) > 2 or (base_ref is not None and len(names) > 1):
         raise UsageError("compare takes BASE and CANDIDATE, or CANDIDATE alone with --base-ref")
     check_window(window, stride, context=None)
-    spec = model_args.spec(prefill_only=True)
-    cand_spec = _candidate_spec(spec, candidate_dtype, candidate_quantize)
+    spec, cand_spec = _candidate_spec(model_args.spec(prefill_only=True), candidate_dtype, candidate_quantize)
     body = single_prompt(text, file)
     ref = None
     if base_ref is not None:
@@ -72,16 +71,19 @@ def compare(
     output.present(report.compare(data), json=json_out)
 
 
-def _candidate_spec(spec: Any, dtype: Dtype | None, quantize: Quantize | None) -> Any:
+def _candidate_spec(spec: Any, dtype: Dtype | None, quantize: Quantize | None) -> tuple[Any, Any]:
+    """The base's and the candidate's specs: --group-size goes to whichever side is int4."""
     from llmcli.plan import check_combinations
 
-    check_combinations(spec=spec)
     changed = {k: v for k, v in (("dtype", dtype), ("quantize", quantize)) if v is not None}
-    if changed.get("quantize") == Quantize.int8 and "dtype" not in changed:
+    if changed.get("quantize") == Quantize.int8_dynamic and "dtype" not in changed:
         changed["dtype"] = Dtype.float32  # torch's dynamic int8 runs on float32 weights
     cand = replace(spec, **changed)
+    if spec.quantize != Quantize.int4 and cand.quantize == Quantize.int4:
+        spec = replace(spec, group_size=None)
+    check_combinations(spec=spec)
     check_combinations(spec=cand)
-    return cand
+    return spec, cand
 
 
 def _sides(names: list[str], spec: Any, cand_spec: Any, adapter: str | None, *, with_base: bool) -> tuple:

@@ -7,7 +7,7 @@ import typer
 from llmcli.commands.model_options import PLACEMENT, ModelArgs, model_options
 from llmcli.commands.prompt_options import ONE_PASS, PromptArgs, prompt_options
 
-LOADING = ("model", "revision", "device", *PLACEMENT, "dtype", "trust_remote_code", "adapter", "merge")
+LOADING = ("model", "revision", "device", *PLACEMENT, "dtype", "quantize", "trust_remote_code", "adapter", "merge")
 
 
 def register(app: typer.Typer) -> None:

@@ -80,6 +80,7 @@ OPTIONS: dict[str, tuple[Any, Any]] = {
     "offload_dir": (opt.OffloadDirOpt, None),
     "dtype": (opt.DtypeOpt, Dtype.auto),
     "quantize": (opt.QuantizeOpt, Quantize.none),
+    "group_size": (opt.GroupSizeOpt, None),
     "attn": (opt.AttnOpt, Attn.auto),
     "threads": (opt.ThreadsOpt, None),
     "trust_remote_code": (opt.TrustOpt, False),
@@ -99,5 +100,7 @@ PLACEMENT = ("device_map", "max_memory", "offload_dir")  # beyond one device; wh
 def model_options(*names: str) -> Callable:
     if "trust_remote_code" in names:  # wherever code may run, it may be pinned
         names = (*names, "trust_remote_code_digest")
+    if "quantize" in names:
+        names = (*names, "group_size")
     params = [option(name, *OPTIONS[name]) for name in names]
     return with_options(params, into="model_args", build=_model_args)

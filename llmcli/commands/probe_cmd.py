@@ -11,7 +11,7 @@ from llmcli.commands.prompt_options import ONE_PASS, PromptArgs, prompt_options
 from llmcli.flags import SAMPLING_KEYS
 from llmcli.genargs import DecodingFlags
 
-LOADING = ("model", "revision", "device", *PLACEMENT, "dtype", "trust_remote_code")
+LOADING = ("model", "revision", "device", *PLACEMENT, "dtype", "quantize", "trust_remote_code")
 
 
 def register(app: typer.Typer) -> None:

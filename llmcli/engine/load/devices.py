@@ -71,18 +71,23 @@ def _bf16_supported(torch: Any, device: str) -> bool:
     return True
 
 
-def check_memory(model_dir: Path, dtype: str, device: str, force: bool) -> int:
+# Bytes a weight of a quantized linear layer takes with its scales (int4 at group 32, the largest).
+QUANTIZED_BYTES = {"int4": 0.5 + 4 / 32, "int8": 1.0}
+
+
+def check_memory(model_dir: Path, dtype: str, device: str, force: bool, *, quantize: str = "none") -> int:
     """Refuse, before loading, weights that cannot fit in the device's free memory. Returns the bytes."""
     ckpt = read_checkpoint(model_dir)
     if ckpt.kind == "pickle":
         return 0
     per_param = DTYPE_BYTES.get({"float32": "F32", "bfloat16": "BF16", "float16": "F16"}[dtype], 2)
-    need = int(
-        sum(
-            t.numel * (per_param if t.dtype in ("F32", "F16", "BF16", "F64") else DTYPE_BYTES.get(t.dtype, 1))
-            for t in ckpt.tensors.values()
-        )
-    )
+
+    def size(name: str, t: Any) -> float:
+        if quantize in QUANTIZED_BYTES and len(t.shape) == 2 and not _embedding_like(name):
+            return t.numel * QUANTIZED_BYTES[quantize]
+        return t.numel * (per_param if t.dtype in ("F32", "F16", "BF16", "F64") else DTYPE_BYTES.get(t.dtype, 1))
+
+    need = int(sum(size(name, t) for name, t in ckpt.tensors.items()))
     if force:
         return need
     dev = device_memory(device)
@@ -94,6 +99,11 @@ def check_memory(model_dir: Path, dtype: str, device: str, force: bool) -> int:
             hint="try --dtype bfloat16, another --device, or --no-memory-check to try anyway",
         )
     return need
+
+
+def _embedding_like(name: str) -> bool:
+    """Tensors that stay in float under int4/int8 (engine.quant.choice), told apart by name before loading."""
+    return any(part in name for part in ("embed", "lm_head", "wte", "wpe", "output.weight"))
 
 
 def placement_kwargs(spec: LoadSpec, device: str) -> dict[str, Any]:

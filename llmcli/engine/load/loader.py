@@ -10,12 +10,12 @@ from typing import Any
 
 from llmcli.engine.load.code_trust import check_remote_code, trusts_code
 from llmcli.engine.load.devices import check_memory, placement, placement_kwargs, resolve_device, resolve_dtype
-from llmcli.engine.quant.int8_dynamic import quantize_int8
 from llmcli.errors import LlmcliError, UsageError, squash
 from llmcli.modelfs.adapter import ADAPTER_WEIGHTS, read_adapter
 from llmcli.modelfs.checkpoint import read_checkpoint
 from llmcli.modelfs.config import geometry, load_config
 from llmcli.modelfs.memory import device_memory
+from llmcli.modelfs.quantized import saved_scheme
 from llmcli.modelfs.source import ModelSource
 from llmcli.output import spinner
 from llmcli.plan import Attn, LoadSpec, Quantize
@@ -37,6 +37,7 @@ class Loaded:
     source: ModelSource
     config: dict[str, Any]
     quantize: str = "none"
+    quantization: dict[str, Any] | None = None  # what int4/int8 did (engine.quant.choice.QuantChoice.describe())
     attn_request: str = "auto"
     prepacked_bytes: int = 0  # the copy of the linear weights reordered for oneDNN at load (engine.load.prepack)
     split_lone_rows: bool = False  # a lone row's products sliced across the threads (engine.load.prepack)
@@ -59,6 +60,8 @@ class Loaded:
             "quantize": None if self.quantize == "none" else self.quantize,
             "attn_implementation": self.attn,
         }
+        if self.quantization is not None:
+            info["quantization"] = self.quantization
         if self.source.gguf is not None:
             info["gguf"] = str(self.source.gguf)
         spread = placement(self.model)
@@ -92,20 +95,89 @@ def load(source: ModelSource, spec: LoadSpec) -> Loaded:
         torch.set_num_threads(spec.threads)
     device = resolve_device(spec.device)
     dtype = resolve_dtype(spec.dtype, device, config, prefill_only=spec.prefill_only, serving=spec.serving)
-    if spec.quantize == Quantize.int8:
+    if spec.quantize == Quantize.int8_dynamic:
         if device != "cpu":
-            raise UsageError("--quantize int8 is torch's dynamic int8 for CPU; on a GPU use --dtype bfloat16")
+            raise UsageError("--quantize int8-dynamic is torch's dynamic int8 for CPU; on a GPU use --quantize int8")
         dtype = "float32"
     if spec.device_map is None:  # a placement spills what does not fit: nothing to check up front
-        check_memory(source.path, dtype, device, force=not spec.memory_check)
+        check_memory(source.path, dtype, device, force=not spec.memory_check, quantize=str(spec.quantize))
     with spinner(f"Loading {source.label} ({source.path.name})…", enabled=spec.show_progress):
         started = time.perf_counter()  # weights and tokenizer only: imports are not part of loading
-        tokenizer, model = _from_pretrained(source, spec, device, dtype, ckpt.kind)
+        saved = saved_scheme(config)
+        if saved is not None:
+            tokenizer, model, choice = load_saved(source, spec, saved, device=device, dtype=dtype)
+        elif weight_only(spec):
+            tokenizer, model, choice = load_quantized(source, spec, device=device, dtype=dtype, kind=ckpt.kind)
+        else:
+            (tokenizer, model), choice = _from_pretrained(source, spec, device, dtype, ckpt.kind), None
         model = _finish(model, spec, device)
         packed = _prepack(model, source, spec, device=device, dtype=dtype)
         seconds = time.perf_counter() - started
-    return Loaded(model, tokenizer, device, dtype, seconds, source, config, str(spec.quantize), str(spec.attn),
+    if choice is not None:
+        from llmcli.output import stderr_text
+
+        stderr_text(f"{source.path.name}: {choice.summary()}")
+    return Loaded(model, tokenizer, device, dtype, seconds, source, config, str(spec.quantize),
+                  None if choice is None else choice.describe(), str(spec.attn),
                   prepacked_bytes=packed.bytes, split_lone_rows=packed.split_lone_rows)  # fmt: skip
+
+
+def weight_only(spec: LoadSpec) -> bool:
+    """int4 and int8: the weight-only schemes engine.quant builds while loading."""
+    return spec.quantize in (Quantize.int4, Quantize.int8)
+
+
+def load_saved(source: ModelSource, spec: LoadSpec, saved: tuple, *, device: str, dtype: str) -> tuple:
+    """A checkpoint `llmcli quantize` wrote: its layers built from their codes, nothing quantized again."""
+    from llmcli.engine.quant import stream
+
+    scheme, group = saved
+    if spec.quantize not in (Quantize.none, Quantize(scheme)) or spec.group_size not in (None, group):
+        raise UsageError(f"{source.path} is saved in {scheme}" + (f" (group {group})" if group else "")
+                         + ": drop --quantize and --group-size")  # fmt: skip
+    if spec.adapter is not None:
+        raise UsageError(f"{source.path} is saved in {scheme}: an adapter needs the float weights")
+    model = stream.empty_model(source.path, dtype=dtype, trust=trusts_code(spec), attn=attn_kwargs(spec.attn))
+    ckpt = read_checkpoint(source.path)
+    why = stream.mismatch(model, ckpt)
+    if why is not None:
+        raise LlmcliError(f"cannot load the quantized checkpoint: {why}", path=source.path)
+    builders = stream.from_saved(model, ckpt, scheme=scheme, device=device)
+    choice = stream.fill(model, source.path, ckpt, builders, scheme=scheme, group_size=group, dtype=dtype,
+                         device=device)  # fmt: skip
+    return load_tokenizer(source, spec=spec), model, choice
+
+
+def load_quantized(source: ModelSource, spec: LoadSpec, *, device: str, dtype: str, kind: str) -> tuple:
+    """The tokenizer, the model with its chosen layers quantized, and the choice: quantized while loading
+    (engine.quant.stream) where the checkpoint's names are the model's, else after an ordinary load."""
+    from llmcli.engine.quant import stream
+    from llmcli.engine.quant.apply import quantize_loaded
+    from llmcli.engine.quant.choice import DEFAULT_GROUP_SIZE
+
+    scheme = str(spec.quantize)
+    group = spec.group_size or DEFAULT_GROUP_SIZE
+    why = "an adapter is merged into the float weights first" if spec.adapter is not None else None
+    if why is None and kind == "safetensors":
+        model = stream.empty_model(source.path, dtype=dtype, trust=trusts_code(spec), attn=attn_kwargs(spec.attn))
+        why = stream.mismatch(model, read_checkpoint(source.path))
+        if why is None:
+            builders = (
+                stream.from_float(model, scheme=scheme, group_size=group, device=device)
+                if source.gguf is None
+                else stream.from_gguf(model, source.gguf, scheme=scheme, group_size=group, device=device)
+            )
+            choice = stream.fill(model, source.path, read_checkpoint(source.path), builders, scheme=scheme,
+                                 group_size=group, dtype=dtype, device=device)  # fmt: skip
+            return load_tokenizer(source, spec=spec), model, choice
+    from llmcli.output import warn
+
+    warn(f"{source.path}: quantized after a whole load in {dtype}: {why or 'not a safetensors checkpoint'}")
+    tokenizer, model = _from_pretrained(source, spec, device, dtype, kind)
+    if spec.adapter is not None:
+        model = apply_adapter(model.eval(), spec.adapter, merge=True)
+    choice = quantize_loaded(model, scheme=scheme, group_size=group, device=device)
+    return tokenizer, model, choice
 
 
 def _from_pretrained(source: ModelSource, spec: LoadSpec, device: str, dtype: str, kind: str) -> tuple[Any, Any]:
@@ -149,11 +221,13 @@ def last_logits_only(model: Any, count: int) -> dict[str, int]:
 
 
 def _finish(model: Any, spec: LoadSpec, device: str) -> Any:
-    """Evaluation mode, then the adapter, int8 and the CUDA attention default."""
+    """Evaluation mode, then the adapter, int8-dynamic and the CUDA attention default."""
     model.eval()
-    if spec.adapter is not None:
+    if spec.adapter is not None and not weight_only(spec):
         model = apply_adapter(model, spec.adapter, merge=spec.merge)
-    if spec.quantize == Quantize.int8:
+    if spec.quantize == Quantize.int8_dynamic:
+        from llmcli.engine.quant.int8_dynamic import quantize_int8
+
         model = quantize_int8(model)
     if spec.attn == Attn.auto and device.startswith("cuda"):
         import torch

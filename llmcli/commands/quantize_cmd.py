@@ -1,0 +1,80 @@
+"""`llmcli quantize MODEL OUT --to int4|int8`: a quantized copy of a model that transformers, vLLM and llmcli
+load as it is (compressed-tensors' layout, engine.quant.saved)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+import typer
+
+from llmcli.commands import options as opt
+from llmcli.commands.completion import model_paths
+
+
+class Target(StrEnum):
+    int4 = "int4"
+    int8 = "int8"
+
+
+def register(app: typer.Typer) -> None:
+    app.command("quantize")(quantize)
+
+
+def quantize(
+    model: str = typer.Argument(
+        ..., help="A model directory, Hub id in the cache, or .gguf file.", autocompletion=model_paths
+    ),  # fmt: skip
+    out: Path = typer.Argument(..., help="The directory to write (must not exist)."),
+    to: Target = typer.Option(..., "--to", help="int4: per group, integer zero points; int8: per channel."),
+    group_size: opt.GroupSizeOpt = None,
+    trust_remote_code: opt.TrustOpt = False,
+    json_out: opt.JsonOpt = False,
+) -> None:
+    """Write OUT with every linear layer but the output layer quantized, shard by shard (the model is never
+    whole in memory), atomically (nothing is left behind on failure); OUT's path on stdout."""
+    from llmcli import output
+    from llmcli.errors import LlmcliError
+    from llmcli.modelfs.checkpoint import read_checkpoint
+    from llmcli.modelfs.config import load_config
+    from llmcli.modelfs.quantized import saved_scheme
+    from llmcli.modelfs.source import resolve_model
+    from llmcli.plan import Quantize, check_group_size
+
+    check_group_size(group_size, Quantize(str(to)))
+    if to == Target.int8 and group_size is not None:
+        from llmcli.errors import UsageError
+
+        raise UsageError("quantize --to int8 saves one scale per channel: drop --group-size")
+    if out.exists():
+        raise LlmcliError("already exists; quantize writes a new directory", path=out)
+    source = resolve_model(model, verbose=output.stderr_is_tty())
+    config, ckpt = load_config(source.path), read_checkpoint(source.path)
+    if saved_scheme(config) is not None or config.get("quantization_config"):
+        raise LlmcliError("the model is already quantized (config.json has a quantization_config)", path=source.path)
+    if ckpt.kind != "safetensors":
+        raise LlmcliError("quantize reads safetensors weights; this directory has none", path=source.path)
+    from llmcli.engine.quant.choice import DEFAULT_GROUP_SIZE
+
+    group = (group_size or DEFAULT_GROUP_SIZE) if to == Target.int4 else None
+    with output.spinner(f"Quantizing {source.path.name} to {to}…", enabled=output.stderr_is_tty()):
+        choice = _export(source.path, out, ckpt, config, scheme=str(to), group=group, trust=trust_remote_code)
+    output.stderr_text(f"{out}: {choice.summary()}")
+    if json_out:
+        output.emit_json({"path": str(out), "source": str(source.path), **choice.describe()})
+    else:
+        output.write_stdout(f"{out}\n")
+
+
+def _export(path: Path, out: Path, ckpt: object, config: dict, *, scheme: str, group: int | None,
+            trust: bool) -> object:  # fmt: skip
+    from llmcli.engine.quant import export, stream
+    from llmcli.errors import LlmcliError
+    from llmcli.quiet import quiet_transformers
+
+    quiet_transformers()
+    model = stream.empty_model(path, dtype="float32", trust=trust, attn={})
+    why = stream.mismatch(model, ckpt)
+    if why is not None:
+        raise LlmcliError(f"cannot quantize by name: {why}", path=path)
+    return export.export(path, out, ckpt, model, scheme=scheme, group_size=group, config=config)

@@ -1,0 +1,91 @@
+"""`llmcli quantize MODEL OUT`: a safetensors checkpoint rewritten with its linear layers quantized
+(compressed-tensors' layout, engine.quant.saved), shard by shard, so that no more than one shard of float
+weights is ever in memory; everything is written into a hidden sibling of OUT and renamed into place at the
+end, so that a failure (a full disk) leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from llmcli.engine.quant import int4, int8, saved
+from llmcli.engine.quant.choice import QuantChoice, targets
+from llmcli.errors import LlmcliError, squash
+from llmcli.modelfs.checkpoint import INDEX_NAME, SINGLE_NAME, Checkpoint
+
+WEIGHT_FILES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+
+def export(source: Path, out: Path, ckpt: Checkpoint, model: Any, *, scheme: str, group_size: int | None,
+           config: dict[str, Any]) -> QuantChoice:  # fmt: skip
+    """Writes OUT from `source` (whose names `model`, built empty, shares); returns what was quantized."""
+    names, kept = targets(model, scheme=scheme, group_size=group_size or int8.SAVED_GROUP, device="cpu")
+    choice = QuantChoice(scheme, group_size, kept=kept)
+    staging = out.parent / f".{out.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        staging.mkdir(parents=True)
+        weight_map = _write_shards(source, staging, ckpt, set(names), choice)
+        _write_config(staging, config, choice)
+        _copy_others(source, staging)
+        if len(set(weight_map.values())) > 1:
+            index = {"metadata": {}, "weight_map": dict(sorted(weight_map.items()))}
+            (staging / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
+        staging.rename(out)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise LlmcliError(f"cannot write the quantized model: {squash(exc)}", path=out) from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return choice
+
+
+def _write_shards(source: Path, staging: Path, ckpt: Checkpoint, layers: set[str], choice: QuantChoice) -> dict:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    shards = list(dict.fromkeys(info.shard for info in ckpt.tensors.values()))
+    weight_map: dict[str, str] = {}
+    for number, shard in enumerate(shards, 1):
+        name = SINGLE_NAME if len(shards) == 1 else f"model-{number:05d}-of-{len(shards):05d}.safetensors"
+        written: dict[str, Any] = {}
+        with safe_open(str(source / shard), framework="pt") as tensors:
+            for key in tensors.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                layer = key.removesuffix(".weight")
+                value = tensors.get_tensor(key)
+                if key.endswith(".weight") and layer in layers:
+                    written |= _quantized(layer, value, choice)
+                else:
+                    written[key] = value
+        save_file(written, str(staging / name), metadata={"format": "pt"})
+        weight_map |= dict.fromkeys(written, name)
+    return weight_map
+
+
+def _quantized(layer: str, weight: Any, choice: QuantChoice) -> dict[str, Any]:
+    if choice.scheme == "int4":
+        codes, points = int4.quantize_with_points(weight, choice.group_size)
+        tensors = saved.int4_tensors(layer, codes, points, dtype=weight.dtype)
+    else:
+        codes, scales = int8.quantize_per_channel(weight)
+        tensors = saved.int8_tensors(layer, codes, scales, dtype=weight.dtype)
+    choice.quantized.append(layer)
+    choice.quantized_params += weight.numel()
+    choice.quantized_bytes += sum(t.nbytes for k, t in tensors.items() if not k.endswith("weight_shape"))
+    return tensors
+
+
+def _write_config(staging: Path, config: dict[str, Any], choice: QuantChoice) -> None:
+    quant = saved.quantization_config(scheme=choice.scheme, group_size=choice.group_size, ignore=list(choice.kept))
+    (staging / "config.json").write_text(json.dumps({**config, "quantization_config": quant}, indent=2) + "\n")
+
+
+def _copy_others(source: Path, staging: Path) -> None:
+    """The tokenizer, generation config, chat template and whatever else sits beside the weights."""
+    for path in sorted(source.iterdir()):
+        if path.is_file() and path.name not in ("config.json", INDEX_NAME) and not path.name.endswith(WEIGHT_FILES):
+            shutil.copy2(path, staging / path.name)

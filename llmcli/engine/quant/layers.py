@@ -1,0 +1,63 @@
+"""The quantized linear layers themselves: torch modules over torch's int4 weight-only kernels.
+
+Imported only once a model loads (this module imports torch at its top). A layer keeps its input's dtype
+outside and hands the kernel bfloat16 inside (the kernel's fast path).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from llmcli.engine.quant.int4 import Int4Codes, pack
+from llmcli.engine.quant.int8 import Int8Codes
+
+
+class Int4Linear(torch.nn.Module):
+    """`x @ weight.T + bias` from 4-bit codes packed for torch's kernel on `device`."""
+
+    def __init__(self, codes: Int4Codes, bias: Any, *, device: str) -> None:
+        super().__init__()
+        self.out_features, self.in_features = codes.codes.shape
+        self.group_size = codes.group_size
+        self.register_buffer("packed", pack(codes.codes, device=device))
+        pairs = torch.stack([codes.scales.t(), codes.zeros.t()], dim=-1)  # [groups, out, 2]
+        self.register_buffer("scales_and_zeros", pairs.to(device=device, dtype=torch.bfloat16).contiguous())
+        self.bias = None if bias is None else torch.nn.Parameter(bias.to(device), requires_grad=False)
+        on_gpu = device.startswith("cuda")
+        self._mm = torch.ops.aten._weight_int4pack_mm if on_gpu else torch.ops.aten._weight_int4pack_mm_for_cpu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
+        out = self._mm(flat, self.packed, self.group_size, self.scales_and_zeros).to(x.dtype)
+        out = out.reshape(*x.shape[:-1], self.out_features)
+        return out if self.bias is None else out + self.bias
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int4, group {self.group_size}"
+
+
+class Int8Linear(torch.nn.Module):
+    """`x @ weight.T + bias` from 8-bit codes, as the sum of their two 4-bit halves (engine.quant.int8)."""
+
+    def __init__(self, codes: Int8Codes, bias: Any, *, device: str) -> None:
+        super().__init__()
+        self.out_features, self.in_features = codes.codes.shape
+        self.group_size = codes.group_size
+        high, low = codes.halves()
+        self.high = Int4Linear(high, None, device=device)
+        self.low = Int4Linear(low, None, device=device)
+        self.bias = None if bias is None else torch.nn.Parameter(bias.to(device), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.high(x) + self.low(x)
+        return out if self.bias is None else out + self.bias
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8, group {self.group_size}"
+
+
+def held_bytes(module: torch.nn.Module) -> int:
+    """What a layer holds in memory: its packed codes, scales and zeros, and bias."""
+    return sum(t.numel() * t.element_size() for t in (*module.buffers(), *module.parameters()))

@@ -1,0 +1,183 @@
+"""Quantizing while loading: the model built empty (accelerate's meta device), then the checkpoint read one
+tensor at a time, each chosen layer's weight quantized as it arrives and freed; the model is never whole in
+float, so a 7B model's int4 load peaks near its int4 size plus the layers that stay in float.
+
+It reads the checkpoint's own names; a model whose names differ from its files' (transformers renames some
+architectures' keys as it loads) is not for this path: `mismatch()` says so before anything loads, and the
+loader then quantizes after an ordinary load instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmcli.engine.quant.choice import QuantChoice, set_module, targets
+from llmcli.engine.quant.int8 import SAVED_GROUP
+from llmcli.engine.quant.saved import PACKED
+from llmcli.errors import LlmcliError
+from llmcli.modelfs.checkpoint import Checkpoint
+
+
+def empty_model(path: Path, *, dtype: str, trust: bool, attn: dict[str, str]) -> Any:
+    """The model's modules with their parameters on the meta device (no memory) and buffers made for real."""
+    import torch
+    from accelerate import init_empty_weights
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+
+    config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust)
+    with init_empty_weights(include_buffers=False):
+        model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype), trust_remote_code=trust, **attn)
+    if (path / "generation_config.json").is_file():
+        model.generation_config = GenerationConfig.from_pretrained(str(path))
+    return model
+
+
+def mismatch(model: Any, ckpt: Checkpoint) -> str | None:
+    """Why the checkpoint's tensor names do not load into this model by name; None when they do (a layer that
+    `llmcli quantize` saved counts under its float weight's name)."""
+    wanted = set(model.state_dict())
+    names = {_float_name(key) for key in ckpt.tensors} - {None}
+    extra = sorted(names - wanted)
+    if extra:
+        return f"the checkpoint's {extra[0]} is not one of the model's names"
+    tied = {name for name in wanted if name not in names and _is_tied(model, name)}
+    missing = sorted(wanted - names - tied)
+    return f"the model's {missing[0]} is not in the checkpoint" if missing else None
+
+
+def _float_name(key: str) -> str | None:
+    layer, _, part = key.rpartition(".")
+    if part == "weight_packed":
+        return f"{layer}.weight"
+    return None if part in PACKED else key
+
+
+def _is_tied(model: Any, name: str) -> bool:
+    head = model.get_output_embeddings()
+    tie = getattr(model.config.get_text_config(), "tie_word_embeddings", False)
+    return bool(tie) and head is not None and name == _name_of(model, head) + ".weight"
+
+
+def _name_of(model: Any, module: Any) -> str:
+    return next(name for name, m in model.named_modules() if m is module)
+
+
+@dataclass
+class Builders:
+    """How each chosen layer is made: the parts of the checkpoint it needs (its bias aside) and a function from
+    those parts and the bias to the quantized layer."""
+
+    needs: dict[str, set[str]]  # layer → tensor suffixes it reads ("weight", "weight_packed", …); may be empty
+    build: Callable[[str, dict[str, Any], Any], Any]  # (layer, parts, bias) → module
+    kept: dict[str, str]
+    from_file: int = 0  # layers taken from a GGUF file's blocks as they are
+
+
+def from_float(model: Any, *, scheme: str, group_size: int, device: str) -> Builders:
+    """Layers quantized from their float weights as these arrive."""
+    from llmcli.engine.quant.apply import quantized_layer
+
+    names, kept = targets(model, scheme=scheme, group_size=group_size, device=device)
+
+    def build(layer: str, parts: dict[str, Any], bias: Any) -> Any:
+        return quantized_layer(parts["weight"], bias, scheme=scheme, group_size=group_size, device=device)
+
+    return Builders({name: {"weight"} for name in names}, build, kept)
+
+
+def from_saved(model: Any, ckpt: Checkpoint, *, scheme: str, device: str) -> Builders:
+    """Layers `llmcli quantize` saved, built from their codes as they are."""
+    from llmcli.engine.quant import saved
+    from llmcli.engine.quant.layers import Int4Linear, Int8Linear
+
+    names = [key.removesuffix(".weight_packed") for key in ckpt.tensors if key.endswith(".weight_packed")]
+    kept = {name: "kept in float by the file" for name in _linear_names(model) if name not in set(names)}
+    parts = set(PACKED) if scheme == "int4" else set(PACKED) - {"weight_zero_point"}
+
+    def build(layer: str, got: dict[str, Any], bias: Any) -> Any:
+        if scheme == "int4":
+            return Int4Linear(saved.read_int4(got), bias, device=device)
+        return Int8Linear(saved.read_int8(got, group_size=SAVED_GROUP), bias, device=device)
+
+    return Builders({name: parts for name in names}, build, kept)
+
+
+def from_gguf(model: Any, gguf: Path, *, scheme: str, group_size: int, device: str) -> Builders:
+    """A GGUF file's 4- and 8-bit blocks taken as they are (engine.quant.gguf_blocks); its other linear layers
+    quantized from their float weights under `scheme`."""
+    from llmcli.engine.quant import gguf_blocks
+    from llmcli.engine.quant.layers import Int4Linear, Int8Linear
+
+    floats = from_float(model, scheme=scheme, group_size=group_size, device=device)
+    makers, _ = gguf_blocks.layer_blocks(gguf, model, list(floats.needs))
+
+    def build(layer: str, parts: dict[str, Any], bias: Any) -> Any:
+        if layer not in makers:
+            return floats.build(layer, parts, bias)
+        codes = gguf_blocks.make(makers[layer])
+        kind = Int4Linear if isinstance(codes, gguf_blocks.Int4Codes) else Int8Linear
+        return kind(codes, bias, device=device)
+
+    needs = {name: set() if name in makers else wanted for name, wanted in floats.needs.items()}
+    return Builders(needs, build, floats.kept, from_file=len(makers))
+
+
+def fill(model: Any, path: Path, ckpt: Checkpoint, builders: Builders, *, scheme: str, group_size: int | None,
+         dtype: str, device: str) -> QuantChoice:  # fmt: skip
+    """Loads every tensor of the checkpoint into the empty model, each chosen layer made by its builder as soon
+    as its parts have arrived (the float weight of a layer built otherwise is never read)."""
+    import torch
+    from accelerate.utils import set_module_tensor_to_device
+    from safetensors import safe_open
+
+    choice = QuantChoice(scheme, group_size, kept=builders.kept, gguf_blocks=builders.from_file)
+    needs = {name: wanted | ({"bias"} if model.get_submodule(name).bias is not None else set())
+             for name, wanted in builders.needs.items()}  # fmt: skip
+    pending: dict[str, dict[str, Any]] = {name: {} for name in needs}
+    float_dtype = getattr(torch, dtype)
+
+    def arrive(layer: str) -> None:
+        parts = pending.pop(layer)
+        bias = parts.pop("bias", None)
+        new = builders.build(layer, parts, None if bias is None else bias.to(float_dtype))
+        _record(choice, model, layer, new)
+
+    for layer in [name for name, wanted in needs.items() if not wanted]:
+        arrive(layer)
+    for shard in dict.fromkeys(info.shard for info in ckpt.tensors.values()):
+        with safe_open(str(path / shard), framework="pt") as tensors:
+            for key in tensors.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                layer, _, part = key.rpartition(".")
+                if layer not in needs:
+                    set_module_tensor_to_device(model, key, device, value=tensors.get_tensor(key), dtype=float_dtype)
+                elif part in needs[layer] and layer in pending:
+                    pending[layer][part] = tensors.get_tensor(key)
+                    if set(pending[layer]) == needs[layer]:
+                        arrive(layer)
+    model.tie_weights()
+    _check_loaded(model, path)
+    return choice
+
+
+def _record(choice: QuantChoice, model: Any, layer: str, new: Any) -> None:
+    from llmcli.engine.quant.layers import held_bytes
+
+    set_module(model, layer, new)
+    choice.quantized.append(layer)
+    choice.quantized_bytes += held_bytes(new)
+    choice.quantized_params += new.in_features * new.out_features
+
+
+def _linear_names(model: Any) -> list[str]:
+    import torch
+
+    return [name for name, m in model.named_modules() if type(m) is torch.nn.Linear]
+
+
+def _check_loaded(model: Any, path: Path) -> None:
+    left = [name for name, p in (*model.named_parameters(), *model.named_buffers()) if p.device.type == "meta"]
+    if left:
+        raise LlmcliError(f"the checkpoint has no {left[0]} ({len(left)} tensors missing)", path=path)

@@ -1,0 +1,51 @@
+"""A checkpoint that `llmcli quantize` (or another compressed-tensors writer) saved quantized: which scheme its
+config.json names, and what its files hold, read from the headers alone (no torch)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmcli.modelfs.checkpoint import Checkpoint
+
+
+def saved_scheme(config: dict[str, Any]) -> tuple[str, int | None] | None:
+    """("int4", group) or ("int8", None) for a config.json this module's layout describes; None otherwise."""
+    quant = config.get("quantization_config")
+    if not isinstance(quant, dict) or quant.get("quant_method") != "compressed-tensors":
+        return None
+    if quant.get("format") != "pack-quantized":
+        return None
+    groups = [g for g in (quant.get("config_groups") or {}).values() if isinstance(g, dict)]
+    weights = groups[0].get("weights") if len(groups) == 1 else None
+    if not isinstance(weights, dict) or weights.get("type") != "int":
+        return None
+    if weights.get("num_bits") == 4 and not weights.get("symmetric") and weights.get("strategy") == "group":
+        return "int4", weights.get("group_size")
+    if weights.get("num_bits") == 8 and weights.get("symmetric") and weights.get("strategy") == "channel":
+        return "int8", None
+    return None
+
+
+def describe(config: dict[str, Any], ckpt: Checkpoint) -> dict[str, Any] | None:
+    """inspect's quantization facts: scheme, bits, group size, layers, bytes a parameter; None if not saved so."""
+    scheme = saved_scheme(config)
+    if scheme is None:
+        return None
+    name, group = scheme
+    layers = {key.removesuffix(".weight_packed") for key in ckpt.tensors if key.endswith(".weight_packed")}
+    params = 0
+    held = 0
+    for layer in layers:
+        rows, words = ckpt.tensors[f"{layer}.weight_packed"].shape
+        params += rows * words * (8 if name == "int4" else 4)
+        held += sum(ckpt.tensors[f"{layer}.{part}"].nbytes for part in ("weight_packed", "weight_scale",
+                    "weight_zero_point") if f"{layer}.{part}" in ckpt.tensors)  # fmt: skip
+    return {
+        "scheme": name,
+        "bits": 4 if name == "int4" else 8,
+        "group_size": group,
+        "quantized_layers": len(layers),
+        "quantized_params": params,
+        "bytes_per_param": round(held / params, 3) if params else None,
+        "kept_in_float": list(config["quantization_config"].get("ignore") or []),
+    }

@@ -1,0 +1,146 @@
+"""engine.quant's arithmetic: codes from float weights, the kernels' products against the dequantized weight,
+the saved layout's round trip, and GGUF blocks read into codes equal to gguf-py's own dequantization."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from llmcli.engine.quant import gguf_blocks, int4, int8, saved
+from llmcli.engine.quant.layers import Int4Linear, Int8Linear
+
+
+def _weight(rows: int = 96, cols: int = 256, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(rows, cols, generator=gen) * 0.05
+
+
+@pytest.mark.parametrize("group", [32, 64, 128, 256])
+def test_int4_codes_stay_within_half_a_step_of_the_weight(group):
+    w = _weight()
+    codes = int4.quantize_weight(w, group)
+    assert codes.codes.dtype == torch.uint8 and int(codes.codes.max()) <= 15
+    step = codes.scales.repeat_interleave(group, dim=1)
+    assert torch.all((codes.dequantize() - w).abs() <= step / 2 + 1e-7)
+
+
+def test_int4_codes_reproduce_weights_already_on_a_4_bit_grid():
+    """A group whose weights are minimum + k * step (what a Q4_1 file holds) comes back exactly."""
+    gen = torch.Generator().manual_seed(1)
+    grid = torch.randint(0, 16, (8, 64), generator=gen).float()
+    w = grid * 0.01 - 0.07
+    w[:, ::32] = -0.07  # every group holds the minimum and the maximum
+    w[:, 1::32] = 0.08
+    assert torch.allclose(int4.quantize_weight(w, 32).dequantize(), w, atol=1e-6)
+
+
+def test_integer_zero_points_are_codes_and_the_weight_follows_them():
+    w = _weight()
+    codes, points = int4.quantize_with_points(w, 32)
+    assert points.dtype == torch.uint8 and int(points.max()) <= 15
+    expected = (codes.codes.float().reshape(96, -1, 32) - points[..., None].float()) * codes.scales[..., None]
+    assert torch.allclose(codes.dequantize(), expected.reshape(96, 256), atol=1e-6)
+    plain = int4.quantize_with_points(w, 32)[0].dequantize()
+    assert (plain - w).norm() / w.norm() < 0.1
+
+
+@pytest.mark.parametrize("rows", [1, 3, 16])
+def test_the_int4_kernel_computes_the_dequantized_product(rows):
+    w, bias = _weight(), torch.randn(96) * 0.1
+    codes = int4.quantize_weight(w, 32)
+    x = torch.randn(2, rows, 256)
+    layer = Int4Linear(codes, bias, device="cpu")
+    expected = x.to(torch.bfloat16).float() @ _bf16_scales(codes).dequantize().t() + bias
+    out = layer(x)
+    assert out.shape == (2, rows, 96) and out.dtype == torch.float32
+    assert torch.allclose(out, expected, rtol=2e-2, atol=2e-2 * expected.abs().max().item())
+
+
+def _bf16_scales(codes):
+    return type(codes)(codes.codes, codes.scales.bfloat16().float(), codes.zeros.bfloat16().float())
+
+
+def test_int8_halves_add_up_to_the_weight_and_the_layer_computes_it():
+    w = _weight()
+    codes = int8.quantize_weight(w, 32)
+    high, low = codes.halves()
+    assert torch.allclose(high.dequantize() + low.dequantize(), codes.dequantize(), atol=1e-6)
+    assert ((codes.dequantize() - w).abs().max()) <= codes.scales.max() / 2 + 1e-7
+    x = torch.randn(4, 256)
+    out = Int8Linear(codes, None, device="cpu")(x)
+    expected = x.to(torch.bfloat16).float() @ w.t()
+    assert torch.allclose(out, expected, atol=3e-2 * expected.abs().max().item())
+
+
+def test_pack_int32_round_trips_and_matches_compressed_tensors():
+    gen = torch.Generator().manual_seed(2)
+    values = torch.randint(0, 16, (5, 40), generator=gen, dtype=torch.uint8)
+    words = saved.pack_int32(values, 4)
+    assert words.dtype == torch.int32 and words.shape == (5, 5)
+    assert torch.equal(saved.unpack_int32(words, 4, 40), values)
+    helpers = pytest.importorskip("compressed_tensors.compressors.pack_quantized.helpers")
+    theirs = helpers.pack_to_int32((values.to(torch.int16) - 8).to(torch.int8), 4)
+    assert torch.equal(words, theirs)
+
+
+def test_saved_int4_layers_read_back_to_the_same_codes():
+    w = _weight()
+    codes, points = int4.quantize_with_points(w, 64)
+    tensors = saved.int4_tensors("layer", codes, points, dtype=torch.float32)
+    back = saved.read_int4({k.removeprefix("layer."): v for k, v in tensors.items()})
+    assert torch.equal(back.codes, codes.codes)
+    assert torch.allclose(back.dequantize(), codes.dequantize(), atol=1e-6)
+
+
+def test_saved_int8_layers_read_back_per_channel():
+    w = _weight()
+    codes, scales = int8.quantize_per_channel(w)
+    tensors = saved.int8_tensors("layer", codes, scales, dtype=torch.float32)
+    back = saved.read_int8({k.removeprefix("layer."): v for k, v in tensors.items()}, group_size=32)
+    assert torch.allclose(back.dequantize(), codes.float() * scales[:, None], atol=1e-6)
+
+
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q8_0"])
+def test_gguf_blocks_are_codes_that_dequantize_as_gguf_does(qtype):
+    gguf = pytest.importorskip("gguf")
+    kind = gguf.GGMLQuantizationType[qtype]
+    w = np.random.default_rng(3).standard_normal((16, 256)).astype(np.float32)
+    raw = gguf.quants.quantize(w, kind)
+    codes = gguf_blocks.int8_codes(raw) if qtype == "Q8_0" else gguf_blocks.int4_codes(raw, qtype)
+    assert codes.group_size == 32
+    np.testing.assert_array_equal(codes.dequantize().numpy(), gguf.quants.dequantize(raw, kind))
+
+
+def test_q4_k_blocks_are_codes_that_dequantize_as_gguf_does():
+    """gguf-py cannot write Q4_K, so the blocks are random bytes with sane float16 super-block scales."""
+    gguf = pytest.importorskip("gguf")
+    rng = np.random.default_rng(4)
+    raw = rng.integers(0, 256, size=(8, 2 * 144), dtype=np.uint8)
+    blocks = raw.reshape(8, 2, 144)
+    blocks[..., 0:2] = np.full((8, 2, 1), 0.01, np.float16).view(np.uint8)
+    blocks[..., 2:4] = np.full((8, 2, 1), 0.002, np.float16).view(np.uint8)
+    codes = gguf_blocks.int4_codes(raw, "Q4_K")
+    expected = gguf.quants.dequantize(raw, gguf.GGMLQuantizationType.Q4_K)
+    np.testing.assert_allclose(codes.dequantize().numpy(), expected, rtol=1e-6, atol=1e-7)
+
+
+def test_reordering_rows_moves_codes_scales_and_zeros_together():
+    codes = int4.quantize_weight(_weight(), 32)
+    order = torch.arange(95, -1, -1)
+    moved = gguf_blocks.reorder(codes, order)
+    assert torch.equal(moved.dequantize(), codes.dequantize()[order])
+
+
+@pytest.mark.parametrize(
+    ("shape", "group", "device", "why"),
+    [
+        ((64, 96), 64, "cpu", "not a multiple of the group size 64"),
+        ((64, 96), 32, "cpu", None),
+        ((64, 192), 64, "cuda", "multiple of 128"),
+        ((60, 256), 32, "cuda", "multiple of 8"),
+    ],
+)
+def test_the_kernel_refuses_shapes_by_name(shape, group, device, why):
+    reason = int4.refusal(*shape, group, device=device)
+    assert (reason is None) if why is None else why in reason
