@@ -47,6 +47,7 @@ def main() -> int:
     ap.add_argument("out_dir", type=Path)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--layers", type=int, default=None, help="fewer layers, for a dry run")
+    ap.add_argument("--vocab", type=int, default=None, help="another vocabulary size (the tokenizer's own)")
     args = ap.parse_args()
 
     import torch
@@ -59,6 +60,8 @@ def main() -> int:
             config.layer_types = config.layer_types[: args.layers]
         if getattr(config, "max_window_layers", None):
             config.max_window_layers = min(config.max_window_layers, args.layers)
+    if args.vocab:
+        config.vocab_size = args.vocab
     started = time.perf_counter()
     torch.manual_seed(0)
     with torch.device(args.device):

@@ -116,6 +116,9 @@ def ensure_converted(gguf: Path, progress: Any = None) -> Path:
     final = cached_dir_for(gguf)
     if is_complete(final):
         return final
+    from llmcli.modelfs.gguf_file import check_complete
+
+    check_complete(gguf)
     root = models_dir()
     try:
         root.mkdir(parents=True, exist_ok=True)

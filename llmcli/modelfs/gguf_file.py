@@ -30,6 +30,36 @@ class GgufInfo:
     version: int
     metadata: dict[str, Any]
     tensors: list[GgufTensor]
+    truncation: str | None = None  # which tensor runs past the end of the file, and by how much
+
+
+def _reader_class() -> Any:
+    """gguf-py's reader, made to stop at the first tensor whose data runs past the end of the file (a partial
+    download) and say so, where it would fail on numpy's reshape of the short array."""
+    import gguf
+    import numpy as np
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    class TruncationAwareReader(gguf.GGUFReader):
+        truncation: str | None = None
+
+        def _build_tensors(self, start_offs: int, fields: list[Any]) -> None:
+            size = len(self.data)
+            for number, field in enumerate(fields):
+                _len, name, _dims, dims, raw_dtype, offset = field.parts
+                block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(raw_dtype[0])]
+                end = int(start_offs + offset[0]) + int(np.prod(dims)) * type_size // block
+                if end > size:
+                    self.truncation = (
+                        f"truncated: tensor {bytes(name).decode(errors='replace')} ({number + 1} of {len(fields)}) "
+                        f"runs {end - size:,} bytes past the end of the file ({size:,} bytes); "
+                        f"{len(fields) - number} tensors are incomplete"
+                    )
+                    fields = fields[:number]
+                    break
+            super()._build_tensors(start_offs, fields)
+
+    return TruncationAwareReader
 
 
 def check_header(path: Path) -> None:
@@ -61,10 +91,8 @@ def _value(field: Any) -> Any:
 
 def read_gguf(path: Path) -> GgufInfo:
     check_header(path)
-    import gguf
-
     try:
-        reader = gguf.GGUFReader(str(path))
+        reader = _reader_class()(str(path))
         metadata: dict[str, Any] = {}
         for key, field in reader.fields.items():
             if key.startswith("GGUF."):
@@ -82,4 +110,11 @@ def read_gguf(path: Path) -> GgufInfo:
     except Exception as exc:  # noqa: BLE001 - gguf-py raises bare ValueError/IndexError/KeyError on bad files
         detail = squash(exc, 200) or type(exc).__name__
         raise LlmcliError(f"GGUF file is malformed: {detail}", path=path) from None
-    return GgufInfo(version, metadata, tensors)
+    return GgufInfo(version, metadata, tensors, reader.truncation)
+
+
+def check_complete(path: Path) -> None:
+    """Refuses a GGUF file whose tensors run past its end, before anything tries to load them."""
+    truncation = read_gguf(path).truncation
+    if truncation is not None:
+        raise LlmcliError(f"{truncation} (an incomplete download?)", path=path)

@@ -37,7 +37,7 @@ def build(path: Path, *, tensors: bool = False) -> Report:
         entry["parameters"] += t.numel
         entry["bytes"] += t.nbytes
     tokenizer = _tokenizer(meta)
-    checks: list[str] = []
+    checks: list[str] = [] if info.truncation is None else [f"{info.truncation}: it cannot load"]
     data = {
         "path": str(path),
         "format": "gguf",

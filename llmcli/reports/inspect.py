@@ -77,6 +77,8 @@ class Inspection:
             self.checks.extend(ckpt.checks)
         if "checkpoint" in self.wanted and ckpt is not None:
             self._checkpoint(ckpt)
+        if ckpt is not None and self._quantization(config, ckpt):
+            ckpt = None  # its tensors are packed codes: counting them as parameters would mislead
         total = None
         if {"parameters", "modules"} & set(self.wanted) or ("memory" in self.wanted and not (ckpt and ckpt.tensors)):
             total = self._architecture(config, geo, ckpt)
@@ -89,8 +91,6 @@ class Inspection:
             Section("Checks", [Para(c, "warn") for c in self.checks] or [Para("no problems found", "ok")])
         )
         return Report(self.data, self.sections)
-
-    # ------------------------------------------------------------------ sections
 
     def _config(self, config: dict[str, Any], groups: list[tuple[str, list[tuple[str, str, str]]]]) -> None:
         self.data["config"] = config
@@ -216,6 +216,16 @@ class Inspection:
             )
         where = "read remotely, sizes are tensor bytes" if self.remote_checkpoint is not None else "headers"
         self.sections.append(Section(f"Checkpoint (safetensors {where})", blocks))
+
+    def _quantization(self, config: dict[str, Any], ckpt: Checkpoint) -> bool:
+        """The section for a checkpoint saved quantized (`llmcli quantize`); False if it is not."""
+        from llmcli.reports.quantized import quantization
+
+        found = quantization(config, ckpt)
+        if found is not None:
+            self.data["quantization"], section = found
+            self.sections.append(section)
+        return found is not None
 
     def _architecture(self, config: dict[str, Any], geo: Geometry, ckpt: Checkpoint | None) -> int | None:
         from llmcli.engine.meta.arch import (
