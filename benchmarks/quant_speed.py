@@ -28,9 +28,9 @@ def run(n):
 first = run(1)
 total = run(decode + 1)
 print(json.dumps({"load_s": load_s, "ttft_s": first, "decode_tok_s": decode / (total - first),
-                  "peak_rss_bytes": %s, "quantization": loaded.quantization and
+                  "peak_rss_bytes": PEAK_RSS, "quantization": loaded.quantization and
                   {k: v for k, v in loaded.quantization.items() if k != "kept"}}))
-""" % PEAK
+""".replace("PEAK_RSS", PEAK)
 
 LLAMA_CHILD = """
 import json, sys, time
@@ -51,8 +51,8 @@ for _ in range(decode):
     llm.eval([token])
     token = llm.sample(temp=0.0)
 rate = decode / (time.perf_counter() - t)
-print(json.dumps({"load_s": load_s, "ttft_s": first, "decode_tok_s": rate, "peak_rss_bytes": %s}))
-""" % PEAK
+print(json.dumps({"load_s": load_s, "ttft_s": first, "decode_tok_s": rate, "peak_rss_bytes": PEAK_RSS}))
+""".replace("PEAK_RSS", PEAK)
 
 
 def child(code: str, args: list[str]) -> dict:

@@ -186,6 +186,11 @@ def load_raw(path: str, dtype: str, device: str, quantize: str = "none", attn: s
 
     chosen = attn_kwargs(attn)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype), device_map=device, **chosen)
-    if quantize == "int8":
+    if quantize == "int8-dynamic":
         torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    elif quantize in ("int4", "int8"):  # the whole float model first, then its layers: what llmcli avoids
+        from llmcli.engine.quant.apply import quantize_loaded
+        from llmcli.engine.quant.choice import DEFAULT_GROUP_SIZE
+
+        quantize_loaded(model, scheme=quantize, group_size=DEFAULT_GROUP_SIZE, device=device)
     return time.perf_counter() - started

@@ -65,6 +65,9 @@ def load_spec(record: dict[str, Any], overrides: Any) -> Any:
     spec = LoadSpec(
         dtype=Dtype(env.get("dtype") or model.get("dtype") or "auto"),
         quantize=Quantize(env.get("quantize") or "none"),
+        group_size=(env.get("quantization") or {}).get("group_size")
+        if env.get("quantize") in ("int4", "int8")
+        else None,
         attn=Attn(attn) if attn in {a.value for a in Attn} else Attn.auto,
         device=(env.get("device") or {}).get("name") or model.get("device") or "auto",
         threads=env.get("threads"),

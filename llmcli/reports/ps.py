@@ -21,12 +21,21 @@ def _weights(model: dict[str, Any]) -> str:
     return human_bytes(model["weights_bytes"]) + (f" + {human_bytes(packed)} prepacked" if packed else "")
 
 
+def _dtype(model: dict[str, Any]) -> str:
+    """The dtype, and the scheme of a quantized model: 'float32 + int4 g32 (5.0 bits)'."""
+    quant = model.get("quantization")  # older servers do not say
+    if not quant:
+        return model["dtype"] + (f" + {model['quantize']}" if model.get("quantize") else "")
+    group = f" g{quant['group_size']}" if quant.get("group_size") else ""
+    return f"{model['dtype']} + {quant['scheme']}{group} ({quant['bits_per_weight']} bits)"
+
+
 def build(data: dict[str, Any], server: str) -> Report:
     """`data`: the server's /llmcli/v1/ps answer."""
     rows = [
         [
             m["name"],
-            m["dtype"],
+            _dtype(m),
             m["device"],
             _weights(m),
             _idle(m),

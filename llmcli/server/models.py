@@ -78,6 +78,8 @@ class Served:
             "path": self.info["path"],
             "dtype": self.info["dtype"],
             "device": self.info["device"],
+            "quantize": self.info.get("quantize"),
+            "quantization": _quantization_summary(self.info.get("quantization")),
             "loaded": loaded is not None,
             "weights_bytes": weights_bytes(loaded.model) if loaded is not None else 0,
             "prepacked_bytes": loaded.prepacked_bytes if loaded is not None else 0,
@@ -89,6 +91,11 @@ class Served:
             "tools": self.tools_source if self.tools_template else None,
             "tool_parser": self.tool_parser if self.tools_template else None,
         }
+
+
+def _quantization_summary(info: dict[str, Any] | None) -> dict[str, Any] | None:
+    """ps's view of a quantized model: the scheme and its sizes, without the list of layers kept."""
+    return None if info is None else {k: v for k, v in info.items() if k != "kept"} | {"kept": len(info["kept"])}
 
 
 def weights_bytes(model: Any) -> int:

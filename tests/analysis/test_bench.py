@@ -71,22 +71,32 @@ def test_bench_usage_errors(tiny_dir, args, needle, capsys, monkeypatch):
     assert_clean_error(run_cli(["bench", "-m", str(tiny_dir), *args], capsys, monkeypatch), 2, needle)
 
 
-def test_quantize_int8(tiny_dir, capsys, monkeypatch):
+def test_quantize_int8_dynamic(tiny_dir, capsys, monkeypatch):
     run = run_cli(
-        ["generate", "-m", str(tiny_dir), "hello", "-n", "4", "--greedy", "--quantize", "int8", "--json"],
+        ["generate", "-m", str(tiny_dir), "hello", "-n", "4", "--greedy", "--quantize", "int8-dynamic", "--json"],
         capsys,
         monkeypatch,
     )
     assert run.code == 0, run.stderr
     data = run.json()
-    assert data["model"]["quantize"] == "int8" and data["model"]["dtype"] == "float32"
+    assert data["model"]["quantize"] == "int8-dynamic" and data["model"]["dtype"] == "float32"
     assert len(data["outputs"][0]["token_ids"]) >= 1
     bad = run_cli(
-        ["generate", "-m", str(tiny_dir), "hi", "--quantize", "int8", "--dtype", "bfloat16"], capsys, monkeypatch
+        ["generate", "-m", str(tiny_dir), "hi", "--quantize", "int8-dynamic", "--dtype", "bfloat16"],
+        capsys,
+        monkeypatch,
     )
-    assert_clean_error(bad, 2, "--quantize int8")
+    assert_clean_error(bad, 2, "--quantize int8-dynamic")
     bogus = run_cli(["generate", "-m", str(tiny_dir), "hi", "--quantize", "int3"], capsys, monkeypatch)
     assert_clean_error(bogus, 2, "--quantize")
+
+
+def test_bench_takes_quantize_int4(tiny_dir, capsys, monkeypatch):
+    args = ["bench", "-m", str(tiny_dir), "--quantize", "int4", "--dtype", "float32", "-p", "8", "-g", "4", "-r", "1"]
+    run = run_cli([*args, "--warmup", "0", "--compare-raw", "--json"], capsys, monkeypatch)
+    assert run.code == 0, run.stderr
+    data = run.json()
+    assert data["model"]["quantize"] == "int4" and data["model"]["quantization"]["group_size"] == 32
 
 
 def test_quantize_int8_replaces_linear_layers(tiny_dir):

@@ -92,3 +92,13 @@ def test_chat_save_records_and_other_records(tiny_dir, tmp_path, capsys, monkeyp
     assert_clean_error(run_cli(["replay", str(tmp_path / "far.json")], capsys, monkeypatch), 2, "came from vLLM")
     (tmp_path / "junk.json").write_text('{"hello": 1}')
     assert_clean_error(run_cli(["replay", str(tmp_path / "junk.json")], capsys, monkeypatch), 1, "not a generate")
+
+
+def test_an_int4_record_replays_with_its_scheme_and_group(tiny_dir, tmp_path, capsys, monkeypatch):
+    data = record(tiny_dir, ["--greedy", "--quantize", "int4", "--group-size", "64"], capsys, monkeypatch,
+                  tmp_path / "int4.json")  # fmt: skip
+    env = data["replay"]
+    assert env["quantize"] == "int4" and env["quantization"]["group_size"] == 64
+    assert env["quantization"]["quantized_layers"] == 14
+    code, [again], _ = replayed(tmp_path / "int4.json", capsys, monkeypatch)
+    assert code == 0 and again["identical"] and again["environment_differences"] == []

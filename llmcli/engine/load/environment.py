@@ -78,6 +78,7 @@ def environment(loaded: Any, *, adapter: Any = None) -> dict[str, Any]:
         "dtype": loaded.dtype,
         "attn_implementation": loaded.attn,
         "quantize": None if loaded.quantize == "none" else loaded.quantize,
+        "quantization": loaded.quantization,
         "prepacked": loaded.prepacked,
         "split_lone_rows": loaded.split_lone_rows,
         "threads": torch.get_num_threads(),
