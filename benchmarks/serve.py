@@ -9,7 +9,7 @@ bfloat16`, with `--batch-invariant`, with `--no-prepack` (part 'unpacked': torch
 and vLLM (float32; skipped without .venv-vllm). For one lone request,
 where its time goes: the server's own decode time against the client's wall time.
 Also: (a) a one-shot `llmcli generate` against the same call with --server; (d) warm decode with --compile.
-Run: .venv/bin/python benchmarks/serve.py [--parts llmcli,bfloat16,invariant,vllm] > result.json
+Run: .venv/bin/python benchmarks/serve.py [--parts llmcli,float32,bfloat16,invariant,vllm,vllm_bfloat16] > result.json
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def where_time_goes(url: str) -> dict:
             "outside_the_engine_seconds": round(wall_seconds - stats["total_seconds"], 3)}  # fmt: skip
 
 
-def vllm(work) -> dict:
+def vllm(work, dtype: str = "float32") -> dict:
     """vLLM's CPU build on the converted default model, float32, as tests/client/test_vllm.py starts it."""
     import os
     import socket
@@ -141,7 +141,7 @@ def vllm(work) -> dict:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     args = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--served-model-name", "default",
-            "--dtype", "float32", "--max-model-len", "2048", "--port", str(port)]  # fmt: skip
+            "--dtype", dtype, "--max-model-len", "2048", "--port", str(port)]  # fmt: skip
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="2")
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -203,9 +203,11 @@ def main() -> None:
     runs = {
         "llmcli": lambda: served([], lambda url: {**loads(url, "default", args.reps), "lone": where_time_goes(url)}),
         "bfloat16": lambda: served(["--dtype", "bfloat16"], lambda url: loads(url, "default", args.reps)),
+        "float32": lambda: served(["--dtype", "float32"], lambda url: loads(url, "default", args.reps)),
         "invariant": lambda: served(["--batch-invariant"], lambda url: loads(url, "default", args.reps)),
         "unpacked": lambda: served(["--no-prepack"], lambda url: loads(url, "default", args.reps)),
         "vllm": lambda: vllm(lambda url: loads(url, "default", args.reps)),
+        "vllm_bfloat16": lambda: vllm(lambda url: loads(url, "default", args.reps), dtype="bfloat16"),
         "one_shot": lambda: served([], lambda url: one_shot(url, args.reps)),
         "compile": lambda: served(["--compile"], compiled_decode),
         "peer": lambda: peer(args.peer, args.peer_no_eos, args.reps),

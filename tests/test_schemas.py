@@ -47,6 +47,10 @@ def test_generate_json_matches_schema(tiny_dir, capsys, monkeypatch):
     )
     jsonschema.validate(logprobs.json(), schema("generate.schema.json"))
     assert len(logprobs.json()["outputs"][0]["logprobs"]) == len(logprobs.json()["outputs"][0]["token_ids"])
+    int4 = run_cli(["generate", "-m", str(tiny_dir), "hello", "-n", "3", "--quantize", "int4", "--json"],
+                   capsys, monkeypatch)  # fmt: skip
+    jsonschema.validate(int4.json(), schema("generate.schema.json"))
+    assert int4.json()["model"]["quantization"]["scheme"] == "int4"
 
 
 def test_rich_markup_in_model_files_prints_literally(tiny_copy, capsys, monkeypatch):
@@ -100,3 +104,12 @@ def test_dpo_json_and_each_line_match_the_schema(tiny_dir, tiny_untied_single, t
     line = run_cli([*args, "--each"], capsys, monkeypatch).stdout.splitlines()[0]
     pair = schema("dpo.schema.json")["$defs"]["pair"]
     jsonschema.validate(json.loads(line), {**pair, "$defs": schema("dpo.schema.json")["$defs"]})
+
+
+def test_quantize_json_matches_schema(tiny_dir, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "int8"
+    run = run_cli(["quantize", str(tiny_dir), str(out), "--to", "int8", "--json"], capsys, monkeypatch)
+    assert run.code == 0, run.stderr
+    data = run.json()
+    jsonschema.validate(data, schema("quantize.schema.json"))
+    assert data["scheme"] == "int8" and data["group_size"] is None and data["path"] == str(out)

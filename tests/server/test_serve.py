@@ -365,7 +365,7 @@ def test_tokenize_score_next_token_and_chat_through_the_server_match_local(serve
 
 
 def test_a_per_user_socket_ps_and_keep_alive(tiny_dir, capsys, monkeypatch):
-    proc, where = start_server(tiny_dir, "--local", "--keep-alive", "1s", key=None)
+    proc, where = start_server(tiny_dir, "--local", "--keep-alive", "1s", "--dtype", "float32", key=None)
     try:
         from llmcli.client import local_socket
 

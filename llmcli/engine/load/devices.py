@@ -15,8 +15,23 @@ from llmcli.units import human_bytes
 # Measured on the 2-core AVX2 CPU this project runs on: bf16 decodes ~1.7× faster than fp32 on
 # SmolLM2-135M and halves memory; fp16 matmuls on CPU are slow. See docs/generate.md.
 CPU_AUTO_DTYPE = "bfloat16"
-# llmcli serve decodes many rows per step, where the balance differs: measured in docs/performance.md.
+# llmcli serve decodes many rows per step, where the balance depends on the CPU: on AVX2 float32 was the faster
+# (docs/performance.md); with native bfloat16 (AVX-512 BF16 or AMX) bfloat16 was, at 1 and 16 clients alike
+# (docs/quantization.md, "The CPU decides").
 SERVE_CPU_DTYPE = "float32"
+SERVE_NATIVE_BF16_DTYPE = "bfloat16"
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (its flags, read once by engine.load.environment)."""
+    from llmcli.engine.load.environment import cpu
+
+    return any(flag in cpu()["flags"] for flag in NATIVE_BF16_FLAGS)
+
+
+def serve_cpu_dtype() -> str:
+    return SERVE_NATIVE_BF16_DTYPE if native_bf16() else SERVE_CPU_DTYPE
 
 
 def resolve_device(requested: str) -> str:
@@ -55,7 +70,7 @@ def resolve_dtype(
     if device == "cpu":
         # bf16 wins for token-by-token decoding; for a single pass over a whole text float32's matmuls are
         # about 3× faster on CPUs without native bf16 (see docs/performance.md).
-        return "float32" if prefill_only else SERVE_CPU_DTYPE if serving else CPU_AUTO_DTYPE
+        return "float32" if prefill_only else serve_cpu_dtype() if serving else CPU_AUTO_DTYPE
     saved = config.get("torch_dtype", config.get("dtype"))
     if saved == "float16":  # a float16 checkpoint's values may not survive bfloat16's shorter mantissa
         return "float16"
