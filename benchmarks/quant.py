@@ -55,9 +55,15 @@ def kl_stats(base, cand) -> dict:
 
 
 def quality(args: argparse.Namespace) -> dict:
+    """Each scheme quantizing the converted float weights (the directory, not the GGUF file), and the GGUF
+    file's own Q4_1 blocks taken as they are."""
+    from llmcli.modelfs.default_model import cached_dir_for, default_gguf
+
+    float_dir = str(cached_dir_for(default_gguf()))
     rows = {}
-    for name, flags in SCHEMES:
-        got = llmcli_json(["compare", "--dtype", "float32", "--file", args.text, "--window", "2048",
+    for name, flags in [*SCHEMES, ("int4 GGUF Q4_1 blocks", ["--quantize", "int4"])]:
+        model = [] if "GGUF" in name else [float_dir]
+        got = llmcli_json(["compare", *model, "--dtype", "float32", "--file", args.text, "--window", "2048",
                            "--candidate-quantize", *flags[1:]])  # fmt: skip
         rows[name] = {"kl_mean": got["kl"]["mean"], "kl_p99": got["kl"]["p99"], "top1": got["top1_agreement"],
                       "perplexity_ratio": got["perplexity_ratio"], "tokens": got["scored_tokens"]}  # fmt: skip

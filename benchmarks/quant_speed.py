@@ -25,6 +25,7 @@ def run(n):
     with torch.no_grad():
         loaded.model.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False)
     return time.perf_counter() - t
+run(1)  # the first call pays for paging the weights in and the kernels' set-up
 first = run(1)
 total = run(decode + 1)
 print(json.dumps({"load_s": load_s, "ttft_s": first, "decode_tok_s": decode / (total - first),
@@ -42,6 +43,8 @@ load_s = time.perf_counter() - started
 import random
 random.seed(0)
 prompt = [random.randrange(100, 40000) for _ in range(512)]
+llm.eval(prompt[:16])  # the first call pays for paging the weights in
+llm.reset()
 t = time.perf_counter()
 llm.eval(prompt)
 token = llm.sample(temp=0.0)
@@ -94,7 +97,7 @@ def write_qwen2_gguf(model_dir: Path, out: Path) -> None:
     writer.add_feed_forward_length(config["intermediate_size"])
     writer.add_head_count(config["num_attention_heads"])
     writer.add_head_count_kv(config["num_key_value_heads"])
-    writer.add_rope_freq_base(config["rope_theta"])
+    writer.add_rope_freq_base(config.get("rope_theta") or config["rope_parameters"]["rope_theta"])
     writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
     writer.add_file_type(gguf.LlamaFileType.MOSTLY_BF16)
     copy_fields(gguf.GGUFReader(str(default_gguf())), writer, skip=(), only_prefix="tokenizer.")

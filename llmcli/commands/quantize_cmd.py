@@ -1,5 +1,5 @@
-"""`llmcli quantize MODEL OUT --to int4|int8`: a quantized copy of a model that transformers, vLLM and llmcli
-load as it is (compressed-tensors' layout, engine.quant.saved)."""
+"""`llmcli quantize MODEL OUT --to int4|int8`: a quantized copy of a model that llmcli and transformers (with
+compressed-tensors) load as it is (compressed-tensors' layout, engine.quant.saved)."""
 
 from __future__ import annotations
 

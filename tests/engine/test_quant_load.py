@@ -106,7 +106,7 @@ def test_a_gguf_model_loads_its_blocks_into_the_kernel(default_model_dir, capsys
 
     loaded = load(ModelSource(default_model_dir, "default", default_gguf()), LoadSpec(quantize=Quantize.int4))
     err = capsys.readouterr().err
-    assert "210 linear layers (210 from the GGUF file's own blocks)" in err
+    assert "210 linear layers (210 from the GGUF file's own blocks of 32)" in err
     assert loaded.describe()["quantization"]["gguf_blocks"] == 210
     ids = loaded.tokenizer("The capital of France is", return_tensors="pt").input_ids
     with torch.no_grad():

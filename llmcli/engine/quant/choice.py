@@ -49,7 +49,7 @@ class QuantChoice:
         group = f", group {self.group_size}" if self.group_size else ""
         bits = self.describe()["bits_per_weight"]
         kept = "; ".join(f"{_names(names)} ({why})" for why, names in self.kept_by_reason().items())
-        blocks = f" ({self.gguf_blocks} from the GGUF file's own blocks)" if self.gguf_blocks else ""
+        blocks = f" ({self.gguf_blocks} from the GGUF file's own blocks of 32)" if self.gguf_blocks else ""
         return f"{self.scheme}{group}: {len(self.quantized)} linear layers{blocks} at {bits} bits a weight" + (
             f"; kept in float: {kept}" if kept else ""
         )

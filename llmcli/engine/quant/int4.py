@@ -29,12 +29,17 @@ class Int4Codes(NamedTuple):
         return self.codes.shape[1] // self.scales.shape[1]
 
     def dequantize(self) -> Any:
-        """The float32 weight these codes stand for (tests and `llmcli quantize`'s checks)."""
-        import torch
+        """The float32 weight these codes stand for (tests, and the benchmarks' checks)."""
+        return dequantize(self, middle=8)
 
-        out, inputs = self.codes.shape
-        grouped = self.codes.reshape(out, -1, self.group_size).to(torch.float32) - 8
-        return (grouped * self.scales[..., None].float() + self.zeros[..., None].float()).reshape(out, inputs)
+
+def dequantize(codes: Any, *, middle: int) -> Any:
+    """`(code - middle) * scale + zero` per group, as float32: for Int4Codes and int8's Int8Codes alike."""
+    import torch
+
+    out, inputs = codes.codes.shape
+    grouped = codes.codes.reshape(out, -1, codes.group_size).to(torch.float32) - middle
+    return (grouped * codes.scales[..., None].float() + codes.zeros[..., None].float()).reshape(out, inputs)
 
 
 def quantize_weight(weight: Any, group_size: int) -> Int4Codes:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from llmcli.engine.quant.int4 import Int4Codes
+from llmcli.engine.quant.int4 import Int4Codes, dequantize
 
 SAVED_GROUP = 32  # a saved per-channel scale is repeated over groups of this size for the int4 kernel
 
@@ -24,9 +24,7 @@ class Int8Codes(NamedTuple):
     scales: Any
     zeros: Any
 
-    @property
-    def group_size(self) -> int:
-        return self.codes.shape[1] // self.scales.shape[1]
+    group_size = Int4Codes.group_size
 
     def halves(self) -> tuple[Int4Codes, Int4Codes]:
         """The two int4 weights that add up to this one."""
@@ -39,11 +37,7 @@ class Int8Codes(NamedTuple):
         )
 
     def dequantize(self) -> Any:
-        import torch
-
-        out, inputs = self.codes.shape
-        grouped = self.codes.reshape(out, -1, self.group_size).to(torch.float32) - 128
-        return (grouped * self.scales[..., None].float() + self.zeros[..., None].float()).reshape(out, inputs)
+        return dequantize(self, middle=128)
 
 
 def quantize_weight(weight: Any, group_size: int) -> Int8Codes:

@@ -1,7 +1,8 @@
 """compressed-tensors' "pack-quantized" layout: how `llmcli quantize` writes a quantized layer and how a
 saved one is read back into the kernel's codes.
 
-Chosen because transformers (with the compressed-tensors package) and vLLM read it as it is. A layer
+Chosen because it is the format of transformers' and vLLM's compressed-tensors support (transformers with the
+compressed-tensors package reads these files: tests/commands/test_quantize.py). A layer
 `name` becomes `name.weight_packed` (int32, eight 4-bit or four 8-bit values a word, the first in the low
 bits, each value stored plus 2^(bits-1)), `name.weight_scale` ([out, groups]), `name.weight_shape` and for
 int4 `name.weight_zero_point` (the integer zero points, packed the same way down the outputs); a weight is
