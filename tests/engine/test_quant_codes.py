@@ -144,3 +144,36 @@ def test_reordering_rows_moves_codes_scales_and_zeros_together():
 def test_the_kernel_refuses_shapes_by_name(shape, group, device, why):
     reason = int4.refusal(*shape, group, device=device)
     assert (reason is None) if why is None else why in reason
+
+
+def test_the_shard_reader_gives_what_safetensors_gives(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from llmcli.engine.quant import shard_reader
+
+    tensors = {
+        "b.weight": torch.randn(5, 7).bfloat16(),
+        "a.weight": torch.randn(3, 4),
+        "c.ids": torch.arange(6, dtype=torch.int64).reshape(2, 3),
+        "d.scalar": torch.tensor(1.5, dtype=torch.float16),
+        "e.empty": torch.zeros(0, 4),
+    }
+    save_file(tensors, str(tmp_path / "x.safetensors"))
+    got = dict(shard_reader.tensors(tmp_path / "x.safetensors"))
+    expected = load_file(str(tmp_path / "x.safetensors"))
+    assert set(got) == set(expected)
+    for name, value in expected.items():
+        assert got[name].dtype == value.dtype and torch.equal(got[name], value), name
+
+
+def test_the_shard_reader_refuses_a_damaged_file_before_reading(tmp_path):
+    """(The loader never gets here with one: modelfs.checkpoint reads every header first and names the file.)"""
+    from safetensors.torch import save_file
+
+    from llmcli.engine.quant import shard_reader
+
+    path = tmp_path / "x.safetensors"
+    save_file({"a": torch.randn(4, 4)}, str(path))
+    path.write_bytes(path.read_bytes()[:-10])  # the last tensor runs past the end
+    with pytest.raises(Exception, match="incomplete metadata"):
+        list(shard_reader.tensors(path))

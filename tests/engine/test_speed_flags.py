@@ -211,6 +211,8 @@ def test_threads_sets_torchs_thread_count(tiny_dir, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("command", ["generate", "bench"])
-def test_compile_with_int8_is_refused(tiny_dir, command, capsys, monkeypatch):
-    args = [command, "-m", str(tiny_dir), "--compile", "--quantize", "int8"] + (["hi"] if command == "generate" else [])
-    assert_clean_error(run_cli(args, capsys, monkeypatch), 2, "--compile and --quantize int8")
+def test_compile_with_int8_dynamic_is_refused(tiny_dir, command, capsys, monkeypatch):
+    args = [command, "-m", str(tiny_dir), "--compile", "--quantize", "int8-dynamic"] + (
+        ["hi"] if command == "generate" else []
+    )
+    assert_clean_error(run_cli(args, capsys, monkeypatch), 2, "--compile and --quantize int8-dynamic")

@@ -131,7 +131,8 @@ def fill(model: Any, path: Path, ckpt: Checkpoint, builders: Builders, *, scheme
     as its parts have arrived (the float weight of a layer built otherwise is never read)."""
     import torch
     from accelerate.utils import set_module_tensor_to_device
-    from safetensors import safe_open
+
+    from llmcli.engine.quant import shard_reader
 
     choice = QuantChoice(scheme, group_size, kept=builders.kept, gguf_blocks=builders.from_file)
     needs = {name: wanted | ({"bias"} if model.get_submodule(name).bias is not None else set())
@@ -148,15 +149,15 @@ def fill(model: Any, path: Path, ckpt: Checkpoint, builders: Builders, *, scheme
     for layer in [name for name, wanted in needs.items() if not wanted]:
         arrive(layer)
     for shard in dict.fromkeys(info.shard for info in ckpt.tensors.values()):
-        with safe_open(str(path / shard), framework="pt") as tensors:
-            for key in tensors.keys():  # noqa: SIM118 (safe_open is not a mapping)
-                layer, _, part = key.rpartition(".")
-                if layer not in needs:
-                    set_module_tensor_to_device(model, key, device, value=tensors.get_tensor(key), dtype=float_dtype)
-                elif part in needs[layer] and layer in pending:
-                    pending[layer][part] = tensors.get_tensor(key)
-                    if set(pending[layer]) == needs[layer]:
-                        arrive(layer)
+        for key, value in shard_reader.tensors(path / shard):
+            layer, _, part = key.rpartition(".")
+            if layer not in needs:
+                set_module_tensor_to_device(model, key, device, value=value, dtype=float_dtype)
+            elif part in needs[layer] and layer in pending:
+                pending[layer][part] = value
+                if set(pending[layer]) == needs[layer]:
+                    arrive(layer)
+                    shard_reader.give_back_memory()
     model.tie_weights()
     _check_loaded(model, path)
     return choice
