@@ -91,8 +91,8 @@ QuantizeOpt = Annotated[
     Quantize,
     typer.Option(
         "--quantize",
-        help="Weight-only, quantized while loading (GGUF files keep their own 4-bit blocks): int4 (per group, "
-        "~4.5 bits a weight) or int8 (per channel); int8-dynamic: torch's dynamic int8 on CPU (activations too; "
+        help="Weight-only, quantized while loading (GGUF files keep their own 4-bit blocks): int4 or int8, per "
+        "group (5 and 10 bits a weight at group 32); int8-dynamic: torch's dynamic int8 on CPU (activations too; "
         "measured perplexity x3 on the default model). Costs and speeds: docs/quantization.md.",
         rich_help_panel=H_MODEL,
     ),
