@@ -6,7 +6,7 @@ connection pool, as the openai client and load generators use): 1 client greedy,
 clients sampling at temperature 0.7, top_p 0.95, each with its own seed. The aggregate is completion tokens
 per second over the wall time of the whole load. Servers: `llmcli serve` with no flags, with `--dtype
 bfloat16`, with `--batch-invariant`, with `--no-prepack` (part 'unpacked': torch's own CPU matrix products),
-and vLLM (float32; skipped without .venv-vllm). For one lone request,
+and vLLM (float32, and bfloat16 as part vllm_bfloat16; skipped without .venv-vllm). For one lone request,
 where its time goes: the server's own decode time against the client's wall time.
 Also: (a) a one-shot `llmcli generate` against the same call with --server; (d) warm decode with --compile.
 Run: .venv/bin/python benchmarks/serve.py [--parts llmcli,float32,bfloat16,invariant,vllm,vllm_bfloat16] > result.json
@@ -127,7 +127,8 @@ def where_time_goes(url: str) -> dict:
 
 
 def vllm(work, dtype: str = "float32") -> dict:
-    """vLLM's CPU build on the converted default model, float32, as tests/client/test_vllm.py starts it."""
+    """vLLM's CPU build on the converted default model (float32 unless `dtype`), as tests/client/test_vllm.py
+    starts it."""
     import os
     import socket
 

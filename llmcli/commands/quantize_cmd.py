@@ -37,7 +37,6 @@ def quantize(
     from llmcli.errors import LlmcliError
     from llmcli.modelfs.checkpoint import read_checkpoint
     from llmcli.modelfs.config import load_config
-    from llmcli.modelfs.quantized import saved_scheme
     from llmcli.modelfs.source import resolve_model
     from llmcli.plan import Quantize, check_group_size
 
@@ -50,7 +49,7 @@ def quantize(
         raise LlmcliError("already exists; quantize writes a new directory", path=out)
     source = resolve_model(model, verbose=output.stderr_is_tty())
     config, ckpt = load_config(source.path), read_checkpoint(source.path)
-    if saved_scheme(config) is not None or config.get("quantization_config"):
+    if config.get("quantization_config"):
         raise LlmcliError("the model is already quantized (config.json has a quantization_config)", path=source.path)
     if ckpt.kind != "safetensors":
         raise LlmcliError("quantize reads safetensors weights; this directory has none", path=source.path)

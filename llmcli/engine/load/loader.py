@@ -103,13 +103,7 @@ def load(source: ModelSource, spec: LoadSpec) -> Loaded:
         check_memory(source.path, dtype, device, force=not spec.memory_check, quantize=str(spec.quantize))
     with spinner(f"Loading {source.label} ({source.path.name})…", enabled=spec.show_progress):
         started = time.perf_counter()  # weights and tokenizer only: imports are not part of loading
-        saved = saved_scheme(config)
-        if saved is not None:
-            tokenizer, model, choice = load_saved(source, spec, saved, device=device, dtype=dtype)
-        elif weight_only(spec):
-            tokenizer, model, choice = load_quantized(source, spec, device=device, dtype=dtype, kind=ckpt.kind)
-        else:
-            (tokenizer, model), choice = _from_pretrained(source, spec, device, dtype, ckpt.kind), None
+        tokenizer, model, choice = _weights(source, spec, config, ckpt, device=device, dtype=dtype)
         model = _finish(model, spec, device)
         packed = _prepack(model, source, spec, device=device, dtype=dtype)
         seconds = time.perf_counter() - started
@@ -122,12 +116,24 @@ def load(source: ModelSource, spec: LoadSpec) -> Loaded:
                   prepacked_bytes=packed.bytes, split_lone_rows=packed.split_lone_rows)  # fmt: skip
 
 
+def _weights(source: ModelSource, spec: LoadSpec, config: dict[str, Any], ckpt: Any, *, device: str,
+             dtype: str) -> tuple:  # fmt: skip
+    """The tokenizer, the model and what quantizing did (None when nothing was): a saved quantized checkpoint,
+    int4/int8 quantized while loading, or an ordinary load."""
+    saved = saved_scheme(config)
+    if saved is not None:
+        return load_saved(source, spec, saved, ckpt, device=device, dtype=dtype)
+    if weight_only(spec):
+        return load_quantized(source, spec, ckpt, device=device, dtype=dtype)
+    return (*_from_pretrained(source, spec, device, dtype, ckpt.kind), None)
+
+
 def weight_only(spec: LoadSpec) -> bool:
     """int4 and int8: the weight-only schemes engine.quant builds while loading."""
     return spec.quantize in (Quantize.int4, Quantize.int8)
 
 
-def load_saved(source: ModelSource, spec: LoadSpec, saved: tuple, *, device: str, dtype: str) -> tuple:
+def load_saved(source: ModelSource, spec: LoadSpec, saved: tuple, ckpt: Any, *, device: str, dtype: str) -> tuple:
     """A checkpoint `llmcli quantize` wrote: its layers built from their codes, nothing quantized again."""
     from llmcli.engine.quant import stream
 
@@ -138,7 +144,6 @@ def load_saved(source: ModelSource, spec: LoadSpec, saved: tuple, *, device: str
     if spec.adapter is not None:
         raise UsageError(f"{source.path} is saved in {scheme}: an adapter needs the float weights")
     model = stream.empty_model(source.path, dtype=dtype, trust=trusts_code(spec), attn=attn_kwargs(spec.attn))
-    ckpt = read_checkpoint(source.path)
     why = stream.mismatch(model, ckpt)
     if why is not None:
         raise LlmcliError(f"cannot load the quantized checkpoint: {why}", path=source.path)
@@ -148,7 +153,7 @@ def load_saved(source: ModelSource, spec: LoadSpec, saved: tuple, *, device: str
     return load_tokenizer(source, spec=spec), model, choice
 
 
-def load_quantized(source: ModelSource, spec: LoadSpec, *, device: str, dtype: str, kind: str) -> tuple:
+def load_quantized(source: ModelSource, spec: LoadSpec, ckpt: Any, *, device: str, dtype: str) -> tuple:
     """The tokenizer, the model with its chosen layers quantized, and the choice: quantized while loading
     (engine.quant.stream) where the checkpoint's names are the model's, else after an ordinary load."""
     from llmcli.engine.quant import stream
@@ -158,22 +163,22 @@ def load_quantized(source: ModelSource, spec: LoadSpec, *, device: str, dtype: s
     scheme = str(spec.quantize)
     group = spec.group_size or DEFAULT_GROUP_SIZE
     why = "an adapter is merged into the float weights first" if spec.adapter is not None else None
-    if why is None and kind == "safetensors":
+    if why is None and ckpt.kind == "safetensors":
         model = stream.empty_model(source.path, dtype=dtype, trust=trusts_code(spec), attn=attn_kwargs(spec.attn))
-        why = stream.mismatch(model, read_checkpoint(source.path))
+        why = stream.mismatch(model, ckpt)
         if why is None:
             builders = (
                 stream.from_float(model, scheme=scheme, group_size=group, device=device)
                 if source.gguf is None
                 else stream.from_gguf(model, source.gguf, scheme=scheme, group_size=group, device=device)
             )
-            choice = stream.fill(model, source.path, read_checkpoint(source.path), builders, scheme=scheme,
-                                 group_size=group, dtype=dtype, device=device)  # fmt: skip
+            choice = stream.fill(model, source.path, ckpt, builders, scheme=scheme, group_size=group, dtype=dtype,
+                                 device=device)  # fmt: skip
             return load_tokenizer(source, spec=spec), model, choice
     from llmcli.output import warn
 
     warn(f"{source.path}: quantized after a whole load in {dtype}: {why or 'not a safetensors checkpoint'}")
-    tokenizer, model = _from_pretrained(source, spec, device, dtype, kind)
+    tokenizer, model = _from_pretrained(source, spec, device, dtype, ckpt.kind)
     if spec.adapter is not None:
         model = apply_adapter(model.eval(), spec.adapter, merge=True)
     choice = quantize_loaded(model, scheme=scheme, group_size=group, device=device)

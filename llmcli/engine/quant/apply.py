@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmcli.engine.quant.choice import QuantChoice, set_module, targets
+from llmcli.engine.quant.choice import QuantChoice, targets
 
 
 def quantized_layer(weight: Any, bias: Any, *, scheme: str, group_size: int | None, device: str) -> Any:
@@ -20,16 +20,10 @@ def quantized_layer(weight: Any, bias: Any, *, scheme: str, group_size: int | No
 def quantize_loaded(model: Any, *, scheme: str, group_size: int | None, device: str) -> QuantChoice:
     """Every chosen Linear of a model already in memory replaced by its quantized layer, one at a time (so the
     float weight of each is freed as the next is made)."""
-    from llmcli.engine.quant.layers import held_bytes
-
     names, kept = targets(model, scheme=scheme, group_size=group_size, device=device)
     choice = QuantChoice(scheme, group_size, kept=kept)
     for name in names:
         old = model.get_submodule(name)
-        new = quantized_layer(old.weight, old.bias, scheme=scheme, group_size=group_size, device=device)
-        set_module(model, name, new)
-        choice.quantized.append(name)
-        choice.quantized_bytes += held_bytes(new)
-        choice.quantized_params += old.weight.numel()
-        del old
+        choice.add(model, name, quantized_layer(old.weight, old.bias, scheme=scheme, group_size=group_size,
+                                                device=device))  # fmt: skip
     return choice

@@ -54,6 +54,15 @@ class QuantChoice:
             f"; kept in float: {kept}" if kept else ""
         )
 
+    def add(self, model: Any, layer: str, new: Any) -> None:
+        """Puts a quantized layer in the model in place of `layer`, and counts it."""
+        from llmcli.engine.quant.layers import held_bytes
+
+        set_module(model, layer, new)
+        self.quantized.append(layer)
+        self.quantized_bytes += held_bytes(new)
+        self.quantized_params += new.in_features * new.out_features
+
     def kept_by_reason(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
         for name, why in self.kept.items():

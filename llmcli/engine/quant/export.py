@@ -45,22 +45,22 @@ def export(source: Path, out: Path, ckpt: Checkpoint, model: Any, *, scheme: str
 
 
 def _write_shards(source: Path, staging: Path, ckpt: Checkpoint, layers: set[str], choice: QuantChoice) -> dict:
-    from safetensors import safe_open
     from safetensors.torch import save_file
+
+    from llmcli.engine.quant import shard_reader
 
     shards = list(dict.fromkeys(info.shard for info in ckpt.tensors.values()))
     weight_map: dict[str, str] = {}
     for number, shard in enumerate(shards, 1):
         name = SINGLE_NAME if len(shards) == 1 else f"model-{number:05d}-of-{len(shards):05d}.safetensors"
         written: dict[str, Any] = {}
-        with safe_open(str(source / shard), framework="pt") as tensors:
-            for key in tensors.keys():  # noqa: SIM118 (safe_open is not a mapping)
-                layer = key.removesuffix(".weight")
-                value = tensors.get_tensor(key)
-                if key.endswith(".weight") and layer in layers:
-                    written |= _quantized(layer, value, choice)
-                else:
-                    written[key] = value
+        for key, value in shard_reader.tensors(source / shard):
+            layer = key.removesuffix(".weight")
+            if key.endswith(".weight") and layer in layers:
+                written |= _quantized(layer, value, choice)
+                shard_reader.give_back_memory()
+            else:
+                written[key] = value
         save_file(written, str(staging / name), metadata={"format": "pt"})
         weight_map |= dict.fromkeys(written, name)
     return weight_map

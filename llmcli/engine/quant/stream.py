@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmcli.engine.quant.choice import QuantChoice, set_module, targets
+from llmcli.engine.quant.choice import QuantChoice, targets
 from llmcli.engine.quant.int8 import SAVED_GROUP
 from llmcli.engine.quant.saved import PACKED
 from llmcli.errors import LlmcliError
@@ -144,7 +144,7 @@ def fill(model: Any, path: Path, ckpt: Checkpoint, builders: Builders, *, scheme
         parts = pending.pop(layer)
         bias = parts.pop("bias", None)
         new = builders.build(layer, parts, None if bias is None else bias.to(float_dtype))
-        _record(choice, model, layer, new)
+        choice.add(model, layer, new)
 
     for layer in [name for name, wanted in needs.items() if not wanted]:
         arrive(layer)
@@ -161,15 +161,6 @@ def fill(model: Any, path: Path, ckpt: Checkpoint, builders: Builders, *, scheme
     model.tie_weights()
     _check_loaded(model, path)
     return choice
-
-
-def _record(choice: QuantChoice, model: Any, layer: str, new: Any) -> None:
-    from llmcli.engine.quant.layers import held_bytes
-
-    set_module(model, layer, new)
-    choice.quantized.append(layer)
-    choice.quantized_bytes += held_bytes(new)
-    choice.quantized_params += new.in_features * new.out_features
 
 
 def _linear_names(model: Any) -> list[str]:
