@@ -112,3 +112,31 @@ def test_a_gguf_model_loads_its_blocks_into_the_kernel(default_model_dir, capsys
     with torch.no_grad():
         out = loaded.model.generate(ids, max_new_tokens=3, do_sample=False)
     assert "Paris" in loaded.tokenizer.decode(out[0, ids.shape[1] :])
+
+
+def test_the_memory_check_counts_quantized_layers_at_their_size(tiny_dir):
+    from llmcli.engine.load.devices import QUANTIZED_BYTES, check_memory
+    from llmcli.modelfs.checkpoint import read_checkpoint
+
+    tensors = read_checkpoint(tiny_dir).tensors
+    assert all(t.dtype == "F32" for t in tensors.values())
+    linear = sum(t.numel for name, t in tensors.items() if len(t.shape) == 2 and "embed" not in name)
+    rest = sum(t.numel for t in tensors.values()) - linear
+    assert 0 < linear and 0 < rest
+    assert check_memory(tiny_dir, "float32", "cpu", force=True) == 4 * (linear + rest)
+    assert check_memory(tiny_dir, "float32", "cpu", force=True, quantize="int4") == int(
+        linear * QUANTIZED_BYTES["int4"] + 4 * rest
+    )
+
+
+CPUS = [(["avx2", "avx512f", "avx512_bf16"], "bfloat16"), (["avx2", "amx_bf16"], "bfloat16"), (["avx2"], "float32")]
+
+
+@pytest.mark.parametrize(("flags", "dtype"), CPUS)
+def test_serves_default_dtype_follows_the_cpu(flags, dtype, monkeypatch):
+    from llmcli.engine.load import devices, environment
+
+    monkeypatch.setattr(environment, "cpu", lambda: {"model": "x", "flags": flags, "machine": "x86_64"})
+    assert devices.resolve_dtype("auto", "cpu", {}, serving=True) == dtype
+    assert devices.resolve_dtype("auto", "cpu", {}) == "bfloat16"  # generate: bfloat16 on every CPU
+    assert devices.resolve_dtype("auto", "cpu", {}, prefill_only=True) == "float32"
