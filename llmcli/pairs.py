@@ -103,7 +103,8 @@ def extract_prompt(chosen: Any, rejected: Any) -> tuple[Any, Any, Any]:
     idx = 0
     for idx in range(min(len(chosen), len(rejected))):
         if chosen[idx] != rejected[idx]:
-            if chosen[idx - 1] == " ":  # the space before the split stays with the completions
+            # The space before the split stays with the completions; at 0 there is none (TRL reads chosen[-1]).
+            if idx > 0 and chosen[idx - 1] == " ":
                 idx -= 1
             break
     return chosen[:idx], chosen[idx:], rejected[idx:]

@@ -129,7 +129,7 @@ Side = Model | Stored | Fetched
 
 def _completions(policy: Side, reference: Side, sequences: list[tuple[Tokenized, str]]) -> list[Completion]:
     ids = [p.prompt + p.completion(side) for p, side in sequences]
-    spans = [(len(p.prompt), len(p.prompt) + len(p.completion(side))) for p, side in sequences]
+    spans = [(len(p.prompt) + p.unscored, len(p.prompt) + len(p.completion(side))) for p, side in sequences]
     pi_rows, pi = _side(policy, sequences, ids, spans)
     ref_rows, ref = (pi_rows, pi) if reference == policy else _side(reference, sequences, ids, spans)
     out = []
@@ -138,7 +138,9 @@ def _completions(policy: Side, reference: Side, sequences: list[tuple[Tokenized,
         if pi_rows[i] is not None and ref_rows[i] is not None:
             rows = ref_rows[i].to(pi_rows[i].device)
             kl = float((pi_rows[i].exp() * (pi_rows[i] - rows)).sum(dim=-1).mean())
-        out.append(_completion(pi[i], ref[i].to(pi[i].device), ids[i][start:end], kl))
+        completion = _completion(pi[i], ref[i].to(pi[i].device), ids[i][start:end], kl)
+        completion.moved["position"] += sequences[i][0].unscored  # a position in the whole completion
+        out.append(completion)
     return out
 
 

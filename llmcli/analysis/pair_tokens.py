@@ -3,7 +3,9 @@
 The prompt, prompt + chosen and prompt + rejected are tokenized whole (text through the tokenizer, with its
 special tokens; messages through the chat template, the prompt with the generation prompt), the tokenizer's
 EOS text is appended to a text completion that lacks it, and each completion starts where the tokenized prompt
-and the tokenized whole first differ (TRL's common_prefix_length).
+and the tokenized whole first differ (TRL's common_prefix_length). Where that leaves no prompt (an empty one, or
+one that merges into the completion's first token), the completion's first token has no context and goes
+unscored, as TRL's shifted loss mask leaves it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,12 @@ class Tokenized:
         return self.chosen if side == "chosen" else self.rejected
 
     @property
+    def unscored(self) -> int:
+        """Completion tokens with no log-probability: the first one when nothing precedes it (TRL's shifted loss
+        mask drops it too)."""
+        return 0 if self.prompt else 1
+
+    @property
     def longest(self) -> int:
         return len(self.prompt) + max(len(self.chosen), len(self.rejected))
 
@@ -44,6 +52,9 @@ def tokenize_pair(tokenizer: Any, pair: Pair) -> Tokenized:
     for side in ("chosen", "rejected"):
         if not tokenized.completion(side):
             raise PairError(f"line {pair.line}: the {side} completion tokenizes to nothing")
+        if len(tokenized.completion(side)) <= tokenized.unscored:
+            raise PairError(f"line {pair.line}: the {side} completion is one token with nothing before it (the "
+                            "prompt is empty or merges into it): there is no token to score")  # fmt: skip
     return tokenized
 
 

@@ -93,6 +93,39 @@ def test_every_figure_equals_the_computation_written_out(models, tiny_dir, tiny_
         assert row["correct"] == (delta > 0)
 
 
+EMPTY_PROMPT = {"prompt": "", "chosen": "Paris is the capital.", "rejected": "London, surely."}
+
+
+def test_an_empty_prompt_scores_the_completion_from_its_second_token_as_trl_does(
+    models, tiny_dir, tiny_untied_single, tmp_path, capsys, monkeypatch
+):
+    policy, ref, tok = models
+    lone = {"prompt": "", "chosen": tok.eos_token, "rejected": "Hello"}  # EOS alone: one token, nothing before it
+    pairs = write(tmp_path / "pairs.jsonl", [EMPTY_PROMPT, lone])
+    assert tok(text="")["input_ids"] == []  # no BOS: nothing precedes the completion's first token
+    run = run_cli(["dpo", str(tiny_untied_single), "--ref", str(tiny_dir), "-f", str(pairs), "--dtype", "float32",
+                   "--each", "--skip-bad"], capsys, monkeypatch)  # fmt: skip
+    assert run.code == 0, run.stderr
+    assert "line 2: the chosen completion is one token with nothing before it" in run.stderr
+    (row,) = each(run)
+    for side in ("chosen", "rejected"):
+        whole = tok(text=EMPTY_PROMPT[side] + tok.eos_token)["input_ids"]
+        # TRL's shifted loss mask: the first token is context, every later one is scored given those before it
+        expected, _ = completion_logps(policy, whole[:1], whole[1:])
+        assert row[f"{side}_logps"] == pytest.approx(expected, rel=1e-5)
+        assert row[f"ref_{side}_logps"] == pytest.approx(completion_logps(ref, whole[:1], whole[1:])[0], rel=1e-5)
+        assert row[f"{side}_tokens"] == len(whole) - 1
+    assert row["moved"]["position"] >= 1
+
+
+def test_extract_prompt_on_texts_that_differ_at_their_first_character():
+    from llmcli.pairs import extract_prompt
+
+    # TRL reads chosen[-1] here; a trailing space must not move the split before the start
+    assert extract_prompt("Yes ", "No ") == ("", "Yes ", "No ")
+    assert extract_prompt("Say yes", "Say no") == ("Say", " yes", " no")  # TRL's result where it is meaningful
+
+
 def test_the_summary_averages_the_pairs_under_trls_names(tiny_dir, tiny_untied_single, tmp_path, capsys, monkeypatch):
     pairs = write(tmp_path / "pairs.jsonl", STANDARD)
     rows = each(dpo(tiny_untied_single, tiny_dir, pairs, capsys, monkeypatch, "--each"))
@@ -206,7 +239,7 @@ def test_either_side_on_llmcli_serve_gives_the_local_figures(tiny_dir, tiny_unti
 
     from tests.server.test_serve import KEY, start_server
 
-    pairs = write(tmp_path / "pairs.jsonl", STANDARD)
+    pairs = write(tmp_path / "pairs.jsonl", [*STANDARD, EMPTY_PROMPT])
     local = each(dpo(tiny_untied_single, tiny_dir, pairs, capsys, monkeypatch, "--each"))
     proc, url = start_server(tiny_dir, "-m", str(tiny_untied_single), "--dtype", "float32")
     try:
