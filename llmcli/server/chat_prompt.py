@@ -9,7 +9,7 @@ from typing import Any
 from llmcli.errors import squash
 from llmcli.server.api_error import ApiError
 from llmcli.server.messages import for_template
-from llmcli.server.tool_calls import OPENING
+from llmcli.server.tool_formats import FORMATS
 
 
 def chat_ids(served: Any, tokenizer: Any, job: Any) -> list[int]:
@@ -25,8 +25,8 @@ def chat_ids(served: Any, tokenizer: Any, job: Any) -> list[int]:
         message = f"the chat template cannot render these messages: {squash(exc)}"
         raise ApiError(400, message, param="messages") from None
     ids = list(rendered["input_ids"])
-    if job.tools is not None and job.tools.forced and OPENING[served.tool_parser]:
-        ids += tokenizer.encode(OPENING[served.tool_parser], add_special_tokens=False)
+    if job.tools is not None and job.tools.forced and FORMATS[served.tool_parser].forced_prefix:
+        ids += tokenizer.encode(FORMATS[served.tool_parser].forced_prefix, add_special_tokens=False)
     return ids
 
 

@@ -48,8 +48,10 @@ class ChoiceStream:
         reason = FINISH[out.finish_reason] if out is not None else "length"
         pieces = []
         if self.held is not None and out is not None:
-            calls = assistant_message(self.job, out.text).get("tool_calls") or []
-            pieces += tool_chunks(self.job, self.model, self.held.rest(bool(calls)), calls)
+            message = assistant_message(self.job, out.text)
+            calls = message.get("tool_calls") or []
+            rest = self.held.rest(message.get("content"), has_calls=bool(calls))
+            pieces += tool_chunks(self.job, self.model, rest, calls)
             reason = "tool_calls" if calls else reason
         if self.logprobs and self.job.logprobs is not None:  # tokens that produced no visible text
             pieces.append(self._text(""))

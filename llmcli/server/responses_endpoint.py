@@ -81,7 +81,8 @@ async def _events(server: Any, served: Any, job: Any, turn: Turn, store: Store, 
             elif isinstance(step, Finished):
                 message = assistant_message(job, step.results[0].outputs[0].text) if step.results else {}
                 calls = message.get("tool_calls") or []
-                for out in text.add(held.rest(bool(calls)) if held is not None else ""):
+                rest = held.rest(message.get("content"), has_calls=bool(calls)) if held is not None else ""
+                for out in text.add(rest):
                     yield out
                 for out in text.close():
                     yield out

@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmcli.server.api_error import ApiError
+from llmcli.server.tool_formats import FORMATS, calls_in_text
 
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 CHOICES = ("auto", "none", "required")
-# What the generation prompt ends with under `required` or a named function: the format's opening.
-OPENING = {"hermes": "<tool_call>\n", "llama3_json": "", "mistral": "[TOOL_CALLS]"}
 
 
 @dataclass
@@ -120,9 +119,10 @@ def read_calls(text: str, request: ToolRequest, parser: str) -> tuple[str | None
     if request.choice == "none":
         return text, []
     if request.forced:
-        found = _calls_in_json(text, "arguments")
+        calls = calls_in_text(text)
+        found = None if calls is None else (None, calls)
     else:
-        found = {"hermes": _hermes, "llama3_json": _llama3, "mistral": _mistral}[parser](text)
+        found = FORMATS[parser].read(text)
     if found is None:
         return text, []
     content, calls = found
@@ -140,62 +140,6 @@ def _openai_call(call: dict[str, Any]) -> dict[str, Any]:
             "function": {"name": call["name"], "arguments": text}}  # fmt: skip
 
 
-def _hermes(text: str) -> tuple[str | None, list[dict[str, Any]]] | None:
-    start = text.find("<tool_call>")
-    if start == -1:
-        return None
-    calls = []
-    for body in re.findall(r"<tool_call>(.*?)(?:</tool_call>|$)", text[start:], flags=re.DOTALL):
-        found = _calls_in_json(body, "arguments")
-        if found is None:
-            return None
-        calls += found[1]
-    return text[:start].strip() or None, calls
-
-
-def _llama3(text: str) -> tuple[str | None, list[dict[str, Any]]] | None:
-    body = text.strip().removeprefix("<|python_tag|>").strip()
-    if not body.startswith("{"):
-        return None
-    calls = []
-    for part in body.split(";"):
-        found = _calls_in_json(part, "parameters")
-        if found is None:
-            return None
-        calls += found[1]
-    return None, calls
-
-
-def _mistral(text: str) -> tuple[str | None, list[dict[str, Any]]] | None:
-    start = text.find("[TOOL_CALLS]")
-    if start == -1:
-        return None
-    found = _calls_in_json(text[start + len("[TOOL_CALLS]") :], "arguments")
-    return None if found is None else (text[:start].strip() or None, found[1])
-
-
-def _calls_in_json(text: str, arguments_key: str) -> tuple[None, list[dict[str, Any]]] | None:
-    """One call object or a list of them: {"name": str, arguments_key: object or JSON text}."""
-    try:
-        value = json.loads(text.strip())
-    except ValueError:
-        return None
-    calls = []
-    for item in value if isinstance(value, list) else [value]:
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            return None
-        arguments = item.get(arguments_key, item.get("arguments", {}))
-        if isinstance(arguments, str):
-            try:
-                arguments = json.loads(arguments)
-            except ValueError:
-                return None
-        if not isinstance(arguments, dict):
-            return None
-        calls.append({"name": item["name"], "arguments": arguments})
-    return None, calls
-
-
 # ---------------------------------------------------------------------------------------- streaming
 
 
@@ -204,7 +148,7 @@ class ContentFilter:
     format's opening, or a prefix of it at the end of what arrived), the rest waits for the whole answer."""
 
     def __init__(self, request: ToolRequest, parser: str):
-        self.opening = {"hermes": "<tool_call>", "mistral": "[TOOL_CALLS]", "llama3_json": "{"}[parser]
+        self.opening = FORMATS[parser].opening
         self.active = request.choice != "none"
         self.forced = request.forced
         self.held = ""
@@ -234,9 +178,13 @@ class ContentFilter:
         self.sent += out
         return out
 
-    def rest(self, has_calls: bool) -> str:
-        """At the end: the text held back, when it held no call after all."""
-        return "" if has_calls else self.held
+    def rest(self, content: str | None, *, has_calls: bool) -> str:
+        """At the end: the text held back when it held no call after all; with calls, what of the answer's
+        `content` (the text around them) has not gone out yet."""
+        if not has_calls:
+            return self.held
+        sent = self.sent.lstrip()
+        return content[len(sent) :] if content and content.startswith(sent) else ""
 
 
 def _partial_suffix(text: str, opening: str) -> int:

@@ -27,6 +27,12 @@ HERMES_TWO = (
 )
 LLAMA = '{"name": "add", "parameters": {"a": 3}}; {"name": "add", "parameters": {}}'
 MISTRAL = '[TOOL_CALLS] [{"name": "get_weather", "arguments": {"city": "Rome"}}]'
+# Arguments whose strings hold each format's separators and closings
+SQL = {"sql": "SELECT 1; SELECT 2", "note": "} and </tool_call> and [TOOL_CALLS] inside"}
+SQL_JSON = json.dumps(SQL)
+HERMES_INSIDE = f'<tool_call>{{"name": "add", "arguments": {SQL_JSON}}}</tool_call>\nDone, see above.'
+LLAMA_INSIDE = f'{{"name": "add", "parameters": {SQL_JSON}}}; {{"name": "add", "parameters": {{"b": ";"}}}}'
+MISTRAL_NEW = f'[TOOL_CALLS]get_weather[ARGS]{{"city": "Rome"}}[TOOL_CALLS]add[CALL_ID]a1b2c3d4e[ARGS]{SQL_JSON}'
 
 
 @pytest.mark.parametrize(
@@ -37,6 +43,11 @@ MISTRAL = '[TOOL_CALLS] [{"name": "get_weather", "arguments": {"city": "Rome"}}]
         (LLAMA, "llama3_json", None, [("add", {"a": 3}), ("add", {})]),
         (MISTRAL, "mistral", None, [("get_weather", {"city": "Rome"})]),
         ("No tools needed: 4.", "hermes", "No tools needed: 4.", []),
+        ("Checking.\n" + HERMES_INSIDE, "hermes", "Checking.\nDone, see above.", [("add", SQL)]),
+        (LLAMA_INSIDE, "llama3_json", None, [("add", SQL), ("add", {"b": ";"})]),
+        ("<|python_tag|>" + LLAMA_INSIDE, "llama3_json", None, [("add", SQL), ("add", {"b": ";"})]),
+        (MISTRAL_NEW, "mistral", None, [("get_weather", {"city": "Rome"}), ("add", SQL)]),
+        (MISTRAL + " Anything else?", "mistral", "Anything else?", [("get_weather", {"city": "Rome"})]),
     ],
 )
 def test_each_format_reads_back_as_openais_tool_calls(text, parser, content, calls):
@@ -57,6 +68,19 @@ def test_each_format_reads_back_as_openais_tool_calls(text, parser, content, cal
 )
 def test_a_malformed_call_under_auto_comes_back_as_text(text):
     assert read_calls(text, tools(), "hermes") == (text, [])
+
+
+@pytest.mark.parametrize(
+    "text,parser",
+    [
+        ('{"name": "add", "parameters": {}} and then some words', "llama3_json"),
+        ('{"name": "add", "parameters": {"a": 1}', "llama3_json"),  # cut short
+        ("[TOOL_CALLS]get_weather{}", "mistral"),  # no [ARGS]
+        ('[TOOL_CALLS]get_weather[ARGS]{"city": ', "mistral"),
+    ],
+)
+def test_a_malformed_call_in_the_other_formats_comes_back_as_text(text, parser):
+    assert read_calls(text, tools(), parser) == (text, [])
 
 
 def test_forced_answers_are_the_calls_json_and_parallel_false_keeps_one_call():
@@ -98,11 +122,20 @@ def test_bad_tools_are_refused_naming_the_field(body, needle):
 def test_streamed_content_stops_where_a_call_may_begin():
     held = ContentFilter(tools(), "hermes")
     pieces = [held.feed(p) for p in ["Let me ", "check <tool", "_call>\n{", '"name"']]
-    assert pieces == ["Let me ", "check ", "", ""] and held.rest(has_calls=True) == ""
+    assert pieces == ["Let me ", "check ", "", ""] and held.rest("Let me check", has_calls=True) == ""
     plain = ContentFilter(tools(), "hermes")
-    assert [plain.feed(p) for p in ["a <", "b"]] == ["a ", "<b"] and plain.rest(has_calls=False) == ""
+    assert [plain.feed(p) for p in ["a <", "b"]] == ["a ", "<b"] and plain.rest("a <b", has_calls=False) == ""
     forced = ContentFilter(tools(tool_choice="required"), "hermes")
-    assert forced.feed('{"name"') == "" and forced.rest(has_calls=False) == '{"name"'
+    assert forced.feed('{"name"') == "" and forced.rest(None, has_calls=False) == '{"name"'
+
+
+def test_streamed_text_after_the_last_call_goes_out_as_the_answer_says():
+    text = "Checking.\n" + HERMES_INSIDE
+    held = ContentFilter(tools(), "hermes")
+    sent = "".join(held.feed(text[i : i + 7]) for i in range(0, len(text), 7))
+    content, calls = read_calls(text, tools(), "hermes")
+    assert json.loads(calls[0]["function"]["arguments"]) == SQL
+    assert sent + held.rest(content, has_calls=True) == "Checking.\nDone, see above."
 
 
 def test_which_template_renders_tools_and_which_format_it_asks_for():
