@@ -50,6 +50,8 @@ def build(data: dict[str, Any], server: str) -> Report:
         f"{data['in_flight']} of {data['queue_size']} requests in flight; {_batching(data)}; "
         f"up {data['uptime_seconds']:g} s"
     )
+    if "failed_requests" in data:  # older servers do not say
+        queue += f"; {data['failed_requests']} failed"
     return Report(data, [Section(f"Server {server}", [table, Para(queue), *(Para(line, "dim") for line in tools)])])
 
 

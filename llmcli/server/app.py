@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from llmcli.server.answers import chat_body, completion_body
 from llmcli.server.api_error import ApiError
+from llmcli.server.failures import REQUEST_ID, request_id
 from llmcli.server.models import Served
 from llmcli.server.protocol import Job, parse_llmcli, parse_openai
 from llmcli.server.responses_api import Store
@@ -104,15 +105,19 @@ def build_app(models: dict[str, Served], settings: ServeSettings) -> Starlette:
 
 
 async def guarded(server: Server, request: Request, work: Any) -> Response:
-    """The API key checked, then `work`; any error becomes OpenAI's error JSON (never a traceback or a path)."""
+    """The API key checked, then `work`; any error becomes OpenAI's error JSON (never a traceback or a path),
+    an unexpected one logged on the server's stderr under the request's id."""
+    rid = request_id(dict(request.headers))
     try:
         server.check_key(request)
         return await work(request)
     except ApiError as exc:
         headers = {"Retry-After": "1"} if exc.status == 503 else None
         return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
-    except Exception:  # noqa: BLE001
-        return JSONResponse(ApiError(500, "internal error", kind="server_error").body(), status_code=500)
+    except Exception as exc:  # noqa: BLE001
+        message = server.failures.log(exc, rid=rid, where=f"{request.method} {request.url.path}")
+        body = ApiError(500, message, kind="server_error").body()
+        return JSONResponse(body, status_code=500, headers={REQUEST_ID: rid})
 
 
 def _raw(job: Job) -> Job:

@@ -35,7 +35,9 @@ async def create_response(server: Any, request: Request, store: Store, *, cap: i
         from sse_starlette.sse import EventSourceResponse
         from starlette.background import BackgroundTask
 
-        events = _events(server, served, job, turn, store, stream)
+        event = _Events()
+        failed = lambda message: event("error", code="server_error", message=message, param=None)  # noqa: E731
+        events = server.logged(_events(server, served, job, turn, store, stream, event), request, failed)
         return EventSourceResponse(events, background=BackgroundTask(server.release, stream))
     try:
         results = await server.collect(request, stream)
@@ -65,10 +67,10 @@ class _Events:
         return {"event": kind, "data": json.dumps(payload, ensure_ascii=False)}
 
 
-async def _events(server: Any, served: Any, job: Any, turn: Turn, store: Store, stream: Any) -> AsyncIterator[Any]:
+async def _events(server: Any, served: Any, job: Any, turn: Turn, store: Store, stream: Any,
+                  event: _Events) -> AsyncIterator[Any]:  # fmt: skip
     from llmcli.engine.generate.generation import Finished, TextDelta
 
-    event = _Events()
     yield event("response.created", response=response_object(turn, served.name, output=[], status="in_progress",
                                                               usage=None))  # fmt: skip
     held = ContentFilter(job.tools, job.tool_parser) if job.tools is not None else None

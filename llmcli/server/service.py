@@ -23,6 +23,7 @@ from llmcli.server.answers import usage_chunk
 from llmcli.server.api_error import ApiError
 from llmcli.server.chat_prompt import chat_ids
 from llmcli.server.choice_stream import ChoiceStream
+from llmcli.server.failures import Failures, request_id
 from llmcli.server.fanout import Fanout
 from llmcli.server.grammars import Grammars
 from llmcli.server.models import Served
@@ -54,6 +55,7 @@ class Server:
         )
         self.grammars = Grammars()
         self.started = time.monotonic()
+        self.failures = Failures()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -126,6 +128,7 @@ class Server:
             "batch_invariant": self.settings.batch_invariant,
             "rows_running": self.scheduler.rows(),
             "uptime_seconds": round(time.monotonic() - self.started, 1),
+            "failed_requests": self.failures.count,
         }
 
     async def off_loop(self, work: Any) -> Any:
@@ -277,6 +280,7 @@ class Server:
             from starlette.background import BackgroundTask
 
             body = self.stream_openai(served, job, stream) if reply else self.stream_llmcli(served, stream)
+            body = self.logged(body, request, lambda message: json.dumps(ApiError(500, message).body()))
             return EventSourceResponse(body, background=BackgroundTask(self.release, stream))
         try:
             results = await self.collect(request, stream)
@@ -286,6 +290,16 @@ class Server:
             lines = [json.dumps(r.as_json(served.info, served.replay()), ensure_ascii=False) for r in results]
             return Response("\n".join(lines) + "\n", media_type="application/x-ndjson")
         return JSONResponse(reply(job, results, served.name))
+
+    async def logged(self, events: AsyncIterator[Any], request: Request, error: Any) -> AsyncIterator[Any]:
+        """A stream's events; an unexpected error in it is logged, counted and ends the stream with the event
+        `error(message)` makes (the status line has gone out already)."""
+        try:
+            async for event in events:
+                yield event
+        except Exception as exc:  # noqa: BLE001
+            rid = request_id(dict(request.headers))
+            yield error(self.failures.log(exc, rid=rid, where=f"{request.method} {request.url.path}, streaming"))
 
     def model_list(self) -> dict[str, Any]:
         models = self.models.values()
