@@ -23,7 +23,7 @@ class Dtype(StrEnum):
 class Quantize(StrEnum):
     none = "none"
     int4 = "int4"  # weight-only, asymmetric, per group along the inputs (engine.quant.int4)
-    int8 = "int8"  # weight-only, symmetric, per output channel (engine.quant.int8)
+    int8 = "int8"  # weight-only, asymmetric, per group (engine.quant.int8)
     int8_dynamic = "int8-dynamic"  # torch's dynamic int8: activations quantized too (engine.quant.int8_dynamic)
 
 

@@ -76,7 +76,7 @@ USAGE_ERRORS = {
     "group size without a scheme": (["generate", "--group-size", "32", "hi"], "--group-size goes with"),
     "quantize on mps": (["generate", "--quantize", "int4", "--device", "mps", "hi"], "not mps"),
     "quantize scheme": (["quantize", "m", "out", "--to", "int3"], "--to"),
-    "quantize int8 group": (["quantize", "m", "out", "--to", "int8", "--group-size", "32"], "drop --group-size"),
+    "quantize group value": (["quantize", "m", "out", "--to", "int8", "--group-size", "48"], "--group-size 48"),
     "logprobs with beams": (["generate", "--logprobs", "2", "--num-beams", "2", "hi"], "--logprobs"),
     "merge without adapter": (["generate", "--merge", "hi"], "--merge goes with --adapter"),
     "top-p range": (["generate", "--top-p", "1.5", "hi"], "--top-p must be in (0, 1]"),

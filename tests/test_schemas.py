@@ -112,4 +112,5 @@ def test_quantize_json_matches_schema(tiny_dir, tmp_path, capsys, monkeypatch):
     assert run.code == 0, run.stderr
     data = run.json()
     jsonschema.validate(data, schema("quantize.schema.json"))
-    assert data["scheme"] == "int8" and data["group_size"] is None and data["path"] == str(out)
+    assert data["scheme"] == "int8" and data["group_size"] == 32 and data["path"] == str(out)
+    assert data["requantized"] == {}

@@ -26,7 +26,9 @@ def quantize(
         ..., help="A model directory, Hub id in the cache, or .gguf file.", autocompletion=model_paths
     ),  # fmt: skip
     out: Path = typer.Argument(..., help="The directory to write (must not exist)."),
-    to: Target = typer.Option(..., "--to", help="int4: per group, integer zero points; int8: per channel."),
+    to: Target = typer.Option(
+        ..., "--to", help="int4 or int8: per group (--group-size, default 32), integer zero points."
+    ),
     group_size: opt.GroupSizeOpt = None,
     trust_remote_code: opt.TrustOpt = False,
     json_out: opt.JsonOpt = False,
@@ -41,10 +43,6 @@ def quantize(
     from llmcli.plan import Quantize, check_group_size
 
     check_group_size(group_size, Quantize(str(to)))
-    if to == Target.int8 and group_size is not None:
-        from llmcli.errors import UsageError
-
-        raise UsageError("quantize --to int8 saves one scale per channel: drop --group-size")
     if out.exists():
         raise LlmcliError("already exists; quantize writes a new directory", path=out)
     source = resolve_model(model, verbose=output.stderr_is_tty())
@@ -55,7 +53,7 @@ def quantize(
         raise LlmcliError("quantize reads safetensors weights; this directory has none", path=source.path)
     from llmcli.engine.quant.choice import DEFAULT_GROUP_SIZE
 
-    group = (group_size or DEFAULT_GROUP_SIZE) if to == Target.int4 else None
+    group = group_size or DEFAULT_GROUP_SIZE
     with output.spinner(f"Quantizing {source.path.name} to {to}…", enabled=output.stderr_is_tty()):
         choice = _export(source.path, out, ckpt, config, scheme=str(to), group=group, trust=trust_remote_code)
     output.stderr_text(f"{out}: {choice.summary()}")
@@ -65,15 +63,15 @@ def quantize(
         output.write_stdout(f"{out}\n")
 
 
-def _export(path: Path, out: Path, ckpt: object, config: dict, *, scheme: str, group: int | None,
+def _export(path: Path, out: Path, ckpt: object, config: dict, *, scheme: str, group: int,
             trust: bool) -> object:  # fmt: skip
-    from llmcli.engine.quant import export, stream
+    from llmcli.engine.quant import export, while_loading
     from llmcli.errors import LlmcliError
     from llmcli.quiet import quiet_transformers
 
     quiet_transformers()
-    model = stream.empty_model(path, dtype="float32", trust=trust, attn={})
-    why = stream.mismatch(model, ckpt)
+    model = while_loading.empty_model(path, dtype="float32", trust=trust, attn={})
+    why = while_loading.mismatch(model, ckpt)
     if why is not None:
         raise LlmcliError(f"cannot quantize by name: {why}", path=path)
     return export.export(path, out, ckpt, model, scheme=scheme, group_size=group, config=config)

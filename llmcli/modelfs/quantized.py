@@ -9,7 +9,8 @@ from llmcli.modelfs.checkpoint import Checkpoint
 
 
 def saved_scheme(config: dict[str, Any]) -> tuple[str, int | None] | None:
-    """("int4", group) or ("int8", None) for a config.json this module's layout describes; None otherwise."""
+    """("int4" or "int8", group) for a config.json this module's layout describes, ("int8", None) for int8 saved
+    per channel (what llmcli wrote before it saved groups); None otherwise."""
     quant = config.get("quantization_config")
     if not isinstance(quant, dict) or quant.get("quant_method") != "compressed-tensors":
         return None
@@ -19,9 +20,10 @@ def saved_scheme(config: dict[str, Any]) -> tuple[str, int | None] | None:
     weights = groups[0].get("weights") if len(groups) == 1 else None
     if not isinstance(weights, dict) or weights.get("type") != "int":
         return None
-    if weights.get("num_bits") == 4 and not weights.get("symmetric") and weights.get("strategy") == "group":
-        return "int4", weights.get("group_size")
-    if weights.get("num_bits") == 8 and weights.get("symmetric") and weights.get("strategy") == "channel":
+    bits = weights.get("num_bits")
+    if bits in (4, 8) and not weights.get("symmetric") and weights.get("strategy") == "group":
+        return f"int{bits}", weights.get("group_size")
+    if bits == 8 and weights.get("symmetric") and weights.get("strategy") == "channel":
         return "int8", None
     return None
 
@@ -32,17 +34,18 @@ def describe(config: dict[str, Any], ckpt: Checkpoint) -> dict[str, Any] | None:
     if scheme is None:
         return None
     name, group = scheme
+    bits = int(name.removeprefix("int"))
     layers = {key.removesuffix(".weight_packed") for key in ckpt.tensors if key.endswith(".weight_packed")}
     params = 0
     held = 0
     for layer in layers:
         rows, words = ckpt.tensors[f"{layer}.weight_packed"].shape
-        params += rows * words * (8 if name == "int4" else 4)
+        params += rows * words * (32 // bits)
         held += sum(ckpt.tensors[f"{layer}.{part}"].nbytes for part in ("weight_packed", "weight_scale",
                     "weight_zero_point") if f"{layer}.{part}" in ckpt.tensors)  # fmt: skip
     return {
         "scheme": name,
-        "bits": 4 if name == "int4" else 8,
+        "bits": bits,
         "group_size": group,
         "quantized_layers": len(layers),
         "quantized_params": params,

@@ -24,7 +24,7 @@ from llmcli.server.protocol import Job, parse_llmcli, parse_openai
 from llmcli.server.responses_api import Store
 from llmcli.server.service import Server, ServeSettings
 
-TOOLS = ("next-token", "score", "tokenize")
+INSPECTION_ENDPOINTS = ("next-token", "score", "tokenize")  # llmcli's own, beside the OpenAI API
 
 
 def build_app(models: dict[str, Served], settings: ServeSettings) -> Starlette:
@@ -37,7 +37,7 @@ def build_app(models: dict[str, Served], settings: ServeSettings) -> Starlette:
 
         return handle
 
-    def tool(name: str) -> Any:
+    def inspection(name: str) -> Any:
         async def work(request: Request) -> Response:
             from llmcli.server.inspection import answer
 
@@ -87,7 +87,7 @@ def build_app(models: dict[str, Served], settings: ServeSettings) -> Starlette:
         Route("/llmcli/v1/generate", guard(llmcli_generate), methods=["POST"]),
         Route("/llmcli/v1/ps", guard(ps), methods=["GET"]),
         Route("/load_model", guard(load_model), methods=["POST"]),  # transformers chat (server.compat)
-        *(Route(f"/llmcli/v1/{name}", tool(name), methods=["POST"]) for name in TOOLS),
+        *(Route(f"/llmcli/v1/{name}", inspection(name), methods=["POST"]) for name in INSPECTION_ENDPOINTS),
     ]
 
     @contextlib.asynccontextmanager

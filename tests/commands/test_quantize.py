@@ -39,6 +39,7 @@ def test_llmcli_loads_the_saved_codes_without_quantizing_again(saved_int4, tiny_
     from llmcli.engine.load.loader import load
     from llmcli.engine.quant import saved
     from llmcli.engine.quant.layers import Int4Linear
+    from llmcli.engine.quant.schemes import SCHEMES
     from llmcli.modelfs.source import ModelSource
     from llmcli.plan import LoadSpec
 
@@ -52,13 +53,44 @@ def test_llmcli_loads_the_saved_codes_without_quantizing_again(saved_int4, tiny_
     for part in saved.PACKED:
         with safe_open(str(out / weight_map[f"{name}.{part}"]), "pt") as f:
             parts[part] = f.get_tensor(f"{name}.{part}")
-    codes = saved.read_int4(parts)
+    codes = saved.read(parts, SCHEMES["int4"])
     x = torch.randn(3, layer.in_features)
     expected = x.bfloat16().float() @ codes.dequantize().t()
     assert torch.allclose(layer(x), expected, atol=0.02 * expected.abs().max().item())
 
 
-def test_transformers_loads_the_directory_with_compressed_tensors(saved_int4):
+@pytest.fixture(scope="module")
+def saved_int8(tiny_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("saved") / "int8"
+    run = run_subprocess(["quantize", str(tiny_dir), str(out), "--to", "int8", "--json"])
+    assert run.code == 0, run.stderr
+    return out, run
+
+
+def test_int8_is_saved_per_group_as_quantize_int8_computes_it(saved_int8, tiny_dir):
+    from llmcli.engine.load.loader import load
+    from llmcli.engine.quant.layers import Int8Linear
+    from llmcli.modelfs.source import ModelSource
+    from llmcli.plan import LoadSpec, Quantize
+
+    out, run = saved_int8
+    assert run.json()["scheme"] == "int8" and run.json()["group_size"] == 32
+    group = json.loads((out / "config.json").read_text())["quantization_config"]["config_groups"]["group_0"]
+    wanted = {"num_bits": 8, "strategy": "group", "group_size": 32, "symmetric": False}
+    assert {k: group["weights"][k] for k in wanted} == wanted
+    saved = load(ModelSource(out, str(out)), LoadSpec(dtype="float32"))
+    here = load(ModelSource(tiny_dir, str(tiny_dir)), LoadSpec(dtype="float32", quantize=Quantize.int8))
+    assert saved.describe()["quantization"]["group_size"] == 32
+    for name in ("model.layers.0.self_attn.q_proj", "model.layers.1.mlp.down_proj"):
+        a, b = saved.model.get_submodule(name), here.model.get_submodule(name)
+        assert isinstance(a, Int8Linear) and a.group_size == b.group_size == 32
+        x = torch.randn(4, a.in_features)
+        # integer zero points against float ones: both within a step of 1/255 of each group's range
+        assert torch.allclose(a(x), b(x), atol=0.01 * b(x).abs().max().item())
+
+
+@pytest.mark.parametrize("saved", ["saved_int4", "saved_int8"])
+def test_transformers_loads_the_directory_with_compressed_tensors(saved, request):
     """transformers' own loader (compressed-tensors decompressing) gives the weights llmcli reads."""
     pytest.importorskip("compressed_tensors")
     from transformers import AutoModelForCausalLM, CompressedTensorsConfig
@@ -67,7 +99,7 @@ def test_transformers_loads_the_directory_with_compressed_tensors(saved_int4):
     from llmcli.modelfs.source import ModelSource
     from llmcli.plan import LoadSpec
 
-    out, _ = saved_int4
+    out, _ = request.getfixturevalue(saved)
     theirs = AutoModelForCausalLM.from_pretrained(
         str(out), dtype=torch.float32, quantization_config=CompressedTensorsConfig(run_compressed=False)
     )

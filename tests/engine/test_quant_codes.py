@@ -7,8 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from llmcli.engine.quant import gguf_blocks, int4, int8, saved
+from llmcli.engine.quant import gguf_blocks, int4, saved
 from llmcli.engine.quant.layers import Int4Linear, Int8Linear
+from llmcli.engine.quant.schemes import SCHEMES
+
+INT4, INT8 = SCHEMES["int4"], SCHEMES["int8"]
 
 
 def _weight(rows: int = 96, cols: int = 256, seed: int = 0) -> torch.Tensor:
@@ -19,7 +22,7 @@ def _weight(rows: int = 96, cols: int = 256, seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize("group", [32, 64, 128, 256])
 def test_int4_codes_stay_within_half_a_step_of_the_weight(group):
     w = _weight()
-    codes = int4.quantize_weight(w, group)
+    codes = INT4.quantize(w, group)
     assert codes.codes.dtype == torch.uint8 and int(codes.codes.max()) <= 15
     step = codes.scales.repeat_interleave(group, dim=1)
     assert torch.all((codes.dequantize() - w).abs() <= step / 2 + 1e-7)
@@ -32,23 +35,32 @@ def test_int4_codes_reproduce_weights_already_on_a_4_bit_grid():
     w = grid * 0.01 - 0.07
     w[:, ::32] = -0.07  # every group holds the minimum and the maximum
     w[:, 1::32] = 0.08
-    assert torch.allclose(int4.quantize_weight(w, 32).dequantize(), w, atol=1e-6)
+    assert torch.allclose(INT4.quantize(w, 32).dequantize(), w, atol=1e-6)
 
 
-def test_integer_zero_points_are_codes_and_the_weight_follows_them():
+@pytest.mark.parametrize("scheme", [INT4, INT8])
+def test_integer_zero_points_are_codes_and_the_weight_follows_them(scheme):
     w = _weight()
-    codes, points = int4.quantize_with_points(w, 32)
-    assert points.dtype == torch.uint8 and int(points.max()) <= 15
+    codes, points = scheme.with_points(w, 32)
+    top = 2**scheme.bits - 1
+    assert points.dtype == torch.uint8 and int(points.max()) <= top and int(codes.codes.max()) <= top
     expected = (codes.codes.float().reshape(96, -1, 32) - points[..., None].float()) * codes.scales[..., None]
     assert torch.allclose(codes.dequantize(), expected.reshape(96, 256), atol=1e-6)
-    plain = int4.quantize_with_points(w, 32)[0].dequantize()
-    assert (plain - w).norm() / w.norm() < 0.1
+    # Against the plain rounding to the group's range widened to hold 0, written out here: the search is no worse
+    grouped = w.reshape(96, -1, 32)
+    low, high = grouped.amin(-1).clamp(max=0), grouped.amax(-1).clamp(min=0)
+    step = (high - low) / top
+    zero = (-low / step).round()
+    plain = ((grouped / step[..., None]).round() + zero[..., None]).clamp(0, top)
+    plain = ((plain - zero[..., None]) * step[..., None]).reshape(96, 256)
+    assert (codes.dequantize() - w).norm() <= (plain - w).norm() + 1e-7
+    assert (codes.dequantize() - w).norm() / w.norm() < (0.1 if scheme is INT4 else 0.01)
 
 
 @pytest.mark.parametrize("rows", [1, 3, 16])
 def test_the_int4_kernel_computes_the_dequantized_product(rows):
     w, bias = _weight(), torch.randn(96) * 0.1
-    codes = int4.quantize_weight(w, 32)
+    codes = INT4.quantize(w, 32)
     x = torch.randn(2, rows, 256)
     layer = Int4Linear(codes, bias, device="cpu")
     expected = x.to(torch.bfloat16).float() @ _bf16_scales(codes).dequantize().t() + bias
@@ -63,7 +75,7 @@ def _bf16_scales(codes):
 
 def test_int8_halves_add_up_to_the_weight_and_the_layer_computes_it():
     w = _weight()
-    codes = int8.quantize_weight(w, 32)
+    codes = INT8.quantize(w, 32)
     high, low = codes.halves()
     assert torch.allclose(high.dequantize() + low.dequantize(), codes.dequantize(), atol=1e-6)
     assert ((codes.dequantize() - w).abs().max()) <= codes.scales.max() / 2 + 1e-7
@@ -84,21 +96,38 @@ def test_pack_int32_round_trips_and_matches_compressed_tensors():
     assert torch.equal(words, theirs)
 
 
-def test_saved_int4_layers_read_back_to_the_same_codes():
+@pytest.mark.parametrize("scheme", [INT4, INT8])
+def test_saved_layers_read_back_to_the_same_codes(scheme):
     w = _weight()
-    codes, points = int4.quantize_with_points(w, 64)
-    tensors = saved.int4_tensors("layer", codes, points, dtype=torch.float32)
-    back = saved.read_int4({k.removeprefix("layer."): v for k, v in tensors.items()})
-    assert torch.equal(back.codes, codes.codes)
+    codes, points = scheme.with_points(w, 64)
+    tensors = saved.tensors("layer", codes, points, bits=scheme.bits, dtype=torch.float32)
+    back = saved.read({k.removeprefix("layer."): v for k, v in tensors.items()}, scheme)
+    assert type(back) is scheme.codes and torch.equal(back.codes, codes.codes)
     assert torch.allclose(back.dequantize(), codes.dequantize(), atol=1e-6)
 
 
-def test_saved_int8_layers_read_back_per_channel():
+def test_int8_saved_per_channel_by_an_earlier_llmcli_still_reads_back():
     w = _weight()
-    codes, scales = int8.quantize_per_channel(w)
-    tensors = saved.int8_tensors("layer", codes, scales, dtype=torch.float32)
-    back = saved.read_int8({k.removeprefix("layer."): v for k, v in tensors.items()}, group_size=32)
-    assert torch.allclose(back.dequantize(), codes.float() * scales[:, None], atol=1e-6)
+    scales = w.abs().amax(dim=1) / 127
+    signed = (w / scales[:, None]).round().to(torch.int8)
+    tensors = {
+        "weight_packed": saved.pack_int32((signed.to(torch.int16) + 128).to(torch.uint8), 8),
+        "weight_scale": scales[:, None],
+        "weight_shape": torch.tensor(list(w.shape)),
+    }
+    back = saved.read_int8_channel(tensors)
+    assert torch.allclose(back.dequantize(), signed.float() * scales[:, None], atol=1e-6)
+
+
+def test_a_layer_holds_what_the_scheme_table_says_a_weight_costs():
+    """The memory check's figure (bytes a weight) against the bytes a real layer holds."""
+    from llmcli.engine.quant.layers import held_bytes
+
+    for scheme in (INT4, INT8):
+        for group in (32, 128):
+            layer = scheme.layer(scheme.quantize(_weight(), group), None, device="cpu")
+            assert held_bytes(layer) == pytest.approx(96 * 256 * scheme.bytes_per_weight(group)), (scheme, group)
+    assert INT8.bytes_per_weight(32) == 1.25
 
 
 @pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q8_0"])
@@ -126,7 +155,7 @@ def test_q4_k_blocks_are_codes_that_dequantize_as_gguf_does():
 
 
 def test_reordering_rows_moves_codes_scales_and_zeros_together():
-    codes = int4.quantize_weight(_weight(), 32)
+    codes = INT4.quantize(_weight(), 32)
     order = torch.arange(95, -1, -1)
     moved = gguf_blocks.reorder(codes, order)
     assert torch.equal(moved.dequantize(), codes.dequantize()[order])

@@ -4,6 +4,8 @@ taken as they are, and `llmcli quantize`'s directories loaded without quantizing
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 
@@ -22,22 +24,30 @@ def _logits(loaded, ids):
         return loaded.model(ids).logits
 
 
-def _dequantized_copy(loaded, float_model):
-    """The float model with each quantized layer's weight replaced by what its codes stand for (scales and
-    zeros rounded to bfloat16, as the kernel reads them)."""
+def _written_out(weight, group, bits):
+    """Per-group min/max rounding written out here, not engine.quant's: each group's range in 2^bits - 1 steps
+    from its minimum, back to floats."""
+    levels = 2**bits - 1
+    grouped = weight.reshape(weight.shape[0], -1, group)
+    low, high = grouped.amin(-1, keepdim=True), grouped.amax(-1, keepdim=True)
+    step = (high - low) / levels
+    return (torch.round((grouped - low) / step).clamp(0, levels) * step + low).reshape(weight.shape)
+
+
+def _float_copy_with(float_model, names, bits):
+    """The float model with each of `names`' weights replaced by its written-out rounding."""
     import copy
 
     model = copy.deepcopy(float_model)
-    for name, layer in loaded.model.named_modules():
-        if isinstance(layer, Int4Linear | Int8Linear) and not name.endswith((".high", ".low")):
-            model.get_submodule(name).weight.data = _weight_of(layer)
+    for name in names:
+        layer = model.get_submodule(name)
+        layer.weight.data = _written_out(layer.weight.data, 32, bits)
     return model
 
 
-def _weight_of(layer):
-    eye = torch.eye(layer.in_features)
-    with torch.no_grad():
-        return layer(eye.to(torch.bfloat16).float()).t() - (0 if layer.bias is None else layer.bias[:, None])
+def _kl(p_logits, q_logits):
+    p, q = torch.log_softmax(p_logits, -1), torch.log_softmax(q_logits, -1)
+    return float((p.exp() * (p - q)).sum(-1).mean())
 
 
 @pytest.mark.parametrize("scheme", ["int4", "int8"])
@@ -55,12 +65,23 @@ def test_quantized_while_loading_and_equal_to_the_dequantized_float_model(tiny_d
     assert info["scheme"] == scheme and info["group_size"] == 32 and info["quantized_layers"] == 14
     assert info["kept"] == {"lm_head": "the output layer, by measurement"}
     float_model, tokenizer = direct
-    ids = tokenizer("hello world, this is a test", return_tensors="pt").input_ids
+    ids = tokenizer("hello world, this is a test of the quantized layers", return_tensors="pt").input_ids
+    bits = int(scheme.removeprefix("int"))
     with torch.no_grad():
-        expected = _dequantized_copy(loaded, float_model)(ids).logits
-    got = _logits(loaded, ids)
-    assert torch.allclose(got, expected, atol=0.05 * expected.abs().max().item())
+        floats = float_model(ids).logits
+        expected = _float_copy_with(float_model, layers, bits)(ids).logits
+        got = _logits(loaded, ids)
+        # each layer, alone: its product against the written-out weight of the same name (a swap shows here)
+        for name in layers:
+            layer = loaded.model.get_submodule(name)
+            x = torch.randn(5, layer.in_features)
+            want = x @ _written_out(float_model.get_submodule(name).weight, 32, bits).t()
+            assert torch.allclose(layer(x), want, atol=0.02 * want.abs().max().item()), name
+    # The kernel reads bfloat16 activations, scales and zeros: close to the written-out model, not bit-equal.
+    # (On this tiny random model int4 moves the logits by KL ~1e-4 and a swap of two layers by ~1e-5.)
+    assert _kl(expected, got) < 0.01 * _kl(floats, expected) + 1e-6
     assert (got.argmax(-1) == expected.argmax(-1)).float().mean() > 0.9
+    assert _kl(floats, got) < 2 * _kl(floats, expected) + 1e-6
 
 
 def test_a_group_that_does_not_divide_a_layer_leaves_it_in_float_and_says_so(tiny_dir, capsys):
@@ -87,10 +108,10 @@ def test_gguf_blocks_are_taken_as_they_are(default_model_dir, capsys):
     import numpy as np
     from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
 
-    from llmcli.engine.quant import gguf_blocks, stream
+    from llmcli.engine.quant import gguf_blocks, while_loading
     from llmcli.modelfs.default_model import default_gguf
 
-    model = stream.empty_model(default_model_dir, dtype="float32", trust=False, attn={})
+    model = while_loading.empty_model(default_model_dir, dtype="float32", trust=False, attn={})
     names = ["model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.k_proj", "model.layers.3.mlp.down_proj"]
     makers, left = gguf_blocks.layer_blocks(default_gguf(), model, names)
     assert set(makers) == set(names) and not left
@@ -114,19 +135,22 @@ def test_a_gguf_model_loads_its_blocks_into_the_kernel(default_model_dir, capsys
     assert "Paris" in loaded.tokenizer.decode(out[0, ids.shape[1] :])
 
 
-def test_the_memory_check_counts_quantized_layers_at_their_size(tiny_dir):
-    from llmcli.engine.load.devices import QUANTIZED_BYTES, check_memory
+@pytest.mark.parametrize(("scheme", "group"), [("int4", 32), ("int8", 32), ("int8", 64)])
+def test_the_memory_check_counts_quantized_layers_at_their_size(tiny_dir, capsys, scheme, group):
+    """The estimate made before loading against what the loaded model's layers really hold."""
+    from llmcli.engine.load.devices import check_memory
+    from llmcli.engine.quant.layers import held_bytes
     from llmcli.modelfs.checkpoint import read_checkpoint
 
+    loaded = _load(tiny_dir, quantize=Quantize(scheme), group_size=group)
+    quantized = [m for n, m in loaded.model.named_modules() if isinstance(m, Int4Linear | Int8Linear)
+                 and not n.endswith((".high", ".low"))]  # fmt: skip
+    held = sum(held_bytes(m) for m in quantized)
+    counted = {id(t) for m in quantized for t in m.parameters()}
+    rest = sum(4 * p.numel() for p in loaded.model.parameters() if id(p) not in counted)
     tensors = read_checkpoint(tiny_dir).tensors
-    assert all(t.dtype == "F32" for t in tensors.values())
-    linear = sum(t.numel for name, t in tensors.items() if len(t.shape) == 2 and "embed" not in name)
-    rest = sum(t.numel for t in tensors.values()) - linear
-    assert 0 < linear and 0 < rest
-    assert check_memory(tiny_dir, "float32", "cpu", force=True) == 4 * (linear + rest)
-    assert check_memory(tiny_dir, "float32", "cpu", force=True, quantize="int4") == int(
-        linear * QUANTIZED_BYTES["int4"] + 4 * rest
-    )
+    assert check_memory(tiny_dir, "float32", "cpu", force=True) == 4 * sum(t.numel for t in tensors.values())
+    assert check_memory(tiny_dir, "float32", "cpu", force=True, quantize=scheme, group_size=group) == held + rest
 
 
 CPUS = [(["avx2", "avx512f", "avx512_bf16"], "bfloat16"), (["avx2", "amx_bf16"], "bfloat16"), (["avx2"], "float32")]
@@ -140,3 +164,78 @@ def test_serves_default_dtype_follows_the_cpu(flags, dtype, monkeypatch):
     assert devices.resolve_dtype("auto", "cpu", {}, serving=True) == dtype
     assert devices.resolve_dtype("auto", "cpu", {}) == "bfloat16"  # generate: bfloat16 on every CPU
     assert devices.resolve_dtype("auto", "cpu", {}, prefill_only=True) == "float32"
+
+
+def test_a_gguf_layer_whose_blocks_cannot_be_used_is_named_with_the_reason(tiny_dir, capsys, tmp_path):
+    """A GGUF with Q8_0 blocks for most layers, one tensor in F32 and one missing: the summary and the record
+    say which layers were quantized from float weights instead, and why."""
+    import gguf
+    import numpy as np
+    from safetensors import safe_open
+
+    weights = {}
+    for shard in tiny_dir.glob("*.safetensors"):
+        with safe_open(str(shard), "np") as f:
+            weights |= {k: f.get_tensor(k) for k in f.keys()}
+    writer = gguf.GGUFWriter(str(tmp_path / "mixed.gguf"), "llama")
+    names = {"mlp.down_proj": "ffn_down", "mlp.up_proj": "ffn_up", "mlp.gate_proj": "ffn_gate",
+             "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "self_attn.q_proj": "attn_q"}  # fmt: skip
+    for block in range(2):
+        for hf, name in names.items():
+            w = weights[f"model.layers.{block}.{hf}.weight"].astype(np.float32)
+            if name == "attn_q":
+                writer.add_tensor(f"blk.{block}.{name}.weight", w)
+            else:
+                q8 = gguf.quants.quantize(w, gguf.GGMLQuantizationType.Q8_0)
+                writer.add_tensor(f"blk.{block}.{name}.weight", q8, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    loaded = load(ModelSource(tiny_dir, "tiny", tmp_path / "mixed.gguf"), LoadSpec(dtype="float32",
+                                                                                   quantize=Quantize.int4))  # fmt: skip
+    err = capsys.readouterr().err
+    assert "14 linear layers (10 from the GGUF file's own blocks of 32)" in err
+    assert ("quantized from float weights, not the GGUF's blocks: self_attn.q_proj x2 (its GGUF tensor is F32, not "
+            "4- or 8-bit blocks); self_attn.k_proj x2 (its GGUF tensor is missing") in err  # fmt: skip
+    info = loaded.describe()["quantization"]
+    assert info["gguf_blocks"] == 10 and sorted(info["requantized"]) == sorted(
+        f"model.layers.{b}.self_attn.{p}_proj" for b in range(2) for p in "qk"
+    )
+    v = loaded.model.model.layers[1].self_attn.v_proj  # its Q8_0 blocks, as they are
+    assert isinstance(v, Int8Linear)
+    x = torch.randn(3, v.in_features)
+    raw = gguf.quants.quantize(weights["model.layers.1.self_attn.v_proj.weight"], gguf.GGMLQuantizationType.Q8_0)
+    want = x @ torch.from_numpy(gguf.quants.dequantize(raw, gguf.GGMLQuantizationType.Q8_0)).t()
+    assert torch.allclose(v(x), want, atol=0.02 * want.abs().max().item())
+
+
+def _with_one_weight_as(src, dst, dtype):
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(src, dst)
+    tensors = load_file(str(dst / "model.safetensors"))
+    name = "model.layers.0.mlp.up_proj.weight"
+    tensors[name] = tensors[name].to(dtype)
+    save_file(tensors, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    return tensors[name]
+
+
+def test_a_float8_weight_is_read_and_quantized_like_any_float(tiny_untied_single, tmp_path, capsys):
+    from llmcli.engine.quant.schemes import SCHEMES
+
+    weight = _with_one_weight_as(tiny_untied_single, tmp_path / "fp8", torch.float8_e4m3fn)
+    loaded = _load(tmp_path / "fp8", quantize=Quantize.int4)
+    layer = loaded.model.model.layers[0].mlp.up_proj
+    assert isinstance(layer, Int4Linear)
+    x = torch.randn(3, layer.in_features)
+    want = x @ SCHEMES["int4"].quantize(weight.float(), 32).dequantize().t()
+    assert torch.allclose(layer(x), want, atol=0.02 * want.abs().max().item())
+
+
+def test_an_integer_linear_weight_is_refused_by_name_and_dtype(tiny_untied_single, tmp_path, capsys, monkeypatch):
+    from tests.helpers import assert_clean_error, run_cli
+
+    _with_one_weight_as(tiny_untied_single, tmp_path / "u16", torch.uint16)
+    run = run_cli(["score", "--model", str(tmp_path / "u16"), "--quantize", "int4", "hello"], capsys, monkeypatch)
+    assert_clean_error(run, 1, "model.layers.0.mlp.up_proj.weight is uint16, not a float weight")

@@ -86,20 +86,23 @@ def _bf16_supported(torch: Any, device: str) -> bool:
     return True
 
 
-# Bytes a weight of a quantized linear layer takes with its scales (int4 at group 32, the largest).
-QUANTIZED_BYTES = {"int4": 0.5 + 4 / 32, "int8": 1.0}
+def check_memory(model_dir: Path, dtype: str, device: str, force: bool, *, quantize: str = "none",
+                 group_size: int | None = None) -> int:  # fmt: skip
+    """Refuse, before loading, weights that cannot fit in the device's free memory. Returns the bytes: a
+    quantized layer at what its layer holds a weight (engine.quant.schemes), at `group_size` (default 32)."""
+    from llmcli.engine.quant.choice import DEFAULT_GROUP_SIZE
+    from llmcli.engine.quant.schemes import SCHEMES
 
-
-def check_memory(model_dir: Path, dtype: str, device: str, force: bool, *, quantize: str = "none") -> int:
-    """Refuse, before loading, weights that cannot fit in the device's free memory. Returns the bytes."""
     ckpt = read_checkpoint(model_dir)
     if ckpt.kind == "pickle":
         return 0
     per_param = DTYPE_BYTES.get({"float32": "F32", "bfloat16": "BF16", "float16": "F16"}[dtype], 2)
+    scheme = SCHEMES.get(quantize)
+    quantized = scheme.bytes_per_weight(group_size or DEFAULT_GROUP_SIZE) if scheme is not None else None
 
     def size(name: str, t: Any) -> float:
-        if quantize in QUANTIZED_BYTES and len(t.shape) == 2 and not _embedding_like(name):
-            return t.numel * QUANTIZED_BYTES[quantize]
+        if quantized is not None and len(t.shape) == 2 and not _embedding_like(name):
+            return t.numel * quantized
         return t.numel * (per_param if t.dtype in ("F32", "F16", "BF16", "F64") else DTYPE_BYTES.get(t.dtype, 1))
 
     need = int(sum(size(name, t) for name, t in ckpt.tensors.items()))

@@ -100,7 +100,8 @@ def load(source: ModelSource, spec: LoadSpec) -> Loaded:
             raise UsageError("--quantize int8-dynamic is torch's dynamic int8 for CPU; on a GPU use --quantize int8")
         dtype = "float32"
     if spec.device_map is None:  # a placement spills what does not fit: nothing to check up front
-        check_memory(source.path, dtype, device, force=not spec.memory_check, quantize=str(spec.quantize))
+        check_memory(source.path, dtype, device, force=not spec.memory_check, quantize=str(spec.quantize),
+                     group_size=spec.group_size)  # fmt: skip
     with spinner(f"Loading {source.label} ({source.path.name})…", enabled=spec.show_progress):
         started = time.perf_counter()  # weights and tokenizer only: imports are not part of loading
         tokenizer, model, choice = _weights(source, spec, config, ckpt, device=device, dtype=dtype)
@@ -135,7 +136,7 @@ def weight_only(spec: LoadSpec) -> bool:
 
 def load_saved(source: ModelSource, spec: LoadSpec, saved: tuple, ckpt: Any, *, device: str, dtype: str) -> tuple:
     """A checkpoint `llmcli quantize` wrote: its layers built from their codes, nothing quantized again."""
-    from llmcli.engine.quant import stream
+    from llmcli.engine.quant import while_loading
 
     scheme, group = saved
     if spec.quantize not in (Quantize.none, Quantize(scheme)) or spec.group_size not in (None, group):
@@ -143,20 +144,20 @@ def load_saved(source: ModelSource, spec: LoadSpec, saved: tuple, ckpt: Any, *, 
                          + ": drop --quantize and --group-size")  # fmt: skip
     if spec.adapter is not None:
         raise UsageError(f"{source.path} is saved in {scheme}: an adapter needs the float weights")
-    model = stream.empty_model(source.path, dtype=dtype, trust=trusts_code(spec), attn=attn_kwargs(spec.attn))
-    why = stream.mismatch(model, ckpt)
+    model = while_loading.empty_model(source.path, dtype=dtype, trust=trusts_code(spec), attn=attn_kwargs(spec.attn))
+    why = while_loading.mismatch(model, ckpt)
     if why is not None:
         raise LlmcliError(f"cannot load the quantized checkpoint: {why}", path=source.path)
-    builders = stream.from_saved(model, ckpt, scheme=scheme, device=device)
-    choice = stream.fill(model, source.path, ckpt, builders, scheme=scheme, group_size=group, dtype=dtype,
-                         device=device)  # fmt: skip
+    builders = while_loading.from_saved(model, ckpt, scheme=scheme, group_size=group, device=device)
+    choice = while_loading.fill(model, source.path, ckpt, builders, scheme=scheme, group_size=group, dtype=dtype,
+                                device=device)  # fmt: skip
     return load_tokenizer(source, spec=spec), model, choice
 
 
 def load_quantized(source: ModelSource, spec: LoadSpec, ckpt: Any, *, device: str, dtype: str) -> tuple:
     """The tokenizer, the model with its chosen layers quantized, and the choice: quantized while loading
-    (engine.quant.stream) where the checkpoint's names are the model's, else after an ordinary load."""
-    from llmcli.engine.quant import stream
+    (engine.quant.while_loading) where the checkpoint's names are the model's, else after an ordinary load."""
+    from llmcli.engine.quant import while_loading
     from llmcli.engine.quant.apply import quantize_loaded
     from llmcli.engine.quant.choice import DEFAULT_GROUP_SIZE
 
@@ -164,16 +165,18 @@ def load_quantized(source: ModelSource, spec: LoadSpec, ckpt: Any, *, device: st
     group = spec.group_size or DEFAULT_GROUP_SIZE
     why = "an adapter is merged into the float weights first" if spec.adapter is not None else None
     if why is None and ckpt.kind == "safetensors":
-        model = stream.empty_model(source.path, dtype=dtype, trust=trusts_code(spec), attn=attn_kwargs(spec.attn))
-        why = stream.mismatch(model, ckpt)
+        model = while_loading.empty_model(
+            source.path, dtype=dtype, trust=trusts_code(spec), attn=attn_kwargs(spec.attn)
+        )
+        why = while_loading.mismatch(model, ckpt)
         if why is None:
             builders = (
-                stream.from_float(model, scheme=scheme, group_size=group, device=device)
+                while_loading.from_float(model, scheme=scheme, group_size=group, device=device)
                 if source.gguf is None
-                else stream.from_gguf(model, source.gguf, scheme=scheme, group_size=group, device=device)
+                else while_loading.from_gguf(model, source.gguf, scheme=scheme, group_size=group, device=device)
             )
-            choice = stream.fill(model, source.path, ckpt, builders, scheme=scheme, group_size=group, dtype=dtype,
-                                 device=device)  # fmt: skip
+            choice = while_loading.fill(model, source.path, ckpt, builders, scheme=scheme, group_size=group,
+                                        dtype=dtype, device=device)  # fmt: skip
             return load_tokenizer(source, spec=spec), model, choice
     from llmcli.output import warn
 

@@ -5,19 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from llmcli.engine.quant.choice import QuantChoice, targets
+from llmcli.engine.quant.schemes import SCHEMES
 
 
-def quantized_layer(weight: Any, bias: Any, *, scheme: str, group_size: int | None, device: str) -> Any:
-    """The int4 or int8 layer for one float weight [out, in] (on any device; the result is on `device`)."""
-    from llmcli.engine.quant import int4, int8
-    from llmcli.engine.quant.layers import Int4Linear, Int8Linear
-
-    if scheme == "int4":
-        return Int4Linear(int4.quantize_weight(weight, group_size), bias, device=device)
-    return Int8Linear(int8.quantize_weight(weight, group_size), bias, device=device)
+def quantized_layer(weight: Any, bias: Any, *, scheme: str, group_size: int, device: str) -> Any:
+    """The scheme's layer for one float weight [out, in] (on any device; the result is on `device`)."""
+    entry = SCHEMES[scheme]
+    return entry.layer(entry.quantize(weight, group_size), bias, device=device)
 
 
-def quantize_loaded(model: Any, *, scheme: str, group_size: int | None, device: str) -> QuantChoice:
+def quantize_loaded(model: Any, *, scheme: str, group_size: int, device: str) -> QuantChoice:
     """Every chosen Linear of a model already in memory replaced by its quantized layer, one at a time (so the
     float weight of each is freed as the next is made)."""
     names, kept = targets(model, scheme=scheme, group_size=group_size, device=device)

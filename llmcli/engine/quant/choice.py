@@ -22,13 +22,14 @@ OUTPUT_LAYER = "the output layer, by measurement"
 class QuantChoice:
     """What a scheme did to a model."""
 
-    scheme: str  # "int4" or "int8"
-    group_size: int | None  # int4 only
+    scheme: str  # a name in engine.quant.schemes.SCHEMES
+    group_size: int | None  # None: int8 read from a file saved per channel
     quantized: list[str] = field(default_factory=list)
     kept: dict[str, str] = field(default_factory=dict)  # layer → why it stayed in float
     quantized_bytes: int = 0  # the quantized layers' codes, scales and zeros
     quantized_params: int = 0  # the weights they stand for
     gguf_blocks: int = 0  # of the quantized layers, those taken from a GGUF file's own blocks
+    requantized: dict[str, str] = field(default_factory=dict)  # a GGUF's layers quantized again from floats: why
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -41,6 +42,7 @@ class QuantChoice:
             if self.quantized_params
             else None,
             "gguf_blocks": self.gguf_blocks,
+            "requantized": dict(self.requantized),
             "kept": dict(self.kept),
         }
 
@@ -48,10 +50,13 @@ class QuantChoice:
         """The one line printed on stderr at load."""
         group = f", group {self.group_size}" if self.group_size else ""
         bits = self.describe()["bits_per_weight"]
-        kept = "; ".join(f"{_names(names)} ({why})" for why, names in self.kept_by_reason().items())
+        kept = "; ".join(f"{_names(names)} ({why})" for why, names in _by_reason(self.kept).items())
         blocks = f" ({self.gguf_blocks} from the GGUF file's own blocks of 32)" if self.gguf_blocks else ""
-        return f"{self.scheme}{group}: {len(self.quantized)} linear layers{blocks} at {bits} bits a weight" + (
-            f"; kept in float: {kept}" if kept else ""
+        again = "; ".join(f"{_names(names)} ({why})" for why, names in _by_reason(self.requantized).items())
+        return (
+            f"{self.scheme}{group}: {len(self.quantized)} linear layers{blocks} at {bits} bits a weight"
+            + (f"; quantized from float weights, not the GGUF's blocks: {again}" if again else "")
+            + (f"; kept in float: {kept}" if kept else "")
         )
 
     def add(self, model: Any, layer: str, new: Any) -> None:
@@ -63,11 +68,12 @@ class QuantChoice:
         self.quantized_bytes += held_bytes(new)
         self.quantized_params += new.in_features * new.out_features
 
-    def kept_by_reason(self) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {}
-        for name, why in self.kept.items():
-            out.setdefault(why, []).append(name)
-        return out
+
+def _by_reason(reasons: dict[str, str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, why in reasons.items():
+        out.setdefault(why, []).append(name)
+    return out
 
 
 def _names(names: list[str]) -> str:

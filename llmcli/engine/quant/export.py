@@ -11,18 +11,19 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from llmcli.engine.quant import int4, int8, saved
+from llmcli.engine.quant import saved
 from llmcli.engine.quant.choice import QuantChoice, targets
+from llmcli.engine.quant.schemes import SCHEMES
 from llmcli.errors import LlmcliError, squash
 from llmcli.modelfs.checkpoint import INDEX_NAME, SINGLE_NAME, Checkpoint
 
 WEIGHT_FILES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 
 
-def export(source: Path, out: Path, ckpt: Checkpoint, model: Any, *, scheme: str, group_size: int | None,
+def export(source: Path, out: Path, ckpt: Checkpoint, model: Any, *, scheme: str, group_size: int,
            config: dict[str, Any]) -> QuantChoice:  # fmt: skip
     """Writes OUT from `source` (whose names `model`, built empty, shares); returns what was quantized."""
-    names, kept = targets(model, scheme=scheme, group_size=group_size or int8.SAVED_GROUP, device="cpu")
+    names, kept = targets(model, scheme=scheme, group_size=group_size, device="cpu")
     choice = QuantChoice(scheme, group_size, kept=kept)
     staging = out.parent / f".{out.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
@@ -67,12 +68,9 @@ def _write_shards(source: Path, staging: Path, ckpt: Checkpoint, layers: set[str
 
 
 def _quantized(layer: str, weight: Any, choice: QuantChoice) -> dict[str, Any]:
-    if choice.scheme == "int4":
-        codes, points = int4.quantize_with_points(weight, choice.group_size)
-        tensors = saved.int4_tensors(layer, codes, points, dtype=weight.dtype)
-    else:
-        codes, scales = int8.quantize_per_channel(weight)
-        tensors = saved.int8_tensors(layer, codes, scales, dtype=weight.dtype)
+    scheme = SCHEMES[choice.scheme]
+    codes, points = scheme.with_points(weight, choice.group_size)
+    tensors = saved.tensors(layer, codes, points, bits=scheme.bits, dtype=weight.dtype)
     choice.quantized.append(layer)
     choice.quantized_params += weight.numel()
     choice.quantized_bytes += sum(t.nbytes for k, t in tensors.items() if not k.endswith("weight_shape"))
@@ -80,7 +78,8 @@ def _quantized(layer: str, weight: Any, choice: QuantChoice) -> dict[str, Any]:
 
 
 def _write_config(staging: Path, config: dict[str, Any], choice: QuantChoice) -> None:
-    quant = saved.quantization_config(scheme=choice.scheme, group_size=choice.group_size, ignore=list(choice.kept))
+    quant = saved.quantization_config(scheme=SCHEMES[choice.scheme], group_size=choice.group_size,
+                                      ignore=list(choice.kept))  # fmt: skip
     (staging / "config.json").write_text(json.dumps({**config, "quantization_config": quant}, indent=2) + "\n")
 
 

@@ -88,7 +88,7 @@ def reorder(codes: Any, order: Any) -> Any:
 
 def layer_blocks(gguf_path: Path, model: Any, names: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
     """For each of `names` (the model's Linear layers) whose GGUF tensor is in 4- or 8-bit blocks, a function
-    making its codes; and the layers left to float with the reason."""
+    making its codes; and the others with the reason their blocks cannot be used as they are."""
     import gguf
     import numpy as np
     from transformers.modeling_gguf_pytorch_utils import TENSOR_PROCESSORS, TensorProcessor
@@ -108,9 +108,10 @@ def layer_blocks(gguf_path: Path, model: Any, names: list[str]) -> tuple[dict[st
         rows = int(tensor.shape[-1])
         try:
             order = processor.process(weights=np.arange(rows).reshape(rows, 1), name=tensor.name).weights
-        except Exception:  # noqa: BLE001 - a processor that needs more than a row permutation
-            order = None
-        if order is None or sorted(order.reshape(-1).tolist()) != list(range(rows)) or order.shape != (rows, 1):
+        except Exception as exc:  # noqa: BLE001 - a processor that needs more than a row permutation
+            left[name] = f"transformers' GGUF processor does more than reorder its rows ({type(exc).__name__})"
+            continue
+        if sorted(order.reshape(-1).tolist()) != list(range(rows)) or order.shape != (rows, 1):
             left[name] = "transformers reshapes its GGUF tensor beyond reordering rows"
             continue
         makers[name] = (tensor, qtype, order.reshape(-1).copy())

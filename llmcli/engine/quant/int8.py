@@ -1,5 +1,5 @@
-"""8-bit weight-only codes (`--quantize int8`): per group along the inputs, asymmetric (a scale and a float
-zero per group, as int4), a weight `(code - 128) * scale + zero` with an 8-bit code.
+"""8-bit weight-only codes (`--quantize int8`, `llmcli quantize --to int8`): per group along the inputs,
+asymmetric (a scale and a zero per group, as int4), a weight `(code - 128) * scale + zero` with an 8-bit code.
 
 torch has no per-group int8 kernel, and its per-channel one (`_weight_int8pack_mm`) gave mean KL 0.0035 on
 the default model, past the 0.001 this scheme is for (docs/quantization.md). So a code is split into its two
@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from llmcli.engine.quant.int4 import Int4Codes, dequantize
+from llmcli.engine.quant.codes import dequantize
+from llmcli.engine.quant.int4 import Int4Codes
 
-SAVED_GROUP = 32  # a saved per-channel scale is repeated over groups of this size for the int4 kernel
+CHANNEL_GROUP = 32  # an older saved file's per-channel scale is repeated over groups of this size for the kernel
 
 
 class Int8Codes(NamedTuple):
@@ -40,30 +41,9 @@ class Int8Codes(NamedTuple):
         return dequantize(self, middle=128)
 
 
-def quantize_weight(weight: Any, group_size: int) -> Int8Codes:
-    """Each group's range in 255 steps from its minimum."""
-    import torch
-
-    out, inputs = weight.shape
-    grouped = weight.detach().to(torch.float32).reshape(out, inputs // group_size, group_size)
-    low, high = grouped.amin(-1), grouped.amax(-1)
-    scales = ((high - low) / 255).clamp(min=torch.finfo(torch.float32).tiny)
-    codes = ((grouped - low[..., None]) / scales[..., None]).round().clamp(0, 255).to(torch.uint8)
-    return Int8Codes(codes.reshape(out, inputs), scales, low + 128 * scales)
-
-
-def quantize_per_channel(weight: Any) -> tuple[Any, Any]:
-    """Symmetric int8 codes [out, in] and scales [out], weight ≈ codes * scales: the form `llmcli quantize`
-    saves (compressed-tensors' W8A16, which vLLM and transformers read)."""
-    import torch
-
-    w = weight.detach().to(torch.float32)
-    scales = (w.abs().amax(dim=1) / 127).clamp(min=torch.finfo(torch.float32).tiny)
-    return (w / scales[:, None]).round().clamp(-127, 127).to(torch.int8), scales
-
-
 def from_per_channel(codes: Any, scales: Any, group_size: int) -> Int8Codes:
-    """A saved per-channel weight as per-group codes (its one scale repeated over the groups, zero 0)."""
+    """A per-channel symmetric weight (signed codes, one scale a row: what `llmcli quantize --to int8` saved
+    before it saved groups) as per-group codes, its one scale repeated over the groups, zero 0."""
     import torch
 
     groups = codes.shape[1] // group_size

@@ -1,4 +1,4 @@
-"""torch's dynamic int8 (`--quantize int8`): CPU only, the weights of every Linear stored as int8 and the
+"""torch's dynamic int8 (`--quantize int8-dynamic`): CPU only, the weights of every Linear stored as int8 and the
 activations quantized per batch by fbgemm's kernels."""
 
 from __future__ import annotations

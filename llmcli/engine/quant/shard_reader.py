@@ -17,8 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from llmcli.errors import LlmcliError
+
+# Every dtype safetensors writes that torch has (safetensors' own table); F4/F6 have no torch dtype.
 DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
-          "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}  # fmt: skip
+          "I32": "int32", "I16": "int16", "I8": "int8", "U64": "uint64", "U32": "uint32", "U16": "uint16",
+          "U8": "uint8", "BOOL": "bool", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+          "F8_E8M0": "float8_e8m0fnu", "C64": "complex64"}  # fmt: skip
 
 
 def tensors(path: Path) -> Iterator[tuple[str, Any]]:
@@ -38,6 +43,8 @@ def tensors(path: Path) -> Iterator[tuple[str, Any]]:
             fh.seek(base + start)
             data = bytearray(end - start)
             fh.readinto(data)
+            if not hasattr(torch, DTYPES.get(info["dtype"], "")):
+                raise LlmcliError(f"tensor {name} is {info['dtype']}, which torch cannot hold", path=path)
             dtype = getattr(torch, DTYPES[info["dtype"]])
             yield (
                 name,

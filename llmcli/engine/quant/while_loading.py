@@ -10,13 +10,13 @@ loader then quantizes after an ordinary load instead.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from llmcli.engine.quant.choice import QuantChoice, targets
-from llmcli.engine.quant.int8 import SAVED_GROUP
 from llmcli.engine.quant.saved import PACKED
+from llmcli.engine.quant.schemes import SCHEMES, of_codes
 from llmcli.errors import LlmcliError
 from llmcli.modelfs.checkpoint import Checkpoint
 
@@ -74,6 +74,7 @@ class Builders:
     build: Callable[[str, dict[str, Any], Any], Any]  # (layer, parts, bias) → module
     kept: dict[str, str]
     from_file: int = 0  # layers taken from a GGUF file's blocks as they are
+    requantized: dict[str, str] = field(default_factory=dict)  # a GGUF's layers quantized again, and why
 
 
 def from_float(model: Any, *, scheme: str, group_size: int, device: str) -> Builders:
@@ -83,46 +84,48 @@ def from_float(model: Any, *, scheme: str, group_size: int, device: str) -> Buil
     names, kept = targets(model, scheme=scheme, group_size=group_size, device=device)
 
     def build(layer: str, parts: dict[str, Any], bias: Any) -> Any:
-        return quantized_layer(parts["weight"], bias, scheme=scheme, group_size=group_size, device=device)
+        weight = parts["weight"]
+        if not weight.is_floating_point():
+            raise LlmcliError(f"{layer}.weight is {str(weight.dtype).removeprefix('torch.')}, not a float weight: "
+                              f"--quantize {scheme} cannot quantize it")  # fmt: skip
+        return quantized_layer(weight, bias, scheme=scheme, group_size=group_size, device=device)
 
     return Builders({name: {"weight"} for name in names}, build, kept)
 
 
-def from_saved(model: Any, ckpt: Checkpoint, *, scheme: str, device: str) -> Builders:
-    """Layers `llmcli quantize` saved, built from their codes as they are."""
+def from_saved(model: Any, ckpt: Checkpoint, *, scheme: str, group_size: int | None, device: str) -> Builders:
+    """Layers `llmcli quantize` saved, built from their codes as they are (`group_size` None: int8 saved per
+    channel, as llmcli wrote it before it saved groups)."""
     from llmcli.engine.quant import saved
-    from llmcli.engine.quant.layers import Int4Linear, Int8Linear
 
+    entry = SCHEMES[scheme]
     names = [key.removesuffix(".weight_packed") for key in ckpt.tensors if key.endswith(".weight_packed")]
     kept = {name: "kept in float by the file" for name in _linear_names(model) if name not in set(names)}
-    parts = set(PACKED) if scheme == "int4" else set(PACKED) - {"weight_zero_point"}
+    parts = set(PACKED) if group_size is not None else set(PACKED) - {"weight_zero_point"}
 
     def build(layer: str, got: dict[str, Any], bias: Any) -> Any:
-        if scheme == "int4":
-            return Int4Linear(saved.read_int4(got), bias, device=device)
-        return Int8Linear(saved.read_int8(got, group_size=SAVED_GROUP), bias, device=device)
+        codes = saved.read(got, entry) if group_size is not None else saved.read_int8_channel(got)
+        return entry.layer(codes, bias, device=device)
 
     return Builders({name: parts for name in names}, build, kept)
 
 
 def from_gguf(model: Any, gguf: Path, *, scheme: str, group_size: int, device: str) -> Builders:
     """A GGUF file's 4- and 8-bit blocks taken as they are (engine.quant.gguf_blocks); its other linear layers
-    quantized from their float weights under `scheme`."""
+    quantized from their float weights under `scheme`, each with the reason its blocks could not be used."""
     from llmcli.engine.quant import gguf_blocks
-    from llmcli.engine.quant.layers import Int4Linear, Int8Linear
 
     floats = from_float(model, scheme=scheme, group_size=group_size, device=device)
-    makers, _ = gguf_blocks.layer_blocks(gguf, model, list(floats.needs))
+    makers, requantized = gguf_blocks.layer_blocks(gguf, model, list(floats.needs))
 
     def build(layer: str, parts: dict[str, Any], bias: Any) -> Any:
         if layer not in makers:
             return floats.build(layer, parts, bias)
         codes = gguf_blocks.make(makers[layer])
-        kind = Int4Linear if isinstance(codes, gguf_blocks.Int4Codes) else Int8Linear
-        return kind(codes, bias, device=device)
+        return of_codes(codes).layer(codes, bias, device=device)
 
     needs = {name: set() if name in makers else wanted for name, wanted in floats.needs.items()}
-    return Builders(needs, build, floats.kept, from_file=len(makers))
+    return Builders(needs, build, floats.kept, from_file=len(makers), requantized=requantized)
 
 
 def fill(model: Any, path: Path, ckpt: Checkpoint, builders: Builders, *, scheme: str, group_size: int | None,
@@ -134,7 +137,8 @@ def fill(model: Any, path: Path, ckpt: Checkpoint, builders: Builders, *, scheme
 
     from llmcli.engine.quant import shard_reader
 
-    choice = QuantChoice(scheme, group_size, kept=builders.kept, gguf_blocks=builders.from_file)
+    choice = QuantChoice(scheme, group_size, kept=builders.kept, gguf_blocks=builders.from_file,
+                         requantized=builders.requantized)  # fmt: skip
     needs = {name: wanted | ({"bias"} if model.get_submodule(name).bias is not None else set())
              for name, wanted in builders.needs.items()}  # fmt: skip
     pending: dict[str, dict[str, Any]] = {name: {} for name in needs}
