@@ -7,8 +7,9 @@ this request only), `max_output_tokens`, `temperature`, `top_p`, `seed`, functio
 answer is a `response` object whose output holds a message and function_call items.
 
 previous_response_id: each stored response keeps its conversation (input and output, not its instructions), in
-this server's memory only, for the last STORE_LIMIT responses; an older or unknown id is a 404 naming it.
-`store: false` keeps a response out of it.
+this server's memory only, for the last STORE_LIMIT responses created (first in, first out: continuing a
+conversation stores its new response and does not keep the old one longer); an older or unknown id is a 404
+naming it. `store: false` keeps a response out of it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmcli.server.answers import assistant_message
 from llmcli.server.api_error import ApiError
 
 STORE_LIMIT = 256
@@ -40,7 +42,7 @@ class Turn:
 
 
 class Store:
-    """The last STORE_LIMIT responses' conversations, for previous_response_id."""
+    """The last STORE_LIMIT responses' conversations, for previous_response_id, oldest dropped first."""
 
     def __init__(self) -> None:
         self.kept: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
@@ -50,7 +52,6 @@ class Store:
             raise ApiError(404, f"previous_response_id '{response_id}' is not held by this server (it keeps the last "
                            f"{STORE_LIMIT} responses, in memory)", param="previous_response_id",
                            kind="not_found_error")  # fmt: skip
-        self.kept.move_to_end(response_id)
         return self.kept[response_id]
 
     def put(self, response_id: str, conversation: list[dict[str, Any]]) -> None:
@@ -188,12 +189,19 @@ def response_object(turn: Turn, model: str, *, output: list[dict[str, Any]], sta
         body["incomplete_details"] = {"reason": "max_output_tokens"}
     if usage is not None:
         body["usage"] = {"input_tokens": usage["prompt_tokens"], "output_tokens": usage["completion_tokens"],
-                         "total_tokens": usage["total_tokens"], "input_tokens_details": {"cached_tokens": 0},
+                         "total_tokens": usage["total_tokens"],
+                         "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
                          "output_tokens_details": {"reasoning_tokens": 0}}  # fmt: skip
     return body
 
 
 def finished(turn: Turn, store: Store, message: dict[str, Any]) -> None:
-    """The turn's conversation, with the answer, kept for a later previous_response_id."""
+    """The turn's conversation, with the answer, kept for a later previous_response_id (unless `store: false`)."""
     if turn.store:
         store.put(turn.id, [*turn.conversation, message])
+
+
+def answer_message(job: Any, results: list[Any]) -> dict[str, Any]:
+    """The answer as the assistant's chat message; an empty one when the call produced no result, so that a
+    later turn on this response still renders."""
+    return assistant_message(job, results[0].outputs[0].text) if results else {"role": "assistant", "content": ""}

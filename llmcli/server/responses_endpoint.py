@@ -12,11 +12,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from llmcli.server.answers import assistant_message, usage
+from llmcli.server.answers import usage
 from llmcli.server.protocol import parse_openai
 from llmcli.server.responses_api import (
     Store,
     Turn,
+    answer_message,
     call_item,
     finished,
     output_items,
@@ -43,7 +44,7 @@ async def create_response(server: Any, request: Request, store: Store, *, cap: i
         results = await server.collect(request, stream)
     finally:
         await server.release(stream)
-    message = assistant_message(job, results[0].outputs[0].text) if results else {"role": "assistant", "content": ""}
+    message = answer_message(job, results)
     finished(turn, store, message)
     status = _status(results, message)
     return JSONResponse(response_object(turn, served.name, output=output_items(message), status=status,
@@ -81,7 +82,7 @@ async def _events(server: Any, served: Any, job: Any, turn: Turn, store: Store, 
                 for out in text.add(held.feed(step.text) if held is not None else step.text):
                     yield out
             elif isinstance(step, Finished):
-                message = assistant_message(job, step.results[0].outputs[0].text) if step.results else {}
+                message = answer_message(job, step.results)
                 calls = message.get("tool_calls") or []
                 rest = held.rest(message.get("content"), has_calls=bool(calls)) if held is not None else ""
                 for out in text.add(rest):

@@ -176,3 +176,52 @@ def test_responses_bad_input_is_a_400_or_404_naming_the_field(server):
     ]:
         refused = httpx.post(server + "/v1/responses", json=body, headers=headers, timeout=30)
         assert refused.status_code == 400 and needle in refused.json()["error"]["message"], refused.text
+
+
+def _sse(response):
+    """The data of each server-sent event of an httpx streaming response."""
+    return [json.loads(line[len("data: ") :]) for line in response.iter_lines() if line.startswith("data: ")]
+
+
+def test_every_response_and_stream_event_is_one_of_openais_types(server, default_model_dir):
+    """Checked against the openai package's own pydantic types, strictly, not just read by its client."""
+    import httpx
+    from openai.types.responses import Response, ResponseStreamEvent
+    from pydantic import TypeAdapter
+
+    headers = {"Authorization": f"Bearer {KEY}"}
+    tool = {"type": "function", **WEATHER["function"]}
+    bodies = [
+        {"input": "Say hello.", "max_output_tokens": 8, "temperature": 0},
+        {"input": "What is the weather in Oslo?", "tools": [tool], "tool_choice": "required",
+         "max_output_tokens": 40, "temperature": 0},
+    ]  # fmt: skip
+    events = TypeAdapter(ResponseStreamEvent)
+    for body in bodies:
+        body = {"model": default_model_dir.name, **body}
+        whole = httpx.post(server + "/v1/responses", json=body, headers=headers, timeout=120)
+        assert whole.status_code == 200, whole.text
+        Response.model_validate(whole.json(), strict=False)
+        with httpx.stream("POST", server + "/v1/responses", json={**body, "stream": True}, headers=headers,
+                          timeout=120) as streamed:  # fmt: skip
+            seen = [events.validate_python(event) for event in _sse(streamed)]
+        assert seen[0].type == "response.created" and seen[-1].type == "response.completed"
+        assert [e.sequence_number for e in seen] == list(range(1, len(seen) + 1))
+        assert [item.type for item in seen[-1].response.output] == [item["type"] for item in whole.json()["output"]]
+
+
+def test_a_response_stored_false_cannot_be_continued(server, default_model_dir):
+    import httpx
+
+    headers = {"Authorization": f"Bearer {KEY}"}
+    for stream in (False, True):
+        body = {"model": default_model_dir.name, "input": "Hi", "max_output_tokens": 4, "store": False}
+        if stream:
+            with httpx.stream("POST", server + "/v1/responses", json={**body, "stream": True}, headers=headers,
+                              timeout=120) as answer:  # fmt: skip
+                rid = _sse(answer)[-1]["response"]["id"]
+        else:
+            rid = httpx.post(server + "/v1/responses", json=body, headers=headers, timeout=120).json()["id"]
+        later = httpx.post(server + "/v1/responses", json={"input": "And?", "previous_response_id": rid},
+                           headers=headers, timeout=120)  # fmt: skip
+        assert later.status_code == 404 and rid in later.json()["error"]["message"]
