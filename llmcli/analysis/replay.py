@@ -39,18 +39,17 @@ def source_of(record: dict[str, Any]) -> Any:
 
 def check_identity(record: dict[str, Any], source: Any, adapter: Any) -> None:
     """The model found must be the one recorded: exit 1 naming each file that changed."""
-    from llmcli.modelfs.identity import changed_files, identity
+    from llmcli.modelfs.identity import changed_files, comparable
 
     recorded = (record.get("replay") or {}).get("model")
     if not recorded:
         return
-    now = identity(source.path, gguf=source.gguf)
-    changed = changed_files(recorded, now)
+    changed = changed_files(recorded, comparable(recorded, source.path, gguf=source.gguf))
     if changed:
         raise LlmcliError(f"not the recorded model: {', '.join(changed)}", path=source.path)
     recorded_adapter = (record.get("replay") or {}).get("adapter")
     if recorded_adapter and adapter is not None:
-        changed = changed_files(recorded_adapter, identity(adapter))
+        changed = changed_files(recorded_adapter, comparable(recorded_adapter, adapter))
         if changed:
             raise LlmcliError(f"not the recorded adapter: {', '.join(changed)}", path=adapter)
 

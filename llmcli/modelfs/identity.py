@@ -1,16 +1,21 @@
-"""A model's identity without reading its weights: SHA-256 of config.json, generation_config.json, the
-tokenizer files and every safetensors header (the header names each tensor's dtype, shape and offsets; the
-weights themselves are not read), one digest over them; for a GGUF file, the file's own hash, kept in the
-cache by path, size and modification time so that it is computed once.
+"""A model's identity: SHA-256 of config.json, generation_config.json, the tokenizer files and every weight file
+whole, one digest over them; a GGUF file's own hash beside it. A weight file is read once: its hash is kept in
+llmcli's cache by path, size, modification time and inode, so a second run costs a stat; in a Hub cache snapshot
+the blob a shard links to is named by its LFS SHA-256, the hash of the whole file, which costs nothing.
+
+Records made before weights were hashed whole hold each shard's header hash ("model.safetensors (header)"):
+`changed_files` compares such a record by headers, as it was made, and says so.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import struct
 from pathlib import Path
 from typing import Any
 
+KIND = "sha256 of each file, weights whole"
 FILES = (
     "config.json",
     "generation_config.json",
@@ -36,17 +41,40 @@ def _sha256_file(path: Path) -> str:
 
 
 def _header_sha256(path: Path) -> str:
-    """The 8-byte length and the JSON header of a safetensors file: its tensors' names, dtypes and shapes."""
+    """The 8-byte length and the JSON header of a safetensors file (records made before weights were hashed)."""
     with open(path, "rb") as fh:
         raw = fh.read(8)
         length = struct.unpack("<Q", raw)[0] if len(raw) == 8 else 0
         return hashlib.sha256(raw + fh.read(min(length, 100 * 2**20))).hexdigest()
 
 
-def file_hashes(directory: Path) -> dict[str, str]:
+LFS_BLOB = re.compile(r"^[0-9a-f]{64}$")
+
+
+def weights_sha256(path: Path) -> str:
+    """A weight file's SHA-256: its Hub blob's name where it links to one, else hashed once and remembered."""
+    from llmcli.modelfs.memo import read_memo, write_memo
+
+    target = path.resolve()
+    if path.is_symlink() and target.parent.name == "blobs" and LFS_BLOB.match(target.name):
+        return target.name
+    stat = target.stat()
+    key = f"{target}\0{stat.st_size}\0{stat.st_mtime_ns}\0{stat.st_ino}"
+    known = read_memo("file-sha256.json")
+    if key not in known:
+        stale = [k for k in known if k.startswith(f"{target}\0")]  # the same path before it changed
+        known = {k: v for k, v in known.items() if k not in stale} | {key: _sha256_file(target)}
+        write_memo("file-sha256.json", known)
+    return known[key]
+
+
+def file_hashes(directory: Path, *, headers_only: bool = False) -> dict[str, str]:
     hashes = {name: _sha256_file(directory / name) for name in FILES if (directory / name).is_file()}
     for shard in sorted(directory.glob("*.safetensors")):
-        hashes[shard.name + HEADER_SUFFIX] = _header_sha256(shard)
+        if headers_only:
+            hashes[shard.name + HEADER_SUFFIX] = _header_sha256(shard)
+        else:
+            hashes[shard.name] = weights_sha256(shard)
     return hashes
 
 
@@ -55,28 +83,25 @@ def digest_of(hashes: dict[str, str]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def gguf_sha256(path: Path) -> str:
-    """A GGUF file's SHA-256, remembered in llmcli's cache by path, size and modification time."""
-    from llmcli.modelfs.memo import read_memo, write_memo
-
-    stat = path.stat()
-    key = f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}"
-    known = read_memo("gguf-sha256.json")
-    if key not in known:
-        known[key] = _sha256_file(path)
-        write_memo("gguf-sha256.json", known)
-    return known[key]
-
-
-def identity(directory: Path, *, gguf: Path | None = None, revision: str | None = None) -> dict[str, Any]:
-    """{"digest", "files": {name: sha256}} and, where they apply, the GGUF file's hash and the Hub revision."""
-    hashes = file_hashes(directory)
-    out: dict[str, Any] = {"digest": digest_of(hashes), "files": hashes}
+def identity(directory: Path, *, gguf: Path | None = None, revision: str | None = None,
+             headers_only: bool = False) -> dict[str, Any]:  # fmt: skip
+    """{"kind", "digest", "files": {name: sha256}} and, where they apply, the GGUF file's hash and the Hub
+    revision (`headers_only`: the identity records made before weights were hashed whole, to compare them)."""
+    hashes = file_hashes(directory, headers_only=headers_only)
+    out: dict[str, Any] = {"kind": KIND, "digest": digest_of(hashes), "files": hashes}
+    if headers_only:
+        out["kind"] = "sha256 of each file, safetensors headers only"
     if gguf is not None:
-        out["gguf"] = {"path": str(gguf), "sha256": gguf_sha256(gguf)}
+        out["gguf"] = {"path": str(gguf), "sha256": weights_sha256(gguf)}
     if revision:
         out["revision"] = revision
     return out
+
+
+def comparable(recorded: dict[str, Any], directory: Path, *, gguf: Path | None = None) -> dict[str, Any]:
+    """The identity of `directory` made the way `recorded` was made (whole files, or an older record's headers)."""
+    old = any(name.endswith(HEADER_SUFFIX) for name in recorded.get("files") or {})
+    return identity(directory, gguf=gguf, headers_only=old)
 
 
 def changed_files(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
 
 from tests.helpers import assert_clean_error, run_cli
 
@@ -74,6 +75,38 @@ def test_a_changed_model_file_is_named(tiny_dir, tmp_path, capsys, monkeypatch):
     (model / "config.json").write_text(json.dumps(config))
     run = run_cli(["replay", str(tmp_path / "r.json")], capsys, monkeypatch)
     assert_clean_error(run, 1, "not the recorded model: config.json (changed)", str(model))
+
+
+def test_one_weight_changed_at_the_end_of_a_shard_is_named(tiny_untied_single, tmp_path, capsys, monkeypatch):
+    """The identity covers the weights' values: one float rewritten in the last bytes of the file."""
+    from llmcli.modelfs.memo import read_memo
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_untied_single, model)
+    record(model, ["--greedy"], capsys, monkeypatch, tmp_path / "r.json")
+    kept = json.loads((tmp_path / "r.json").read_text())["replay"]["model"]
+    assert kept["kind"] == "sha256 of each file, weights whole" and "model.safetensors" in kept["files"]
+    assert any(key.startswith(str((model / "model.safetensors").resolve())) for key in read_memo("file-sha256.json"))
+    shard = model / "model.safetensors"
+    data = bytearray(shard.read_bytes())
+    data[-4:] = struct.pack("<f", struct.unpack("<f", bytes(data[-4:]))[0] + 0.5)
+    shard.write_bytes(bytes(data))
+    run = run_cli(["replay", str(tmp_path / "r.json")], capsys, monkeypatch)
+    assert_clean_error(run, 1, "not the recorded model: model.safetensors (changed)", str(model))
+
+
+def test_a_record_with_header_hashes_is_compared_by_headers(tiny_dir, tmp_path, capsys, monkeypatch):
+    """Records made before weights were hashed whole still replay against an unchanged model."""
+    from llmcli.modelfs.identity import identity
+
+    record(tiny_dir, ["--greedy"], capsys, monkeypatch, tmp_path / "r.json")
+    old = json.loads((tmp_path / "r.json").read_text())
+    headers = identity(tiny_dir, headers_only=True)
+    assert any(name.endswith(" (header)") for name in headers["files"])
+    old["replay"]["model"] = {k: v for k, v in headers.items() if k != "kind"}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    code, [data], _ = replayed(tmp_path / "old.json", capsys, monkeypatch)
+    assert code == 0 and data["identical"]
 
 
 def test_chat_save_records_and_other_records(tiny_dir, tmp_path, capsys, monkeypatch):

@@ -83,3 +83,18 @@ def test_snapshot_symlinks_may_not_leave_the_repo(hf_home, tmp_path):
             safe_child(snapshot, "evil.safetensors", snapshot)
     finally:
         link.unlink()
+
+
+def test_a_snapshots_weight_file_is_known_by_its_blobs_lfs_sha256_without_reading_it(tmp_path):
+    from llmcli.modelfs.identity import weights_sha256
+
+    blobs, snapshot = tmp_path / "blobs", tmp_path / "snapshots" / "abc123"
+    blobs.mkdir()
+    snapshot.mkdir(parents=True)
+    oid = "ab" * 32
+    (blobs / oid).write_bytes(b"not what the name says")  # the name is trusted: the Hub computed it
+    (snapshot / "model.safetensors").symlink_to(f"../../blobs/{oid}")
+    assert weights_sha256(snapshot / "model.safetensors") == oid
+    plain = tmp_path / "model.safetensors"
+    plain.write_bytes(b"weights")
+    assert weights_sha256(plain) == hashlib.sha256(b"weights").hexdigest()
