@@ -27,10 +27,10 @@ def main() -> None:
 
     from llmcli.analysis.dpo import Model, score_pairs
     from llmcli.analysis.pair_tokens import tokenize_pairs
+    from llmcli.analysis.pairs import read_pairs
     from llmcli.analysis.perplexity import window_logprobs
     from llmcli.engine.load.loader import load
     from llmcli.modelfs.source import resolve_model
-    from llmcli.pairs import read_pairs
     from llmcli.plan import Dtype, LoadSpec
     from llmcli.scoring import Window
 

@@ -17,7 +17,6 @@ TORCH_FREE = [
     "llmcli.output",
     "llmcli.units",
     "llmcli.quiet",
-    "llmcli.pairs",
     "llmcli.scoring",
     "llmcli.flags",
     "llmcli.genargs",
@@ -49,6 +48,16 @@ def test_torch_free_layers_import_neither_torch_nor_the_engine():
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')"
         " or m.startswith(('llmcli.engine', 'llmcli.analysis')))\n"
         "print(json.dumps(heavy))"
+    )
+    assert _in_fresh_interpreter(code) == []
+
+
+def test_the_pairs_reader_is_pure():
+    """dpo reads and checks a pairs file before any model loads: no torch, transformers or engine for that."""
+    code = (
+        "import json, sys; import llmcli.analysis.pairs\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')"
+        " or m.startswith('llmcli.engine'))))"
     )
     assert _in_fresh_interpreter(code) == []
 

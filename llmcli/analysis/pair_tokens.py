@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from llmcli.analysis.pairs import Pair, PairError
 from llmcli.errors import UsageError
-from llmcli.pairs import Pair, PairError
 
 
 @dataclass

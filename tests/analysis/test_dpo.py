@@ -119,7 +119,7 @@ def test_an_empty_prompt_scores_the_completion_from_its_second_token_as_trl_does
 
 
 def test_extract_prompt_on_texts_that_differ_at_their_first_character():
-    from llmcli.pairs import extract_prompt
+    from llmcli.analysis.pairs import extract_prompt
 
     # TRL reads chosen[-1] here; a trailing space must not move the split before the start
     assert extract_prompt("Yes ", "No ") == ("", "Yes ", "No ")
