@@ -56,6 +56,7 @@ class Completion:
     kl: float | None  # mean over the completion's tokens of KL(pi || pi_ref) at that position
     moved: dict[str, Any]
     ref_token_logps: list[float]  # what --save-ref-logps keeps
+    length: int = 0  # the completion's tokens, an unscored first one too: what TRL's IPO divides by
 
 
 def pair_figures(pair: Tokenized, chosen: Completion, rejected: Completion, *, beta: float, loss: str) -> dict:
@@ -65,8 +66,8 @@ def pair_figures(pair: Tokenized, chosen: Completion, rejected: Completion, *, b
         value = _softplus(-beta * delta)  # -log sigmoid(beta * delta)
     elif loss == "hinge":
         value = max(0.0, 1 - beta * delta)
-    else:  # ipo: per-token averages, as TRL normalises it
-        value = (chosen_ratio / max(chosen.tokens, 1) - rejected_ratio / max(rejected.tokens, 1) - 1 / (2 * beta)) ** 2
+    else:  # ipo: per-token averages over TRL's completion mask (which counts an unscored first token)
+        value = (chosen_ratio / max(chosen.length, 1) - rejected_ratio / max(rejected.length, 1) - 1 / (2 * beta)) ** 2
     chosen_reward, rejected_reward = beta * chosen_ratio, beta * rejected_ratio
     moved = max((chosen.moved | {"side": "chosen"}, rejected.moved | {"side": "rejected"}),
                 key=lambda m: abs(m["logratio"]))  # fmt: skip
@@ -140,6 +141,7 @@ def _completions(policy: Side, reference: Side, sequences: list[tuple[Tokenized,
             kl = float((pi_rows[i].exp() * (pi_rows[i] - rows)).sum(dim=-1).mean())
         completion = _completion(pi[i], ref[i].to(pi[i].device), ids[i][start:end], kl)
         completion.moved["position"] += sequences[i][0].unscored  # a position in the whole completion
+        completion.length = len(sequences[i][0].completion(sequences[i][1]))
         out.append(completion)
     return out
 

@@ -116,6 +116,14 @@ def test_an_empty_prompt_scores_the_completion_from_its_second_token_as_trl_does
         assert row[f"ref_{side}_logps"] == pytest.approx(completion_logps(ref, whole[:1], whole[1:])[0], rel=1e-5)
         assert row[f"{side}_tokens"] == len(whole) - 1
     assert row["moved"]["position"] >= 1
+    ipo = run_cli(["dpo", str(tiny_untied_single), "--ref", str(tiny_dir), "-f", str(pairs), "--dtype", "float32",
+                   "--each", "--skip-bad", "--loss", "ipo"], capsys, monkeypatch)  # fmt: skip
+    (got,) = each(ipo)
+    # TRL's IPO divides by its completion mask's count, which holds the unscored first token too
+    lengths = {side: len(tok(text=EMPTY_PROMPT[side] + tok.eos_token)["input_ids"]) for side in ("chosen", "rejected")}
+    ratios = {side: got[f"{side}_logps"] - got[f"ref_{side}_logps"] for side in lengths}
+    expected = (ratios["chosen"] / lengths["chosen"] - ratios["rejected"] / lengths["rejected"] - 1 / 0.2) ** 2
+    assert got["loss"] == pytest.approx(expected, rel=1e-6)
 
 
 def test_extract_prompt_on_texts_that_differ_at_their_first_character():
@@ -265,7 +273,7 @@ TRL_RUN = ROOT / "benchmarks" / "dpo_trl.py"
 @pytest.mark.skipif(importlib.util.find_spec("trl") is None, reason="TRL is not installed (a peer for measurements)")
 @pytest.mark.parametrize("loss", ["sigmoid", "ipo"])
 def test_equal_to_trls_own_evaluation(tiny_dir, tiny_untied_single, tmp_path, capsys, monkeypatch, loss):
-    pairs = write(tmp_path / "pairs.jsonl", STANDARD)
+    pairs = write(tmp_path / "pairs.jsonl", [*STANDARD, EMPTY_PROMPT])
     args = [sys.executable, str(TRL_RUN), str(tiny_untied_single), str(tiny_dir), str(pairs), "0.2", loss]
     printed = subprocess.run(args, capture_output=True, text=True, check=True, timeout=600).stdout
     trl = json.loads(printed.splitlines()[-1])  # TRL prints its logs on stdout too
