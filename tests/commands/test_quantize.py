@@ -12,12 +12,21 @@ import torch
 from tests.helpers import assert_clean_error, run_cli, run_subprocess
 
 
-@pytest.fixture(scope="module")
-def saved_int4(tiny_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("saved") / "int4"
-    run = run_subprocess(["quantize", str(tiny_dir), str(out), "--to", "int4", "--json"])
+def _saved(tiny_dir, tmp_path_factory, scheme):
+    out = tmp_path_factory.mktemp("saved") / scheme
+    run = run_subprocess(["quantize", str(tiny_dir), str(out), "--to", scheme, "--json"])
     assert run.code == 0, run.stderr
     return out, run
+
+
+@pytest.fixture(scope="module")
+def saved_int4(tiny_dir, tmp_path_factory):
+    return _saved(tiny_dir, tmp_path_factory, "int4")
+
+
+@pytest.fixture(scope="module")
+def saved_int8(tiny_dir, tmp_path_factory):
+    return _saved(tiny_dir, tmp_path_factory, "int8")
 
 
 def test_quantize_writes_a_compressed_tensors_directory(saved_int4, tiny_dir):
@@ -57,14 +66,6 @@ def test_llmcli_loads_the_saved_codes_without_quantizing_again(saved_int4, tiny_
     x = torch.randn(3, layer.in_features)
     expected = x.bfloat16().float() @ codes.dequantize().t()
     assert torch.allclose(layer(x), expected, atol=0.02 * expected.abs().max().item())
-
-
-@pytest.fixture(scope="module")
-def saved_int8(tiny_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("saved") / "int8"
-    run = run_subprocess(["quantize", str(tiny_dir), str(out), "--to", "int8", "--json"])
-    assert run.code == 0, run.stderr
-    return out, run
 
 
 def test_int8_is_saved_per_group_as_quantize_int8_computes_it(saved_int8, tiny_dir):
