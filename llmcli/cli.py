@@ -58,6 +58,7 @@ def _register() -> None:
         ps_cmd,
         quantize_cmd,
         replay_cmd,
+        reward_cmd,
         serve_cmd,
         tokens_cmd,
     )
@@ -72,6 +73,7 @@ def _register() -> None:
     compare_cmd.register(app)
     quantize_cmd.register(app)
     dpo_cmd.register(app)
+    reward_cmd.register(app)
     replay_cmd.register(app)
     bench_cmd.register(app)
     models_cmd.register(app)

@@ -97,6 +97,8 @@ USAGE_ERRORS = {
     "ps without a server": (["ps"], "ps needs a server"),
     "keep-alive duration": (["serve", "--keep-alive", "soon"], "--keep-alive soon"),
     "tool parser": (["serve", "--tool-parser", "xml"], "--tool-parser xml: expected one of hermes"),
+    "reward without a file": (["reward", "m"], "reward needs the texts"),
+    "reward on a server": (["reward", "m", "-f", "x.jsonl", "--server", "http://127.0.0.1:9"], "reward --server"),
     "dpo beta": (["dpo", "--ref", "x", "-f", "p.jsonl", "--beta", "0"], "--beta must be > 0"),
     "dpo loss": (["dpo", "--ref", "x", "-f", "p.jsonl", "--loss", "kto"], "--loss"),
     "dpo pairs": (["dpo", "--ref", "x"], "dpo needs the pairs: -f pairs.jsonl"),

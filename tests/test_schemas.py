@@ -114,3 +114,19 @@ def test_quantize_json_matches_schema(tiny_dir, tmp_path, capsys, monkeypatch):
     jsonschema.validate(data, schema("quantize.schema.json"))
     assert data["scheme"] == "int8" and data["group_size"] == 32 and data["path"] == str(out)
     assert data["requantized"] == {}
+
+
+def test_reward_json_and_each_line_match_schema(tmp_path, capsys, monkeypatch):
+    from tests.analysis.test_dpo import STANDARD, write
+    from tests.analysis.test_reward import build_reward_model
+
+    model = tmp_path / "rm"
+    build_reward_model(model)
+    for rows in (STANDARD, [{"prompt": "a", "completion": "b"}]):
+        data_file = write(tmp_path / "rows.jsonl", rows)
+        run = run_cli(["reward", str(model), "-f", str(data_file), "--json"], capsys, monkeypatch)
+        assert run.code == 0, run.stderr
+        jsonschema.validate(run.json(), schema("reward.schema.json"))
+        line = run_cli(["reward", str(model), "-f", str(data_file), "--each"], capsys, monkeypatch).jsonl()[0]
+        row = schema("reward.schema.json")["$defs"]["row"]
+        jsonschema.validate(line, row)

@@ -10,8 +10,9 @@ from llmcli.modelfs.checkpoint import Checkpoint, read_checkpoint
 from llmcli.modelfs.config import Geometry, config_view, load_config, show_value
 from llmcli.modelfs.memory import BYTES_PER_PARAM, memory_report
 from llmcli.modelfs.tokenizer import generation_defaults, tokenizer_summary
-from llmcli.output import KV, Node, Para, Section, Table
+from llmcli.output import KV, Para, Section, Table
 from llmcli.reports import Report, counted
+from llmcli.reports.tree import tree_node
 from llmcli.units import human_bytes
 
 SECTIONS = ("config", "generation", "tokenizer", "checkpoint", "parameters", "modules", "memory")
@@ -77,6 +78,7 @@ class Inspection:
             self.checks.extend(ckpt.checks)
         if "checkpoint" in self.wanted and ckpt is not None:
             self._checkpoint(ckpt)
+        self._head(config, ckpt)
         if ckpt is not None and self._quantization(config, ckpt):
             ckpt = None  # its tensors are packed codes: counting them as parameters would mislead
         total = None
@@ -216,6 +218,15 @@ class Inspection:
             )
         where = "read remotely, sizes are tensor bytes" if self.remote_checkpoint is not None else "headers"
         self.sections.append(Section(f"Checkpoint (safetensors {where})", blocks))
+
+    def _head(self, config: dict[str, Any], ckpt: Checkpoint | None) -> None:
+        """A classification head (a reward model's), from config.json and the headers."""
+        from llmcli.reports.head import head_section
+
+        found = head_section(config, ckpt)
+        if found is not None:
+            self.data["head"], section = found
+            self.sections.append(section)
 
     def _quantization(self, config: dict[str, Any], ckpt: Checkpoint) -> bool:
         """The section for a checkpoint saved quantized (`llmcli quantize`); False if it is not."""
@@ -377,23 +388,3 @@ class Inspection:
         if any(d["device"] == "disk" for d in proposal["devices"]):
             blocks.append(Para("layers on disk are read back at every step: expect it to be slow", "warn"))
         return blocks
-
-
-def tree_node(tree: dict[str, Any], depth: int | None, level: int = 0) -> Node:
-    label = tree["class"] if level == 0 else f"{tree['name']} ({tree['class']})"
-    if tree.get("repeat"):
-        label += f" × {tree['repeat']}"
-    bits = []
-    if tree["detail"]:
-        bits.append(tree["detail"])
-    if tree["parameters"] and tree.get("repeat"):
-        each = tree["parameters"] // tree["repeat"]
-        bits.append(f"{tree['parameters']:,} params ({each:,} each), {tree['share']:.1%}")
-    elif tree["parameters"]:
-        bits.append(f"{tree['parameters']:,} params, {tree['share']:.1%}")
-    for tie in tree.get("tied", []):
-        bits.append(f"{tie}, counted once")
-    node = Node(label, " · ".join(bits))
-    if depth is None or level < depth:
-        node.children = [tree_node(c, depth, level + 1) for c in tree["children"]]
-    return node

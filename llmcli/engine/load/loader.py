@@ -190,12 +190,14 @@ def load_quantized(source: ModelSource, spec: LoadSpec, ckpt: Any, *, device: st
 
 def _from_pretrained(source: ModelSource, spec: LoadSpec, device: str, dtype: str, kind: str) -> tuple[Any, Any]:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import transformers
+    from transformers import AutoTokenizer
 
     trust = trusts_code(spec)
+    auto = "AutoModelForSequenceClassification" if spec.sequence_classification else "AutoModelForCausalLM"
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(source.path), trust_remote_code=trust)
-        model = AutoModelForCausalLM.from_pretrained(
+        model = getattr(transformers, auto).from_pretrained(
             str(source.path),
             dtype=getattr(torch, dtype),
             trust_remote_code=trust,

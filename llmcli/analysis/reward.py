@@ -1,0 +1,149 @@
+"""`llmcli reward`: a reward model's scores of completions, as TRL 1.16's RewardTrainer computes them.
+
+Each text is what RewardTrainer tokenizes: a text completion gets the tokenizer's EOS text if it lacks it and
+follows its prompt (prompt + completion, one string, through the tokenizer with its special tokens); a
+conversation is the prompt's messages and the completion's through the chat template. Sequences go through
+the model right-padded with the pad token in batches (the model itself finds each sequence's last token from
+the pad id, which is set on its config as RewardTrainer sets it), and a score is the head's one logit.
+
+The file holds preference pairs (TRL's standard, conversational or implicit-prompt formats: analysis.pairs) or
+unpaired completions (`prompt` and `completion`, strings or messages, TRL's prompt-completion format).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmcli.analysis.pairs import PairError, parse_pair
+from llmcli.errors import LlmcliError, UsageError
+
+BATCH_TOKENS = 4096  # tokens of one forward pass, padding included
+
+
+@dataclass
+class Unpaired:
+    line: int
+    prompt: Any  # a string, or a list of messages
+    completion: Any
+
+
+def read_rows(path: Path, *, skip_bad: bool = False) -> tuple[str, list[Any], list[str]]:
+    """("pairs" or "completions", the rows, the problems of lines left out with `skip_bad`)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LlmcliError(f"cannot read the file: {exc}", path=path) from None
+    kind, rows, skipped = None, [], []
+    for number, raw in enumerate(text.splitlines(), 1):
+        if not raw.strip():
+            continue
+        try:
+            found, row = _row(raw, number)
+            if kind not in (None, found):
+                raise PairError(f"line {number}: a {found[:-1]} in a file of {kind}: one kind a file")
+            kind = found
+            rows.append(row)
+        except PairError as exc:
+            if not skip_bad:
+                raise PairError(exc.message, path=path) from None
+            skipped.append(exc.message)
+    if not rows:
+        raise LlmcliError("no preference pairs or completions in the file", path=path)
+    return kind, rows, skipped
+
+
+def _row(raw: str, number: int) -> tuple[str, Any]:
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise PairError(f"line {number}: not JSON ({exc.msg})") from None
+    if isinstance(value, dict) and "chosen" in value:
+        return "pairs", parse_pair(raw, number)
+    if not isinstance(value, dict) or "completion" not in value:
+        raise PairError(f"line {number}: expected chosen and rejected (a preference pair) or a completion")
+    prompt, completion = value.get("prompt", ""), value["completion"]
+    conversational = isinstance(completion, list)
+    if not (isinstance(completion, str) or conversational) or not completion:
+        raise PairError(f"line {number}: completion must be a non-empty string or list of messages")
+    if isinstance(prompt, list) != conversational or not isinstance(prompt, str | list):
+        raise PairError(f"line {number}: prompt and completion must both be strings or both lists of messages")
+    return "completions", Unpaired(number, prompt or ([] if conversational else ""), completion)
+
+
+def sequence_ids(tokenizer: Any, prompt: Any, completion: Any) -> list[int]:
+    """The token ids RewardTrainer scores for one completion after its prompt."""
+    if isinstance(completion, list):
+        if not getattr(tokenizer, "chat_template", None):
+            raise UsageError("conversational rows need a chat template, and the reward model's tokenizer has none")
+        messages = prompt + completion
+        return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
+    eos = tokenizer.eos_token or ""
+    text = completion if completion.endswith(eos) else completion + eos
+    return list(tokenizer(text=prompt + text)["input_ids"])
+
+
+def sequences(tokenizer: Any, kind: str, rows: list[Any], *, context: int | None) -> list[tuple[int, list[int]]]:
+    """(line, ids) for every completion to score: a pair's chosen then its rejected."""
+    out = []
+    for row in rows:
+        sides = (row.chosen, row.rejected) if kind == "pairs" else (row.completion,)
+        for side in sides:
+            ids = sequence_ids(tokenizer, row.prompt, side)
+            if context is not None and len(ids) > context:
+                raise PairError(f"line {row.line}: {len(ids):,} tokens, longer than the model's context of {context:,}")
+            out.append((row.line, ids))
+    return out
+
+
+def scores(loaded: Any, ids: list[list[int]], *, advance: Callable[[int], None] | None = None) -> Iterator[float]:
+    """Each sequence's score, in order, batch by batch."""
+    import torch
+
+    from llmcli.engine.load.devices import input_device
+
+    tokenizer, model = loaded.tokenizer, loaded.model
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    model.config.get_text_config().pad_token_id = pad  # where the model looks for each sequence's last token
+    for batch in _batches(ids):
+        width = max(len(i) for i in batch)
+        tokens = torch.tensor([i + [pad] * (width - len(i)) for i in batch], device=input_device(model))
+        mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i in batch], device=tokens.device)
+        with torch.inference_mode():
+            logits = model(input_ids=tokens, attention_mask=mask, use_cache=False).logits
+        yield from logits[:, 0].float().tolist()
+        if advance is not None:
+            advance(len(batch))
+
+
+def _batches(ids: list[list[int]]) -> Iterator[list[list[int]]]:
+    batch: list[list[int]] = []
+    for one in ids:
+        if batch and max(len(one), *(len(i) for i in batch)) * (len(batch) + 1) > BATCH_TOKENS:
+            yield batch
+            batch = []
+        batch.append(one)
+    if batch:
+        yield batch
+
+
+def pair_row(line: int, chosen: float, rejected: float) -> dict[str, Any]:
+    margin = chosen - rejected
+    loss = max(-margin, 0.0) + math.log1p(math.exp(-abs(margin)))  # -log sigmoid(margin)
+    return {"line": line, "chosen": chosen, "rejected": rejected, "margin": margin, "correct": chosen > rejected,
+            "loss": loss}  # fmt: skip
+
+
+def summary(kind: str, rows: list[dict[str, Any]]) -> dict[str, float]:
+    """TRL's RewardTrainer metrics over the whole file (its min, mean and max are over every score)."""
+    every = [s for r in rows for s in ((r["chosen"], r["rejected"]) if kind == "pairs" else (r["score"],))]
+    out = {"min_reward": min(every), "mean_reward": sum(every) / len(every), "max_reward": max(every)}
+    if kind == "pairs":
+        count = len(rows)
+        out |= {"accuracy": sum(r["correct"] for r in rows) / count, "margin": sum(r["margin"] for r in rows) / count,
+                "loss": sum(r["loss"] for r in rows) / count}  # fmt: skip
+    return out
