@@ -180,3 +180,14 @@ def perturbed_default(default_model_dir, tmp_path_factory):
     model.save_pretrained(str(path))
     AutoTokenizer.from_pretrained(str(default_model_dir)).save_pretrained(str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def models(tiny_dir, tiny_untied_single):
+    """dpo's and kto's two sides in float32: the untied model as the policy, the tied one as the reference, and
+    their shared tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    load = lambda p: AutoModelForCausalLM.from_pretrained(str(p), dtype=torch.float32).eval()  # noqa: E731
+    return load(tiny_untied_single), load(tiny_dir), AutoTokenizer.from_pretrained(str(tiny_dir))

@@ -130,3 +130,17 @@ def test_reward_json_and_each_line_match_schema(tmp_path, capsys, monkeypatch):
         line = run_cli(["reward", str(model), "-f", str(data_file), "--each"], capsys, monkeypatch).jsonl()[0]
         row = schema("reward.schema.json")["$defs"]["row"]
         jsonschema.validate(line, row)
+
+
+def test_kto_json_and_each_line_match_schema(tiny_dir, tiny_untied_single, tmp_path, capsys, monkeypatch):
+    from tests.analysis.test_dpo import write
+    from tests.analysis.test_kto import ROWS
+
+    data = write(tmp_path / "kto.jsonl", ROWS)
+    args = ["dpo", str(tiny_untied_single), "--ref", str(tiny_dir), "-f", str(data), "--loss", "kto"]
+    run = run_cli([*args, "--json"], capsys, monkeypatch)
+    assert run.code == 0, run.stderr
+    jsonschema.validate(run.json(), schema("kto.schema.json"))
+    row = schema("kto.schema.json")["$defs"]["row"]
+    for line in run_cli([*args, "--each"], capsys, monkeypatch).jsonl():
+        jsonschema.validate(line, row)

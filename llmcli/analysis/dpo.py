@@ -99,9 +99,9 @@ def score_pairs(
     advance: Callable[[], None] | None = None, keep: Callable[[Tokenized, Completion, Completion], None] | None = None,
 ) -> Iterator[dict[str, Any]]:  # fmt: skip
     """Each pair's figures, in file order, batch by batch; `keep` sees each pair's completions as well."""
-    for batch in _batches(pairs):
+    for batch in batches(pairs):
         sequences = [(p, side) for p in batch for side in ("chosen", "rejected")]
-        done = _completions(policy, reference, sequences)
+        done = completions(policy, reference, sequences)
         for completion in done:
             completion.moved["token"] = decode(completion.moved["token_id"])
         for index, pair in enumerate(batch):
@@ -113,7 +113,7 @@ def score_pairs(
                 advance()
 
 
-def _batches(pairs: list[Tokenized]) -> Iterator[list[Tokenized]]:
+def batches(pairs: list[Tokenized]) -> Iterator[list[Tokenized]]:
     batch: list[Tokenized] = []
     for pair in pairs:
         longest = max([pair.longest] + [p.longest for p in batch])
@@ -128,7 +128,7 @@ def _batches(pairs: list[Tokenized]) -> Iterator[list[Tokenized]]:
 Side = Model | Stored | Fetched
 
 
-def _completions(policy: Side, reference: Side, sequences: list[tuple[Tokenized, str]]) -> list[Completion]:
+def completions(policy: Side, reference: Side, sequences: list[tuple[Tokenized, str]]) -> list[Completion]:
     ids = [p.prompt + p.completion(side) for p, side in sequences]
     spans = [(len(p.prompt) + p.unscored, len(p.prompt) + len(p.completion(side))) for p, side in sequences]
     pi_rows, pi = _side(policy, sequences, ids, spans)
@@ -183,6 +183,8 @@ def _rows(side: Model, ids: list[list[int]], spans: list[tuple[int, int]]) -> li
 
 def _completion(pi: Any, ref: Any, tokens: list[int], kl: float | None) -> Completion:
     """A completion's figures from both sides' token log-probabilities (`kl` from their distributions)."""
+    if not tokens:  # KTO's mismatched completion of one token after an empty prompt: nothing scored, as in TRL
+        return Completion(0.0, 0.0, 0, kl, {"position": 0, "token_id": None, "logratio": 0.0}, [])
     ratio = pi - ref
     at = int(ratio.abs().argmax())
     moved = {"position": at, "token_id": tokens[at], "prob": float(pi[at].exp()), "ref_prob": float(ref[at].exp()),

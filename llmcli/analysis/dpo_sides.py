@@ -59,10 +59,10 @@ def label(side: Any, adapter: Path | None) -> dict[str, Any]:
 
 
 def tokenized(local: Any, other: Any, pairs: list[Any], *, path: Path, skip_bad: bool) -> tuple[list, list[str]]:
-    """The pairs, tokenized by the side loaded here (and checked against the other side's tokenizer when it is
-    loaded here too)."""
-    from llmcli.analysis.pair_tokens import tokenize_pairs, tokenizer_difference
-    from llmcli.analysis.pairs import PairError
+    """The pairs (or KTO's unpaired rows), tokenized by the side loaded here (and checked against the other side's
+    tokenizer when it is loaded here too)."""
+    from llmcli.analysis.pair_tokens import tokenize_pairs, tokenize_unpaired, tokenizer_difference
+    from llmcli.analysis.pairs import PairError, Unpaired
     from llmcli.modelfs.config import geometry
 
     if hasattr(other, "loaded") and other.loaded is not local.loaded:
@@ -71,7 +71,8 @@ def tokenized(local: Any, other: Any, pairs: list[Any], *, path: Path, skip_bad:
             raise UsageError(f"the policy and the reference tokenize differently: {differs}")
     context = geometry(local.loaded.config).context
     try:
-        done, skipped = tokenize_pairs(local.loaded.tokenizer, pairs, context=context, skip_bad=skip_bad)
+        tokenize = tokenize_unpaired if pairs and isinstance(pairs[0], Unpaired) else tokenize_pairs
+        done, skipped = tokenize(local.loaded.tokenizer, pairs, context=context, skip_bad=skip_bad)
     except PairError as exc:
         raise PairError(exc.message, path=path) from None
     if not done:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from llmcli.analysis.pairs import Pair, PairError
+from llmcli.analysis.pairs import Pair, PairError, Unpaired
 from llmcli.errors import UsageError
 
 
@@ -39,23 +39,61 @@ class Tokenized:
 
 
 def tokenize_pair(tokenizer: Any, pair: Pair) -> Tokenized:
-    if pair.conversational:
-        prompt = _ids(tokenizer, pair.prompt, add_generation_prompt=True)
-        whole = [_ids(tokenizer, pair.prompt + side) for side in (pair.chosen, pair.rejected)]
-    else:
-        eos = tokenizer.eos_token or ""
-        sides = [text if text.endswith(eos) else text + eos for text in (pair.chosen, pair.rejected)]
-        prompt = list(tokenizer(text=pair.prompt)["input_ids"])
-        whole = [list(tokenizer(text=pair.prompt + side)["input_ids"]) for side in sides]
+    prompt, whole = _prompt_and_wholes(tokenizer, pair.prompt, (pair.chosen, pair.rejected))
     start = min(_shared(prompt, whole[0]), _shared(prompt, whole[1]))
     tokenized = Tokenized(pair.line, prompt[:start], whole[0][start:], whole[1][start:])
-    for side in ("chosen", "rejected"):
-        if not tokenized.completion(side):
-            raise PairError(f"line {pair.line}: the {side} completion tokenizes to nothing")
-        if len(tokenized.completion(side)) <= tokenized.unscored:
-            raise PairError(f"line {pair.line}: the {side} completion is one token with nothing before it (the "
-                            "prompt is empty or merges into it): there is no token to score")  # fmt: skip
+    _check_sides(tokenized, ("chosen", "rejected"))
     return tokenized
+
+
+def _prompt_and_wholes(tokenizer: Any, prompt: Any, sides: tuple[Any, ...]) -> tuple[list[int], list[list[int]]]:
+    """The tokenized prompt, and prompt + each side tokenized whole (a text side with the EOS text appended)."""
+    if isinstance(prompt, list):
+        return _ids(tokenizer, prompt, add_generation_prompt=True), [_ids(tokenizer, prompt + s) for s in sides]
+    eos = tokenizer.eos_token or ""
+    texts = [text if text.endswith(eos) else text + eos for text in sides]
+    return list(tokenizer(text=prompt)["input_ids"]), [list(tokenizer(text=prompt + t)["input_ids"]) for t in texts]
+
+
+def _check_sides(tokenized: Tokenized, sides: tuple[str, ...]) -> None:
+    for side in sides:
+        if not tokenized.completion(side):
+            raise PairError(f"line {tokenized.line}: the {side} completion tokenizes to nothing")
+        if len(tokenized.completion(side)) <= tokenized.unscored:
+            raise PairError(f"line {tokenized.line}: the {side} completion is one token with nothing before it (the "
+                            "prompt is empty or merges into it): there is no token to score")  # fmt: skip
+
+
+def tokenize_unpaired(tokenizer: Any, rows: list[Unpaired], *, context: int | None,
+                      skip_bad: bool) -> tuple[list[Tokenized], list[str]]:  # fmt: skip
+    """KTO's rows as TRL tokenizes them, each as a Tokenized whose `chosen` is its completion and whose `rejected`
+    is the mismatched completion of TRL's KL estimate: the previous row's (the last row's for the first), the
+    rotation TRL makes within a batch, here the whole file."""
+    kept, skipped = [], []
+    for row in rows:
+        prompt, (whole,) = _prompt_and_wholes(tokenizer, row.prompt, (row.completion,))
+        start = _shared(prompt, whole)
+        one = Tokenized(row.line, prompt[:start], whole[start:], [])
+        try:
+            _check_sides(one, ("chosen",))
+        except PairError as exc:
+            if not skip_bad:
+                raise
+            skipped.append(exc.message)
+            continue
+        kept.append(one)
+    for one, before in zip(kept, kept[-1:] + kept[:-1], strict=True):
+        one.rejected = before.chosen
+    done = []
+    for one in kept:
+        if context is not None and one.longest > context:
+            problem = f"line {one.line}: {one.longest:,} tokens, longer than the model's context of {context:,}"
+            if not skip_bad:
+                raise PairError(problem)
+            skipped.append(problem)
+            continue
+        done.append(one)
+    return done, skipped
 
 
 def _ids(tokenizer: Any, messages: list[dict[str, str]], **options: Any) -> list[int]:

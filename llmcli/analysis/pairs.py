@@ -1,9 +1,10 @@
-"""Preference pairs in TRL's formats, read and checked before any model loads (pure: no torch, no tokenizer).
+"""Preference data in TRL's formats, read and checked before any model loads (pure: no torch, no tokenizer).
 
-One JSON object a line. Standard: `prompt`, `chosen`, `rejected` as strings. Conversational: the same keys
-as lists of messages (`{"role", "content"}`). Implicit prompt: `chosen` and `rejected` only, the prompt being
-what they share at the start, found as TRL's `extract_prompt` finds it (characters for strings, whole messages
-for conversations; a space before the split stays with the completions).
+One JSON object a line. Pairs, standard: `prompt`, `chosen`, `rejected` as strings. Conversational: the same
+keys as lists of messages (`{"role", "content"}`). Implicit prompt: `chosen` and `rejected` only, the prompt
+being what they share at the start, found as TRL's `extract_prompt` finds it (characters for strings, whole
+messages for conversations; a space before the split stays with the completions). Unpaired (TRL's
+prompt-completion format, KTO's with a boolean `label`): `prompt` and `completion`, strings or messages.
 """
 
 from __future__ import annotations
@@ -32,9 +33,49 @@ class Pair:
         return isinstance(self.chosen, list)
 
 
+@dataclass
+class Unpaired:
+    line: int
+    prompt: Any  # a string, or a list of messages
+    completion: Any
+    label: bool | None = None  # KTO's: desirable (true) or undesirable (false)
+
+
+def parse_unpaired(raw: str, number: int, *, labelled: bool) -> Unpaired:
+    where = f"line {number}"
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise PairError(f"{where}: not JSON ({exc.msg})") from None
+    if not isinstance(value, dict) or "completion" not in value:
+        wanted = "prompt, completion and label" if labelled else "a completion (and its prompt)"
+        raise PairError(f"{where}: expected {wanted}")
+    prompt, completion = value.get("prompt", ""), value["completion"]
+    conversational = isinstance(completion, list)
+    if not (isinstance(completion, str) or conversational) or not completion:
+        raise PairError(f"{where}: completion must be a non-empty string or list of messages")
+    if isinstance(prompt, list) != conversational or not isinstance(prompt, str | list):
+        raise PairError(f"{where}: prompt and completion must both be strings or both lists of messages")
+    _kind(completion, f"{where}: completion")
+    _kind(prompt, f"{where}: prompt", allow_empty=True)
+    label = value.get("label")
+    if labelled and not isinstance(label, bool):
+        raise PairError(f"{where}: label must be true (desirable) or false (undesirable)")
+    return Unpaired(number, prompt or ([] if conversational else ""), completion, label if labelled else None)
+
+
+def read_unpaired(path: Path, *, labelled: bool, skip_bad: bool = False) -> tuple[list[Unpaired], list[str]]:
+    """The file's unpaired rows (with `labelled`, KTO's), as read_pairs reads pairs."""
+    return _read(path, lambda raw, number: parse_unpaired(raw, number, labelled=labelled), skip_bad=skip_bad)
+
+
 def read_pairs(path: Path, *, skip_bad: bool = False) -> tuple[list[Pair], list[str]]:
     """The file's pairs, and (with `skip_bad`) the problems of the lines left out; without it, the first
     problem is a PairError naming the line."""
+    return _read(path, parse_pair, skip_bad=skip_bad)
+
+
+def _read(path: Path, parse: Any, *, skip_bad: bool) -> tuple[list[Any], list[str]]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -44,13 +85,13 @@ def read_pairs(path: Path, *, skip_bad: bool = False) -> tuple[list[Pair], list[
         if not raw.strip():
             continue
         try:
-            pairs.append(parse_pair(raw, number))
+            pairs.append(parse(raw, number))
         except PairError as exc:
             if not skip_bad:
                 raise PairError(exc.message, path=path) from None
             skipped.append(exc.message)
     if not pairs:
-        raise LlmcliError("no preference pairs in the file", path=path)
+        raise LlmcliError("no preference data in the file", path=path)
     return pairs, skipped
 
 

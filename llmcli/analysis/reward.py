@@ -15,21 +15,13 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmcli.analysis.pairs import PairError, parse_pair
+from llmcli.analysis.pairs import PairError, parse_pair, parse_unpaired
 from llmcli.errors import LlmcliError, UsageError
 
 BATCH_TOKENS = 4096  # tokens of one forward pass, padding included
-
-
-@dataclass
-class Unpaired:
-    line: int
-    prompt: Any  # a string, or a list of messages
-    completion: Any
 
 
 def read_rows(path: Path, *, skip_bad: bool = False) -> tuple[str, list[Any], list[str]]:
@@ -66,13 +58,7 @@ def _row(raw: str, number: int) -> tuple[str, Any]:
         return "pairs", parse_pair(raw, number)
     if not isinstance(value, dict) or "completion" not in value:
         raise PairError(f"line {number}: expected chosen and rejected (a preference pair) or a completion")
-    prompt, completion = value.get("prompt", ""), value["completion"]
-    conversational = isinstance(completion, list)
-    if not (isinstance(completion, str) or conversational) or not completion:
-        raise PairError(f"line {number}: completion must be a non-empty string or list of messages")
-    if isinstance(prompt, list) != conversational or not isinstance(prompt, str | list):
-        raise PairError(f"line {number}: prompt and completion must both be strings or both lists of messages")
-    return "completions", Unpaired(number, prompt or ([] if conversational else ""), completion)
+    return "completions", parse_unpaired(raw, number, labelled=False)
 
 
 def sequence_ids(tokenizer: Any, prompt: Any, completion: Any) -> list[int]:

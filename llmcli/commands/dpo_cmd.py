@@ -20,6 +20,7 @@ class Loss(StrEnum):
     sigmoid = "sigmoid"
     ipo = "ipo"
     hinge = "hinge"
+    kto = "kto"
 
 
 def register(app: typer.Typer) -> None:
@@ -36,7 +37,13 @@ def dpo(
         None, "--ref", help="The reference model (default: the policy's base with its LoRA adapter switched off)."
     ),
     beta: float = typer.Option(0.1, "--beta", help="DPO's beta: the strength of the KL term (> 0)."),
-    loss: Loss = typer.Option(Loss.sigmoid, "--loss", help="The loss TRL computes: sigmoid, ipo or hinge."),
+    loss: Loss = typer.Option(
+        Loss.sigmoid, "--loss", help="The loss TRL computes: sigmoid, ipo or hinge; kto on unpaired, labelled rows."
+    ),
+    desirable_weight: float = typer.Option(1.0, "--desirable-weight", help="KTO's weight of desirable rows (> 0)."),
+    undesirable_weight: float = typer.Option(
+        1.0, "--undesirable-weight", help="KTO's weight of undesirable rows (> 0)."
+    ),
     top: int = typer.Option(10, "--top", min=0, max=1000, help="How many of the worst pairs to show."),
     each: bool = typer.Option(False, "--each", help="One JSON line per pair on stdout, as each is scored."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="List bad lines on stderr and go on without them."),
@@ -63,6 +70,10 @@ def dpo(
     evaluation figures), and the pairs the policy still gets wrong, each with the token that moved most."""
     _check(policy, file, beta, ref=ref, server=server, ref_server=ref_server, ref_logps=ref_logps,
            save_ref_logps=save_ref_logps, adapter=model_args.adapter)  # fmt: skip
+    if loss == Loss.kto:
+        _check_kto(desirable_weight, undesirable_weight, server, ref_server, ref_logps, save_ref_logps)
+        return _kto(policy, ref, Path(file), model_args, beta=beta, weights=(desirable_weight, undesirable_weight),
+                    top=top, each=each, skip_bad=skip_bad, json_out=json_out)  # fmt: skip
     from llmcli import output
     from llmcli.analysis import dpo_sides as sides
     from llmcli.analysis.pairs import read_pairs
@@ -122,6 +133,44 @@ def _check(policy: str | None, file: str | None, beta: float, **given: Any) -> N
     if all(v is None for v in named) and not _is_adapter(policy):
         raise UsageError("dpo needs a reference: --ref REF, --ref-logps FILE, or a LoRA policy (--adapter) whose "
                          "base is the reference")  # fmt: skip
+
+
+def _check_kto(desirable: float, undesirable: float, *elsewhere: str | None) -> None:
+    if not (desirable > 0 and undesirable > 0):
+        raise UsageError("--desirable-weight and --undesirable-weight must be > 0")
+    if any(option is not None for option in elsewhere):
+        raise UsageError("--loss kto scores both sides here: --server, --ref-server, --ref-logps and "
+                         "--save-ref-logps go with the paired losses")  # fmt: skip
+
+
+def _kto(policy: str | None, ref: str | None, file: Path, model_args: ModelArgs, *, beta: float,
+         weights: tuple[float, float], top: int, each: bool, skip_bad: bool, json_out: bool) -> None:  # fmt: skip
+    """KTO on TRL's unpaired format (prompt, completion, label), as TRL's KTOTrainer.evaluate() scores it."""
+    import json
+
+    from llmcli import output
+    from llmcli.analysis import dpo_sides as sides
+    from llmcli.analysis import kto
+    from llmcli.analysis.pairs import read_unpaired
+    from llmcli.reports import kto as report
+
+    rows, skipped = read_unpaired(file, labelled=True, skip_bad=skip_bad)
+    base, adapter = _policy_and_adapter(policy, model_args.adapter)
+    policy_side, ref_side, labels = sides.load_sides(base, ref, _spec(model_args), adapter=adapter,
+                                                     reference_here=True)  # fmt: skip
+    tokenized, too_long = sides.tokenized(policy_side, ref_side, rows, path=file, skip_bad=skip_bad)
+    for problem in [*skipped, *too_long]:
+        output.warn(f"{file}: {problem}")
+    with output.progress(len(tokenized), "scoring rows", enabled=output.stderr_is_tty()) as advance:
+        scored, kl = kto.score_rows(policy_side, ref_side, tokenized, {r.line: r.label for r in rows}, beta=beta,
+                                    weights=kto.Weights(*weights), advance=advance)  # fmt: skip
+    if each:
+        output.write_stdout("".join(json.dumps(row) + "\n" for row in scored), flush=True)
+        return
+    data = report.record(scored, kto.summary(scored, kl), shown=top, policy=labels[0], reference=labels[1],
+                         beta=beta, weights={"desirable": weights[0], "undesirable": weights[1]}, file=str(file),
+                         skipped=[*skipped, *too_long])  # fmt: skip
+    output.present(report.build(data), json=json_out)
 
 
 def _scored(policy: Any, reference: Any, tokenized: list[Any], *, each: bool, **options: Any) -> list[dict]:

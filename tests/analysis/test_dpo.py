@@ -51,15 +51,6 @@ def completion_logps(model, prompt_ids, completion_ids):
     return float(rows[torch.arange(len(completion_ids)), completion_ids].sum()), rows
 
 
-@pytest.fixture(scope="module")
-def models(tiny_dir, tiny_untied_single):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    load = lambda p: AutoModelForCausalLM.from_pretrained(str(p), dtype=torch.float32).eval()  # noqa: E731
-    return load(tiny_untied_single), load(tiny_dir), AutoTokenizer.from_pretrained(str(tiny_dir))
-
-
 @pytest.mark.parametrize("loss", ["sigmoid", "ipo", "hinge"])
 def test_every_figure_equals_the_computation_written_out(models, tiny_dir, tiny_untied_single, tmp_path, capsys,
                                                           monkeypatch, loss):  # fmt: skip
