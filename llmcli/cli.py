@@ -59,6 +59,7 @@ def _register() -> None:
         quantize_cmd,
         replay_cmd,
         reward_cmd,
+        sample_cmd,
         serve_cmd,
         tokens_cmd,
     )
@@ -74,6 +75,7 @@ def _register() -> None:
     quantize_cmd.register(app)
     dpo_cmd.register(app)
     reward_cmd.register(app)
+    sample_cmd.register(app)
     replay_cmd.register(app)
     bench_cmd.register(app)
     models_cmd.register(app)

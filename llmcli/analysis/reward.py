@@ -133,3 +133,20 @@ def summary(kind: str, rows: list[dict[str, Any]]) -> dict[str, float]:
         out |= {"accuracy": sum(r["correct"] for r in rows) / count, "margin": sum(r["margin"] for r in rows) / count,
                 "loss": sum(r["loss"] for r in rows) / count}  # fmt: skip
     return out
+
+
+def load_reward_model(model: str, spec: Any) -> Any:
+    """A reward model, its head checked from config.json before any weight is read."""
+    from dataclasses import replace
+
+    from llmcli.engine.load.loader import load
+    from llmcli.modelfs.config import load_config
+    from llmcli.modelfs.heads import reward_problem
+    from llmcli.modelfs.source import resolve_model
+
+    spec = replace(spec, sequence_classification=True, adapter=None, quantize=type(spec.quantize)("none"))
+    source = resolve_model(model, verbose=spec.show_progress)
+    problem = reward_problem(load_config(source.path))
+    if problem is not None:
+        raise LlmcliError(f"not a reward model: {problem}", path=source.path)
+    return load(source, spec)

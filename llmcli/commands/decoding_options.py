@@ -16,9 +16,9 @@ from llmcli.commands.signature import option, with_options
 from llmcli.flags import FLAGS, Flag
 
 
-def _parameter(flag: Flag, panel: str | None):
+def _parameter(flag: Flag, panel: str | None, taken: frozenset[str]):
     annotation: Any = list[str] if flag.type is list else flag.type
-    info = typer.Option(*flag.names, help=flag.help, rich_help_panel=panel)
+    info = typer.Option(*(n for n in flag.names if n not in taken), help=flag.help, rich_help_panel=panel)
     return option(flag.key, Annotated[annotation | None, info], None)
 
 
@@ -28,10 +28,12 @@ def _decoding_flags(values: dict[str, Any]) -> Any:
     return DecodingFlags(**values)
 
 
-def decoding_options(keys: Iterable[str] | None = None, *, panel: str | None = H_DEC) -> Callable:
-    """Adds the options of the flags named by `keys` (default: all) and passes `decoding=DecodingFlags(...)`."""
+def decoding_options(keys: Iterable[str] | None = None, *, panel: str | None = H_DEC,
+                     taken: Iterable[str] = ()) -> Callable:  # fmt: skip
+    """Adds the options of the flags named by `keys` (default: all) and passes `decoding=DecodingFlags(...)`;
+    `taken`: option names the command gives another meaning (sample's -n), left off the flags."""
     wanted = None if keys is None else set(keys)
-    params = [_parameter(f, panel) for f in FLAGS if wanted is None or f.key in wanted]
+    params = [_parameter(f, panel, frozenset(taken)) for f in FLAGS if wanted is None or f.key in wanted]
     return with_options(params, into="decoding", build=_decoding_flags)
 
 

@@ -62,21 +62,9 @@ def reward(
 
 
 def _load(model: str, model_args: ModelArgs) -> Any:
-    """The reward model, its head checked from config.json before any weight is read."""
-    from dataclasses import replace
+    from llmcli.analysis.reward import load_reward_model
 
-    from llmcli.engine.load.loader import load
-    from llmcli.errors import LlmcliError
-    from llmcli.modelfs.config import load_config
-    from llmcli.modelfs.heads import reward_problem
-    from llmcli.modelfs.source import resolve_model
-
-    spec = replace(model_args.spec(prefill_only=True), sequence_classification=True)
-    source = resolve_model(model, verbose=spec.show_progress)
-    problem = reward_problem(load_config(source.path))
-    if problem is not None:
-        raise LlmcliError(f"not a reward model: {problem}", path=source.path)
-    return load(source, spec)
+    return load_reward_model(model, model_args.spec(prefill_only=True))
 
 
 def _scored(loaded: Any, kind: str, rows: list[Any], *, path: Path, each: bool) -> list[dict[str, Any]]:

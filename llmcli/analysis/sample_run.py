@@ -1,0 +1,75 @@
+"""A `llmcli sample` run: its rewards loaded (reward models, reward functions, the policy's own log-probability),
+then every prompt's group generated, scored and summarised in file order, handed to the caller as each prompt
+finishes (which writes it); under `scale_rewards` batch, whose std needs every reward of the run, the groups
+are summarised once all are scored."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from llmcli.analysis import sampling
+from llmcli.analysis.groups import nanstd
+
+
+@dataclass
+class RewardSpec:
+    models: list[str]  # --reward RM, or "logprob"
+    funcs: list[str]  # --reward-func FILE.py:NAME
+    weights: list[float] | None
+
+
+def load_rewards(spec: RewardSpec, *, policy: Any, load_model: Callable[[str], Any]) -> sampling.Rewards:
+    """The reward sources in order (--reward ones, then --reward-func ones), each with its weight (default 1)."""
+    from pathlib import Path
+
+    from llmcli.analysis import reward_funcs
+
+    names, funcs = [], []
+    for given in spec.models:
+        if given == "logprob":
+            names.append("logprob")
+            funcs.append(lambda row, ids, samples: sampling.logprob_reward(policy, ids, samples))
+            continue
+        model = load_model(given)
+        names.append(Path(str(model.source.path)).name)
+        funcs.append(lambda row, ids, samples, model=model: sampling.model_reward(model, row, samples))
+    for given in spec.funcs:
+        func = reward_funcs.load(given)
+        names.append(func.name)
+        funcs.append(_calling(func))
+    weights = spec.weights if spec.weights is not None else [1.0] * len(names)
+    return sampling.Rewards(names, weights, funcs)
+
+
+def _calling(func: Any) -> Callable[..., list[float | None]]:
+    from llmcli.analysis import reward_funcs
+
+    def score(row: sampling.PromptRow, ids: list[int], samples: list[sampling.Sample]) -> list[float | None]:
+        completions = sampling.completions_of(row, samples)
+        columns = {k: [v] * len(samples) for k, v in row.columns.items()}
+        return reward_funcs.call(func, prompts=[row.prompt] * len(samples), completions=completions,
+                                 completion_ids=[s.token_ids for s in samples], columns=columns,
+                                 where=f"the prompt on line {row.line}")  # fmt: skip
+
+    return score
+
+
+def run(loaded: Any, rows: list[sampling.PromptRow], plan: Any, rewards: sampling.Rewards, *, n: int, seed: int,
+        scale: str) -> Iterator[dict[str, Any]]:  # fmt: skip
+    """Each prompt's record, in file order, as it finishes (all at the end under `batch` scaling)."""
+    window = max(1, math.ceil(64 / n))  # about 64 rows decoding at once: the batch engine's sweet spot on a CPU
+    groups = sampling.generate_groups(loaded, rows, plan, n=n, base_seed=seed, window=window)
+    if scale != "batch":
+        for row, ids, samples in groups:
+            yield sampling.group_record(row, samples, rewards.score(row, ids, samples), rewards, scale=scale)
+        return
+    scored = [(row, samples, rewards.score(row, ids, samples)) for row, ids, samples in groups]
+    from llmcli.analysis.groups import combine
+
+    every = [r for _, _, per_func in scored for r in combine(per_func, rewards.weights)]
+    batch_std = nanstd(every)
+    for row, samples, per_func in scored:
+        yield sampling.group_record(row, samples, per_func, rewards, scale=scale, batch_std=batch_std)
