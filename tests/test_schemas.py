@@ -144,3 +144,18 @@ def test_kto_json_and_each_line_match_schema(tiny_dir, tiny_untied_single, tmp_p
     row = schema("kto.schema.json")["$defs"]["row"]
     for line in run_cli([*args, "--each"], capsys, monkeypatch).jsonl():
         jsonschema.validate(line, row)
+
+
+def test_sample_json_and_each_line_match_schema(tiny_dir, tmp_path, capsys, monkeypatch):
+    from tests.analysis.test_dpo import write
+    from tests.analysis.test_sample import PROMPTS
+
+    prompts = write(tmp_path / "prompts.jsonl", PROMPTS)
+    args = ["sample", "-m", str(tiny_dir), "-f", str(prompts), "-n", "2", "--max-new-tokens", "4", "--reward",
+            "logprob"]  # fmt: skip
+    run = run_cli([*args, "--json"], capsys, monkeypatch)
+    assert run.code == 0, run.stderr
+    jsonschema.validate(run.json(), schema("sample.schema.json"))
+    group = {**schema("sample.schema.json")["$defs"]["group"], "$defs": schema("sample.schema.json")["$defs"]}
+    for line in run_cli([*args, "--each"], capsys, monkeypatch).jsonl():
+        jsonschema.validate(line, group)
