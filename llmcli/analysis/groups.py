@@ -15,9 +15,11 @@ from typing import Any
 EPSILON = 1e-4  # TRL's, added to the std before dividing
 
 
-def combine(per_func: Sequence[Sequence[float | None]], weights: Sequence[float]) -> list[float]:
-    """Per completion, the weighted sum of its rewards (one sequence per reward function), NaN and None left out;
-    NaN where every function left it out."""
+def combine(per_func: Sequence[Sequence[float | None]], weights: Sequence[float], *, count: int) -> list[float]:
+    """Per completion (`count` of them), the weighted sum of its rewards (one sequence per reward function), NaN
+    and None left out; NaN where every function left it out, or where there is no reward function."""
+    if not per_func:
+        return [math.nan] * count
     out = []
     for values in zip(*per_func, strict=True):
         present = [(v, w) for v, w in zip(values, weights, strict=True) if v is not None and not math.isnan(v)]

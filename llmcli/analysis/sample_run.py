@@ -57,11 +57,15 @@ def _calling(func: Any) -> Callable[..., list[float | None]]:
     return score
 
 
-def run(loaded: Any, rows: list[sampling.PromptRow], plan: Any, rewards: sampling.Rewards, *, n: int, seed: int,
+def run(engine: Any, rows: list[sampling.PromptRow], plan: Any, rewards: sampling.Rewards, *, n: int, seed: int,
         scale: str) -> Iterator[dict[str, Any]]:  # fmt: skip
-    """Each prompt's record, in file order, as it finishes (all at the end under `batch` scaling)."""
+    """Each prompt's record, in file order, as it finishes (all at the end under `batch` scaling). `engine`: the
+    loaded model, or a function sending a prompt to a server (sampling.remote_groups)."""
     window = max(1, math.ceil(64 / n))  # about 64 rows decoding at once: the batch engine's sweet spot on a CPU
-    groups = sampling.generate_groups(loaded, rows, plan, n=n, base_seed=seed, window=window)
+    if callable(engine):
+        groups = sampling.remote_groups(engine, rows, n=n, base_seed=seed, window=window)
+    else:
+        groups = sampling.generate_groups(engine, rows, plan, n=n, base_seed=seed, window=window)
     if scale != "batch":
         for row, ids, samples in groups:
             yield sampling.group_record(row, samples, rewards.score(row, ids, samples), rewards, scale=scale)
@@ -69,7 +73,7 @@ def run(loaded: Any, rows: list[sampling.PromptRow], plan: Any, rewards: samplin
     scored = [(row, samples, rewards.score(row, ids, samples)) for row, ids, samples in groups]
     from llmcli.analysis.groups import combine
 
-    every = [r for _, _, per_func in scored for r in combine(per_func, rewards.weights)]
+    every = [r for _, samples, per_func in scored for r in combine(per_func, rewards.weights, count=len(samples))]
     batch_std = nanstd(every)
     for row, samples, per_func in scored:
         yield sampling.group_record(row, samples, per_func, rewards, scale=scale, batch_std=batch_std)

@@ -123,6 +123,38 @@ def generate_groups(loaded: Any, rows: list[PromptRow], plan: Any, *, n: int, ba
         yield row, ids, samples
 
 
+def remote_groups(send: Callable[[PromptRow, int], dict[str, Any]], rows: list[PromptRow], *, n: int, base_seed: int,
+                  window: int) -> Iterator[tuple[PromptRow, list[int], list[Sample]]]:  # fmt: skip
+    """The same groups from a server: `send(row, seed)` asks it for one completion of the row under `seed` and
+    gives back its generate record; a prompt's n requests, and up to `window` prompts, are in flight at once
+    (the server batches them)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max(1, window) * n) as pool:
+        futures: deque[tuple[PromptRow, list[Any]]] = deque()
+        todo = iter(rows)
+
+        def submit(row: PromptRow) -> None:
+            futures.append((row, [pool.submit(send, row, seed) for seed in seeds(base_seed, row.line, n)]))
+
+        for row in todo:
+            submit(row)
+            if len(futures) >= window:
+                break
+        while futures:
+            row, asked = futures.popleft()
+            records = [future.result() for future in asked]
+            following = next(todo, None)
+            if following is not None:
+                submit(following)
+            samples = []
+            for index, (record, seed) in enumerate(zip(records, seeds(base_seed, row.line, n), strict=True)):
+                out = record["outputs"][0]
+                samples.append(Sample(index, seed, out["text"], list(out.get("token_ids") or []),
+                                      out.get("finish_reason") or "stop"))  # fmt: skip
+            yield row, list(records[0].get("prompt_token_ids") or []), samples
+
+
 def _shown(row: PromptRow) -> str:
     return row.prompt if isinstance(row.prompt, str) else row.prompt[-1]["content"]
 
@@ -183,7 +215,7 @@ def group_record(row: PromptRow, samples: list[Sample], per_func: list[list[floa
     """One prompt's line of output: every completion with its rewards and advantage, and the group's figures."""
     from llmcli.analysis import groups
 
-    total = groups.combine(per_func, rewards.weights)
+    total = groups.combine(per_func, rewards.weights, count=len(samples))
     summary = groups.group(total, scale=scale, batch_std=batch_std)
     completions = []
     for i, sample in enumerate(samples):

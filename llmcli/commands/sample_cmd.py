@@ -63,20 +63,24 @@ def sample(
     from llmcli.analysis import sample_run, sampling
 
     rows = sampling.read_prompts(Path(file))
-    spec = model_args.with_adapter(model_args.spec())
-    kwargs, seed_used = _plan_kwargs(decoding, set_, model_args, seed)
-    from llmcli.engine.load.loader import load
+    reward_spec = sample_run.RewardSpec(reward or [], reward_func or [], checked["weights"])
+    if server is not None:
+        engine, model_info, kwargs, seed_used = _remote(server, model_args, decoding, set_, n=n, seed=seed)
+        rewards = sample_run.load_rewards(reward_spec, policy=None, load_model=lambda m: _reward_model(m, model_args))
+    else:
+        kwargs, seed_used = _plan_kwargs(decoding, set_, model_args, seed)
+        engine = _load(model_args)
+        info = engine.describe()
+        model_info = {"path": info["path"], "dtype": info["dtype"]}
+        rewards = sample_run.load_rewards(reward_spec, policy=engine, load_model=lambda m: _reward_model(m, model_args))
     from llmcli.plan import GenerationPlan
 
-    reward_spec = sample_run.RewardSpec(reward or [], reward_func or [], checked["weights"])
-    loaded = load(model_args.source(verbose=spec.show_progress), spec)
-    rewards = sample_run.load_rewards(reward_spec, policy=loaded, load_model=lambda m: _reward_model(m, model_args))
     records = files.Records(Path(job_output) if job_output else None, resume=resume, rows=rows)
     groups = []
     todo = rows[records.done :]
     with output.progress(len(todo), "sampling", enabled=output.stderr_is_tty() and not each) as advance:
         plan = GenerationPlan(kwargs=kwargs, seed=seed_used)
-        for group in sample_run.run(loaded, todo, plan, rewards, n=n, seed=seed_used, scale=scale_rewards):
+        for group in sample_run.run(engine, todo, plan, rewards, n=n, seed=seed_used, scale=scale_rewards):
             records.write(group, each=each)
             groups.append(group)
             advance()
@@ -84,8 +88,37 @@ def sample(
     written = files.write_kept(groups, checked["keep"], sft=sft, pairs=pairs, sft_format=sft_format)
     if each:
         return
-    _present(groups, loaded, rewards, file=file, n=n, seed=seed_used, scale=scale_rewards, kwargs=kwargs,
+    _present(groups, model_info, rewards, file=file, n=n, seed=seed_used, scale=scale_rewards, kwargs=kwargs,
              written=written, top=top, json_out=json_out)  # fmt: skip
+
+
+def _load(model_args: ModelArgs) -> Any:
+    from llmcli.engine.load.loader import load
+
+    spec = model_args.with_adapter(model_args.spec())
+    return load(model_args.source(verbose=spec.show_progress), spec)
+
+
+def _remote(server: str, model_args: ModelArgs, decoding: DecodingFlags, set_: list[str] | None, *, n: int,
+            seed: int | None) -> tuple:  # fmt: skip
+    """--server: a function asking the server for one completion of a prompt under a seed (llmcli's generate
+    endpoint, or the engine's own), what the record names, the flags sent and the base seed."""
+    from llmcli import client
+    from llmcli.errors import LlmcliError
+    from llmcli.genargs import pick_seed
+
+    model_args.refuse_local()
+    flags = {"do_sample": True, **decoding.values}
+    body = {"model": model_args.model, "flags": flags, "set": list(set_ or []), "raw": True}
+
+    def send(row: Any, row_seed: int) -> dict[str, Any]:
+        if row.conversational:
+            raise LlmcliError(f"line {row.line}: a conversational prompt is rendered by the model's chat template "
+                              "here; with --server give text prompts")  # fmt: skip
+        return list(client.generate(server, {**body, "prompts": [row.prompt], "seed": row_seed}))[0]
+
+    info = {"path": f"{model_args.model or 'the served model'} at {server}", "dtype": "the server's"}
+    return send, info, flags, pick_seed(seed, sampling=True)
 
 
 def _check(file, n, reward, reward_func, weights, scale, keep, sft, sft_format, pairs, job_output, resume,
@@ -97,8 +130,9 @@ def _check(file, n, reward, reward_func, weights, scale, keep, sft, sft_format, 
         raise UsageError("sample needs the prompts: -f prompts.jsonl")
     if n < 1:
         raise UsageError(f"-n must be at least 1, got {n}")
-    if server is not None:
-        raise UsageError("sample --server: sampling on a server is not supported yet; run it here")
+    if server is not None and "logprob" in reward:
+        raise UsageError("--reward logprob scores with the policy loaded here; with --server use a reward model or "
+                         "function")  # fmt: skip
     if scale not in SCALES:
         raise UsageError(f"--scale-rewards {scale}: expected group, batch or none")
     if sft_format not in SFT_FORMATS:
@@ -146,7 +180,7 @@ def _reward_model(model: str, model_args: ModelArgs) -> Any:
     return load_reward_model(model, replace(model_args.spec(prefill_only=True), adapter=None))
 
 
-def _present(groups: list[dict[str, Any]], loaded: Any, rewards: Any, *, top: int, json_out: bool,
+def _present(groups: list[dict[str, Any]], model: dict[str, Any], rewards: Any, *, top: int, json_out: bool,
              **context: Any) -> None:  # fmt: skip
     from llmcli import output
     from llmcli.analysis.groups import run_metrics
@@ -155,8 +189,6 @@ def _present(groups: list[dict[str, Any]], loaded: Any, rewards: Any, *, top: in
     zero = [g["zero_std"] for g in groups]
     summary = run_metrics(groups, rewards.names, zero_std=zero) if groups else {}
     named = [{"name": name, "weight": w} for name, w in zip(rewards.names, rewards.weights, strict=True)]
-    info = loaded.describe()
-    model = {"path": info["path"], "dtype": info["dtype"]}
     scale, kwargs = context.pop("scale"), context.pop("kwargs")
     data = report.record(groups, summary, model=model, rewards=named, scale_rewards=scale, generate_kwargs=kwargs,
                          **context)  # fmt: skip

@@ -186,3 +186,34 @@ def test_bad_input_is_one_line(tiny_dir, files, tmp_path, capsys, monkeypatch):
     assert_clean_error(run, 1, str(bad), "line 2: expected a non-empty prompt")
     run = run_cli([*base, "--reward", str(tiny_dir)], capsys, monkeypatch)
     assert_clean_error(run, 1, "not a reward model")
+
+
+def test_on_llmcli_serve_the_groups_are_the_local_ones(tiny_dir, files, capsys, monkeypatch):
+    """Choice i of a request runs under its seed + i on llmcli serve: the same seeds, the same completions."""
+    import signal
+
+    from tests.server.test_serve import KEY, start_server
+
+    prompts, funcs = files
+    text_only = write(prompts.parent / "text.jsonl", PROMPTS[:2])
+    args = ["-f", str(text_only), "--max-new-tokens", "8", "--seed", "5", "-n", "3", "--reward-func",
+            f"{funcs}:has_answer", "--json"]  # fmt: skip
+    local = run_cli(["sample", "-m", str(tiny_dir), "--dtype", "float32", *args], capsys, monkeypatch)
+    assert local.code == 0, local.stderr
+    proc, url = start_server(tiny_dir, "--dtype", "float32")
+    try:
+        monkeypatch.setenv("LLMCLI_API_KEY", KEY)
+        far = run_cli(["sample", "--server", url, *args], capsys, monkeypatch)
+        assert far.code == 0, far.stderr
+        for mine, theirs in zip(local.json()["groups"], far.json()["groups"], strict=True):
+            assert [c["text"] for c in mine["completions"]] == [c["text"] for c in theirs["completions"]]
+            assert [c["advantage"] for c in mine["completions"]] == pytest.approx(
+                [c["advantage"] for c in theirs["completions"]]
+            )
+        chat = run_cli(["sample", "--server", url, "-f", str(prompts), "-n", "2"], capsys, monkeypatch)
+        assert_clean_error(chat, 1, "line 3: a conversational prompt")
+        bare = run_cli(["sample", "--server", url, "-f", str(text_only), "-n", "2", "--json"], capsys, monkeypatch)
+        assert bare.code == 0 and bare.json()["summary"]["reward"] is None  # no reward asked: none given
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
