@@ -38,7 +38,7 @@ def cpu() -> dict:
     return {"model": info.get("Model name"), "cores": info.get("CPU(s)"), "machine": platform.machine(), **kinds}
 
 
-def local(n: int, dtype: str, *, batched: bool) -> dict:
+def local(n: int, dtype: str, *, batched: bool, rows_in_flight: int = 256) -> dict:
     from llmcli.analysis import sampling
     from llmcli.engine.generate.generation import generate
     from llmcli.engine.load.loader import load
@@ -52,7 +52,8 @@ def local(n: int, dtype: str, *, batched: bool) -> dict:
     started = time.perf_counter()
     tokens = 0
     if batched:
-        for _row, _ids, samples in sampling.generate_groups(loaded, rows, plan, n=n, base_seed=1, window=64 // n):
+        window = max(1, rows_in_flight // n)
+        for _row, _ids, samples in sampling.generate_groups(loaded, rows, plan, n=n, base_seed=1, window=window):
             tokens += sum(len(s.token_ids) for s in samples)
     else:
         from dataclasses import replace
@@ -93,11 +94,13 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--parts", default="batched,solo,vllm")
+    parser.add_argument("--rows", type=int, default=256, help="completions in flight at once (sample's default)")
     args = parser.parse_args()
     report: dict = {"cpu": cpu(), "n": args.n, "prompts": len(PROMPTS), "new_tokens": TOKENS, "dtype": args.dtype}
     parts = args.parts.split(",")
     if "batched" in parts:
-        report["llmcli_sample_batched"] = local(args.n, args.dtype, batched=True)
+        report["llmcli_sample_batched"] = local(args.n, args.dtype, batched=True, rows_in_flight=args.rows)
+        report["rows_in_flight"] = args.rows
     if "solo" in parts:
         report["one_at_a_time"] = local(args.n, args.dtype, batched=False)
     if "vllm" in parts:

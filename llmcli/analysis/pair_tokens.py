@@ -69,31 +69,39 @@ def tokenize_unpaired(tokenizer: Any, rows: list[Unpaired], *, context: int | No
     """KTO's rows as TRL tokenizes them, each as a Tokenized whose `chosen` is its completion and whose `rejected`
     is the mismatched completion of TRL's KL estimate: the previous row's (the last row's for the first), the
     rotation TRL makes within a batch, here the whole file."""
-    kept, skipped = [], []
-    for row in rows:
+    skipped: list[str] = []
+
+    def one(row: Unpaired) -> Tokenized:
         prompt, (whole,) = _prompt_and_wholes(tokenizer, row.prompt, (row.completion,))
         start = _shared(prompt, whole)
-        one = Tokenized(row.line, prompt[:start], whole[start:], [])
+        tokenized = Tokenized(row.line, prompt[:start], whole[start:], [])
+        _check_sides(tokenized, ("chosen",))
+        return tokenized
+
+    kept = _kept(rows, one, skip_bad=skip_bad, skipped=skipped)
+    for row, before in zip(kept, kept[-1:] + kept[:-1], strict=True):
+        row.rejected = before.chosen
+    return _kept(kept, lambda row: _within(row, context), skip_bad=skip_bad, skipped=skipped), skipped
+
+
+def _within(tokenized: Tokenized, context: int | None) -> Tokenized:
+    if context is not None and tokenized.longest > context:
+        raise PairError(f"line {tokenized.line}: {tokenized.longest:,} tokens, longer than the model's context of "
+                        f"{context:,}")  # fmt: skip
+    return tokenized
+
+
+def _kept(items: list[Any], check: Any, *, skip_bad: bool, skipped: list[str]) -> list[Any]:
+    """`check(item)` of each item; with `skip_bad` a PairError lists the item in `skipped` instead."""
+    out = []
+    for item in items:
         try:
-            _check_sides(one, ("chosen",))
+            out.append(check(item))
         except PairError as exc:
             if not skip_bad:
                 raise
             skipped.append(exc.message)
-            continue
-        kept.append(one)
-    for one, before in zip(kept, kept[-1:] + kept[:-1], strict=True):
-        one.rejected = before.chosen
-    done = []
-    for one in kept:
-        if context is not None and one.longest > context:
-            problem = f"line {one.line}: {one.longest:,} tokens, longer than the model's context of {context:,}"
-            if not skip_bad:
-                raise PairError(problem)
-            skipped.append(problem)
-            continue
-        done.append(one)
-    return done, skipped
+    return out
 
 
 def _ids(tokenizer: Any, messages: list[dict[str, str]], **options: Any) -> list[int]:
@@ -113,19 +121,9 @@ def _shared(ids: list[int], other: list[int]) -> int:
 
 def tokenize_pairs(tokenizer: Any, pairs: list[Pair], *, context: int | None, skip_bad: bool) -> tuple[list, list]:
     """Every pair tokenized and checked against the context; with `skip_bad` the bad ones are listed instead."""
-    done, skipped = [], []
-    for pair in pairs:
-        try:
-            tokenized = tokenize_pair(tokenizer, pair)
-            if context is not None and tokenized.longest > context:
-                raise PairError(f"line {pair.line}: the pair is {tokenized.longest:,} tokens, longer than the "
-                                f"model's context of {context:,}")  # fmt: skip
-        except PairError as exc:
-            if not skip_bad:
-                raise
-            skipped.append(exc.message)
-            continue
-        done.append(tokenized)
+    skipped: list[str] = []
+    done = _kept(pairs, lambda pair: _within(tokenize_pair(tokenizer, pair), context), skip_bad=skip_bad,
+                 skipped=skipped)  # fmt: skip
     return done, skipped
 
 

@@ -66,16 +66,18 @@ def parse_unpaired(raw: str, number: int, *, labelled: bool) -> Unpaired:
 
 def read_unpaired(path: Path, *, labelled: bool, skip_bad: bool = False) -> tuple[list[Unpaired], list[str]]:
     """The file's unpaired rows (with `labelled`, KTO's), as read_pairs reads pairs."""
-    return _read(path, lambda raw, number: parse_unpaired(raw, number, labelled=labelled), skip_bad=skip_bad)
+    return read_with(path, lambda raw, number: parse_unpaired(raw, number, labelled=labelled), skip_bad=skip_bad)
 
 
 def read_pairs(path: Path, *, skip_bad: bool = False) -> tuple[list[Pair], list[str]]:
     """The file's pairs, and (with `skip_bad`) the problems of the lines left out; without it, the first
     problem is a PairError naming the line."""
-    return _read(path, parse_pair, skip_bad=skip_bad)
+    return read_with(path, parse_pair, skip_bad=skip_bad)
 
 
-def _read(path: Path, parse: Any, *, skip_bad: bool) -> tuple[list[Any], list[str]]:
+def read_with(path: Path, parse: Any, *, skip_bad: bool) -> tuple[list[Any], list[str]]:
+    """Each non-blank line through `parse(raw, number)`; a PairError names the file (or, with `skip_bad`, the
+    line is listed and left out)."""
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

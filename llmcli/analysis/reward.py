@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from llmcli.analysis.pairs import PairError, parse_pair, parse_unpaired
+from llmcli.analysis.pairs import PairError, parse_pair, parse_unpaired, read_with
 from llmcli.errors import LlmcliError, UsageError
 
 BATCH_TOKENS = 4096  # tokens of one forward pass, padding included
@@ -26,27 +26,17 @@ BATCH_TOKENS = 4096  # tokens of one forward pass, padding included
 
 def read_rows(path: Path, *, skip_bad: bool = False) -> tuple[str, list[Any], list[str]]:
     """("pairs" or "completions", the rows, the problems of lines left out with `skip_bad`)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LlmcliError(f"cannot read the file: {exc}", path=path) from None
-    kind, rows, skipped = None, [], []
-    for number, raw in enumerate(text.splitlines(), 1):
-        if not raw.strip():
-            continue
-        try:
-            found, row = _row(raw, number)
-            if kind not in (None, found):
-                raise PairError(f"line {number}: a {found[:-1]} in a file of {kind}: one kind a file")
-            kind = found
-            rows.append(row)
-        except PairError as exc:
-            if not skip_bad:
-                raise PairError(exc.message, path=path) from None
-            skipped.append(exc.message)
-    if not rows:
-        raise LlmcliError("no preference pairs or completions in the file", path=path)
-    return kind, rows, skipped
+    kinds: list[str] = []
+
+    def parse(raw: str, number: int) -> Any:
+        found, row = _row(raw, number)
+        if kinds and kinds[0] != found:
+            raise PairError(f"line {number}: a {found[:-1]} in a file of {kinds[0]}: one kind a file")
+        kinds[:1] = [found]
+        return row
+
+    rows, skipped = read_with(path, parse, skip_bad=skip_bad)
+    return kinds[0], rows, skipped
 
 
 def _row(raw: str, number: int) -> tuple[str, Any]:

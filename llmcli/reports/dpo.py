@@ -51,15 +51,20 @@ def record(rows: list[dict[str, Any]], *, shown: int, **context: Any) -> dict[st
     return {**context, "pairs": len(rows), "summary": summary(rows), "worst": worst}
 
 
-def build(data: dict[str, Any]) -> Report:
-    rows = [(name, "n/a" if value is None else f"{value:.6g}", EXPLAINED[name])
+def summary_blocks(data: dict[str, Any], explained: dict[str, str]) -> list[Any]:
+    """The sides, the summary's figures with what each means, and the lines skipped (dpo's and kto's)."""
+    rows = [(name, "n/a" if value is None else f"{value:.6g}", explained[name])
             for name, value in data["summary"].items()]  # fmt: skip
-    head = f"{data['pairs']} pairs, beta {data['beta']:g}, {data['loss_type']} loss"
     blocks: list[Any] = [Para(f"policy {data['policy']['label']} against reference {data['reference']['label']}")]
     blocks.append(KV(rows))
     if data.get("skipped"):
         blocks.append(Para(f"{len(data['skipped'])} line(s) skipped: {data['skipped'][0]}", "warn"))
-    sections = [Section(f"DPO evaluation ({head})", blocks)]
+    return blocks
+
+
+def build(data: dict[str, Any]) -> Report:
+    head = f"{data['pairs']} pairs, beta {data['beta']:g}, {data['loss_type']} loss"
+    sections = [Section(f"DPO evaluation ({head})", summary_blocks(data, EXPLAINED))]
     if data["worst"]:
         table = Table(["line", "margin", "loss", "Δ chosen", "Δ rejected", "moved most"],
                       [_row(r) for r in data["worst"]], numeric={1, 2, 3, 4})  # fmt: skip

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmcli.output import KV, Para, Section, Table
+from llmcli.output import Section, Table
 from llmcli.reports import Report
+from llmcli.reports.dpo import summary_blocks
 
 EXPLAINED = {
     "loss": "the KTO loss, mean over rows (each times its label's weight)",
@@ -29,14 +30,8 @@ def record(rows: list[dict[str, Any]], summary: dict[str, Any], *, shown: int, *
 
 
 def build(data: dict[str, Any]) -> Report:
-    rows = [(name, "n/a" if value is None else f"{value:.6g}", EXPLAINED[name])
-            for name, value in data["summary"].items()]  # fmt: skip
     head = f"{data['desirable']} desirable, {data['undesirable']} undesirable rows, beta {data['beta']:g}"
-    blocks: list[Any] = [Para(f"policy {data['policy']['label']} against reference {data['reference']['label']}")]
-    blocks.append(KV(rows))
-    if data.get("skipped"):
-        blocks.append(Para(f"{len(data['skipped'])} line(s) skipped: {data['skipped'][0]}", "warn"))
-    sections = [Section(f"KTO evaluation ({head})", blocks)]
+    sections = [Section(f"KTO evaluation ({head})", summary_blocks(data, EXPLAINED))]
     if data["worst"]:
         table = Table(["line", "label", "loss", "reward", "log pi", "log pi_ref"],
                       [_row(r) for r in data["worst"]], numeric={2, 3, 4, 5})  # fmt: skip
