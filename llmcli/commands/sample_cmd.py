@@ -85,6 +85,7 @@ def sample(
             groups.append(group)
             advance()
     groups = records.earlier + groups
+    _report_missing(groups, rewards.names)
     written = files.write_kept(groups, checked["keep"], sft=sft, pairs=pairs, sft_format=sft_format)
     if each:
         return
@@ -178,6 +179,18 @@ def _reward_model(model: str, model_args: ModelArgs) -> Any:
     from llmcli.analysis.reward import load_reward_model
 
     return load_reward_model(model, replace(model_args.spec(prefill_only=True), adapter=None))
+
+
+def _report_missing(groups: list[dict[str, Any]], names: list[str]) -> None:
+    """Completions a reward left out (None or NaN): dropped from the statistics, as TRL drops them, and said."""
+    from llmcli import output
+
+    for name in names:
+        missing = [(g["line"], c["index"]) for g in groups for c in g["completions"] if c["rewards"][name] is None]
+        if missing:
+            line, index = missing[0]
+            output.warn(f"reward {name} gave no value (None or NaN) for {len(missing)} completion(s), the first "
+                        f"completion {index} of line {line}: left out of the statistics")  # fmt: skip
 
 
 def _present(groups: list[dict[str, Any]], model: dict[str, Any], rewards: Any, *, top: int, json_out: bool,

@@ -88,8 +88,12 @@ def test_rewards_and_advantages_are_trls(tiny_dir, files, capsys, monkeypatch, s
     prompts, funcs = files
     args = ["-n", "4", "--reward-func", f"{funcs}:has_answer", "--reward-func", f"{funcs}:letters",
             "--reward-weights", "2,0.5", "--scale-rewards", scale]  # fmt: skip
-    data = sample(tiny_dir, prompts, capsys, monkeypatch, *args, "--json").json()
+    run = sample(tiny_dir, prompts, capsys, monkeypatch, *args, "--json")
+    data = run.json()
     groups = data["groups"]
+    missing = sum(c["rewards"]["letters"] is None for g in groups for c in g["completions"])
+    if missing:
+        assert f"reward letters gave no value (None or NaN) for {missing} completion(s)" in run.stderr
     totals = []
     for group in groups:
         texts = [c["text"] for c in group["completions"]]

@@ -183,3 +183,22 @@ def test_windowed_score_and_a_reference_through_vllm(vllm, default_model_dir, tm
     assert compared.code == 0, compared.stderr
     data = compared.json()
     assert data["reference"]["tail_samples"] == 0 and data["kl"]["mean"] < 0.01 and data["top1_agreement"] > 0.95
+
+
+def test_sample_on_vllm_draws_each_completion_under_its_seed(vllm, tmp_path, capsys, monkeypatch):
+    """sample --server on vLLM: N completions a prompt, each a request under its own seed (so the same run draws
+    the same again), scored here; greedy, every completion is vLLM's greedy answer."""
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "The capital of France is", "answer": "Paris"}) + "\n")
+    funcs = tmp_path / "funcs.py"
+    funcs.write_text("def said(prompts, completions, answer, **kw):\n"
+                     "    return [float(a in c) for c, a in zip(completions, answer)]\n")  # fmt: skip
+    args = ["sample", "--server", vllm, "-f", str(prompts), "-n", "3", "--max-new-tokens", "8", "--seed", "4",
+            "--reward-func", f"{funcs}:said", "--json"]  # fmt: skip
+    first, again = (run_cli(args, capsys, monkeypatch) for _ in range(2))
+    assert first.code == 0, first.stderr
+    texts = [c["text"] for c in first.json()["groups"][0]["completions"]]
+    assert len(texts) == 3 and texts == [c["text"] for c in again.json()["groups"][0]["completions"]]
+    assert [c["seed"] for c in first.json()["groups"][0]["completions"]] == [4, 5, 6]
+    greedy = run_cli([*args[:-1], "--greedy", "--json"], capsys, monkeypatch).json()["groups"][0]["completions"]
+    assert len({c["text"] for c in greedy}) == 1
