@@ -109,18 +109,23 @@ def generate_groups(loaded: Any, rows: list[PromptRow], plan: Any, *, n: int, ba
         start(row)
         if len(pending) >= window:
             break
-    while pending:
-        row, ids, streams = pending.popleft()
-        samples = []
-        for index, (stream, seed) in enumerate(zip(streams, seeds(base_seed, row.line, n), strict=True)):
-            with stream:
-                result = next(e for e in stream if isinstance(e, Finished)).results[0]
-            out = result.outputs[0]
-            samples.append(Sample(index, seed, out.text, list(out.token_ids), out.finish_reason))
-        following = next(todo, None)
-        if following is not None:
-            start(following)
-        yield row, ids, samples
+    try:
+        while pending:
+            row, ids, streams = pending.popleft()
+            samples = []
+            for index, (stream, seed) in enumerate(zip(streams, seeds(base_seed, row.line, n), strict=True)):
+                with stream:
+                    result = next(e for e in stream if isinstance(e, Finished)).results[0]
+                out = result.outputs[0]
+                samples.append(Sample(index, seed, out.text, list(out.token_ids), out.finish_reason))
+            following = next(todo, None)
+            if following is not None:
+                start(following)
+            yield row, ids, samples
+    finally:  # a run that stops early (an error, Ctrl-C) takes its queued completions out of the batch
+        for _, _, streams in pending:
+            for stream in streams:
+                stream.__exit__(None, None, None)
 
 
 def remote_groups(send: Callable[[PromptRow, int], dict[str, Any]], rows: list[PromptRow], *, n: int, base_seed: int,
