@@ -63,6 +63,7 @@ def sample(
     from llmcli.analysis import sample_run, sampling
 
     rows = sampling.read_prompts(Path(file))
+    records = files.Records(Path(job_output) if job_output else None, resume=resume, rows=rows)  # before loading
     reward_spec = sample_run.RewardSpec(reward or [], reward_func or [], checked["weights"])
     if server is not None:
         engine, model_info, kwargs, seed_used = _remote(server, model_args, decoding, set_, n=n, seed=seed)
@@ -75,7 +76,6 @@ def sample(
         rewards = sample_run.load_rewards(reward_spec, policy=engine, load_model=lambda m: _reward_model(m, model_args))
     from llmcli.plan import GenerationPlan
 
-    records = files.Records(Path(job_output) if job_output else None, resume=resume, rows=rows)
     groups = []
     todo = rows[records.done :]
     with output.progress(len(todo), "sampling", enabled=output.stderr_is_tty() and not each) as advance:
