@@ -15,6 +15,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+from llmcli.analysis.batching import budget_batches, right_padded
 from llmcli.analysis.pair_tokens import Tokenized
 
 BATCH_TOKENS = 2048  # tokens of one forward pass (padding included): its logits are all that is held at once
@@ -56,14 +57,14 @@ class Completion:
     kl: float | None  # mean over the completion's tokens of KL(pi || pi_ref) at that position
     moved: dict[str, Any]
     ref_token_logps: list[float]  # what --save-ref-logps keeps
-    length: int = 0  # the completion's tokens, an unscored first one too: what TRL's IPO divides by
+    length: int  # the completion's tokens, an unscored first one too: what TRL's IPO divides by
 
 
 def pair_figures(pair: Tokenized, chosen: Completion, rejected: Completion, *, beta: float, loss: str) -> dict:
     chosen_ratio, rejected_ratio = chosen.logps - chosen.ref_logps, rejected.logps - rejected.ref_logps
     delta = chosen_ratio - rejected_ratio
     if loss == "sigmoid":
-        value = _softplus(-beta * delta)  # -log sigmoid(beta * delta)
+        value = softplus(-beta * delta)  # -log sigmoid(beta * delta)
     elif loss == "hinge":
         value = max(0.0, 1 - beta * delta)
     else:  # ipo: per-token averages over TRL's completion mask (which counts an unscored first token)
@@ -90,7 +91,7 @@ def pair_figures(pair: Tokenized, chosen: Completion, rejected: Completion, *, b
     }
 
 
-def _softplus(x: float) -> float:
+def softplus(x: float) -> float:
     return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
 
 
@@ -114,15 +115,8 @@ def score_pairs(
 
 
 def batches(pairs: list[Tokenized]) -> Iterator[list[Tokenized]]:
-    batch: list[Tokenized] = []
-    for pair in pairs:
-        longest = max([pair.longest] + [p.longest for p in batch])
-        if batch and longest * 2 * (len(batch) + 1) > BATCH_TOKENS:
-            yield batch
-            batch = []
-        batch.append(pair)
-    if batch:
-        yield batch
+    """Pairs (or kto's rows) in order, two sequences each, within BATCH_TOKENS a pass."""
+    return budget_batches(pairs, lambda pair: 2 * pair.longest, BATCH_TOKENS)
 
 
 Side = Model | Stored | Fetched
@@ -139,10 +133,9 @@ def completions(policy: Side, reference: Side, sequences: list[tuple[Tokenized, 
         if pi_rows[i] is not None and ref_rows[i] is not None:
             rows = ref_rows[i].to(pi_rows[i].device)
             kl = float((pi_rows[i].exp() * (pi_rows[i] - rows)).sum(dim=-1).mean())
-        completion = _completion(pi[i], ref[i].to(pi[i].device), ids[i][start:end], kl)
-        completion.moved["position"] += sequences[i][0].unscored  # a position in the whole completion
-        completion.length = len(sequences[i][0].completion(sequences[i][1]))
-        out.append(completion)
+        pair, side = sequences[i]
+        out.append(_completion(pi[i], ref[i].to(pi[i].device), ids[i][start:end], kl, skipped=pair.unscored,
+                               length=len(pair.completion(side))))  # fmt: skip
     return out
 
 
@@ -170,10 +163,7 @@ def _rows(side: Model, ids: list[list[int]], spans: list[tuple[int, int]]) -> li
     from llmcli.engine.load.devices import input_device
 
     model = side.loaded.model
-    width = max(len(i) for i in ids)
-    pad = side.loaded.tokenizer.pad_token_id or 0
-    tokens = torch.tensor([i + [pad] * (width - len(i)) for i in ids], device=input_device(model))
-    mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i in ids], device=tokens.device)
+    tokens, mask = right_padded(ids, side.loaded.tokenizer.pad_token_id or 0, input_device(model))
     off = model.disable_adapter() if side.adapter_off else nullcontext()
     with torch.inference_mode(), off:
         logits = model(input_ids=tokens, attention_mask=mask, use_cache=False).logits
@@ -181,12 +171,13 @@ def _rows(side: Model, ids: list[list[int]], spans: list[tuple[int, int]]) -> li
     return [torch.log_softmax(logits[b, start - 1 : end - 1].float(), dim=-1) for b, (start, end) in enumerate(spans)]
 
 
-def _completion(pi: Any, ref: Any, tokens: list[int], kl: float | None) -> Completion:
-    """A completion's figures from both sides' token log-probabilities (`kl` from their distributions)."""
+def _completion(pi: Any, ref: Any, tokens: list[int], kl: float | None, *, skipped: int, length: int) -> Completion:
+    """A completion's figures from both sides' log-probabilities of its scored `tokens` (`kl` from their
+    distributions); `skipped` tokens before them went unscored, of `length` in all."""
     if not tokens:  # KTO's mismatched completion of one token after an empty prompt: nothing scored, as in TRL
-        return Completion(0.0, 0.0, 0, kl, {"position": 0, "token_id": None, "logratio": 0.0}, [])
+        return Completion(0.0, 0.0, 0, kl, {"position": 0, "token_id": None, "logratio": 0.0}, [], length)
     ratio = pi - ref
     at = int(ratio.abs().argmax())
-    moved = {"position": at, "token_id": tokens[at], "prob": float(pi[at].exp()), "ref_prob": float(ref[at].exp()),
-             "logratio": float(ratio[at])}  # fmt: skip
-    return Completion(float(pi.sum()), float(ref.sum()), len(tokens), kl, moved, ref.tolist())
+    moved = {"position": skipped + at, "token_id": tokens[at], "prob": float(pi[at].exp()),
+             "ref_prob": float(ref[at].exp()), "logratio": float(ratio[at])}  # fmt: skip
+    return Completion(float(pi.sum()), float(ref.sum()), len(tokens), kl, moved, ref.tolist(), length)

@@ -13,11 +13,12 @@ unpaired completions (`prompt` and `completion`, strings or messages, TRL's prom
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from llmcli.analysis.batching import budget_batches, right_padded
+from llmcli.analysis.dpo import softplus
 from llmcli.analysis.pairs import PairError, parse_pair, parse_unpaired, read_with
 from llmcli.errors import LlmcliError, UsageError
 
@@ -85,10 +86,8 @@ def scores(loaded: Any, ids: list[list[int]], *, advance: Callable[[int], None] 
     tokenizer, model = loaded.tokenizer, loaded.model
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     model.config.get_text_config().pad_token_id = pad  # where the model looks for each sequence's last token
-    for batch in _batches(ids):
-        width = max(len(i) for i in batch)
-        tokens = torch.tensor([i + [pad] * (width - len(i)) for i in batch], device=input_device(model))
-        mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i in batch], device=tokens.device)
+    for batch in budget_batches(ids, len, BATCH_TOKENS):
+        tokens, mask = right_padded(batch, pad, input_device(model))
         with torch.inference_mode():
             logits = model(input_ids=tokens, attention_mask=mask, use_cache=False).logits
         yield from logits[:, 0].float().tolist()
@@ -96,20 +95,9 @@ def scores(loaded: Any, ids: list[list[int]], *, advance: Callable[[int], None] 
             advance(len(batch))
 
 
-def _batches(ids: list[list[int]]) -> Iterator[list[list[int]]]:
-    batch: list[list[int]] = []
-    for one in ids:
-        if batch and max(len(one), *(len(i) for i in batch)) * (len(batch) + 1) > BATCH_TOKENS:
-            yield batch
-            batch = []
-        batch.append(one)
-    if batch:
-        yield batch
-
-
 def pair_row(line: int, chosen: float, rejected: float) -> dict[str, Any]:
     margin = chosen - rejected
-    loss = max(-margin, 0.0) + math.log1p(math.exp(-abs(margin)))  # -log sigmoid(margin)
+    loss = softplus(-margin)  # -log sigmoid(margin)
     return {"line": line, "chosen": chosen, "rejected": rejected, "margin": margin, "correct": chosen > rejected,
             "loss": loss}  # fmt: skip
 
@@ -133,8 +121,9 @@ def load_reward_model(model: str, spec: Any) -> Any:
     from llmcli.modelfs.config import load_config
     from llmcli.modelfs.heads import reward_problem
     from llmcli.modelfs.source import resolve_model
+    from llmcli.plan import Quantize
 
-    spec = replace(spec, sequence_classification=True, adapter=None, quantize=type(spec.quantize)("none"))
+    spec = replace(spec, sequence_classification=True, adapter=None, quantize=Quantize.none)
     source = resolve_model(model, verbose=spec.show_progress)
     problem = reward_problem(load_config(source.path))
     if problem is not None:

@@ -60,12 +60,15 @@ def _jsonl(path: Path, rows: list[dict[str, Any]]) -> str:
     from llmcli import output
     from llmcli.errors import LlmcliError, squash
 
+    temporary = None
     try:
-        handle, temporary = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}-")
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
         os.replace(temporary, path)
     except OSError as exc:
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)  # nothing half-written left behind
         raise LlmcliError(f"cannot write: {squash(exc)}", path=path) from None
     output.warn(f"{path}: {len(rows)} rows")
     return f"{path} ({len(rows)} rows)"

@@ -26,27 +26,32 @@ class RewardSpec:
     weights: list[float] | None
 
 
-def load_rewards(spec: RewardSpec, *, policy: Any, load_model: Callable[[str], Any]) -> sampling.Rewards:
-    """The reward sources in order (--reward ones, then --reward-func ones), each with its weight (default 1)."""
-    from pathlib import Path
-
+def load_funcs(spec: RewardSpec) -> list[Any]:
+    """The reward functions, read from their files before any model loads (a missing file or name is said
+    first)."""
     from llmcli.analysis import reward_funcs
 
-    names, funcs = [], []
+    return [reward_funcs.load(given) for given in spec.funcs]
+
+
+def load_rewards(spec: RewardSpec, funcs: list[Any], *, policy: Any,
+                 load_model: Callable[[str], Any]) -> sampling.Rewards:  # fmt: skip
+    """The reward sources in order (--reward ones, then the --reward-func ones `load_funcs` read), each with its
+    weight (default 1)."""
+    names, scorers = [], []
     for given in spec.models:
         if given == "logprob":
             names.append("logprob")
-            funcs.append(lambda row, ids, samples: sampling.logprob_reward(policy, ids, samples))
+            scorers.append(lambda row, ids, samples: sampling.logprob_reward(policy, ids, samples))
             continue
         model = load_model(given)
-        names.append(Path(str(model.source.path)).name)
-        funcs.append(lambda row, ids, samples, model=model: sampling.model_reward(model, row, samples))
-    for given in spec.funcs:
-        func = reward_funcs.load(given)
+        names.append(model.source.path.name)
+        scorers.append(lambda row, ids, samples, model=model: sampling.model_reward(model, row, samples))
+    for func in funcs:
         names.append(func.name)
-        funcs.append(_calling(func))
+        scorers.append(_calling(func))
     weights = spec.weights if spec.weights is not None else [1.0] * len(names)
-    return sampling.Rewards(names, weights, funcs)
+    return sampling.Rewards(names, weights, scorers)
 
 
 def _calling(func: Any) -> Callable[..., list[float | None]]:

@@ -65,15 +65,16 @@ def sample(
     rows = sampling.read_prompts(Path(file))
     records = files.Records(Path(job_output) if job_output else None, resume=resume, rows=rows)  # before loading
     reward_spec = sample_run.RewardSpec(reward or [], reward_func or [], checked["weights"])
+    funcs = sample_run.load_funcs(reward_spec)
     if server is not None:
         engine, model_info, kwargs, seed_used = _remote(server, model_args, decoding, set_, n=n, seed=seed)
-        rewards = sample_run.load_rewards(reward_spec, policy=None, load_model=lambda m: _reward_model(m, model_args))
     else:
         kwargs, seed_used = _plan_kwargs(decoding, set_, model_args, seed)
         engine = _load(model_args)
         info = engine.describe()
         model_info = {"path": info["path"], "dtype": info["dtype"]}
-        rewards = sample_run.load_rewards(reward_spec, policy=engine, load_model=lambda m: _reward_model(m, model_args))
+    rewards = sample_run.load_rewards(reward_spec, funcs, policy=None if server is not None else engine,
+                                      load_model=lambda m: _reward_model(m, model_args))  # fmt: skip
     from llmcli.plan import GenerationPlan
 
     groups = []

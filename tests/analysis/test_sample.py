@@ -176,6 +176,8 @@ def test_bad_input_is_one_line(tiny_dir, files, tmp_path, capsys, monkeypatch):
     assert_clean_error(run, 1, "returned 1 values for 2 completions on the prompt on line 1")
     run = run_cli([*base, "--reward-func", f"{funcs}:missing"], capsys, monkeypatch)
     assert_clean_error(run, 1, str(funcs), "has no function named missing")
+    nowhere = ["sample", "-m", str(tmp_path / "no-model"), "-f", str(prompts), "--reward-func", f"{funcs}:missing"]
+    assert_clean_error(run_cli(nowhere, capsys, monkeypatch), 1, "has no function named missing")  # before loading
     run = run_cli([*base, "--reward-func", str(tmp_path / "nope.py:f")], capsys, monkeypatch)
     assert_clean_error(run, 1, "no such reward function file")
     run = run_cli([*base, "--reward-func", "funcs:f"], capsys, monkeypatch)
