@@ -18,7 +18,7 @@ from starlette.routing import Route
 
 from llmcli.server.answers import chat_body, completion_body
 from llmcli.server.api_error import ApiError
-from llmcli.server.failures import REQUEST_ID, request_id
+from llmcli.server.failures import REQUEST_ID
 from llmcli.server.models import Served
 from llmcli.server.protocol import Job, parse_llmcli, parse_openai
 from llmcli.server.responses_api import Store
@@ -107,7 +107,6 @@ def build_app(models: dict[str, Served], settings: ServeSettings) -> Starlette:
 async def guarded(server: Server, request: Request, work: Any) -> Response:
     """The API key checked, then `work`; any error becomes OpenAI's error JSON (never a traceback or a path),
     an unexpected one logged on the server's stderr under the request's id."""
-    rid = request_id(dict(request.headers))
     try:
         server.check_key(request)
         return await work(request)
@@ -115,7 +114,7 @@ async def guarded(server: Server, request: Request, work: Any) -> Response:
         headers = {"Retry-After": "1"} if exc.status == 503 else None
         return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
     except Exception as exc:  # noqa: BLE001
-        message = server.failures.log(exc, rid=rid, where=f"{request.method} {request.url.path}")
+        rid, message = server.failures.log(exc, request)  # an id made only when something failed
         body = ApiError(500, message, kind="server_error").body()
         return JSONResponse(body, status_code=500, headers={REQUEST_ID: rid})
 

@@ -8,6 +8,7 @@ import sys
 import traceback
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 REQUEST_ID = "x-request-id"
 
@@ -22,10 +23,12 @@ def request_id(headers: dict[str, str] | None = None) -> str:
 class Failures:
     count: int = 0
 
-    def log(self, exc: BaseException, *, rid: str, where: str) -> str:
-        """Log `exc` once on stderr; the one line a client may see."""
+    def log(self, exc: BaseException, request: Any, *, streaming: bool = False) -> tuple[str, str]:
+        """Log `exc` once on stderr under the request's id; the id, and the one line a client may see."""
         self.count += 1
+        rid = request_id(dict(request.headers))
+        where = f"{request.method} {request.url.path}" + (", streaming" if streaming else "")
         trace = "".join(traceback.format_exception(exc))
         sys.stderr.write(f"llmcli serve: request {rid} ({where}) failed: {type(exc).__name__}: {exc}\n{trace}")
         sys.stderr.flush()
-        return f"internal error (request {rid}; the server's log has the details)"
+        return rid, f"internal error (request {rid}; the server's log has the details)"

@@ -23,7 +23,7 @@ from llmcli.server.answers import usage_chunk
 from llmcli.server.api_error import ApiError
 from llmcli.server.chat_prompt import chat_ids
 from llmcli.server.choice_stream import ChoiceStream
-from llmcli.server.failures import Failures, request_id
+from llmcli.server.failures import Failures
 from llmcli.server.fanout import Fanout
 from llmcli.server.grammars import Grammars
 from llmcli.server.models import Served
@@ -298,8 +298,7 @@ class Server:
             async for event in events:
                 yield event
         except Exception as exc:  # noqa: BLE001
-            rid = request_id(dict(request.headers))
-            yield error(self.failures.log(exc, rid=rid, where=f"{request.method} {request.url.path}, streaming"))
+            yield error(self.failures.log(exc, request, streaming=True)[1])
 
     def model_list(self) -> dict[str, Any]:
         models = self.models.values()

@@ -50,9 +50,9 @@ class QuantChoice:
         """The one line printed on stderr at load."""
         group = f", group {self.group_size}" if self.group_size else ""
         bits = self.describe()["bits_per_weight"]
-        kept = "; ".join(f"{_names(names)} ({why})" for why, names in _by_reason(self.kept).items())
+        kept = _listed(self.kept)
         blocks = f" ({self.gguf_blocks} from the GGUF file's own blocks of 32)" if self.gguf_blocks else ""
-        again = "; ".join(f"{_names(names)} ({why})" for why, names in _by_reason(self.requantized).items())
+        again = _listed(self.requantized)
         return (
             f"{self.scheme}{group}: {len(self.quantized)} linear layers{blocks} at {bits} bits a weight"
             + (f"; quantized from float weights, not the GGUF's blocks: {again}" if again else "")
@@ -69,11 +69,12 @@ class QuantChoice:
         self.quantized_params += new.in_features * new.out_features
 
 
-def _by_reason(reasons: dict[str, str]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
+def _listed(reasons: dict[str, str]) -> str:
+    """Layers grouped by their reason: 'mlp.down_proj x30 (why); lm_head (why)'."""
+    by_reason: dict[str, list[str]] = {}
     for name, why in reasons.items():
-        out.setdefault(why, []).append(name)
-    return out
+        by_reason.setdefault(why, []).append(name)
+    return "; ".join(f"{_names(names)} ({why})" for why, names in by_reason.items())
 
 
 def _names(names: list[str]) -> str:
