@@ -13,7 +13,7 @@ unpaired completions (`prompt` and `completion`, strings or messages, TRL's prom
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,7 @@ def sequences(tokenizer: Any, kind: str, rows: list[Any], *, context: int | None
     return out
 
 
-def scores(loaded: Any, ids: list[list[int]], *, advance: Callable[[int], None] | None = None) -> Iterator[float]:
+def scores(loaded: Any, ids: list[list[int]]) -> Iterator[float]:
     """Each sequence's score, in order, batch by batch."""
     import torch
 
@@ -91,8 +91,14 @@ def scores(loaded: Any, ids: list[list[int]], *, advance: Callable[[int], None] 
         with torch.inference_mode():
             logits = model(input_ids=tokens, attention_mask=mask, use_cache=False).logits
         yield from logits[:, 0].float().tolist()
-        if advance is not None:
-            advance(len(batch))
+
+
+def scored_rows(loaded: Any, kind: str, sequences: list[tuple[int, list[int]]]) -> Iterator[dict[str, Any]]:
+    """Each row's figures in file order from `sequences` (a pair's chosen then its rejected): a pair's scores,
+    margin and loss, or a completion's score."""
+    values = scores(loaded, [ids for _, ids in sequences])
+    for line, _ in sequences[:: 2 if kind == "pairs" else 1]:
+        yield pair_row(line, next(values), next(values)) if kind == "pairs" else {"line": line, "score": next(values)}
 
 
 def pair_row(line: int, chosen: float, rejected: float) -> dict[str, Any]:

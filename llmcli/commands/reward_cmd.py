@@ -80,17 +80,11 @@ def _scored(loaded: Any, kind: str, rows: list[Any], *, path: Path, each: bool) 
         ids = analysis.sequences(loaded.tokenizer, kind, rows, context=geometry(loaded.config).context)
     except PairError as exc:
         raise PairError(exc.message, path=path) from None
-    per_row = 2 if kind == "pairs" else 1
-    out, pending = [], []
-    with output.progress(len(ids), "scoring", enabled=output.stderr_is_tty()) as advance:
-        for score in analysis.scores(loaded, [i for _, i in ids], advance=lambda n: [advance() for _ in range(n)]):
-            pending.append(score)
-            if len(pending) < per_row:
-                continue
-            line = ids[len(out) * per_row][0]
-            row = analysis.pair_row(line, *pending) if kind == "pairs" else {"line": line, "score": pending[0]}
-            pending = []
+    out = []
+    with output.progress(len(rows), "scoring", enabled=output.stderr_is_tty()) as advance:
+        for row in analysis.scored_rows(loaded, kind, ids):
             out.append(row)
+            advance()
             if each:
                 output.write_stdout(json.dumps(row) + "\n", flush=True)
     return out
