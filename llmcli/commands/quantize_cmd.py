@@ -27,14 +27,18 @@ def quantize(
     ),  # fmt: skip
     out: Path = typer.Argument(..., help="The directory to write (must not exist)."),
     to: Target = typer.Option(
-        ..., "--to", help="int4 or int8: per group (--group-size, default 32), integer zero points."
+        ..., "--to", help="int4 or int8: per group (--group-size, default 32), the codes --quantize computes."
     ),
     group_size: opt.GroupSizeOpt = None,
+    calibrate: Path | None = typer.Option(
+        None, "--calibrate", help="A text whose activations weight the code search (an importance matrix)."
+    ),
     trust_remote_code: opt.TrustOpt = False,
     json_out: opt.JsonOpt = False,
 ) -> None:
     """Write OUT with every linear layer but the output layer quantized, shard by shard (the model is never
-    whole in memory), atomically (nothing is left behind on failure); OUT's path on stdout."""
+    whole in memory, but for a run of the float model over --calibrate's text), atomically (nothing is left
+    behind on failure); OUT's path on stdout."""
     from llmcli import output
     from llmcli.errors import LlmcliError
     from llmcli.modelfs.checkpoint import read_checkpoint
@@ -53,9 +57,11 @@ def quantize(
         raise LlmcliError("quantize reads safetensors weights; this directory has none", path=source.path)
     from llmcli.engine.quant.choice import DEFAULT_GROUP_SIZE
 
+    chunks = _calibration_windows(source, calibrate, trust=trust_remote_code) if calibrate else None
     group = group_size or DEFAULT_GROUP_SIZE
     with output.spinner(f"Quantizing {source.path.name} to {to}…", enabled=output.stderr_is_tty()):
-        choice = _export(source.path, out, ckpt, config, scheme=str(to), group=group, trust=trust_remote_code)
+        choice = _export(source, out, ckpt, config, scheme=str(to), group=group, trust=trust_remote_code,
+                         chunks=chunks)  # fmt: skip
     output.stderr_text(f"{out}: {choice.summary()}")
     if json_out:
         output.emit_json({"path": str(out), "source": str(source.path), **choice.describe()})
@@ -63,15 +69,45 @@ def quantize(
         output.write_stdout(f"{out}\n")
 
 
-def _export(path: Path, out: Path, ckpt: object, config: dict, *, scheme: str, group: int,
-            trust: bool) -> object:  # fmt: skip
+def _calibration_windows(source: object, path: Path, *, trust: bool) -> list[list[int]]:
+    """The calibration text's token windows, checked before any weight is read."""
+    from llmcli.engine.load.loader import load_tokenizer
+    from llmcli.engine.quant import calibration
+    from llmcli.plan import LoadSpec
+
+    text = calibration.read_text(path)
+    return calibration.windows(load_tokenizer(source, spec=LoadSpec(trust_remote_code=trust)), text, path)
+
+
+def _export(source: object, out: Path, ckpt: object, config: dict, *, scheme: str, group: int, trust: bool,
+            chunks: list[list[int]] | None) -> object:  # fmt: skip
     from llmcli.engine.quant import export, while_loading
+    from llmcli.engine.quant.choice import targets
     from llmcli.errors import LlmcliError
     from llmcli.quiet import quiet_transformers
 
     quiet_transformers()
+    path = source.path
     model = while_loading.empty_model(path, dtype="float32", trust=trust, attn={})
     why = while_loading.mismatch(model, ckpt)
     if why is not None:
         raise LlmcliError(f"cannot quantize by name: {why}", path=path)
-    return export.export(path, out, ckpt, model, scheme=scheme, group_size=group, config=config)
+    importance = None
+    if chunks:
+        names, _ = targets(model, scheme=scheme, group_size=group, device="cpu")
+        importance = _importance(source, names, chunks, trust=trust)
+    return export.export(path, out, ckpt, model, scheme=scheme, group_size=group, config=config,
+                         importance=importance)  # fmt: skip
+
+
+def _importance(source: object, names: list[str], chunks: list[list[int]], *, trust: bool) -> dict:
+    """The float model, loaded once to run the calibration windows, then let go before any layer is written."""
+    from llmcli.engine.load.loader import load
+    from llmcli.engine.quant import calibration
+    from llmcli.plan import LoadSpec
+
+    loaded = load(source, LoadSpec(trust_remote_code=trust, memory_check=True))
+    try:
+        return calibration.importance(loaded.model, names, chunks)
+    finally:
+        del loaded

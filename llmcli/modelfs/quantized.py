@@ -14,7 +14,7 @@ def saved_scheme(config: dict[str, Any]) -> tuple[str, int | None] | None:
     quant = config.get("quantization_config")
     if not isinstance(quant, dict) or quant.get("quant_method") != "compressed-tensors":
         return None
-    if quant.get("format") != "pack-quantized":
+    if quant.get("format") not in ("pack-quantized", "naive-quantized"):
         return None
     groups = [g for g in (quant.get("config_groups") or {}).values() if isinstance(g, dict)]
     weights = groups[0].get("weights") if len(groups) == 1 else None
@@ -35,20 +35,34 @@ def describe(config: dict[str, Any], ckpt: Checkpoint) -> dict[str, Any] | None:
         return None
     name, group = scheme
     bits = int(name.removeprefix("int"))
-    layers = {key.removesuffix(".weight_packed") for key in ckpt.tensors if key.endswith(".weight_packed")}
+    layers, packed = saved_layers(ckpt)
     params = 0
     held = 0
     for layer in layers:
-        rows, words = ckpt.tensors[f"{layer}.weight_packed"].shape
-        params += rows * words * (32 // bits)
-        held += sum(ckpt.tensors[f"{layer}.{part}"].nbytes for part in ("weight_packed", "weight_scale",
+        if packed:
+            rows, words = ckpt.tensors[f"{layer}.weight_packed"].shape
+            params += rows * words * (32 // bits)
+        else:
+            params += ckpt.tensors[f"{layer}.weight"].numel
+        held += sum(ckpt.tensors[f"{layer}.{part}"].nbytes for part in ("weight_packed", "weight", "weight_scale",
                     "weight_zero_point") if f"{layer}.{part}" in ckpt.tensors)  # fmt: skip
     return {
         "scheme": name,
         "bits": bits,
+        "format": "pack-quantized" if packed else "naive-quantized",
         "group_size": group,
         "quantized_layers": len(layers),
         "quantized_params": params,
         "bytes_per_param": round(held / params, 3) if params else None,
         "kept_in_float": list(config["quantization_config"].get("ignore") or []),
     }
+
+
+def saved_layers(ckpt: Checkpoint) -> tuple[list[str], bool]:
+    """The layers a quantized checkpoint holds as codes, and whether they are packed (pack-quantized: what
+    llmcli wrote before it saved float zeros) rather than a code a byte (naive-quantized)."""
+    packed = [key.removesuffix(".weight_packed") for key in ckpt.tensors if key.endswith(".weight_packed")]
+    if packed:
+        return packed, True
+    return [key.removesuffix(".weight_zero_point") for key in ckpt.tensors if key.endswith(".weight_zero_point")
+            and ckpt.tensors.get(key.removesuffix("_zero_point")) is not None], False  # fmt: skip

@@ -19,7 +19,7 @@ def quantization_section(quant: dict[str, Any]) -> Section:
     group = f", group {quant['group_size']}" if quant["group_size"] else " per channel"
     kept = ", ".join(quant["kept_in_float"]) or "none"
     rows = [
-        ("scheme", f"{quant['scheme']}{group}", f"{quant['bits']}-bit codes, compressed-tensors pack-quantized"),
+        ("scheme", f"{quant['scheme']}{group}", f"{quant['bits']}-bit codes, compressed-tensors {quant['format']}"),
         ("layers", f"{quant['quantized_layers']:,}", "linear layers stored quantized"),
         ("parameters", f"{quant['quantized_params']:,}", "weights those layers stand for"),
         ("bytes/param", f"{quant['bytes_per_param']}", "codes, scales and zero points, per weight"),

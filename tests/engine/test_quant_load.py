@@ -71,17 +71,15 @@ def test_quantized_while_loading_and_equal_to_the_dequantized_float_model(tiny_d
         floats = float_model(ids).logits
         expected = _float_copy_with(float_model, layers, bits)(ids).logits
         got = _logits(loaded, ids)
-        # each layer, alone: its product against the written-out weight of the same name (a swap shows here)
+        # each layer, alone: its product against the float weight of the same name (a swap is off by ~1.4)
         for name in layers:
             layer = loaded.model.get_submodule(name)
             x = torch.randn(5, layer.in_features)
-            want = x @ _written_out(float_model.get_submodule(name).weight, 32, bits).t()
-            assert torch.allclose(layer(x), want, atol=0.02 * want.abs().max().item()), name
-    # The kernel reads bfloat16 activations, scales and zeros: close to the written-out model, not bit-equal.
-    # (On this tiny random model int4 moves the logits by KL ~1e-4 and a swap of two layers by ~1e-5.)
-    assert _kl(expected, got) < 0.01 * _kl(floats, expected) + 1e-6
-    assert (got.argmax(-1) == expected.argmax(-1)).float().mean() > 0.9
-    assert _kl(floats, got) < 2 * _kl(floats, expected) + 1e-6
+            want = x @ float_model.get_submodule(name).weight.t()
+            assert (layer(x) - want).norm() < (0.12 if bits == 4 else 0.01) * want.norm(), name
+    # The code search against plain min/max rounding (written out above): it moves the logits less.
+    assert _kl(floats, got) < (1.0 if bits == 4 else 2.0) * _kl(floats, expected) + 1e-7
+    assert (got.argmax(-1) == floats.argmax(-1)).float().mean() > 0.9
 
 
 def test_a_group_that_does_not_divide_a_layer_leaves_it_in_float_and_says_so(tiny_dir, capsys):

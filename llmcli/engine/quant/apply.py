@@ -8,10 +8,10 @@ from llmcli.engine.quant.choice import QuantChoice, targets
 from llmcli.engine.quant.schemes import SCHEMES
 
 
-def quantized_layer(weight: Any, bias: Any, *, scheme: str, group_size: int, device: str) -> Any:
+def quantized_layer(weight: Any, bias: Any, *, scheme: str, group_size: int, device: str, name: str) -> Any:
     """The scheme's layer for one float weight [out, in] (on any device; the result is on `device`)."""
     entry = SCHEMES[scheme]
-    return entry.layer(entry.quantize(weight, group_size), bias, device=device)
+    return entry.layer(entry.quantize(weight, group_size, name=f"{name}.weight"), bias, device=device)
 
 
 def quantize_loaded(model: Any, *, scheme: str, group_size: int, device: str) -> QuantChoice:
@@ -22,5 +22,5 @@ def quantize_loaded(model: Any, *, scheme: str, group_size: int, device: str) ->
     for name in names:
         old = model.get_submodule(name)
         choice.add(model, name, quantized_layer(old.weight, old.bias, scheme=scheme, group_size=group_size,
-                                                device=device))  # fmt: skip
+                                                device=device, name=name))  # fmt: skip
     return choice

@@ -21,15 +21,16 @@ WEIGHT_FILES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 
 
 def export(source: Path, out: Path, ckpt: Checkpoint, model: Any, *, scheme: str, group_size: int,
-           config: dict[str, Any]) -> QuantChoice:  # fmt: skip
-    """Writes OUT from `source` (whose names `model`, built empty, shares); returns what was quantized."""
+           config: dict[str, Any], importance: dict[str, Any] | None = None) -> QuantChoice:  # fmt: skip
+    """Writes OUT from `source` (whose names `model`, built empty, shares); returns what was quantized.
+    `importance`: a weight per input column of each layer (engine.quant.calibration), for the code search."""
     names, kept = targets(model, scheme=scheme, group_size=group_size, device="cpu")
     choice = QuantChoice(scheme, group_size, kept=kept)
     staging = out.parent / f".{out.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     try:
         staging.mkdir(parents=True)
-        weight_map = _write_shards(source, staging, ckpt, set(names), choice)
+        weight_map = _write_shards(source, staging, ckpt, set(names), choice, importance or {})
         _write_config(staging, config, choice)
         _copy_others(source, staging)
         if len(set(weight_map.values())) > 1:
@@ -45,7 +46,8 @@ def export(source: Path, out: Path, ckpt: Checkpoint, model: Any, *, scheme: str
     return choice
 
 
-def _write_shards(source: Path, staging: Path, ckpt: Checkpoint, layers: set[str], choice: QuantChoice) -> dict:
+def _write_shards(source: Path, staging: Path, ckpt: Checkpoint, layers: set[str], choice: QuantChoice,
+                  importance: dict[str, Any]) -> dict:  # fmt: skip
     from safetensors.torch import save_file
 
     from llmcli.engine.quant import shard_reader
@@ -58,7 +60,7 @@ def _write_shards(source: Path, staging: Path, ckpt: Checkpoint, layers: set[str
         for key, value in shard_reader.tensors(source / shard):
             layer = key.removesuffix(".weight")
             if key.endswith(".weight") and layer in layers:
-                written |= _quantized(layer, value, choice)
+                written |= _quantized(layer, value, choice, importance.get(layer))
                 shard_reader.give_back_memory()
             else:
                 written[key] = value
@@ -67,13 +69,15 @@ def _write_shards(source: Path, staging: Path, ckpt: Checkpoint, layers: set[str
     return weight_map
 
 
-def _quantized(layer: str, weight: Any, choice: QuantChoice) -> dict[str, Any]:
+def _quantized(layer: str, weight: Any, choice: QuantChoice, importance: Any) -> dict[str, Any]:
+    import torch
+
     scheme = SCHEMES[choice.scheme]
-    codes, points = scheme.with_points(weight, choice.group_size)
-    tensors = saved.tensors(layer, codes, points, bits=scheme.bits, dtype=weight.dtype)
+    codes = scheme.quantize(weight, choice.group_size, importance=importance, name=f"{layer}.weight")
+    tensors = saved.tensors(layer, codes, middle=scheme.middle, dtype=torch.float32)
     choice.quantized.append(layer)
     choice.quantized_params += weight.numel()
-    choice.quantized_bytes += sum(t.nbytes for k, t in tensors.items() if not k.endswith("weight_shape"))
+    choice.quantized_bytes += sum(t.nbytes for t in tensors.values())
     return tensors
 
 

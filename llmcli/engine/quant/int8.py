@@ -4,8 +4,8 @@ asymmetric (a scale and a zero per group, as int4), a weight `(code - 128) * sca
 torch has no per-group int8 kernel, and its per-channel one (`_weight_int8pack_mm`) gave mean KL 0.0035 on
 the default model, past the 0.001 this scheme is for (docs/quantization.md). So a code is split into its two
 4-bit halves, `code = 16 * high + low`, and the layer runs torch's int4 kernel once per half: the high half
-with scale 16s and zero `zero + 8s`, the low half with scale s and zero 0, which add up to the weight. It
-reads 1.25 bytes a weight at group 32; on one row it measured as fast as the per-channel kernel.
+with scale 16s, the low half with scale s, and the zero `zero + 8s` shared between them, which add up to the
+weight. It reads 1.25 bytes a weight at group 32; on one row it measured as fast as the per-channel kernel.
 """
 
 from __future__ import annotations
@@ -32,9 +32,14 @@ class Int8Codes(NamedTuple):
         import torch
 
         high, low = self.codes // 16, self.codes % 16
+        zero = self.zeros.to(torch.float32) + 8 * self.scales.to(torch.float32)
+        # The kernel holds bfloat16 zeros: the high half's takes what bfloat16 holds of the sum, the low half's the
+        # rest, so that the two carry the zero to 16 bits rather than 8 (a step of an 8-bit code is 1/256 of a
+        # group's range: one bfloat16 zero would be off by up to half a step).
+        high_zero = zero.to(torch.bfloat16).to(torch.float32)
         return (
-            Int4Codes(high, self.scales * 16, self.zeros + 8 * self.scales),
-            Int4Codes(low, self.scales, torch.zeros_like(self.zeros)),
+            Int4Codes(high, self.scales * 16, high_zero),
+            Int4Codes(low, self.scales, zero - high_zero),
         )
 
     def dequantize(self) -> Any:

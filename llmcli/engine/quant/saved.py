@@ -1,13 +1,16 @@
-"""compressed-tensors' "pack-quantized" layout: how `llmcli quantize` writes a quantized layer and how a
-saved one is read back into the kernel's codes.
+"""How `llmcli quantize` writes a quantized layer and how a saved one is read back into the kernel's codes:
+compressed-tensors' layouts, the format of transformers' and vLLM's compressed-tensors support (transformers
+with the compressed-tensors package reads these files: tests/commands/test_quantize.py).
 
-Chosen because it is the format of transformers' and vLLM's compressed-tensors support (transformers with the
-compressed-tensors package reads these files: tests/commands/test_quantize.py). A layer
-`name` becomes `name.weight_packed` (int32, eight 4-bit or four 8-bit values a word, the first in the low
-bits, each value stored plus 2^(bits-1)), `name.weight_scale` ([out, groups]), `name.weight_shape` and
-`name.weight_zero_point` (the integer zero points, packed the same way down the outputs); a weight is
-`(value - zero_point) * scale`. int4 and int8 are both saved per group, asymmetric; an int8 file saved per
-channel, symmetric (no zero points: what llmcli wrote before) still reads back.
+Written: "naive-quantized", the layout that carries a float zero, so that a saved layer is the codes
+`--quantize` computes (engine.quant.codes.search) and not a rounding of them: `name.weight` (int8, each code
+minus 2^(bits-1), one a byte), `name.weight_scale` ([out, groups]) and `name.weight_zero_point` ([out,
+groups], float32); a weight is `(value - zero_point) * scale`. It costs a byte a 4-bit code on disk (the
+packed layout half that) but nothing in memory: loading packs the codes for the kernel.
+Read as well: "pack-quantized" files earlier llmcli wrote, `name.weight_packed` (int32, eight 4-bit or four
+8-bit values a word, the first in the low bits, each stored plus 2^(bits-1)), `name.weight_scale`,
+`name.weight_shape` and `name.weight_zero_point` (integer zero points packed the same way down the outputs),
+or, for int8 saved per channel and symmetric, no zero points.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from llmcli.engine.quant.int8 import CHANNEL_GROUP, Int8Codes, from_per_channel
 from llmcli.engine.quant.schemes import Scheme
 
 PACKED = ("weight_packed", "weight_scale", "weight_shape", "weight_zero_point")
+NAIVE = ("weight", "weight_scale", "weight_zero_point")
+WRITTEN_FORMAT = "naive-quantized"
 
 
 def pack_int32(values: Any, bits: int) -> Any:
@@ -42,25 +47,27 @@ def unpack_int32(words: Any, bits: int, cols: int) -> Any:
     return values.reshape(words.shape[0], -1)[:, :cols].to(torch.uint8)
 
 
-def tensors(name: str, codes: Any, points: Any, *, bits: int, dtype: Any) -> dict[str, Any]:
-    """A layer's saved tensors from its codes and integer zero points (engine.quant.codes.with_points)."""
+def tensors(name: str, codes: Any, *, middle: int, dtype: Any) -> dict[str, Any]:
+    """A layer's saved tensors (naive-quantized) from its codes."""
     import torch
 
-    out, inputs = codes.codes.shape
     return {
-        f"{name}.weight_packed": pack_int32(codes.codes, bits),
+        f"{name}.weight": (codes.codes.to(torch.int16) - middle).to(torch.int8).contiguous(),
         f"{name}.weight_scale": codes.scales.to(dtype).contiguous(),
-        f"{name}.weight_zero_point": pack_int32(points.t().contiguous(), bits).t().contiguous(),
-        f"{name}.weight_shape": torch.tensor([out, inputs], dtype=torch.int64),
+        f"{name}.weight_zero_point": (-codes.zeros / codes.scales).to(torch.float32).contiguous(),
     }
 
 
 def read(parts: dict[str, Any], scheme: Scheme) -> Any:
-    """The kernel's codes from a layer's saved tensors (per group, integer zero points)."""
+    """The kernel's codes from a layer's saved tensors, either layout (per group)."""
     import torch
 
-    out, inputs = (int(v) for v in parts["weight_shape"].tolist())
     scales = parts["weight_scale"].to(torch.float32)
+    if "weight_packed" not in parts:
+        codes = (parts["weight"].to(torch.int16) + scheme.middle).to(torch.uint8)
+        zeros = (-parts["weight_zero_point"].to(torch.float32) * scales).to(torch.bfloat16).to(torch.float32)
+        return scheme.codes(codes, scales, zeros)
+    out, inputs = (int(v) for v in parts["weight_shape"].tolist())
     groups = scales.shape[1]
     points = unpack_int32(parts["weight_zero_point"].t().contiguous(), scheme.bits, out).t().to(torch.float32)
     codes = unpack_int32(parts["weight_packed"], scheme.bits, inputs)
@@ -83,7 +90,7 @@ def quantization_config(*, scheme: Scheme, group_size: int, ignore: list[str]) -
                                                   "block_structure": None}  # fmt: skip
     return {
         "quant_method": "compressed-tensors",
-        "format": "pack-quantized",
+        "format": WRITTEN_FORMAT,
         "quantization_status": "compressed",
         "config_groups": {
             "group_0": {
@@ -91,7 +98,7 @@ def quantization_config(*, scheme: Scheme, group_size: int, ignore: list[str]) -
                 "weights": weights,
                 "input_activations": None,
                 "output_activations": None,
-                "format": "pack-quantized",
+                "format": WRITTEN_FORMAT,
             },  # fmt: skip
         },
         "ignore": ignore,

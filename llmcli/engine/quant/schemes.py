@@ -7,9 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from llmcli.engine.quant import codes as search
 from llmcli.engine.quant.int4 import Int4Codes
 from llmcli.engine.quant.int8 import Int8Codes
+from llmcli.errors import LlmcliError
 
 
 @dataclass(frozen=True)
@@ -23,14 +23,18 @@ class Scheme:
     def middle(self) -> int:
         return 2 ** (self.bits - 1)
 
-    def quantize(self, weight: Any, group_size: int) -> Any:
-        """Codes for a float weight [out, in] as loading computes them (a float zero per group)."""
-        return self.codes(*search.minmax(weight, group_size, bits=self.bits))
+    def quantize(self, weight: Any, group_size: int, *, importance: Any = None, name: str = "the weight") -> Any:
+        """Codes for a float weight [out, in], as loading computes them and `llmcli quantize` saves them (a
+        float zero per group; `importance`: a weight per input column, from a calibration text). A weight with
+        NaN or inf is refused by `name` (its codes would be meaningless)."""
+        import torch
 
-    def with_points(self, weight: Any, group_size: int) -> tuple[Any, Any]:
-        """Codes with integer zero points, and the points: the form `llmcli quantize` saves."""
-        codes, scales, zeros, points = search.with_points(weight, group_size, bits=self.bits)
-        return self.codes(codes, scales, zeros), points
+        from llmcli.engine.quant.fast_search import search
+
+        wide = weight if weight.dtype in (torch.float32, torch.bfloat16, torch.float16) else weight.float()
+        if not bool(torch.isfinite(wide).all()):
+            raise LlmcliError(f"{name} holds NaN or infinite values: it cannot be quantized")
+        return self.codes(*search(weight, group_size, bits=self.bits, importance=importance))
 
     def layer(self, codes: Any, bias: Any, *, device: str) -> Any:
         from llmcli.engine.quant import layers
@@ -43,8 +47,10 @@ class Scheme:
         return (self.bits // 4) * (0.5 + 4 / group_size)
 
     def saved_weights(self, group_size: int) -> dict[str, Any]:
-        """compressed-tensors' description of the saved codes (config.json's quantization_config)."""
-        return {"num_bits": self.bits, "type": "int", "symmetric": False, "strategy": "group", "group_size": group_size}
+        """compressed-tensors' description of the saved codes (config.json's quantization_config): the zero point
+        a float (engine.quant.saved)."""
+        return {"num_bits": self.bits, "type": "int", "symmetric": False, "strategy": "group", "group_size": group_size,
+                "zp_dtype": "float32"}  # fmt: skip
 
 
 SCHEMES = {scheme.name: scheme for scheme in (Scheme("int4", 4, Int4Codes, "Int4Linear"),

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from llmcli.engine.quant.choice import QuantChoice, targets
-from llmcli.engine.quant.saved import PACKED
+from llmcli.engine.quant.saved import NAIVE, PACKED
 from llmcli.engine.quant.schemes import SCHEMES, of_codes
 from llmcli.errors import LlmcliError
 from llmcli.modelfs.checkpoint import Checkpoint
@@ -88,7 +88,7 @@ def from_float(model: Any, *, scheme: str, group_size: int, device: str) -> Buil
         if not weight.is_floating_point():
             raise LlmcliError(f"{layer}.weight is {str(weight.dtype).removeprefix('torch.')}, not a float weight: "
                               f"--quantize {scheme} cannot quantize it")  # fmt: skip
-        return quantized_layer(weight, bias, scheme=scheme, group_size=group_size, device=device)
+        return quantized_layer(weight, bias, scheme=scheme, group_size=group_size, device=device, name=layer)
 
     return Builders({name: {"weight"} for name in names}, build, kept)
 
@@ -97,11 +97,12 @@ def from_saved(model: Any, ckpt: Checkpoint, *, scheme: str, group_size: int | N
     """Layers `llmcli quantize` saved, built from their codes as they are (`group_size` None: int8 saved per
     channel, as llmcli wrote it before it saved groups)."""
     from llmcli.engine.quant import saved
+    from llmcli.modelfs.quantized import saved_layers
 
     entry = SCHEMES[scheme]
-    names = [key.removesuffix(".weight_packed") for key in ckpt.tensors if key.endswith(".weight_packed")]
+    names, packed = saved_layers(ckpt)
     kept = {name: "kept in float by the file" for name in _linear_names(model) if name not in set(names)}
-    parts = set(PACKED) if group_size is not None else set(PACKED) - {"weight_zero_point"}
+    parts = set(NAIVE) if not packed else set(PACKED) if group_size is not None else set(PACKED) - {"weight_zero_point"}
 
     def build(layer: str, got: dict[str, Any], bias: Any) -> Any:
         codes = saved.read(got, entry) if group_size is not None else saved.read_int8_channel(got)
