@@ -77,7 +77,7 @@ def _quantized(layer: str, weight: Any, choice: QuantChoice, importance: Any) ->
     tensors = saved.tensors(layer, codes, middle=scheme.middle, dtype=torch.float32)
     choice.quantized.append(layer)
     choice.quantized_params += weight.numel()
-    choice.quantized_bytes += sum(t.nbytes for t in tensors.values())
+    choice.quantized_bytes += round(scheme.bytes_per_weight(choice.group_size) * weight.numel())  # once loaded
     return tensors
 
 
