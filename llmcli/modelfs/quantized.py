@@ -17,7 +17,8 @@ def saved_scheme(config: dict[str, Any]) -> tuple[str, int | None] | None:
     if quant.get("format") not in ("pack-quantized", "naive-quantized"):
         return None
     groups = [g for g in (quant.get("config_groups") or {}).values() if isinstance(g, dict)]
-    weights = groups[0].get("weights") if len(groups) == 1 else None
+    every = [g for g in groups if g.get("targets") == ["Linear"]]
+    weights = every[0].get("weights") if len(every) == 1 else groups[0].get("weights") if len(groups) == 1 else None
     if not isinstance(weights, dict) or weights.get("type") != "int":
         return None
     bits = weights.get("num_bits")
@@ -55,7 +56,20 @@ def describe(config: dict[str, Any], ckpt: Checkpoint) -> dict[str, Any] | None:
         "quantized_params": params,
         "bytes_per_param": round(held / params, 3) if params else None,
         "kept_in_float": list(config["quantization_config"].get("ignore") or []),
+        "own_scheme": saved_overrides(config),
     }
+
+
+def saved_overrides(config: dict[str, Any]) -> dict[str, str]:
+    """Layers saved in a scheme of their own (a config group that targets one name: the output layer in int8),
+    layer -> "int4" or "int8"."""
+    groups = (config.get("quantization_config") or {}).get("config_groups") or {}
+    out = {}
+    for group in groups.values():
+        targets, weights = group.get("targets"), group.get("weights") or {}
+        if isinstance(targets, list) and targets != ["Linear"] and weights.get("num_bits") in (4, 8):
+            out |= {name: f"int{weights['num_bits']}" for name in targets if isinstance(name, str)}
+    return out
 
 
 def saved_layers(ckpt: Checkpoint) -> tuple[list[str], bool]:

@@ -29,11 +29,18 @@ def saved_int8(tiny_dir, tmp_path_factory):
     return _saved(tiny_dir, tmp_path_factory, "int8")
 
 
+@pytest.fixture(scope="module")
+def saved_untied(tiny_untied_single, tmp_path_factory):
+    """int4 with an untied output layer, which goes in int8 (a config group of its own)."""
+    return _saved(tiny_untied_single, tmp_path_factory, "int4")
+
+
 def test_quantize_writes_a_compressed_tensors_directory(saved_int4, tiny_dir):
     out, run = saved_int4
     record = run.json()
     assert record["path"] == str(out) and record["scheme"] == "int4" and record["group_size"] == 32
-    assert record["quantized_layers"] == 14 and record["kept"] == {"lm_head": "the output layer, by measurement"}
+    assert record["quantized_layers"] == 14 and record["output_layer"] is None
+    assert record["kept"] == {"lm_head": "the output layer, tied to the embeddings"}
     assert "int4, group 32: 14 linear layers" in run.stderr
     config = json.loads((out / "config.json").read_text())
     quant = config["quantization_config"]
@@ -68,8 +75,8 @@ def test_llmcli_loads_the_saved_codes_without_quantizing_again(saved_int4, tiny_
     assert torch.allclose(layer(x), expected, atol=0.02 * expected.abs().max().item())
 
 
-@pytest.mark.parametrize("saved", ["saved_int4", "saved_int8"])
-def test_the_saved_model_is_the_model_quantize_computes(saved, tiny_dir, request):
+@pytest.mark.parametrize("saved", ["saved_int4", "saved_int8", "saved_untied"])
+def test_the_saved_model_is_the_model_quantize_computes(saved, request):
     """Saved = loaded: every layer's codes, scales and zeros as `--quantize` makes them, so the same tokens."""
     from llmcli.engine.load.loader import load
     from llmcli.modelfs.source import ModelSource
@@ -81,8 +88,10 @@ def test_the_saved_model_is_the_model_quantize_computes(saved, tiny_dir, request
     group = json.loads((out / "config.json").read_text())["quantization_config"]["config_groups"]["group_0"]
     wanted = {"num_bits": int(scheme[3:]), "strategy": "group", "group_size": 32, "symmetric": False}
     assert {k: group["weights"][k] for k in wanted} == wanted
+    source = request.getfixturevalue("tiny_untied_single" if saved == "saved_untied" else "tiny_dir")
     from_file = load(ModelSource(out, str(out)), LoadSpec(dtype="float32"))
-    here = load(ModelSource(tiny_dir, str(tiny_dir)), LoadSpec(dtype="float32", quantize=Quantize(scheme)))
+    here = load(ModelSource(source, str(source)), LoadSpec(dtype="float32", quantize=Quantize(scheme)))
+    assert from_file.describe()["quantization"]["output_layer"] == here.describe()["quantization"]["output_layer"]
     assert from_file.describe()["quantization"]["group_size"] == 32
     held = dict(from_file.model.named_buffers())
     for name, buffer in here.model.named_buffers():
@@ -94,7 +103,7 @@ def test_the_saved_model_is_the_model_quantize_computes(saved, tiny_dir, request
     assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("saved", ["saved_int4", "saved_int8"])
+@pytest.mark.parametrize("saved", ["saved_int4", "saved_int8", "saved_untied"])
 def test_transformers_loads_the_directory_with_compressed_tensors(saved, request):
     """transformers' own loader (compressed-tensors decompressing) gives the weights llmcli reads."""
     pytest.importorskip("compressed_tensors")

@@ -63,7 +63,7 @@ def test_quantized_while_loading_and_equal_to_the_dequantized_float_model(tiny_d
     assert err.count(f"{scheme}, group 32: 14 linear layers") == 1 and "lm_head (the output layer" in err
     info = loaded.describe()["quantization"]
     assert info["scheme"] == scheme and info["group_size"] == 32 and info["quantized_layers"] == 14
-    assert info["kept"] == {"lm_head": "the output layer, by measurement"}
+    assert info["kept"] == {"lm_head": "the output layer, tied to the embeddings"}
     float_model, tokenizer = direct
     ids = tokenizer("hello world, this is a test of the quantized layers", return_tensors="pt").input_ids
     bits = int(scheme.removeprefix("int"))
@@ -92,11 +92,20 @@ def test_a_group_that_does_not_divide_a_layer_leaves_it_in_float_and_says_so(tin
     assert loaded.describe()["quantization"]["kept"]["model.layers.0.mlp.up_proj"].startswith("its 64 inputs")
 
 
-def test_an_untied_single_file_model_loads_its_own_head(tiny_untied_single, capsys):
+def test_an_untied_output_layer_is_quantized_in_int8_from_its_own_weight(tiny_untied_single, capsys):
+    from safetensors.torch import load_file
+
     loaded = _load(tiny_untied_single, quantize=Quantize.int4, group_size=64)
-    head = loaded.model.lm_head.weight
-    assert head.data_ptr() != loaded.model.model.embed_tokens.weight.data_ptr()
-    assert head.device.type == "cpu" and head.dtype == torch.float32
+    head = loaded.model.lm_head
+    assert isinstance(head, Int8Linear) and head.group_size == 64
+    info = loaded.describe()["quantization"]
+    assert info["output_layer"] == "lm_head" and "lm_head" not in info["kept"]
+    assert "the output layer lm_head in int8" in capsys.readouterr().err
+    own = load_file(str(tiny_untied_single / "model.safetensors"))["lm_head.weight"]
+    x = torch.randn(3, head.in_features)
+    want = x @ own.float().t()
+    assert (head(x) - want).norm() < 0.01 * want.norm()  # its own weight, not the embeddings'
+    assert loaded.model.model.embed_tokens.weight.dtype == torch.float32
 
 
 def test_gguf_blocks_are_taken_as_they_are(default_model_dir, capsys):
@@ -134,12 +143,15 @@ def test_a_gguf_model_loads_its_blocks_into_the_kernel(default_model_dir, capsys
 
 
 @pytest.mark.parametrize(("scheme", "group"), [("int4", 32), ("int8", 32), ("int8", 64)])
-def test_the_memory_check_counts_quantized_layers_at_their_size(tiny_dir, capsys, scheme, group):
-    """The estimate made before loading against what the loaded model's layers really hold."""
+@pytest.mark.parametrize("model", ["tiny_dir", "tiny_untied_single"])
+def test_the_memory_check_counts_quantized_layers_at_their_size(model, request, capsys, scheme, group):
+    """The estimate made before loading against what the loaded model's layers really hold (an untied output
+    layer in int8)."""
     from llmcli.engine.load.devices import check_memory
     from llmcli.engine.quant.layers import held_bytes
     from llmcli.modelfs.checkpoint import read_checkpoint
 
+    tiny_dir = request.getfixturevalue(model)
     loaded = _load(tiny_dir, quantize=Quantize(scheme), group_size=group)
     quantized = [m for n, m in loaded.model.named_modules() if isinstance(m, Int4Linear | Int8Linear)
                  and not n.endswith((".high", ".low"))]  # fmt: skip

@@ -90,7 +90,7 @@ def check_memory(model_dir: Path, dtype: str, device: str, force: bool, *, quant
                  group_size: int | None = None) -> int:  # fmt: skip
     """Refuse, before loading, weights that cannot fit in the device's free memory. Returns the bytes: a
     quantized layer at what its layer holds a weight (engine.quant.schemes), at `group_size` (default 32)."""
-    from llmcli.engine.quant.choice import DEFAULT_GROUP_SIZE
+    from llmcli.engine.quant.choice import DEFAULT_GROUP_SIZE, HEAD_SCHEME
     from llmcli.engine.quant.schemes import SCHEMES
 
     ckpt = read_checkpoint(model_dir)
@@ -99,8 +99,11 @@ def check_memory(model_dir: Path, dtype: str, device: str, force: bool, *, quant
     per_param = DTYPE_BYTES.get({"float32": "F32", "bfloat16": "BF16", "float16": "F16"}[dtype], 2)
     scheme = SCHEMES.get(quantize)
     quantized = scheme.bytes_per_weight(group_size or DEFAULT_GROUP_SIZE) if scheme is not None else None
+    head = SCHEMES[HEAD_SCHEME].bytes_per_weight(group_size or DEFAULT_GROUP_SIZE)
 
     def size(name: str, t: Any) -> float:
+        if quantized is not None and len(t.shape) == 2 and _output_layer(name):
+            return t.numel * head  # an untied output layer (a tied one is not in the file)
         if quantized is not None and len(t.shape) == 2 and not _embedding_like(name):
             return t.numel * quantized
         return t.numel * (per_param if t.dtype in ("F32", "F16", "BF16", "F64") else DTYPE_BYTES.get(t.dtype, 1))
@@ -121,7 +124,12 @@ def check_memory(model_dir: Path, dtype: str, device: str, force: bool, *, quant
 
 def _embedding_like(name: str) -> bool:
     """Tensors that stay in float under int4/int8 (engine.quant.choice), told apart by name before loading."""
-    return any(part in name for part in ("embed", "lm_head", "wte", "wpe", "output.weight"))
+    return any(part in name for part in ("embed", "wte", "wpe"))
+
+
+def _output_layer(name: str) -> bool:
+    """The output layer's tensor, quantized in engine.quant.choice.HEAD_SCHEME when it has one of its own."""
+    return any(part in name for part in ("lm_head", "output.weight"))
 
 
 def placement_kwargs(spec: LoadSpec, device: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from llmcli.modelfs.adapter import ADAPTER_WEIGHTS, read_adapter
 from llmcli.modelfs.checkpoint import read_checkpoint
 from llmcli.modelfs.config import geometry, load_config
 from llmcli.modelfs.memory import device_memory
-from llmcli.modelfs.quantized import saved_scheme
+from llmcli.modelfs.quantized import saved_overrides, saved_scheme
 from llmcli.modelfs.source import ModelSource
 from llmcli.output import spinner
 from llmcli.plan import Attn, LoadSpec, Quantize
@@ -148,7 +148,8 @@ def load_saved(source: ModelSource, spec: LoadSpec, saved: tuple, ckpt: Any, *, 
     why = while_loading.mismatch(model, ckpt)
     if why is not None:
         raise LlmcliError(f"cannot load the quantized checkpoint: {why}", path=source.path)
-    builders = while_loading.from_saved(model, ckpt, scheme=scheme, group_size=group, device=device)
+    builders = while_loading.from_saved(model, ckpt, scheme=scheme, group_size=group, device=device,
+                                        overrides=saved_overrides(load_config(source.path)))  # fmt: skip
     choice = while_loading.fill(model, source.path, ckpt, builders, scheme=scheme, group_size=group, dtype=dtype,
                                 device=device)  # fmt: skip
     return load_tokenizer(source, spec=spec), model, choice

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmcli.engine.quant.choice import QuantChoice, targets
+from llmcli.engine.quant.choice import QuantChoice, layer_scheme, output_head, targets
 from llmcli.engine.quant.schemes import SCHEMES
 
 
@@ -18,9 +18,10 @@ def quantize_loaded(model: Any, *, scheme: str, group_size: int, device: str) ->
     """Every chosen Linear of a model already in memory replaced by its quantized layer, one at a time (so the
     float weight of each is freed as the next is made)."""
     names, kept = targets(model, scheme=scheme, group_size=group_size, device=device)
-    choice = QuantChoice(scheme, group_size, kept=kept)
+    head = output_head(model)
+    choice = QuantChoice(scheme, group_size, kept=kept, head=head if head in names else None)
     for name in names:
-        old = model.get_submodule(name)
-        choice.add(model, name, quantized_layer(old.weight, old.bias, scheme=scheme, group_size=group_size,
+        old, own = model.get_submodule(name), layer_scheme(name, scheme=scheme, head=head)
+        choice.add(model, name, quantized_layer(old.weight, old.bias, scheme=own, group_size=group_size,
                                                 device=device, name=name))  # fmt: skip
     return choice

@@ -1,10 +1,12 @@
 """Which layers a scheme quantizes, and the record of what it did (printed once, kept in `model` JSON, the
 replay block and `ps`).
 
-Every torch Linear is quantized but the output layer (the LM head), and any layer whose shape the kernel
-refuses. The LM head stays in the model's dtype by measurement: on the default model, int4 everywhere but
-there gave mean KL 0.0003 against float32; with the LM head in int4 too, 0.06 (docs/quantization.md). The
-embeddings are a lookup, not a product: they stay too.
+Every torch Linear is quantized but any layer whose shape the kernel refuses, and the output layer (the LM
+head) is quantized in int8 whatever the scheme, by measurement: an int8 head moved the default model's logits
+by mean KL 0.0005 and the off-grid model's by 0.0006, under what bfloat16 itself costs them (0.0012 and
+0.0014), where an int4 head cost 0.07-0.08 (docs/quantization.md). A head tied to the embeddings stays as it
+is: the embeddings are a lookup, not a product, and a quantized copy of them would add memory rather than
+save it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import Any
 from llmcli.engine.quant import int4
 
 DEFAULT_GROUP_SIZE = 32  # measured: docs/quantization.md (the least error, and no slower on one row)
-OUTPUT_LAYER = "the output layer, by measurement"
+HEAD_SCHEME = "int8"  # the output layer's scheme, by measurement (above)
+TIED_HEAD = "the output layer, tied to the embeddings"
 
 
 @dataclass
@@ -30,6 +33,7 @@ class QuantChoice:
     quantized_params: int = 0  # the weights they stand for
     gguf_blocks: int = 0  # of the quantized layers, those taken from a GGUF file's own blocks
     requantized: dict[str, str] = field(default_factory=dict)  # a GGUF's layers quantized again from floats: why
+    head: str | None = None  # the output layer, when quantized (in HEAD_SCHEME, or a GGUF file's own blocks)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -43,6 +47,7 @@ class QuantChoice:
             else None,
             "gguf_blocks": self.gguf_blocks,
             "requantized": dict(self.requantized),
+            "output_layer": self.head,
             "kept": dict(self.kept),
         }
 
@@ -55,6 +60,7 @@ class QuantChoice:
         again = _listed(self.requantized)
         return (
             f"{self.scheme}{group}: {len(self.quantized)} linear layers{blocks} at {bits} bits a weight"
+            + (f"; the output layer {self.head} in {HEAD_SCHEME}" if self.head else "")
             + (f"; quantized from float weights, not the GGUF's blocks: {again}" if again else "")
             + (f"; kept in float: {kept}" if kept else "")
         )
@@ -87,7 +93,8 @@ def _names(names: list[str]) -> str:
 
 
 def targets(model: Any, *, scheme: str, group_size: int | None, device: str) -> tuple[list[str], dict[str, str]]:
-    """The names of the Linear layers to quantize, and the layers kept with the reason."""
+    """The names of the Linear layers to quantize (an untied output layer among them: `output_head`), and the
+    layers kept with the reason."""
     import torch
 
     head = model.get_output_embeddings()
@@ -95,8 +102,8 @@ def targets(model: Any, *, scheme: str, group_size: int | None, device: str) -> 
     for name, module in model.named_modules():
         if type(module) is not torch.nn.Linear:
             continue
-        if module is head:
-            kept[name] = OUTPUT_LAYER
+        if module is head and _tied(model):
+            kept[name] = TIED_HEAD
             continue
         why = int4.refusal(module.out_features, module.in_features, group_size, device=device) if group_size else None
         if why is not None:
@@ -104,6 +111,25 @@ def targets(model: Any, *, scheme: str, group_size: int | None, device: str) -> 
         else:
             chosen.append(name)
     return chosen, kept
+
+
+def output_head(model: Any) -> str | None:
+    """The output layer's name when it is quantized apart (untied); None when tied or not a Linear."""
+    import torch
+
+    head = model.get_output_embeddings()
+    if type(head) is not torch.nn.Linear or _tied(model):
+        return None
+    return next(name for name, module in model.named_modules() if module is head)
+
+
+def layer_scheme(layer: str, *, scheme: str, head: str | None) -> str:
+    """The scheme a layer is quantized in: the output layer's, or the asked one."""
+    return HEAD_SCHEME if layer == head else scheme
+
+
+def _tied(model: Any) -> bool:
+    return bool(getattr(model.config.get_text_config(), "tie_word_embeddings", False))
 
 
 def set_module(model: Any, name: str, module: Any) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from llmcli.engine.quant import saved
-from llmcli.engine.quant.choice import QuantChoice, targets
+from llmcli.engine.quant.choice import HEAD_SCHEME, QuantChoice, layer_scheme, output_head, targets
 from llmcli.engine.quant.schemes import SCHEMES
 from llmcli.errors import LlmcliError, squash
 from llmcli.modelfs.checkpoint import INDEX_NAME, SINGLE_NAME, Checkpoint
@@ -25,7 +25,8 @@ def export(source: Path, out: Path, ckpt: Checkpoint, model: Any, *, scheme: str
     """Writes OUT from `source` (whose names `model`, built empty, shares); returns what was quantized.
     `importance`: a weight per input column of each layer (engine.quant.calibration), for the code search."""
     names, kept = targets(model, scheme=scheme, group_size=group_size, device="cpu")
-    choice = QuantChoice(scheme, group_size, kept=kept)
+    head = output_head(model)
+    choice = QuantChoice(scheme, group_size, kept=kept, head=head if head in names else None)
     staging = out.parent / f".{out.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     try:
@@ -72,7 +73,7 @@ def _write_shards(source: Path, staging: Path, ckpt: Checkpoint, layers: set[str
 def _quantized(layer: str, weight: Any, choice: QuantChoice, importance: Any) -> dict[str, Any]:
     import torch
 
-    scheme = SCHEMES[choice.scheme]
+    scheme = SCHEMES[layer_scheme(layer, scheme=choice.scheme, head=choice.head)]
     codes = scheme.quantize(weight, choice.group_size, importance=importance, name=f"{layer}.weight")
     tensors = saved.tensors(layer, codes, middle=scheme.middle, dtype=torch.float32)
     choice.quantized.append(layer)
@@ -82,8 +83,9 @@ def _quantized(layer: str, weight: Any, choice: QuantChoice, importance: Any) ->
 
 
 def _write_config(staging: Path, config: dict[str, Any], choice: QuantChoice) -> None:
+    heads = {choice.head: SCHEMES[HEAD_SCHEME]} if choice.head else {}
     quant = saved.quantization_config(scheme=SCHEMES[choice.scheme], group_size=choice.group_size,
-                                      ignore=list(choice.kept))  # fmt: skip
+                                      ignore=list(choice.kept), layers=heads)  # fmt: skip
     (staging / "config.json").write_text(json.dumps({**config, "quantization_config": quant}, indent=2) + "\n")
 
 

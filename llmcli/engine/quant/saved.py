@@ -84,23 +84,26 @@ def read_int8_channel(parts: dict[str, Any]) -> Int8Codes:
     return from_per_channel(codes, parts["weight_scale"].reshape(out), CHANNEL_GROUP)
 
 
-def quantization_config(*, scheme: Scheme, group_size: int, ignore: list[str]) -> dict[str, Any]:
-    """config.json's `quantization_config` for the saved layers."""
-    weights = scheme.saved_weights(group_size) | {"dynamic": False, "observer": "minmax", "actorder": None,
-                                                  "block_structure": None}  # fmt: skip
+def quantization_config(*, scheme: Scheme, group_size: int, ignore: list[str],
+                        layers: dict[str, Scheme] | None = None) -> dict[str, Any]:  # fmt: skip
+    """config.json's `quantization_config` for the saved layers: one group for every Linear, and one a layer
+    saved in another scheme (`layers`: the output layer in int8), which compressed-tensors matches first (an
+    exact name before a class)."""
+    groups = {"group_0": _group(["Linear"], scheme, group_size)}
+    for number, (name, own) in enumerate((layers or {}).items(), 1):
+        groups[f"group_{number}"] = _group([name], own, group_size)
     return {
         "quant_method": "compressed-tensors",
         "format": WRITTEN_FORMAT,
         "quantization_status": "compressed",
-        "config_groups": {
-            "group_0": {
-                "targets": ["Linear"],
-                "weights": weights,
-                "input_activations": None,
-                "output_activations": None,
-                "format": WRITTEN_FORMAT,
-            },  # fmt: skip
-        },
+        "config_groups": groups,
         "ignore": ignore,
         "kv_cache_scheme": None,
     }
+
+
+def _group(targets: list[str], scheme: Scheme, group_size: int) -> dict[str, Any]:
+    weights = scheme.saved_weights(group_size) | {"dynamic": False, "observer": "minmax", "actorder": None,
+                                                  "block_structure": None}  # fmt: skip
+    return {"targets": targets, "weights": weights, "input_activations": None, "output_activations": None,
+            "format": WRITTEN_FORMAT}  # fmt: skip

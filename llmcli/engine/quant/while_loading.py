@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmcli.engine.quant.choice import QuantChoice, targets
+from llmcli.engine.quant.choice import QuantChoice, layer_scheme, output_head, targets
 from llmcli.engine.quant.saved import NAIVE, PACKED
 from llmcli.engine.quant.schemes import SCHEMES, of_codes
 from llmcli.errors import LlmcliError
@@ -75,6 +75,7 @@ class Builders:
     kept: dict[str, str]
     from_file: int = 0  # layers taken from a GGUF file's blocks as they are
     requantized: dict[str, str] = field(default_factory=dict)  # a GGUF's layers quantized again, and why
+    head: str | None = None  # the output layer, when it is among the layers built
 
 
 def from_float(model: Any, *, scheme: str, group_size: int, device: str) -> Builders:
@@ -82,33 +83,40 @@ def from_float(model: Any, *, scheme: str, group_size: int, device: str) -> Buil
     from llmcli.engine.quant.apply import quantized_layer
 
     names, kept = targets(model, scheme=scheme, group_size=group_size, device=device)
+    head = output_head(model)
 
     def build(layer: str, parts: dict[str, Any], bias: Any) -> Any:
         weight = parts["weight"]
         if not weight.is_floating_point():
             raise LlmcliError(f"{layer}.weight is {str(weight.dtype).removeprefix('torch.')}, not a float weight: "
                               f"--quantize {scheme} cannot quantize it")  # fmt: skip
-        return quantized_layer(weight, bias, scheme=scheme, group_size=group_size, device=device, name=layer)
+        return quantized_layer(weight, bias, scheme=layer_scheme(layer, scheme=scheme, head=head),
+                               group_size=group_size, device=device, name=layer)  # fmt: skip
 
-    return Builders({name: {"weight"} for name in names}, build, kept)
+    return Builders({name: {"weight"} for name in names}, build, kept, head=head if head in names else None)
 
 
-def from_saved(model: Any, ckpt: Checkpoint, *, scheme: str, group_size: int | None, device: str) -> Builders:
+def from_saved(model: Any, ckpt: Checkpoint, *, scheme: str, group_size: int | None, device: str,
+               overrides: dict[str, str] | None = None) -> Builders:  # fmt: skip
     """Layers `llmcli quantize` saved, built from their codes as they are (`group_size` None: int8 saved per
-    channel, as llmcli wrote it before it saved groups)."""
+    channel, as llmcli wrote it before it saved groups; `overrides`: a layer saved in another scheme, the
+    output layer's)."""
     from llmcli.engine.quant import saved
     from llmcli.modelfs.quantized import saved_layers
 
-    entry = SCHEMES[scheme]
     names, packed = saved_layers(ckpt)
     kept = {name: "kept in float by the file" for name in _linear_names(model) if name not in set(names)}
     parts = set(NAIVE) if not packed else set(PACKED) if group_size is not None else set(PACKED) - {"weight_zero_point"}
 
-    def build(layer: str, got: dict[str, Any], bias: Any) -> Any:
-        codes = saved.read(got, entry) if group_size is not None else saved.read_int8_channel(got)
-        return entry.layer(codes, bias, device=device)
+    overrides = overrides or {}
 
-    return Builders({name: parts for name in names}, build, kept)
+    def build(layer: str, got: dict[str, Any], bias: Any) -> Any:
+        own = SCHEMES[overrides.get(layer, scheme)]
+        codes = saved.read(got, own) if group_size is not None else saved.read_int8_channel(got)
+        return own.layer(codes, bias, device=device)
+
+    head = next(iter(overrides), None)
+    return Builders({name: parts for name in names}, build, kept, head=head)
 
 
 def from_gguf(model: Any, gguf: Path, *, scheme: str, group_size: int, device: str) -> Builders:
@@ -126,7 +134,7 @@ def from_gguf(model: Any, gguf: Path, *, scheme: str, group_size: int, device: s
         return of_codes(codes).layer(codes, bias, device=device)
 
     needs = {name: set() if name in makers else wanted for name, wanted in floats.needs.items()}
-    return Builders(needs, build, floats.kept, from_file=len(makers), requantized=requantized)
+    return Builders(needs, build, floats.kept, from_file=len(makers), requantized=requantized, head=floats.head)
 
 
 def fill(model: Any, path: Path, ckpt: Checkpoint, builders: Builders, *, scheme: str, group_size: int | None,
@@ -139,7 +147,7 @@ def fill(model: Any, path: Path, ckpt: Checkpoint, builders: Builders, *, scheme
     from llmcli.engine.quant import shard_reader
 
     choice = QuantChoice(scheme, group_size, kept=builders.kept, gguf_blocks=builders.from_file,
-                         requantized=builders.requantized)  # fmt: skip
+                         requantized=builders.requantized, head=builders.head)  # fmt: skip
     needs = {name: wanted | ({"bias"} if model.get_submodule(name).bias is not None else set())
              for name, wanted in builders.needs.items()}  # fmt: skip
     pending: dict[str, dict[str, Any]] = {name: {} for name in needs}
