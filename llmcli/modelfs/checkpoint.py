@@ -1,7 +1,5 @@
-"""Safetensors shards and their index, read through the safetensors library's own header parser.
-
-`safe_open(path, "np")` validates the whole header (offsets, sizes, dtypes) and memory-maps the file
-without reading tensor data, so this works on checkpoints far larger than RAM and needs no torch.
+"""Safetensors shards and their index, from the headers alone (modelfs.safetensors_header: no tensor data is
+read, so this works on checkpoints far larger than RAM, and it imports neither torch nor numpy).
 """
 
 from __future__ import annotations
@@ -11,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmcli.errors import LlmcliError, squash
+from llmcli.errors import LlmcliError
 from llmcli.modelfs.files import read_head, read_json_object, safe_child, sniff
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -114,50 +112,13 @@ class Checkpoint:
 
 def read_shard(path: Path) -> tuple[list[TensorInfo], dict[str, str] | None]:
     """All tensor headers of one safetensors file, or an error saying what the file really is."""
-    from safetensors import SafetensorError, safe_open
+    from llmcli.modelfs.safetensors_header import read_header
 
     kind = sniff(read_head(path))
     if kind is not None:
         raise LlmcliError(f"is {kind}, not a safetensors file", path=path)
-    tensors = []
-    try:
-        with safe_open(str(path), "np") as fh:
-            metadata = fh.metadata()
-            for name in fh.keys():
-                piece = fh.get_slice(name)
-                tensors.append(TensorInfo(name, piece.get_dtype(), list(piece.get_shape()), path.name))
-    except SafetensorError as exc:
-        detail = squash(exc, None)
-        raise LlmcliError(f"is not a valid safetensors file: {detail}", path=path) from None
-    except OSError as exc:
-        raise LlmcliError(f"cannot read: {exc.strerror or exc}", path=path) from None
-    duplicate = _duplicate_name(path)
-    if duplicate is not None:
-        raise LlmcliError(f"is not a valid safetensors file: its header names tensor {duplicate!r} twice", path=path)
-    return tensors, metadata
-
-
-def _duplicate_name(path: Path) -> str | None:
-    """safetensors keeps the last of two entries with the same name without a word; look for that."""
-    import json
-    import struct
-
-    seen: list[str] = []
-
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        keys = [k for k, _ in items]
-        if len(set(keys)) != len(keys):
-            seen.append(next(k for k in keys if keys.count(k) > 1))
-        return dict(items)
-
-    with open(path, "rb") as fh:  # the library has validated the length (at most 100 MB) already
-        (length,) = struct.unpack("<Q", fh.read(8))
-        header = fh.read(length)
-    try:
-        json.loads(header, object_pairs_hook=pairs)
-    except (ValueError, RecursionError):
-        return None
-    return seen[0] if seen else None
+    entries, metadata = read_header(path, DTYPE_BYTES)
+    return [TensorInfo(name, dtype, shape, path.name) for name, dtype, shape in sorted(entries)], metadata
 
 
 def _weight_map(index: dict[str, Any], index_path: Path) -> dict[str, str]:

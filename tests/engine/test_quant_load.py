@@ -249,3 +249,21 @@ def test_an_integer_linear_weight_is_refused_by_name_and_dtype(tiny_untied_singl
     _with_one_weight_as(tiny_untied_single, tmp_path / "u16", torch.uint16)
     run = run_cli(["score", "--model", str(tmp_path / "u16"), "--quantize", "int4", "hello"], capsys, monkeypatch)
     assert_clean_error(run, 1, "model.layers.0.mlp.up_proj.weight is uint16, not a float weight")
+
+
+def test_a_slow_quantizing_load_offers_llmcli_quantize_once(tiny_dir, capsys, monkeypatch, tmp_path):
+    from llmcli.engine.quant import offer
+
+    monkeypatch.setenv("LLMCLI_HOME", str(tmp_path))
+    monkeypatch.setattr(offer, "OFFER_AFTER_S", 0.0)
+    _load(tiny_dir, quantize=Quantize.int4)
+    first = capsys.readouterr().err
+    assert f"`llmcli quantize {tiny_dir} OUT --to int4` saves these codes once" in first
+    _load(tiny_dir, quantize=Quantize.int4)
+    assert "llmcli quantize" not in capsys.readouterr().err  # said once per model and scheme
+    _load(tiny_dir, quantize=Quantize.int8, group_size=64)
+    assert "--to int8 --group-size 64`" in capsys.readouterr().err
+    monkeypatch.setattr(offer, "OFFER_AFTER_S", 3600.0)
+    monkeypatch.setenv("LLMCLI_HOME", str(tmp_path / "fresh"))
+    _load(tiny_dir, quantize=Quantize.int4)
+    assert "llmcli quantize" not in capsys.readouterr().err  # a quick load says nothing

@@ -109,9 +109,16 @@ def load(source: ModelSource, spec: LoadSpec) -> Loaded:
         packed = _prepack(model, source, spec, device=device, dtype=dtype)
         seconds = time.perf_counter() - started
     if choice is not None:
+        from llmcli.engine.quant.offer import offer
         from llmcli.output import stderr_text
 
         stderr_text(f"{source.path.name}: {choice.summary()}")
+        said = None
+        if saved_scheme(config) is None:  # a saved copy's layers were only packed, not quantized
+            said = offer(source.label, source.path, scheme=choice.scheme, group_size=choice.group_size,
+                         seconds=choice.seconds)  # fmt: skip
+        if said:
+            stderr_text(said)
     return Loaded(model, tokenizer, device, dtype, seconds, source, config, str(spec.quantize),
                   None if choice is None else choice.describe(), str(spec.attn),
                   prepacked_bytes=packed.bytes, split_lone_rows=packed.split_lone_rows)  # fmt: skip

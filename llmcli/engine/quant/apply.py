@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from llmcli.engine.quant.choice import QuantChoice, layer_scheme, output_head, targets
@@ -20,8 +21,10 @@ def quantize_loaded(model: Any, *, scheme: str, group_size: int, device: str) ->
     names, kept = targets(model, scheme=scheme, group_size=group_size, device=device)
     head = output_head(model)
     choice = QuantChoice(scheme, group_size, kept=kept, head=head if head in names else None)
+    started = time.perf_counter()
     for name in names:
         old, own = model.get_submodule(name), layer_scheme(name, scheme=scheme, head=head)
         choice.add(model, name, quantized_layer(old.weight, old.bias, scheme=own, group_size=group_size,
                                                 device=device, name=name))  # fmt: skip
+    choice.seconds = time.perf_counter() - started
     return choice

@@ -34,6 +34,7 @@ class QuantChoice:
     gguf_blocks: int = 0  # of the quantized layers, those taken from a GGUF file's own blocks
     requantized: dict[str, str] = field(default_factory=dict)  # a GGUF's layers quantized again from floats: why
     head: str | None = None  # the output layer, when quantized (in HEAD_SCHEME, or a GGUF file's own blocks)
+    seconds: float = 0.0  # spent making the quantized layers (codes and packing), reading aside
 
     def describe(self) -> dict[str, Any]:
         return {

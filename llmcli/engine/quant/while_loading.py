@@ -9,6 +9,7 @@ loader then quantizes after an ordinary load instead.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,7 +157,9 @@ def fill(model: Any, path: Path, ckpt: Checkpoint, builders: Builders, *, scheme
     def arrive(layer: str) -> None:
         parts = pending.pop(layer)
         bias = parts.pop("bias", None)
+        started = time.perf_counter()
         new = builders.build(layer, parts, None if bias is None else bias.to(float_dtype))
+        choice.seconds += time.perf_counter() - started
         choice.add(model, layer, new)
 
     for layer in [name for name, wanted in needs.items() if not wanted]:
