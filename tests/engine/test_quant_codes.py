@@ -254,3 +254,23 @@ def test_the_shard_reader_refuses_a_damaged_file_before_reading(tmp_path):
     path.write_bytes(path.read_bytes()[:-10])  # the last tensor runs past the end
     with pytest.raises(Exception, match="incomplete metadata"):
         list(shard_reader.tensors(path))
+
+
+def test_a_failed_compile_falls_back_to_the_plain_search_with_one_line(monkeypatch, capsys):
+    from llmcli.engine.quant import codes, fast_search
+
+    def broken():
+        def fails(*args, **kwargs):
+            raise RuntimeError("no C++ compiler")
+
+        return fails
+
+    monkeypatch.setattr(fast_search, "COMPILE_FROM", 0)
+    monkeypatch.setattr(fast_search, "_compiled", broken)
+    monkeypatch.setattr(fast_search, "_failed", [])
+    w = _weight()
+    for _ in range(2):
+        got = fast_search.search(w, 32, bits=4)
+        assert all(torch.equal(a, b) for a, b in zip(got, codes.search(w, 32, bits=4), strict=True))
+    err = capsys.readouterr().err
+    assert err.count("the compiled code search failed (no C++ compiler)") == 1 and "Traceback" not in err

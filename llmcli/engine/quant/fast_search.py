@@ -38,5 +38,5 @@ def search(weight: Any, group_size: int, *, bits: int, importance: Any = None) -
         from llmcli.output import stderr_text
 
         _failed.append(squash(exc))
-        stderr_text(f"the compiled code search failed ({_failed[0]}); searching with plain torch operations")
+        stderr_text(f"the compiled code search failed ({_failed[0]}); searching with plain torch operations (slower)")
         return codes.search(weight, group_size, bits=bits, importance=importance)
