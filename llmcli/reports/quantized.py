@@ -25,4 +25,5 @@ def quantization_section(quant: dict[str, Any]) -> Section:
         ("bytes/param", f"{quant['bytes_per_param']}", "codes, scales and zero points, per weight"),
         ("kept in float", kept, "layers the file leaves unquantized"),
     ]
+    rows += [(name, scheme, "saved in a scheme of its own") for name, scheme in quant["own_scheme"].items()]
     return Section("Quantization (from the headers)", [KV(rows)])

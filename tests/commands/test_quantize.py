@@ -140,7 +140,7 @@ def test_inspect_describes_the_saved_scheme_without_torch(saved_int4):
     assert got["torch"] is False
     q = got["q"]
     assert q["scheme"] == "int4" and q["bits"] == 4 and q["group_size"] == 32 and q["quantized_layers"] == 14
-    assert q["format"] == "naive-quantized" and q["kept_in_float"] == ["lm_head"]
+    assert q["format"] == "naive-quantized" and q["kept_in_float"] == ["lm_head"] and q["own_scheme"] == {}
     assert q["bytes_per_param"] == 1.25  # a byte a code, a float32 scale and zero a group of 32
 
 
@@ -187,3 +187,13 @@ def test_a_truncated_gguf_is_named_by_inspect_and_refused_by_generate(tmp_path, 
     assert_clean_error(run, 1, str(cut), "truncated: tensor", "past the end of the file")
     assert not (tmp_path / "home" / "models").exists() or not any((tmp_path / "home" / "models").iterdir())
     shutil.rmtree(tmp_path / "home", ignore_errors=True)
+
+
+def test_inspect_names_an_output_layer_saved_in_int8(saved_untied, capsys, monkeypatch):
+    from tests.helpers import run_cli
+
+    out, _ = saved_untied
+    run = run_cli(["inspect", str(out), "--only", "checkpoint", "--json"], capsys, monkeypatch)
+    quant = run.json()["quantization"]
+    assert quant["own_scheme"] == {"lm_head": "int8"} and quant["kept_in_float"] == []
+    assert quant["quantized_layers"] == 15  # fourteen int4 layers and the head
