@@ -23,6 +23,8 @@ def _isolate(monkeypatch, tmp_path_factory):
     monkeypatch.delenv("NO_COLOR", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("LLMCLI_HOME", str(session_home(tmp_path_factory)))
+    # The CPU dtype by the flags, as on every CI machine alike; tests/engine/test_dtype_probe.py turns it on.
+    monkeypatch.setenv("LLMCLI_DTYPE_PROBE", "0")
 
 
 def session_home(tmp_path_factory) -> Path:

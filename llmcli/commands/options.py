@@ -52,8 +52,9 @@ DtypeOpt = Annotated[
     Dtype,
     typer.Option(
         "--dtype",
-        help="auto: bfloat16 on GPUs that have it (float16 checkpoints stay float16), bfloat16 on CPU for "
-        "generation and float32 for one-pass commands (next-token, score).",
+        help="auto: bfloat16 on GPUs that have it (float16 checkpoints stay float16); on CPU the faster of "
+        "bfloat16 and float32 by a short measurement, kept per CPU, for generation, and float32 for one-pass "
+        "commands (next-token, score).",
         rich_help_panel=H_MODEL,
     ),
 ]

@@ -68,9 +68,13 @@ def resolve_dtype(
     if req != "auto":
         return req
     if device == "cpu":
-        # bf16 wins for token-by-token decoding; for a single pass over a whole text float32's matmuls are
-        # about 3× faster on CPUs without native bf16 (see docs/performance.md).
-        return "float32" if prefill_only else serve_cpu_dtype() if serving else CPU_AUTO_DTYPE
+        # For a single pass over a whole text float32's matmuls are about 3× faster on CPUs without native bf16
+        # (see docs/performance.md); for decoding, a short measurement decides (engine.load.dtype_probe), else
+        # the flags: bf16 for one stream, bf16 for serve only where the CPU computes it natively.
+        if prefill_only:
+            return "float32"
+        probe = cpu_dtype_probe(config, serving=serving)
+        return probe["dtype"] if probe else serve_cpu_dtype() if serving else CPU_AUTO_DTYPE
     saved = config.get("torch_dtype", config.get("dtype"))
     if saved == "float16":  # a float16 checkpoint's values may not survive bfloat16's shorter mantissa
         return "float16"
@@ -78,6 +82,13 @@ def resolve_dtype(
 
     # bf16 by default on GPUs that have it (float32 checkpoints too: half the bytes to read per token).
     return "bfloat16" if _bf16_supported(torch, device) else "float16"
+
+
+def cpu_dtype_probe(config: dict[str, Any], *, serving: bool) -> dict[str, Any] | None:
+    """engine.load.dtype_probe's measurement for this model's shape (None when turned off or shapeless)."""
+    from llmcli.engine.load import dtype_probe
+
+    return dtype_probe.measured(config, rows=16 if serving else 1) if dtype_probe.enabled() else None
 
 
 def _bf16_supported(torch: Any, device: str) -> bool:

@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from llmcli.engine.load.code_trust import check_remote_code, trusts_code
-from llmcli.engine.load.devices import check_memory, placement, placement_kwargs, resolve_device, resolve_dtype
+from llmcli.engine.load.devices import (
+    check_memory,
+    cpu_dtype_probe,
+    placement,
+    placement_kwargs,
+    resolve_device,
+    resolve_dtype,
+)
 from llmcli.errors import LlmcliError, UsageError, squash
 from llmcli.modelfs.adapter import ADAPTER_WEIGHTS, read_adapter
 from llmcli.modelfs.checkpoint import read_checkpoint
@@ -41,6 +48,7 @@ class Loaded:
     attn_request: str = "auto"
     prepacked_bytes: int = 0  # the copy of the linear weights reordered for oneDNN at load (engine.load.prepack)
     split_lone_rows: bool = False  # a lone row's products sliced across the threads (engine.load.prepack)
+    dtype_choice: dict[str, Any] | None = None  # the measurement that chose the CPU dtype (engine.load.dtype_probe)
 
     @property
     def prepacked(self) -> bool:
@@ -62,6 +70,8 @@ class Loaded:
         }
         if self.quantization is not None:
             info["quantization"] = self.quantization
+        if self.dtype_choice is not None:
+            info["dtype_choice"] = self.dtype_choice
         if self.source.gguf is not None:
             info["gguf"] = str(self.source.gguf)
         spread = placement(self.model)
@@ -95,6 +105,8 @@ def load(source: ModelSource, spec: LoadSpec) -> Loaded:
         torch.set_num_threads(spec.threads)
     device = resolve_device(spec.device)
     dtype = resolve_dtype(spec.dtype, device, config, prefill_only=spec.prefill_only, serving=spec.serving)
+    probed = str(spec.dtype) == "auto" and device == "cpu" and not spec.prefill_only
+    dtype_choice = cpu_dtype_probe(config, serving=spec.serving) if probed else None  # read back from its memo
     if spec.quantize == Quantize.int8_dynamic:
         if device != "cpu":
             raise UsageError("--quantize int8-dynamic is torch's dynamic int8 for CPU; on a GPU use --quantize int8")
@@ -121,7 +133,8 @@ def load(source: ModelSource, spec: LoadSpec) -> Loaded:
             stderr_text(said)
     return Loaded(model, tokenizer, device, dtype, seconds, source, config, str(spec.quantize),
                   None if choice is None else choice.describe(), str(spec.attn),
-                  prepacked_bytes=packed.bytes, split_lone_rows=packed.split_lone_rows)  # fmt: skip
+                  prepacked_bytes=packed.bytes, split_lone_rows=packed.split_lone_rows,
+                  dtype_choice=dtype_choice if dtype_choice and dtype_choice["dtype"] == dtype else None)  # fmt: skip
 
 
 def _weights(source: ModelSource, spec: LoadSpec, config: dict[str, Any], ckpt: Any, *, device: str,

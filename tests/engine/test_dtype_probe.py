@@ -1,0 +1,72 @@
+"""engine.load.dtype_probe: the CPU's decoding dtype measured once per CPU, torch, shape and rows, kept in
+llmcli's home, and taken by an `auto` load for generation (never for one-pass commands or an explicit
+--dtype)."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmcli.engine.load import devices, dtype_probe
+
+CONFIG = {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4}
+
+
+@pytest.fixture
+def probe_on(monkeypatch, tmp_path):
+    monkeypatch.setenv("LLMCLI_DTYPE_PROBE", "1")
+    monkeypatch.setenv("LLMCLI_HOME", str(tmp_path))
+
+
+def _timings(monkeypatch, ms):
+    calls = []
+
+    def seconds(shape, rows, dtype):
+        calls.append((shape, rows, dtype))
+        return ms[dtype] / 1e3
+
+    monkeypatch.setattr(dtype_probe, "_seconds", seconds)
+    return calls
+
+
+@pytest.mark.parametrize(("ms", "want"), [({"bfloat16": 1.0, "float32": 2.0}, "bfloat16"),
+                                          ({"bfloat16": 3.0, "float32": 2.0}, "float32")])  # fmt: skip
+def test_the_faster_dtype_is_chosen_and_kept(probe_on, monkeypatch, ms, want):
+    calls = _timings(monkeypatch, ms)
+    first = dtype_probe.measured(CONFIG, rows=1)
+    assert first["dtype"] == want and first["ms"] == ms and first["cached"] is False
+    assert first["shape"] == [256, 64] and {c[2] for c in calls} == {"bfloat16", "float32"}
+    again = dtype_probe.measured(CONFIG, rows=1)
+    assert again["dtype"] == want and again["cached"] is True and len(calls) == 2  # read back, not measured
+    dtype_probe.measured(CONFIG, rows=16)  # serve's rows are a measurement of their own
+    assert len(calls) == 4 and calls[-1][1] == 16
+
+
+def test_auto_takes_the_measurement_and_flags_or_choices_still_win(probe_on, monkeypatch):
+    _timings(monkeypatch, {"bfloat16": 3.0, "float32": 2.0})
+    assert devices.resolve_dtype("auto", "cpu", CONFIG) == "float32"
+    assert devices.resolve_dtype("auto", "cpu", CONFIG, serving=True) == "float32"
+    assert devices.resolve_dtype("bfloat16", "cpu", CONFIG) == "bfloat16"  # --dtype wins
+    assert devices.resolve_dtype("auto", "cpu", CONFIG, prefill_only=True) == "float32"
+    monkeypatch.setenv("LLMCLI_DTYPE_PROBE", "0")
+    assert devices.resolve_dtype("auto", "cpu", CONFIG) == "bfloat16"  # the flags' rule, as before
+
+
+def test_a_damaged_memo_is_measured_again(probe_on, monkeypatch, tmp_path):
+    calls = _timings(monkeypatch, {"bfloat16": 1.0, "float32": 2.0})
+    dtype_probe.measured(CONFIG, rows=1)
+    memo = tmp_path / dtype_probe.MEMO
+    memo.write_text(memo.read_text().replace('"bfloat16"', '"float64"', 1))
+    assert dtype_probe.measured(CONFIG, rows=1)["dtype"] == "bfloat16" and len(calls) == 4
+
+
+def test_a_real_load_records_what_chose_its_dtype(probe_on, tiny_dir):
+    from llmcli.engine.load.loader import load
+    from llmcli.modelfs.source import ModelSource
+    from llmcli.plan import LoadSpec
+
+    loaded = load(ModelSource(tiny_dir, str(tiny_dir)), LoadSpec(device="cpu"))
+    choice = loaded.describe()["dtype_choice"]
+    assert choice["dtype"] == loaded.dtype and set(choice["ms"]) == {"bfloat16", "float32"}
+    assert all(ms > 0 for ms in choice["ms"].values())
+    pinned = load(ModelSource(tiny_dir, str(tiny_dir)), LoadSpec(device="cpu", dtype="float32"))
+    assert "dtype_choice" not in pinned.describe()
