@@ -22,12 +22,14 @@ def _weights(model: dict[str, Any]) -> str:
 
 
 def _dtype(model: dict[str, Any]) -> str:
-    """The dtype, and the scheme of a quantized model: 'float32 + int4 g32 (5.0 bits)'."""
+    """The dtype (and 'measured' when a probe chose it), and the scheme of a quantized model:
+    'float32 + int4 g32 (5.0 bits)'."""
     quant = model.get("quantization")  # older servers do not say
+    dtype = model["dtype"] + (" (measured)" if model.get("dtype_choice") else "")
     if not quant:
-        return model["dtype"] + (f" + {model['quantize']}" if model.get("quantize") else "")
+        return dtype + (f" + {model['quantize']}" if model.get("quantize") else "")
     group = f" g{quant['group_size']}" if quant.get("group_size") else ""
-    return f"{model['dtype']} + {quant['scheme']}{group} ({quant['bits_per_weight']} bits)"
+    return f"{dtype} + {quant['scheme']}{group} ({quant['bits_per_weight']} bits)"
 
 
 def build(data: dict[str, Any], server: str) -> Report:

@@ -80,6 +80,7 @@ class Served:
             "device": self.info["device"],
             "quantize": self.info.get("quantize"),
             "quantization": _quantization_summary(self.info.get("quantization")),
+            "dtype_choice": self.info.get("dtype_choice"),
             "loaded": loaded is not None,
             "weights_bytes": weights_bytes(loaded.model) if loaded is not None else 0,
             "prepacked_bytes": loaded.prepacked_bytes if loaded is not None else 0,
