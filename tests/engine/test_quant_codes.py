@@ -274,3 +274,20 @@ def test_a_failed_compile_falls_back_to_the_plain_search_with_one_line(monkeypat
         assert all(torch.equal(a, b) for a, b in zip(got, codes.search(w, 32, bits=4), strict=True))
     err = capsys.readouterr().err
     assert err.count("the compiled code search failed (no C++ compiler)") == 1 and "Traceback" not in err
+
+
+def test_the_compiled_search_keeps_its_kernels_in_llmcli_home_and_says_so_once(monkeypatch, capsys, tmp_path):
+    from llmcli.engine.quant import fast_search
+    from llmcli.modelfs import compile_cache
+
+    monkeypatch.setenv("LLMCLI_HOME", str(tmp_path))
+    monkeypatch.delenv(compile_cache.VARIABLE, raising=False)
+    assert compile_cache.use_llmcli_cache() == tmp_path / "inductor"
+    monkeypatch.setenv(compile_cache.VARIABLE, str(tmp_path / "mine"))
+    assert compile_cache.use_llmcli_cache() == tmp_path / "mine"  # the user's choice wins
+    monkeypatch.setattr(fast_search, "COMPILE_FROM", 0)
+    monkeypatch.setattr(fast_search, "_said", [])
+    monkeypatch.setattr(fast_search, "_failed", [])
+    for _ in range(2):
+        fast_search.search(_weight(32, 64), 32, bits=4)
+    assert capsys.readouterr().err.count("the code search compiled and ran on its first weight in") == 1

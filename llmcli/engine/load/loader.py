@@ -20,6 +20,7 @@ from llmcli.engine.load.devices import (
 from llmcli.errors import LlmcliError, UsageError, squash
 from llmcli.modelfs.adapter import ADAPTER_WEIGHTS, read_adapter
 from llmcli.modelfs.checkpoint import read_checkpoint
+from llmcli.modelfs.compile_cache import use_llmcli_cache
 from llmcli.modelfs.config import geometry, load_config
 from llmcli.modelfs.memory import device_memory
 from llmcli.modelfs.quantized import saved_overrides, saved_scheme
@@ -82,6 +83,7 @@ class Loaded:
 
 def load(source: ModelSource, spec: LoadSpec) -> Loaded:
     """Checks the files (custom code, pickle, memory), then loads the tokenizer and the weights."""
+    use_llmcli_cache()  # whatever compiles later (--compile, the code search) keeps its kernels in llmcli's home
     config = load_config(source.path)
     problems = geometry(config).problems
     if problems:

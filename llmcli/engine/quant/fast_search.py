@@ -1,6 +1,7 @@
 """engine.quant.codes' search at a speed a 7B load can afford: compiled by inductor (one fused loop a
 candidate: about 20x the plain torch operations, as fast as the min/max rounding it replaced) for weights
-large enough to repay the compile, which inductor's own cache keeps across processes. Smaller weights, and any
+large enough to repay the compile, which inductor's cache keeps across processes (in llmcli's home:
+modelfs.compile_cache). Smaller weights, and any
 weight once a compile has failed, take the plain operations (codes equal but for a tie's rounding).
 
 The choice depends on the weight's size alone, so `llmcli quantize` and `--quantize` take the same path for
@@ -10,6 +11,7 @@ the same weight and save and load the same codes. Imports torch lazily; may impo
 from __future__ import annotations
 
 import functools
+import time
 from typing import Any
 
 from llmcli.engine.quant import codes
@@ -21,10 +23,14 @@ COMPILE_FROM = 1 << 21  # weights (2M) at which the compiled search is taken: a 
 def _compiled() -> Any:
     import torch
 
+    from llmcli.modelfs.compile_cache import use_llmcli_cache
+
+    use_llmcli_cache()
     return torch.compile(codes.search, dynamic=True)
 
 
 _failed: list[str] = []
+_said: list[bool] = []
 
 
 def search(weight: Any, group_size: int, *, bits: int, importance: Any = None) -> tuple[Any, Any, Any]:
@@ -32,7 +38,13 @@ def search(weight: Any, group_size: int, *, bits: int, importance: Any = None) -
     if weight.numel() < COMPILE_FROM or _failed:
         return codes.search(weight, group_size, bits=bits, importance=importance)
     try:
-        return _compiled()(weight, group_size, bits=bits, importance=importance)
+        started = time.perf_counter()
+        found = _compiled()(weight, group_size, bits=bits, importance=importance)
+        if not _said:
+            _said.append(True)
+            _say(f"the code search compiled and ran on its first weight in {time.perf_counter() - started:.1f} s "
+                 "(inductor's cache in llmcli's home keeps the compile for later runs)")  # fmt: skip
+        return found
     except Exception as exc:  # inductor's failures (no compiler, a tracing error) have no common type
         from llmcli.errors import squash
         from llmcli.output import stderr_text
@@ -40,3 +52,9 @@ def search(weight: Any, group_size: int, *, bits: int, importance: Any = None) -
         _failed.append(squash(exc))
         stderr_text(f"the compiled code search failed ({_failed[0]}); searching with plain torch operations (slower)")
         return codes.search(weight, group_size, bits=bits, importance=importance)
+
+
+def _say(text: str) -> None:
+    from llmcli.output import stderr_text
+
+    stderr_text(text)
