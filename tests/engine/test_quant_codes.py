@@ -115,10 +115,21 @@ def test_int8_halves_add_up_to_the_weight_and_the_layer_computes_it():
     assert torch.allclose(out, expected, atol=3e-2 * expected.abs().max().item())
 
 
-def test_pack_int32_round_trips_and_matches_compressed_tensors():
+def _pack_int32(values, bits):
+    """Unsigned values [rows, cols] (< 2^bits) packed along the columns, 32 / bits a word: how the files an
+    earlier llmcli wrote (pack-quantized) hold their codes; only these tests write them now."""
+    per = 32 // bits
+    rows, cols = values.shape
+    padded = torch.nn.functional.pad(values.to(torch.int64), (0, (-cols) % per)).reshape(rows, -1, per)
+    shifts = torch.arange(per, dtype=torch.int64) * bits
+    words = (padded << shifts).sum(-1)
+    return torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
+
+
+def test_the_unpacker_reads_compressed_tensors_packing():
     gen = torch.Generator().manual_seed(2)
     values = torch.randint(0, 16, (5, 40), generator=gen, dtype=torch.uint8)
-    words = saved.pack_int32(values, 4)
+    words = _pack_int32(values, 4)
     assert words.dtype == torch.int32 and words.shape == (5, 5)
     assert torch.equal(saved.unpack_int32(words, 4, 40), values)
     helpers = pytest.importorskip("compressed_tensors.compressors.pack_quantized.helpers")
@@ -144,9 +155,9 @@ def test_layers_saved_packed_with_integer_zero_points_still_read_back():
     points = torch.randint(0, 16, (8, 2), generator=gen, dtype=torch.uint8)
     scales = torch.rand(8, 2, generator=gen) * 0.01
     parts = {
-        "weight_packed": saved.pack_int32(values, 4),
+        "weight_packed": _pack_int32(values, 4),
         "weight_scale": scales,
-        "weight_zero_point": saved.pack_int32(points.t().contiguous(), 4).t().contiguous(),
+        "weight_zero_point": _pack_int32(points.t().contiguous(), 4).t().contiguous(),
         "weight_shape": torch.tensor([8, 64]),
     }
     back = saved.read(parts, INT4)
@@ -159,7 +170,7 @@ def test_int8_saved_per_channel_by_an_earlier_llmcli_still_reads_back():
     scales = w.abs().amax(dim=1) / 127
     signed = (w / scales[:, None]).round().to(torch.int8)
     tensors = {
-        "weight_packed": saved.pack_int32((signed.to(torch.int16) + 128).to(torch.uint8), 8),
+        "weight_packed": _pack_int32((signed.to(torch.int16) + 128).to(torch.uint8), 8),
         "weight_scale": scales[:, None],
         "weight_shape": torch.tensor(list(w.shape)),
     }

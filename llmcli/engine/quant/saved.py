@@ -25,20 +25,9 @@ NAIVE = ("weight", "weight_scale", "weight_zero_point")
 WRITTEN_FORMAT = "naive-quantized"
 
 
-def pack_int32(values: Any, bits: int) -> Any:
-    """Unsigned values [rows, cols] (< 2^bits) packed along the columns, 32 / bits a word."""
-    import torch
-
-    per = 32 // bits
-    rows, cols = values.shape
-    padded = torch.nn.functional.pad(values.to(torch.int64), (0, (-cols) % per)).reshape(rows, -1, per)
-    shifts = torch.arange(per, dtype=torch.int64) * bits
-    words = (padded << shifts).sum(-1)
-    return torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
-
-
 def unpack_int32(words: Any, bits: int, cols: int) -> Any:
-    """The inverse of pack_int32: unsigned values [rows, cols] as uint8."""
+    """Unsigned values [rows, cols] as uint8 from int32 words, 32 / bits a word, the first in the low bits
+    (pack-quantized files, as compressed-tensors packs them)."""
     import torch
 
     per = 32 // bits
