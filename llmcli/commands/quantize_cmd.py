@@ -106,8 +106,4 @@ def _importance(source: object, names: list[str], chunks: list[list[int]], *, tr
     from llmcli.engine.quant import calibration
     from llmcli.plan import LoadSpec
 
-    loaded = load(source, LoadSpec(trust_remote_code=trust, memory_check=True))
-    try:
-        return calibration.importance(loaded.model, names, chunks)
-    finally:
-        del loaded
+    return calibration.importance(load(source, LoadSpec(trust_remote_code=trust)).model, names, chunks)

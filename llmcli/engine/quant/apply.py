@@ -19,8 +19,8 @@ def quantize_loaded(model: Any, *, scheme: str, group_size: int, device: str) ->
     """Every chosen Linear of a model already in memory replaced by its quantized layer, one at a time (so the
     float weight of each is freed as the next is made)."""
     names, kept = targets(model, scheme=scheme, group_size=group_size, device=device)
-    head = output_head(model)
-    choice = QuantChoice(scheme, group_size, kept=kept, head=head if head in names else None)
+    head = output_head(model, names)
+    choice = QuantChoice(scheme, group_size, kept=kept, head=head)
     started = time.perf_counter()
     for name in names:
         old, own = model.get_submodule(name), layer_scheme(name, scheme=scheme, head=head)

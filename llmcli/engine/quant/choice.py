@@ -114,14 +114,16 @@ def targets(model: Any, *, scheme: str, group_size: int | None, device: str) -> 
     return chosen, kept
 
 
-def output_head(model: Any) -> str | None:
-    """The output layer's name when it is quantized apart (untied); None when tied or not a Linear."""
+def output_head(model: Any, chosen: list[str]) -> str | None:
+    """The output layer's name when it is among the `chosen` layers (untied, a shape the kernel takes): it is
+    quantized in HEAD_SCHEME; None otherwise."""
     import torch
 
     head = model.get_output_embeddings()
     if type(head) is not torch.nn.Linear or _tied(model):
         return None
-    return next(name for name, module in model.named_modules() if module is head)
+    name = next(name for name, module in model.named_modules() if module is head)
+    return name if name in chosen else None
 
 
 def layer_scheme(layer: str, *, scheme: str, head: str | None) -> str:

@@ -25,8 +25,8 @@ def export(source: Path, out: Path, ckpt: Checkpoint, model: Any, *, scheme: str
     """Writes OUT from `source` (whose names `model`, built empty, shares); returns what was quantized.
     `importance`: a weight per input column of each layer (engine.quant.calibration), for the code search."""
     names, kept = targets(model, scheme=scheme, group_size=group_size, device="cpu")
-    head = output_head(model)
-    choice = QuantChoice(scheme, group_size, kept=kept, head=head if head in names else None)
+    head = output_head(model, names)
+    choice = QuantChoice(scheme, group_size, kept=kept, head=head)
     staging = out.parent / f".{out.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
     try:

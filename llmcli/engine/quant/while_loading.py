@@ -84,7 +84,7 @@ def from_float(model: Any, *, scheme: str, group_size: int, device: str) -> Buil
     from llmcli.engine.quant.apply import quantized_layer
 
     names, kept = targets(model, scheme=scheme, group_size=group_size, device=device)
-    head = output_head(model)
+    head = output_head(model, names)
 
     def build(layer: str, parts: dict[str, Any], bias: Any) -> Any:
         weight = parts["weight"]
@@ -94,7 +94,7 @@ def from_float(model: Any, *, scheme: str, group_size: int, device: str) -> Buil
         return quantized_layer(weight, bias, scheme=layer_scheme(layer, scheme=scheme, head=head),
                                group_size=group_size, device=device, name=layer)  # fmt: skip
 
-    return Builders({name: {"weight"} for name in names}, build, kept, head=head if head in names else None)
+    return Builders({name: {"weight"} for name in names}, build, kept, head=head)
 
 
 def from_saved(model: Any, ckpt: Checkpoint, *, scheme: str, group_size: int | None, device: str,
