@@ -106,9 +106,13 @@ def load(source: ModelSource, spec: LoadSpec) -> Loaded:
     if spec.threads:
         torch.set_num_threads(spec.threads)
     device = resolve_device(spec.device)
-    dtype = resolve_dtype(spec.dtype, device, config, prefill_only=spec.prefill_only, serving=spec.serving)
-    probed = str(spec.dtype) == "auto" and device == "cpu" and not spec.prefill_only
-    dtype_choice = cpu_dtype_probe(config, serving=spec.serving) if probed else None  # read back from its memo
+    measured = str(spec.dtype) == "auto" and device == "cpu" and not spec.prefill_only
+    dtype_choice = cpu_dtype_probe(config, serving=spec.serving) if measured else None
+    dtype = (
+        dtype_choice["dtype"]
+        if dtype_choice
+        else resolve_dtype(spec.dtype, device, config, prefill_only=spec.prefill_only, serving=spec.serving)
+    )
     if spec.quantize == Quantize.int8_dynamic:
         if device != "cpu":
             raise UsageError("--quantize int8-dynamic is torch's dynamic int8 for CPU; on a GPU use --quantize int8")
@@ -145,7 +149,7 @@ def _weights(source: ModelSource, spec: LoadSpec, config: dict[str, Any], ckpt: 
     int4/int8 quantized while loading, or an ordinary load."""
     saved = saved_scheme(config)
     if saved is not None:
-        return load_saved(source, spec, saved, ckpt, device=device, dtype=dtype)
+        return load_saved(source, spec, saved, ckpt, device=device, dtype=dtype, config=config)
     if weight_only(spec):
         return load_quantized(source, spec, ckpt, device=device, dtype=dtype)
     return (*_from_pretrained(source, spec, device, dtype, ckpt.kind), None)
@@ -156,7 +160,8 @@ def weight_only(spec: LoadSpec) -> bool:
     return spec.quantize in (Quantize.int4, Quantize.int8)
 
 
-def load_saved(source: ModelSource, spec: LoadSpec, saved: tuple, ckpt: Any, *, device: str, dtype: str) -> tuple:
+def load_saved(source: ModelSource, spec: LoadSpec, saved: tuple, ckpt: Any, *, device: str, dtype: str,
+               config: dict[str, Any]) -> tuple:  # fmt: skip
     """A checkpoint `llmcli quantize` wrote: its layers built from their codes, nothing quantized again."""
     from llmcli.engine.quant import while_loading
 
@@ -171,7 +176,7 @@ def load_saved(source: ModelSource, spec: LoadSpec, saved: tuple, ckpt: Any, *, 
     if why is not None:
         raise LlmcliError(f"cannot load the quantized checkpoint: {why}", path=source.path)
     builders = while_loading.from_saved(model, ckpt, scheme=scheme, group_size=group, device=device,
-                                        overrides=saved_overrides(load_config(source.path)))  # fmt: skip
+                                        overrides=saved_overrides(config))  # fmt: skip
     choice = while_loading.fill(model, source.path, ckpt, builders, scheme=scheme, group_size=group, dtype=dtype,
                                 device=device)  # fmt: skip
     return load_tokenizer(source, spec=spec), model, choice
