@@ -34,18 +34,19 @@ def read_header(path: Path, sizes: dict[str, float]) -> tuple[list[tuple[str, st
         with open(path, "rb") as fh:
             total = fh.seek(0, 2)
             fh.seek(0)
-            header = _parse(fh, total)
+            header, length = _parse(fh, total)
     except OSError as exc:
         raise LlmcliError(f"cannot read: {exc.strerror or exc}", path=path) from None
     except HeaderError as exc:
         raise LlmcliError(f"is not a valid safetensors file: {exc}", path=path) from None
     try:
-        return _entries(header, sizes, data_bytes=total - 8 - header.pop("\0length")), _metadata(header)
+        return _entries(header, sizes, data_bytes=total - 8 - length), _metadata(header)
     except HeaderError as exc:
         raise LlmcliError(f"is not a valid safetensors file: {exc}", path=path) from None
 
 
-def _parse(fh: Any, total: int) -> dict[str, Any]:
+def _parse(fh: Any, total: int) -> tuple[dict[str, Any], int]:
+    """The header's JSON object and its length in bytes."""
     head = fh.read(8)
     if len(head) < 8:
         raise HeaderError("the file is shorter than the 8 bytes of its header's length")
@@ -70,8 +71,7 @@ def _parse(fh: Any, total: int) -> dict[str, Any]:
         raise HeaderError("its header is not a JSON object")
     if twice:
         raise HeaderError(f"its header names tensor {twice[0]!r} twice")
-    header["\0length"] = length
-    return header
+    return header, length
 
 
 def _metadata(header: dict[str, Any]) -> dict | None:
