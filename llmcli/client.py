@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from llmcli.errors import LlmcliError, UsageError
+from llmcli.lines import iter_lines
 
 PREFIX = "/llmcli/v1/"
 
@@ -209,7 +210,7 @@ def generate(server: str, body: dict[str, Any], *, on_text: Callable[[str], None
         with http.stream("POST", base + PREFIX + "generate", json=payload) as response:
             if response.status_code != 200:
                 raise _error(server, response.status_code, response.read().decode("utf-8", "replace"), response.headers)
-            lines = response.iter_lines()
+            lines = iter_lines(response.iter_text())
             yield from _streamed(lines, on_text) if on_text is not None else _ndjson(lines)
 
 

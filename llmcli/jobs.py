@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmcli.errors import LlmcliError, UsageError
+from llmcli.lines import split_lines
 
 RETRIES = 6
 
@@ -37,7 +38,7 @@ def answered(path: Path, prompts: list[str]) -> int:
     if len(complete) != len(data):
         with open(path, "r+b") as fh:
             fh.truncate(len(complete))
-    lines = complete.decode("utf-8").splitlines()
+    lines = split_lines(complete.decode("utf-8"))
     if len(lines) > len(prompts):
         raise LlmcliError(f"holds {len(lines)} answers for {len(prompts)} prompts: not this job's output", path=path)
     for number, line in enumerate(lines, 1):

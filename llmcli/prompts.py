@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from llmcli.errors import LlmcliError, UsageError
+from llmcli.lines import split_lines
 
 
 def _decode(data: bytes, source: str) -> str:
@@ -86,7 +87,7 @@ def batch_prompts(each_line: bool, prompts_file: str | None, arg: str | None) ->
             raise UsageError("--each-line reads prompts from stdin, but nothing is piped in")
         text, source = read_stdin(), "stdin"
     prompts = []
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(split_lines(text), 1):
         if not line.strip():
             continue
         if line.lstrip().startswith("{"):

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from llmcli.errors import LlmcliError
+from llmcli.lines import split_lines
 
 
 class PairError(LlmcliError):
@@ -83,7 +84,7 @@ def read_with(path: Path, parse: Any, *, skip_bad: bool) -> tuple[list[Any], lis
     except (OSError, UnicodeDecodeError) as exc:
         raise LlmcliError(f"cannot read the pairs: {exc}", path=path) from None
     pairs, skipped = [], []
-    for number, raw in enumerate(text.splitlines(), 1):
+    for number, raw in enumerate(split_lines(text), 1):
         if not raw.strip():
             continue
         try:

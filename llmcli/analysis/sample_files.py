@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from llmcli.lines import split_lines
+
 
 class Records:
     """--output: each prompt's group as one whole line, in file order, as it finishes; with --resume the lines
@@ -22,7 +24,7 @@ class Records:
             return
         self.done = jobs.start_index(jobs.JobSpec(path, resume=resume), [r.prompt for r in rows])
         if self.done:
-            self.earlier = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+            self.earlier = [json.loads(line) for line in split_lines(path.read_text(encoding="utf-8"))]
 
     def write(self, group: dict[str, Any], *, each: bool) -> None:
         import json

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from llmcli.errors import LlmcliError
+from llmcli.lines import split_lines
 
 
 @dataclass
@@ -39,7 +40,7 @@ def read_prompts(path: Path) -> list[PromptRow]:
     except (OSError, UnicodeDecodeError) as exc:
         raise LlmcliError(f"cannot read the prompts: {exc}", path=path) from None
     rows = []
-    for number, raw in enumerate(text.splitlines(), 1):
+    for number, raw in enumerate(split_lines(text), 1):
         if raw.strip():
             rows.append(_prompt_row(raw, number, path))
     if not rows:

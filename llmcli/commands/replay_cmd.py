@@ -9,6 +9,7 @@ import typer
 
 from llmcli.commands import options as opt
 from llmcli.errors import LlmcliError
+from llmcli.lines import split_lines
 from llmcli.plan import Attn, Dtype
 
 
@@ -58,7 +59,7 @@ def _records(path: str) -> list[tuple[str, Any]]:
         found = [(name if len(items) == 1 else f"{name}:{i + 1}", r) for i, r in enumerate(items)]
     else:
         found = []
-        for number, line in enumerate(text.splitlines(), 1):
+        for number, line in enumerate(split_lines(text), 1):
             if line.strip():
                 try:
                     found.append((f"{name}:{number}", json.loads(line)))

@@ -16,6 +16,7 @@ from typing import Any
 from llmcli.errors import LlmcliError, UsageError
 from llmcli.foreign.detect import VLLM, Engine
 from llmcli.foreign.requests import generate_request, prompts_of
+from llmcli.lines import iter_lines
 from llmcli.plan import Constraint
 from llmcli.scoring import check_scorable, score_data
 
@@ -133,7 +134,7 @@ def _streamed(remote: Remote, path: str, request: dict, on_text: Callable[[str],
     with remote.http.stream("POST", remote.base + path, json=payload) as response:
         if response.status_code != 200:
             raise remote.error(response.status_code, response.read().decode("utf-8", "replace"), response.headers)
-        for line in response.iter_lines():
+        for line in iter_lines(response.iter_text()):
             if not line.startswith("data:") or line.strip() == "data: [DONE]":
                 continue
             event = json.loads(line[5:])

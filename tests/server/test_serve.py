@@ -99,6 +99,20 @@ def test_llmcli_client_is_token_identical_to_local(server, tiny_dir, capsys, mon
     )
 
 
+def test_text_holding_unicode_line_separators_comes_back_whole(server, tiny_dir, capsys, monkeypatch):
+    """JSON leaves U+2028 and U+0085 raw in strings; the answer's lines must not end there (a random model's
+    sampled text holds them too, which made a flaky failure)."""
+    monkeypatch.setenv("LLMCLI_API_KEY", KEY)
+    prompt = "one\u2028two\x85three"
+    args = ["generate", "-m", tiny_dir.name, "--server", server, prompt, "--greedy", "-n", "4", "--raw"]
+    answer = run_cli([*args, "--json"], capsys, monkeypatch)
+    assert answer.code == 0, answer.stderr
+    assert answer.json()["prompt"] == prompt
+    forced = "a\u2028b\x85c"  # the grammar makes the model write them: streamed text events hold them raw
+    streamed = run_cli([*args, "-n", "16", "--regex", forced], capsys, monkeypatch)
+    assert streamed.code == 0 and streamed.stdout == forced + "\n", streamed.stderr
+
+
 def test_client_path_imports_neither_torch_nor_transformers(server, tiny_dir):
     code = (
         "import sys; from llmcli.cli import main\n"
