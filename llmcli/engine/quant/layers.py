@@ -10,14 +10,16 @@ from typing import Any
 
 import torch
 
+from llmcli.engine.quant import int4_tiles
 from llmcli.engine.quant.int4 import Int4Codes, pack
 from llmcli.engine.quant.int8 import Int8Codes
 
 
 class Int4Linear(torch.nn.Module):
-    """`x @ weight.T + bias` from 4-bit codes packed for torch's kernel on `device`."""
+    """`x @ weight.T + bias` from 4-bit codes packed for torch's kernel on `device`; on a CPU, many rows go
+    through dequantized bfloat16 tiles (engine.quant.int4_tiles) unless `tiles` is False."""
 
-    def __init__(self, codes: Int4Codes, bias: Any, *, device: str) -> None:
+    def __init__(self, codes: Int4Codes, bias: Any, *, device: str, tiles: bool = True) -> None:
         super().__init__()
         self.out_features, self.in_features = codes.codes.shape
         self.group_size = codes.group_size
@@ -27,10 +29,14 @@ class Int4Linear(torch.nn.Module):
         self.bias = None if bias is None else torch.nn.Parameter(bias.to(device), requires_grad=False)
         on_gpu = device.startswith("cuda")
         self._mm = torch.ops.aten._weight_int4pack_mm if on_gpu else torch.ops.aten._weight_int4pack_mm_for_cpu
+        self.tiles = int4_tiles.unpacker() if tiles and not on_gpu else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
-        out = self._mm(flat, self.packed, self.group_size, self.scales_and_zeros).to(x.dtype)
+        if _many_rows(flat, self.tiles):
+            out = int4_tiles.product(flat, self.packed, self.scales_and_zeros, self.tiles).to(x.dtype)
+        else:
+            out = self._mm(flat, self.packed, self.group_size, self.scales_and_zeros).to(x.dtype)
         out = out.reshape(*x.shape[:-1], self.out_features)
         return out if self.bias is None else out + self.bias
 
@@ -46,8 +52,9 @@ class Int8Linear(torch.nn.Module):
         self.out_features, self.in_features = codes.codes.shape
         self.group_size = codes.group_size
         high, low = codes.halves()
-        self.high = Int4Linear(high, None, device=device)
-        self.low = Int4Linear(low, None, device=device)
+        # no tiles: a bfloat16 tile holds a weight to 1/512 of itself, up to a quarter of an 8-bit step
+        self.high = Int4Linear(high, None, device=device, tiles=False)
+        self.low = Int4Linear(low, None, device=device, tiles=False)
         self.bias = None if bias is None else torch.nn.Parameter(bias.to(device), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -56,6 +63,11 @@ class Int8Linear(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8, group {self.group_size}"
+
+
+def _many_rows(flat: torch.Tensor, tiles: int4_tiles.Layout | None) -> bool:
+    """Whether the dequantized tiles take these rows (a compiled graph keeps the kernel: one op to trace)."""
+    return tiles is not None and flat.shape[0] >= int4_tiles.MANY_ROWS and not torch.compiler.is_compiling()
 
 
 def held_bytes(module: torch.nn.Module) -> int:

@@ -1,0 +1,145 @@
+"""Many rows through 4-bit weights: dequantized tiles and bfloat16 matrix products (prefill's path).
+
+torch's CPU int4 kernel turns every code into float32 once per row block of four, so its time grows with the
+rows: on the AVX-512 BF16 EPYC it costs ~0.45 ms a row for a 7B MLP weight (18,944 x 3,584), 233 ms for 512
+rows. Dequantizing the codes of 512 outputs at a time into a bfloat16 tile and multiplying with torch.mm (oneDNN)
+took 130-150 ms there, and ties at ~128 rows (docs/performance.md). The tile is cut straight from the kernel's
+own packed buffer, so nothing more is held; `unpacker()` learns that buffer's layout (which depends on the CPU
+kernel torch dispatches: 64 outputs a block on AVX-512, 32 on AVX2, pairs otherwise) by packing a probe once and
+checking that it reads back, and the tiles stay off when no layout does. Imports torch only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import torch
+
+MANY_ROWS = 192  # from here on the tiles beat the kernel; at 128 rows the two tied (measured above)
+TILE_WEIGHTS = 1 << 21  # weights a tile dequantizes at once: a few MB, cache-sized
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The CPU kernel's packing: full blocks of `block` outputs, each input's byte holding output j in its low
+    nibble and j + block/2 in its high one when `split`, neighbours j, j+1 otherwise; a last, partial block
+    always holds neighbours."""
+
+    block: int
+    split: bool
+
+
+def pack(codes: torch.Tensor) -> torch.Tensor:
+    return torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32), 1)
+
+
+@cache
+def unpacker() -> Layout | None:
+    """The layout torch's CPU packing uses here, read back from a probe; None when none of the known ones fits."""
+    generator = torch.Generator().manual_seed(0)
+    probe = torch.randint(0, 16, (64 * 3 + 16, 8), generator=generator, dtype=torch.int32)
+    packed = pack(probe)
+    for layout in (Layout(64, split=True), Layout(32, split=True), Layout(32, split=False)):
+        if torch.equal(codes_of(packed, 0, probe.shape[0], layout).to(torch.int32), probe):
+            return layout
+    return None
+
+
+def codes_of(packed: torch.Tensor, start: int, stop: int, layout: Layout) -> torch.Tensor:
+    """The codes [stop - start, in] (uint8) of outputs start..stop; `start` on a block's edge."""
+    return transposed_codes(packed, start, stop, layout).t()
+
+
+def transposed_codes(packed: torch.Tensor, start: int, stop: int, layout: Layout) -> torch.Tensor:
+    """The codes [in, stop - start] (uint8) of outputs start..stop, contiguous; `start` on a block's edge.
+    A block is [in, block] in the packed buffer already, so this only interleaves blocks."""
+    outputs, inputs = packed.shape[0], packed.shape[1] * 2
+    full = outputs // layout.block * layout.block
+    parts = []
+    if start < min(stop, full):
+        end = min(stop, full)
+        blocks = packed.view(-1)[start * inputs // 2 : end * inputs // 2].view(-1, inputs, layout.block // 2)
+        low, high = blocks & 15, blocks >> 4
+        joined = torch.cat([low, high], -1) if layout.split else torch.stack([low, high], -1).flatten(-2)
+        parts.append(joined.transpose(0, 1).reshape(inputs, end - start))
+    if stop > full:
+        tail = packed.view(-1)[full * inputs // 2 :].view(inputs, (outputs - full) // 2)
+        pairs = torch.stack([tail & 15, tail >> 4], -1).flatten(-2)
+        parts.append(pairs[:, max(start - full, 0) : stop - full])
+    return torch.cat(parts, 1) if len(parts) > 1 else parts[0].contiguous()
+
+
+def tile_outputs(inputs: int, block: int) -> int:
+    """Outputs a tile holds: a whole number of blocks, about TILE_WEIGHTS weights."""
+    return max(1, TILE_WEIGHTS // (inputs * block)) * block
+
+
+class _Scratch:
+    """One tile's buffers, reused tile after tile: fresh ones each time cost more in page faults than the
+    arithmetic (a 7B MLP weight's 512-row product took 190 ms that way, 108 ms reusing them)."""
+
+    def __init__(self, inputs: int, outputs: int, block: int) -> None:
+        blocks = outputs // block
+        self.codes = torch.empty(blocks, inputs, block, dtype=torch.uint8)
+        self.blocked = torch.empty(blocks, inputs, block, dtype=torch.bfloat16)
+        self.tile = torch.empty(inputs, outputs, dtype=torch.bfloat16)
+
+
+def _full_blocks_tile(packed: torch.Tensor, scales_and_zeros: torch.Tensor, start: int, stop: int, layout: Layout,
+                      scratch: _Scratch) -> torch.Tensor:  # fmt: skip
+    """dequantized_tile for whole blocks, in the scratch buffers: the arithmetic runs block by block in the
+    packed order (contiguous), and only the finished bfloat16 tile is interleaved."""
+    inputs, half = packed.shape[1] * 2, layout.block // 2
+    count, groups = stop - start, scales_and_zeros.shape[0]
+    blocks = packed.view(-1)[start * inputs // 2 : stop * inputs // 2].view(-1, inputs, half)
+    codes = scratch.codes[: blocks.shape[0]]
+    low, high = (codes[..., :half], codes[..., half:]) if layout.split else (codes[..., 0::2], codes[..., 1::2])
+    torch.bitwise_and(blocks, 15, out=low)
+    torch.bitwise_right_shift(blocks, 4, out=high)
+    blocked = scratch.blocked[: blocks.shape[0]]
+    blocked.copy_(codes)
+    by_group = blocked.view(-1, groups, inputs // groups, layout.block)
+    by_group.sub_(8)
+    pairs = scales_and_zeros[:, start:stop].view(groups, -1, layout.block, 2).permute(1, 0, 2, 3).unsqueeze(2)
+    # contiguous copies (a few KB): addcmul over the strided views ran 8x slower
+    torch.addcmul(pairs[..., 1].contiguous(), by_group, pairs[..., 0].contiguous(), out=by_group)
+    fits = count == scratch.tile.shape[1]  # the last tile may be narrower: a view of the buffer is not [in, count]
+    tile = scratch.tile if fits else torch.empty(inputs, count, dtype=torch.bfloat16)
+    tile.view(inputs, -1, layout.block).copy_(blocked.transpose(0, 1))
+    return tile
+
+
+def dequantized_tile(packed: torch.Tensor, scales_and_zeros: torch.Tensor, start: int, stop: int,
+                     layout: Layout, scratch: _Scratch | None = None) -> torch.Tensor:  # fmt: skip
+    """The bfloat16 weights [in, stop - start] (transposed, as torch.mm takes them) of outputs start..stop:
+    `(code - 8) * scale + zero`, rounded once."""
+    full = packed.shape[0] // layout.block * layout.block
+    if stop <= full:
+        inputs = packed.shape[1] * 2
+        return _full_blocks_tile(packed, scales_and_zeros, start, stop, layout,
+                                 scratch or _Scratch(inputs, stop - start, layout.block))  # fmt: skip
+    codes = transposed_codes(packed, start, stop, layout)
+    inputs, count = codes.shape
+    groups = scales_and_zeros.shape[0]
+    tile = codes.to(torch.bfloat16)
+    by_group = tile.view(groups, inputs // groups, count)
+    by_group.sub_(8)
+    pairs = scales_and_zeros[:, start:stop].unsqueeze(1)
+    torch.addcmul(pairs[..., 1].contiguous(), by_group, pairs[..., 0].contiguous(), out=by_group)
+    return tile
+
+
+def product(x: torch.Tensor, packed: torch.Tensor, scales_and_zeros: torch.Tensor, layout: Layout) -> torch.Tensor:
+    """`x @ weight.T` for bfloat16 rows x [rows, in], tile by tile."""
+    outputs, inputs = packed.shape[0], packed.shape[1] * 2
+    out = torch.empty(x.shape[0], outputs, dtype=torch.bfloat16)
+    full = outputs // layout.block * layout.block
+    step = tile_outputs(inputs, layout.block)
+    scratch = _Scratch(inputs, min(step, full), layout.block) if full else None
+    edges = [*range(0, full, step), full]
+    spans = [(a, b) for a, b in zip(edges, edges[1:], strict=False) if b > a]
+    for start, stop in [*spans, *([(full, outputs)] if outputs > full else [])]:
+        tile = dequantized_tile(packed, scales_and_zeros, start, stop, layout, scratch if stop <= full else None)
+        torch.mm(x, tile, out=out[:, start:stop])
+    return out

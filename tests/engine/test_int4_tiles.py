@@ -1,0 +1,112 @@
+"""Many rows through int4 weights on a CPU: codes read back from torch's own packed buffer exactly, tiles that
+give the product the kernel gives (to bfloat16's rounding), the layer taking them from MANY_ROWS rows on, and a
+model's prefill through them agreeing with the kernel's."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llmcli.engine.quant import int4_tiles
+from llmcli.engine.quant.int4 import Int4Codes
+from llmcli.engine.quant.int8 import Int8Codes
+from llmcli.engine.quant.layers import Int4Linear, Int8Linear
+
+
+def _codes(outputs, inputs, group=32, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    codes = torch.randint(0, 16, (outputs, inputs), generator=generator, dtype=torch.uint8)
+    scales = torch.rand(outputs, inputs // group, generator=generator) * 0.02 + 0.001
+    zeros = torch.randn(outputs, inputs // group, generator=generator) * 0.05
+    return Int4Codes(codes, scales.to(torch.bfloat16).float(), zeros.to(torch.bfloat16).float())
+
+
+def test_this_cpus_packing_is_known():
+    assert int4_tiles.unpacker() is not None  # the three layouts of torch's CPU kernels (AVX-512, AVX2, plain)
+
+
+@pytest.mark.parametrize("outputs", [16, 48, 64, 80, 64 * 3 + 16, 256])
+def test_codes_read_back_from_the_packed_buffer(outputs):
+    layout = int4_tiles.unpacker()
+    codes = _codes(outputs, 96).codes
+    packed = int4_tiles.pack(codes)
+    assert torch.equal(int4_tiles.codes_of(packed, 0, outputs, layout), codes)
+    block = layout.block
+    if outputs > block:  # from a block's edge, across the partial last block
+        assert torch.equal(int4_tiles.codes_of(packed, block, outputs, layout), codes[block:])
+
+
+@pytest.mark.parametrize(("outputs", "inputs"), [(256, 128), (64 * 5 + 48, 64), (32, 96)])
+def test_tiles_give_the_kernels_product(outputs, inputs, monkeypatch):
+    monkeypatch.setattr(int4_tiles, "TILE_WEIGHTS", 64 * inputs * 2)  # several tiles, the last one narrower
+    codes = _codes(outputs, inputs)
+    layer = Int4Linear(codes, None, device="cpu")
+    x = torch.randn(int4_tiles.MANY_ROWS, inputs).to(torch.bfloat16)
+    want = x.float() @ codes.dequantize().t()
+    tiles = int4_tiles.product(x, layer.packed, layer.scales_and_zeros, layer.tiles).float()
+    kernel = torch.ops.aten._weight_int4pack_mm_for_cpu(x, layer.packed, 32, layer.scales_and_zeros).float()
+    scale = want.abs().max()
+    assert (tiles - want).abs().max() < 0.01 * scale  # bfloat16 weights and outputs: ~2^-8 of the largest
+    assert (kernel - want).abs().max() < 0.01 * scale
+    assert (tiles - want).norm() < 0.005 * want.norm()
+
+
+def test_the_layer_takes_the_tiles_from_many_rows_on(monkeypatch):
+    codes = _codes(128, 64)
+    layer = Int4Linear(codes, torch.randn(128), device="cpu")
+    calls = []
+    real = int4_tiles.product
+    monkeypatch.setattr(int4_tiles, "product", lambda *a: calls.append(a[0].shape[0]) or real(*a))
+    few = torch.randn(2, int4_tiles.MANY_ROWS - 1, 64)  # rows counted over the batch: 2 x (MANY_ROWS - 1)
+    one = torch.randn(1, int4_tiles.MANY_ROWS - 1, 64)
+    assert layer(few).shape == (2, int4_tiles.MANY_ROWS - 1, 128) and layer(one).shape[:2] == one.shape[:2]
+    assert calls == [2 * (int4_tiles.MANY_ROWS - 1)]
+    assert torch.allclose(layer(few), few @ codes.dequantize().t() + layer.bias, atol=0.05, rtol=0.02)
+    calls.clear()
+    eight_bits = Int8Codes(torch.randint(0, 256, (128, 64), dtype=torch.uint8), torch.full((128, 2), 1e-3),
+                           torch.zeros(128, 2))  # fmt: skip
+    Int8Linear(eight_bits, None, device="cpu")(few)
+    assert calls == []  # int8 keeps the kernel: its steps are finer than a tile
+
+
+def test_a_long_prompts_prefill_agrees_with_the_kernels(tiny_dir, monkeypatch):
+    from llmcli.engine.load.loader import load
+    from llmcli.modelfs.source import ModelSource
+    from llmcli.plan import LoadSpec, Quantize
+
+    loaded = load(ModelSource(tiny_dir, str(tiny_dir)), LoadSpec(dtype="float32", quantize=Quantize.int4))
+    ids = torch.randint(0, loaded.model.config.vocab_size, (1, int4_tiles.MANY_ROWS + 8))
+    with torch.no_grad():
+        tiles = loaded.model(ids).logits
+        monkeypatch.setattr(int4_tiles, "MANY_ROWS", 10**9)
+        kernel = loaded.model(ids).logits
+    assert not torch.equal(tiles, kernel)  # two paths were taken
+    p, q = torch.log_softmax(kernel, -1), torch.log_softmax(tiles, -1)
+    assert float((p.exp() * (p - q)).sum(-1).mean()) < 1e-3
+    assert (tiles.argmax(-1) == kernel.argmax(-1)).float().mean() > 0.97
+
+
+@pytest.mark.parametrize(("capability", "layout"), [("avx2", "Layout(block=32, split=True)"),
+                                                    ("default", "Layout(block=32, split=False)")])  # fmt: skip
+def test_the_other_cpu_kernels_packings_are_read_too(capability, layout):
+    """torch packs for the kernel it dispatches; ATEN_CPU_CAPABILITY makes this CPU take another one."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import torch\nfrom llmcli.engine.quant import int4_tiles as T\n"
+        "codes = torch.randint(0, 16, (64 * 3 + 16, 96), dtype=torch.uint8)\n"
+        "packed, layout = T.pack(codes), T.unpacker()\n"
+        "assert torch.equal(T.codes_of(packed, 0, codes.shape[0], layout), codes)\n"
+        "x = torch.randn(200, 96).to(torch.bfloat16)\n"
+        "pairs = (torch.rand(3, codes.shape[0], 2) / 50).to(torch.bfloat16)\n"
+        "kernel = torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, 32, pairs).float()\n"
+        "tiles = T.product(x, packed, pairs, layout).float()\n"
+        "assert (kernel - tiles).abs().max() < 0.01 * kernel.abs().max()\n"
+        "print(layout)\n"
+    )
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == layout
