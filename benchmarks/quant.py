@@ -1,7 +1,7 @@
 """What each quantization scheme costs, beside llama.cpp's own (docs/quantization.md).
 
     python benchmarks/quant.py quality --text FILE --out docs/measurements/quant-quality-DATE.json
-    python benchmarks/quant.py gguf MODEL_DIR GGUF_TOKENIZER OUT.gguf        # a bf16 GGUF of a qwen2 directory
+    python benchmarks/quant.py gguf MODEL_DIR OUT.gguf                       # a bf16 GGUF of a qwen2 directory
     python benchmarks/quant.py speed --model DIR --gguf Q4_0=FILE --gguf Q4_K_M=FILE --out FILE
 
 quality: the default model, float32 against each llmcli scheme (compare's mean and p99 KL, top-1 agreement,

@@ -8,14 +8,18 @@ from tests.engine.test_generate import PROMPT, direct_generate, strip_eos
 from tests.helpers import assert_clean_error, run_cli
 
 
-def gen_json(tiny_dir, args, capsys, monkeypatch):
+def gen_run(tiny_dir, args, capsys, monkeypatch):
     run = run_cli(
         ["generate", "-m", str(tiny_dir), "--device", "cpu", "--dtype", "float32", PROMPT, "--json", *args],
         capsys,
         monkeypatch,
     )
     assert run.code == 0, run.stderr
-    return run.json()
+    return run
+
+
+def gen_json(tiny_dir, args, capsys, monkeypatch):
+    return gen_run(tiny_dir, args, capsys, monkeypatch).json()
 
 
 def test_compile_runs_a_compiled_static_cache_decode_with_eager_tokens(tiny_dir, direct, capsys, monkeypatch):  # noqa: F811
@@ -23,7 +27,12 @@ def test_compile_runs_a_compiled_static_cache_decode_with_eager_tokens(tiny_dir,
 
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
-    data = gen_json(tiny_dir, ["--greedy", "-n", "8", "--min-new-tokens", "8", "--compile"], capsys, monkeypatch)
+    args = ["--greedy", "-n", "8", "--min-new-tokens", "8", "--compile"]
+    run = gen_run(tiny_dir, args, capsys, monkeypatch)
+    data = run.json()
+    assert run.stderr.count("compiled the decoding step in ") == 1  # said, once
+    again = gen_run(tiny_dir, args, capsys, monkeypatch)  # compiled already, in this process
+    assert "compiled the decoding step" not in again.stderr and again.json()["outputs"] == data["outputs"]
     kwargs = data["generate_kwargs"]
     assert kwargs["cache_implementation"] == "static" and kwargs["compile_config"] == {}
     # dynamo really traced the decoding step (transformers compiles only on accelerators unless told)

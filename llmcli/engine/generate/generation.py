@@ -244,6 +244,7 @@ def _run(call: Call, stream: GenerationStream) -> list[Result]:
     import torch
 
     from llmcli.engine.generate.attention import attention_for_call
+    from llmcli.engine.generate.compile_time import compile_seconds, say_compiled
     from llmcli.engine.generate.penalties import split_penalties
     from llmcli.engine.load.devices import input_device
     from llmcli.genargs import for_generate
@@ -262,6 +263,8 @@ def _run(call: Call, stream: GenerationStream) -> list[Result]:
         torch.cuda.reset_peak_memory_stats(loaded.device)
     started = time.perf_counter()
     static = call.kwargs.get("cache_implementation") == "static"
+    compiling = call.kwargs.get("compile_config") is not None
+    compiled_before = compile_seconds() if compiling else 0.0
     try:
         with torch.inference_mode(), attention_for_call(loaded, input_ids.numel(), static) as attn_used:
             out = loaded.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs, **extra)
@@ -274,6 +277,8 @@ def _run(call: Call, stream: GenerationStream) -> list[Result]:
         ) from None
     except (ValueError, TypeError) as exc:
         raise UsageError(f"generate() rejected the settings: {squash(exc)}") from None
+    if compiling:
+        say_compiled(compiled_before)
     step_logits = out.logits if call.logprobs is not None else None
     sequences = (out.sequences if call.logprobs is not None else out).tolist()
     ended = time.perf_counter()
