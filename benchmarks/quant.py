@@ -161,7 +161,12 @@ def main() -> int:
     s = sub.add_parser("speed")
     s.add_argument("--model", required=True)
     s.add_argument("--gguf", action="append", default=[], help="NAME=FILE for llama-cpp-python")
-    s.add_argument("--llmcli", action="append", default=[], help="NAME=FLAGS, e.g. 'int4=--quantize int4'")
+    s.add_argument(
+        "--llmcli",
+        action="append",
+        default=[],
+        help="NAME=DTYPE QUANTIZE [kernel], e.g. 'int4=bfloat16 int4' ('kernel': prefill without tiles)",
+    )
     s.add_argument("--decode", type=int, default=16)
     s.add_argument("--out", required=True)
     g = sub.add_parser("gguf")

@@ -16,6 +16,9 @@ from llmcli.engine.load.loader import load
 from llmcli.modelfs.source import ModelSource
 from llmcli.plan import LoadSpec, Quantize
 path, dtype, quantize, decode = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+if sys.argv[5:] == ["kernel"]:  # prefill through torch's int4 kernel, as before the dequantized tiles
+    from llmcli.engine.quant import int4_tiles
+    int4_tiles.MANY_ROWS = 10**9
 started = time.perf_counter()
 loaded = load(ModelSource(__import__('pathlib').Path(path), path), LoadSpec(dtype=dtype, quantize=Quantize(quantize)))
 load_s = time.perf_counter() - started
@@ -72,8 +75,8 @@ def speed(args) -> dict:
     rows = {}
     for spec in args.llmcli or ["bfloat16=bfloat16 none", "int8=bfloat16 int8", "int4=bfloat16 int4"]:
         name, _, rest = spec.partition("=")
-        dtype, quantize = rest.split()
-        rows[f"llmcli {name}"] = child(LLMCLI_CHILD, [args.model, dtype, quantize, str(args.decode)])
+        dtype, quantize, *prefill = rest.split()
+        rows[f"llmcli {name}"] = child(LLMCLI_CHILD, [args.model, dtype, quantize, str(args.decode), *prefill])
         print(name, rows[f"llmcli {name}"], file=sys.stderr)
     for spec in args.gguf:
         name, _, path = spec.partition("=")

@@ -70,3 +70,8 @@ def test_a_real_load_records_what_chose_its_dtype(probe_on, tiny_dir):
     assert all(ms > 0 for ms in choice["ms"].values())
     pinned = load(ModelSource(tiny_dir, str(tiny_dir)), LoadSpec(device="cpu", dtype="float32"))
     assert "dtype_choice" not in pinned.describe()
+    from llmcli.engine.load.environment import environment
+
+    recorded = environment(loaded)["dtype_choice"]  # the replay block: the measurement, not whether memo held it
+    assert recorded == {k: v for k, v in choice.items() if k != "cached"} and "cached" in choice
+    assert environment(pinned)["dtype_choice"] is None

@@ -1,13 +1,13 @@
-"""Many rows through int4 weights on a CPU: codes read back from torch's own packed buffer exactly, tiles that
-give the product the kernel gives (to bfloat16's rounding), the layer taking them from MANY_ROWS rows on, and a
-model's prefill through them agreeing with the kernel's."""
+"""Many rows through int4 weights on a CPU: codes packed as torch packs them and read back from the packed
+buffer exactly, tiles that give the product the kernel gives (to bfloat16's rounding), the layer taking them
+from MANY_ROWS rows on, and a model's prefill through them agreeing with the kernel's."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from llmcli.engine.quant import int4_tiles
+from llmcli.engine.quant import cpu_packing, int4_tiles
 from llmcli.engine.quant.int4 import Int4Codes
 from llmcli.engine.quant.int8 import Int8Codes
 from llmcli.engine.quant.layers import Int4Linear, Int8Linear
@@ -22,18 +22,19 @@ def _codes(outputs, inputs, group=32, seed=0):
 
 
 def test_this_cpus_packing_is_known():
-    assert int4_tiles.unpacker() is not None  # the three layouts of torch's CPU kernels (AVX-512, AVX2, plain)
+    assert cpu_packing.layout() is not None  # the three layouts of torch's CPU kernels (AVX-512, AVX2, plain)
 
 
 @pytest.mark.parametrize("outputs", [16, 48, 64, 80, 64 * 3 + 16, 256])
-def test_codes_read_back_from_the_packed_buffer(outputs):
-    layout = int4_tiles.unpacker()
+def test_codes_packed_as_torch_packs_them_and_read_back(outputs):
+    layout = cpu_packing.layout()
     codes = _codes(outputs, 96).codes
-    packed = int4_tiles.pack(codes)
-    assert torch.equal(int4_tiles.codes_of(packed, 0, outputs, layout), codes)
+    packed = cpu_packing.pack(codes)
+    assert cpu_packing._writes_as_torch() == layout and torch.equal(packed, cpu_packing.torch_pack(codes))
+    assert torch.equal(cpu_packing.codes_of(packed, 0, outputs, layout), codes)
     block = layout.block
     if outputs > block:  # from a block's edge, across the partial last block
-        assert torch.equal(int4_tiles.codes_of(packed, block, outputs, layout), codes[block:])
+        assert torch.equal(cpu_packing.codes_of(packed, block, outputs, layout), codes[block:])
 
 
 @pytest.mark.parametrize(("outputs", "inputs"), [(256, 128), (64 * 5 + 48, 64), (32, 96)])
@@ -70,11 +71,15 @@ def test_the_layer_takes_the_tiles_from_many_rows_on(monkeypatch):
 
 
 def test_a_long_prompts_prefill_agrees_with_the_kernels(tiny_dir, monkeypatch):
+    from llmcli.engine.load.environment import environment
     from llmcli.engine.load.loader import load
     from llmcli.modelfs.source import ModelSource
     from llmcli.plan import LoadSpec, Quantize
 
     loaded = load(ModelSource(tiny_dir, str(tiny_dir)), LoadSpec(dtype="float32", quantize=Quantize.int4))
+    layout = cpu_packing.layout()
+    assert environment(loaded)["int4_tiles"] == {"from_rows": int4_tiles.MANY_ROWS, "block": layout.block,
+                                                  "split": layout.split}  # fmt: skip
     ids = torch.randint(0, loaded.model.config.vocab_size, (1, int4_tiles.MANY_ROWS + 8))
     with torch.no_grad():
         tiles = loaded.model(ids).logits
@@ -95,10 +100,11 @@ def test_the_other_cpu_kernels_packings_are_read_too(capability, layout):
     import sys
 
     code = (
-        "import torch\nfrom llmcli.engine.quant import int4_tiles as T\n"
+        "import torch\nfrom llmcli.engine.quant import cpu_packing as P, int4_tiles as T\n"
         "codes = torch.randint(0, 16, (64 * 3 + 16, 96), dtype=torch.uint8)\n"
-        "packed, layout = T.pack(codes), T.unpacker()\n"
-        "assert torch.equal(T.codes_of(packed, 0, codes.shape[0], layout), codes)\n"
+        "packed, layout = P.pack(codes), P.layout()\n"
+        "assert torch.equal(packed, P.torch_pack(codes)) and P._writes_as_torch() == layout\n"
+        "assert torch.equal(P.codes_of(packed, 0, codes.shape[0], layout), codes)\n"
         "x = torch.randn(200, 96).to(torch.bfloat16)\n"
         "pairs = (torch.rand(3, codes.shape[0], 2) / 50).to(torch.bfloat16)\n"
         "kernel = torch.ops.aten._weight_int4pack_mm_for_cpu(x, packed, 32, pairs).float()\n"

@@ -82,11 +82,29 @@ def environment(loaded: Any, *, adapter: Any = None) -> dict[str, Any]:
         "prepacked": loaded.prepacked,
         "split_lone_rows": loaded.split_lone_rows,
         "threads": torch.get_num_threads(),
+        "dtype_choice": _measured(loaded.dtype_choice),
+        "int4_tiles": _int4_tiles(loaded.model),
         "model": identity(source.path, gguf=source.gguf, revision=_revision(source.path)),
         "adapter": None if adapter is None else {"path": str(adapter), **identity(adapter)},
     }
     loaded._replay_environment = block
     return block
+
+
+def _measured(choice: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The dtype measurement, less whether it came from the memo (which differs between two runs of it)."""
+    return None if choice is None else {k: v for k, v in choice.items() if k != "cached"}
+
+
+def _int4_tiles(model: Any) -> dict[str, Any] | None:
+    """From how many rows int4 layers multiply dequantized tiles, and the packing read (None: no such layer)."""
+    from llmcli.engine.quant import int4_tiles
+    from llmcli.engine.quant.layers import Int4Linear
+
+    layout = next((m.tiles for m in model.modules() if isinstance(m, Int4Linear) and m.tiles is not None), None)
+    if layout is None:
+        return None
+    return {"from_rows": int4_tiles.MANY_ROWS, "block": layout.block, "split": layout.split}
 
 
 def with_batch(block: dict[str, Any], *, size: int, position: int) -> dict[str, Any]:

@@ -62,7 +62,7 @@ def _write_shards(source: Path, staging: Path, ckpt: Checkpoint, layers: set[str
             layer = key.removesuffix(".weight")
             if key.endswith(".weight") and layer in layers:
                 written |= _quantized(layer, value, choice, importance.get(layer))
-                shard_reader.give_back_memory()
+                shard_reader.give_back_memory(value.numel() * value.element_size())
             else:
                 written[key] = value
         save_file(written, str(staging / name), metadata={"format": "pt"})

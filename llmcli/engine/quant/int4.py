@@ -47,12 +47,14 @@ def refusal(out_features: int, in_features: int, group_size: int, *, device: str
 
 
 def pack(codes: Any, *, device: str) -> Any:
-    """The kernel's packed layout: the CPU kernel packs [out, in] int32 codes itself; CUDA's takes two codes
-    a byte (the even input in the high nibble) and tiles them."""
+    """The kernel's packed layout: on the CPU engine.quant.cpu_packing's (torch's layout, without widening the
+    codes to int32 first); CUDA's packer takes two codes a byte (the even input in the high nibble) and tiles."""
     import torch
 
     if not device.startswith("cuda"):
-        return torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32), 1)
+        from llmcli.engine.quant import cpu_packing
+
+        return cpu_packing.pack(codes.to(torch.uint8))
     on_gpu = codes.to(device=device, dtype=torch.int32)
     pairs = ((on_gpu[:, ::2] << 4) | on_gpu[:, 1::2]).to(torch.uint8)
     return torch.ops.aten._convert_weight_to_int4pack(pairs, CUDA_INNER_K_TILES)

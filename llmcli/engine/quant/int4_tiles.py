@@ -4,70 +4,18 @@ torch's CPU int4 kernel turns every code into float32 once per row block of four
 rows: on the AVX-512 BF16 EPYC it costs ~0.45 ms a row for a 7B MLP weight (18,944 x 3,584), 233 ms for 512
 rows. Dequantizing the codes of 512 outputs at a time into a bfloat16 tile and multiplying with torch.mm (oneDNN)
 took 130-150 ms there, and ties at ~128 rows (docs/performance.md). The tile is cut straight from the kernel's
-own packed buffer, so nothing more is held; `unpacker()` learns that buffer's layout (which depends on the CPU
-kernel torch dispatches: 64 outputs a block on AVX-512, 32 on AVX2, pairs otherwise) by packing a probe once and
-checking that it reads back, and the tiles stay off when no layout does. Imports torch only.
+own packed buffer (read as engine.quant.cpu_packing learnt its layout), so nothing more is held; the tiles stay
+off where no known layout reads back. Imports torch and engine.quant.cpu_packing.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import cache
-
 import torch
+
+from llmcli.engine.quant.cpu_packing import Layout, transposed_codes
 
 MANY_ROWS = 192  # from here on the tiles beat the kernel; at 128 rows the two tied (measured above)
 TILE_WEIGHTS = 1 << 21  # weights a tile dequantizes at once: a few MB, cache-sized
-
-
-@dataclass(frozen=True)
-class Layout:
-    """The CPU kernel's packing: full blocks of `block` outputs, each input's byte holding output j in its low
-    nibble and j + block/2 in its high one when `split`, neighbours j, j+1 otherwise; a last, partial block
-    always holds neighbours."""
-
-    block: int
-    split: bool
-
-
-def pack(codes: torch.Tensor) -> torch.Tensor:
-    return torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes.to(torch.int32), 1)
-
-
-@cache
-def unpacker() -> Layout | None:
-    """The layout torch's CPU packing uses here, read back from a probe; None when none of the known ones fits."""
-    generator = torch.Generator().manual_seed(0)
-    probe = torch.randint(0, 16, (64 * 3 + 16, 8), generator=generator, dtype=torch.int32)
-    packed = pack(probe)
-    for layout in (Layout(64, split=True), Layout(32, split=True), Layout(32, split=False)):
-        if torch.equal(codes_of(packed, 0, probe.shape[0], layout).to(torch.int32), probe):
-            return layout
-    return None
-
-
-def codes_of(packed: torch.Tensor, start: int, stop: int, layout: Layout) -> torch.Tensor:
-    """The codes [stop - start, in] (uint8) of outputs start..stop; `start` on a block's edge."""
-    return transposed_codes(packed, start, stop, layout).t()
-
-
-def transposed_codes(packed: torch.Tensor, start: int, stop: int, layout: Layout) -> torch.Tensor:
-    """The codes [in, stop - start] (uint8) of outputs start..stop, contiguous; `start` on a block's edge.
-    A block is [in, block] in the packed buffer already, so this only interleaves blocks."""
-    outputs, inputs = packed.shape[0], packed.shape[1] * 2
-    full = outputs // layout.block * layout.block
-    parts = []
-    if start < min(stop, full):
-        end = min(stop, full)
-        blocks = packed.view(-1)[start * inputs // 2 : end * inputs // 2].view(-1, inputs, layout.block // 2)
-        low, high = blocks & 15, blocks >> 4
-        joined = torch.cat([low, high], -1) if layout.split else torch.stack([low, high], -1).flatten(-2)
-        parts.append(joined.transpose(0, 1).reshape(inputs, end - start))
-    if stop > full:
-        tail = packed.view(-1)[full * inputs // 2 :].view(inputs, (outputs - full) // 2)
-        pairs = torch.stack([tail & 15, tail >> 4], -1).flatten(-2)
-        parts.append(pairs[:, max(start - full, 0) : stop - full])
-    return torch.cat(parts, 1) if len(parts) > 1 else parts[0].contiguous()
 
 
 def tile_outputs(inputs: int, block: int) -> int:

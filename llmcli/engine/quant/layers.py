@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from llmcli.engine.quant import int4_tiles
+from llmcli.engine.quant import cpu_packing, int4_tiles
 from llmcli.engine.quant.int4 import Int4Codes, pack
 from llmcli.engine.quant.int8 import Int8Codes
 
@@ -29,7 +29,7 @@ class Int4Linear(torch.nn.Module):
         self.bias = None if bias is None else torch.nn.Parameter(bias.to(device), requires_grad=False)
         on_gpu = device.startswith("cuda")
         self._mm = torch.ops.aten._weight_int4pack_mm if on_gpu else torch.ops.aten._weight_int4pack_mm_for_cpu
-        self.tiles = int4_tiles.unpacker() if tiles and not on_gpu else None
+        self.tiles = cpu_packing.layout() if tiles and not on_gpu else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
@@ -65,7 +65,7 @@ class Int8Linear(torch.nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8, group {self.group_size}"
 
 
-def _many_rows(flat: torch.Tensor, tiles: int4_tiles.Layout | None) -> bool:
+def _many_rows(flat: torch.Tensor, tiles: cpu_packing.Layout | None) -> bool:
     """Whether the dequantized tiles take these rows (a compiled graph keeps the kernel: one op to trace)."""
     return tiles is not None and flat.shape[0] >= int4_tiles.MANY_ROWS and not torch.compiler.is_compiling()
 

@@ -172,8 +172,9 @@ def fill(model: Any, path: Path, ckpt: Checkpoint, builders: Builders, *, scheme
             elif part in needs[layer] and layer in pending:
                 pending[layer][part] = value
                 if set(pending[layer]) == needs[layer]:
+                    freed = sum(t.numel() * t.element_size() for t in pending[layer].values())
                     arrive(layer)
-                    shard_reader.give_back_memory()
+                    shard_reader.give_back_memory(freed)
     model.tie_weights()
     _check_loaded(model, path)
     return choice
