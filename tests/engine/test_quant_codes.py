@@ -87,6 +87,17 @@ def test_the_compiled_search_gives_the_plain_codes_but_for_ties(monkeypatch):
     assert torch.allclose(compiled[1], plain[1], rtol=2**-7)
 
 
+def test_a_weight_searched_in_chunks_of_rows_gets_the_codes_searched_whole(monkeypatch):
+    from llmcli.engine.quant import codes, fast_search
+
+    w = _weight(70, 256)
+    importance = torch.rand(256) + 0.1
+    whole = codes.search(w, 32, bits=4, importance=importance)
+    monkeypatch.setattr(fast_search, "CHUNK", 256 * 16)  # 16 rows a chunk, the last one 6
+    chunked = fast_search.search(w, 32, bits=4, importance=importance)
+    assert all(torch.equal(a, b) for a, b in zip(whole, chunked, strict=True))
+
+
 @pytest.mark.parametrize("rows", [1, 3, 16])
 def test_the_int4_kernel_computes_the_dequantized_product(rows):
     w, bias = _weight(), torch.randn(96) * 0.1

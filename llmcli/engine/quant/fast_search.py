@@ -18,6 +18,7 @@ from llmcli.engine.quant import codes
 
 COMPILE_FROM = 1 << 20  # weights (1M) from which the search is compiled: all of a 7B model's layers (its 1.8M k/v
 # projections took 49 ns a weight eager, 11 compiled), none of the 135M's
+CHUNK = 1 << 24  # weights searched at once: a 176M-weight output layer searched whole took ~1 GB of temporaries
 
 
 @functools.cache
@@ -35,8 +36,21 @@ _said: list[bool] = []
 
 
 def search(weight: Any, group_size: int, *, bits: int, importance: Any = None) -> tuple[Any, Any, Any]:
-    """engine.quant.codes.search, compiled for a large weight."""
-    if weight.numel() < COMPILE_FROM or _failed:
+    """engine.quant.codes.search, compiled for a large weight, CHUNK weights (whole rows) at a time: groups are
+    searched each on its own, so the codes are the same, and the float32 temporaries stay bounded."""
+    import torch
+
+    compiled = weight.numel() >= COMPILE_FROM and not _failed  # one path for the whole weight
+    rows = max(1, CHUNK // weight.shape[1])
+    if weight.shape[0] <= rows:
+        return _search(weight, group_size, bits=bits, importance=importance, compiled=compiled)
+    parts = [_search(weight[start : start + rows], group_size, bits=bits, importance=importance, compiled=compiled)
+             for start in range(0, weight.shape[0], rows)]  # fmt: skip
+    return tuple(torch.cat(found) for found in zip(*parts, strict=True))
+
+
+def _search(weight: Any, group_size: int, *, bits: int, importance: Any, compiled: bool) -> tuple[Any, Any, Any]:
+    if not compiled or _failed:
         return codes.search(weight, group_size, bits=bits, importance=importance)
     try:
         started = time.perf_counter()

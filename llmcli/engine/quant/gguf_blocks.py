@@ -128,11 +128,17 @@ def _gguf_names(arch: str, layers: int) -> Any:
     return lambda name: (table.get_name(name) if table is not None else None) or ""
 
 
-def make(maker: tuple) -> Any:
-    """Int4Codes or Int8Codes for one layer from layer_blocks' entry."""
+def make(maker: tuple, gguf_path: Path) -> Any:
+    """Int4Codes or Int8Codes for one layer from layer_blocks' entry. The blocks are read with a plain file read,
+    not through the reader's memory map: a mapped page stays in the process's resident set until the map goes,
+    which put the whole file on top of the codes (a 4-layer 7B-shaped Q4_K_M file's int4 load peaked 0.6 GB
+    above its bfloat16 load)."""
     import numpy as np
 
     tensor, qtype, order = maker
-    raw = np.asarray(tensor.data)
+    with open(gguf_path, "rb") as fh:
+        fh.seek(int(tensor.data_offset))
+        data = fh.read(int(tensor.n_bytes))
+    raw = np.frombuffer(data, dtype=np.uint8).reshape(tensor.data.shape)
     codes = int4_codes(raw, qtype) if qtype in INT4_TYPES else int8_codes(raw)
     return reorder(codes, order)

@@ -131,7 +131,7 @@ def from_gguf(model: Any, gguf: Path, *, scheme: str, group_size: int, device: s
     def build(layer: str, parts: dict[str, Any], bias: Any) -> Any:
         if layer not in makers:
             return floats.build(layer, parts, bias)
-        codes = gguf_blocks.make(makers[layer])
+        codes = gguf_blocks.make(makers[layer], gguf)
         return of_codes(codes).layer(codes, bias, device=device)
 
     needs = {name: set() if name in makers else wanted for name, wanted in floats.needs.items()}
