@@ -116,3 +116,27 @@ def test_the_other_cpu_kernels_packings_are_read_too(capability, layout):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == layout
+
+
+def test_compiled_tiles_equal_the_plain_ones_and_a_failed_compile_falls_back(monkeypatch, capsys):
+    codes = _codes(64 * 3 + 16, 128)
+    layer = Int4Linear(codes, None, device="cpu")
+    x = torch.randn(int4_tiles.MANY_ROWS, 128).to(torch.bfloat16)
+    monkeypatch.setattr(int4_tiles, "TILE_WEIGHTS", 64 * 128 * 2)
+    plain = int4_tiles.product(x, layer.packed, layer.scales_and_zeros, layer.tiles)
+    monkeypatch.setattr(int4_tiles, "COMPILE_FROM", 0)
+    monkeypatch.setattr(int4_tiles, "_said", [])
+    compiled = int4_tiles.product(x, layer.packed, layer.scales_and_zeros, layer.tiles)
+    assert torch.equal(compiled, plain)  # the same arithmetic, rounded once to bfloat16 either way
+    assert capsys.readouterr().err.count("the int4 prefill tiles compiled and ran in") == 1
+
+    def broken():
+        raise RuntimeError("no C++ compiler\nsecond line")
+
+    monkeypatch.setattr(int4_tiles, "_compiled", broken)
+    monkeypatch.setattr(int4_tiles, "_failed", [])
+    again = int4_tiles.product(x, layer.packed, layer.scales_and_zeros, layer.tiles)
+    assert torch.equal(again, plain)
+    int4_tiles.product(x, layer.packed, layer.scales_and_zeros, layer.tiles)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the compiled int4 tiles failed (no C++ compiler second line)" in err[0]

@@ -126,7 +126,8 @@ def test_gguf_blocks_are_taken_as_they_are(default_model_dir, capsys):
     for name in names:
         tensor = makers[name][0]
         expected = processor.process(weights=gguf.quants.dequantize(tensor.data, tensor.tensor_type), name=tensor.name)
-        np.testing.assert_array_equal(gguf_blocks.make(makers[name], default_gguf()).dequantize().numpy(), expected.weights)
+        made = gguf_blocks.make(makers[name], default_gguf())
+        np.testing.assert_array_equal(made.dequantize().numpy(), expected.weights)
 
 
 def test_a_gguf_model_loads_its_blocks_into_the_kernel(default_model_dir, capsys):

@@ -5,17 +5,25 @@ rows: on the AVX-512 BF16 EPYC it costs ~0.45 ms a row for a 7B MLP weight (18,9
 rows. Dequantizing the codes of 512 outputs at a time into a bfloat16 tile and multiplying with torch.mm (oneDNN)
 took 130-150 ms there, and ties at ~128 rows (docs/performance.md). The tile is cut straight from the kernel's
 own packed buffer (read as engine.quant.cpu_packing learnt its layout), so nothing more is held; the tiles stay
-off where no known layout reads back. Imports torch and engine.quant.cpu_packing.
+off where no known layout reads back. A tile of 1M weights or more is dequantized by one compiled loop
+(inductor; its cache in llmcli's home), smaller ones and any after a failed compile by plain operations.
+Imports torch, engine.quant.cpu_packing, and the output layer for its stderr lines.
 """
 
 from __future__ import annotations
 
+import functools
+import time
+from typing import Any
+
 import torch
 
 from llmcli.engine.quant.cpu_packing import Layout, transposed_codes
+from llmcli.output import stderr_text
 
 MANY_ROWS = 192  # from here on the tiles beat the kernel; at 128 rows the two tied (measured above)
 TILE_WEIGHTS = 1 << 21  # weights a tile dequantizes at once: a few MB, cache-sized
+COMPILE_FROM = 1 << 20  # a tile's weights from which its dequantizing is compiled (a 7B model's; no test model's)
 
 
 def tile_outputs(inputs: int, block: int) -> int:
@@ -34,13 +42,53 @@ class _Scratch:
         self.tile = torch.empty(inputs, outputs, dtype=torch.bfloat16)
 
 
+def _blocks_tile(blocks: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, split: bool) -> torch.Tensor:
+    """The tile [in, outputs] of packed blocks [n, in, block / 2] with their scales and zeros [n, groups, 1,
+    block], in one expression: what inductor compiles into one loop (a 2M-weight tile in ~0.3-0.65 ms against
+    ~1.2-1.9 ms for the operations one by one)."""
+    count, inputs, half = blocks.shape
+    groups = scales.shape[1]
+    low, high = blocks & 15, blocks >> 4
+    codes = torch.cat([low, high], -1) if split else torch.stack([low, high], -1).flatten(-2)
+    grouped = codes.view(count, groups, inputs // groups, 2 * half).to(torch.float32) - 8
+    weights = (grouped * scales.float() + zeros.float()).to(torch.bfloat16).view(count, inputs, 2 * half)
+    return weights.permute(1, 0, 2).reshape(inputs, count * 2 * half)
+
+
+@functools.cache
+def _compiled() -> Any:
+    from llmcli.modelfs.compile_cache import use_llmcli_cache
+
+    use_llmcli_cache()
+    return torch.compile(_blocks_tile)  # the first tile shape static (the fastest), the later ones dynamic
+
+
+_failed: list[str] = []
+_said: list[bool] = []
+
+
 def _full_blocks_tile(packed: torch.Tensor, scales_and_zeros: torch.Tensor, start: int, stop: int, layout: Layout,
                       scratch: _Scratch) -> torch.Tensor:  # fmt: skip
-    """dequantized_tile for whole blocks, in the scratch buffers: the arithmetic runs block by block in the
-    packed order (contiguous), and only the finished bfloat16 tile is interleaved."""
+    """dequantized_tile for whole blocks: compiled from COMPILE_FROM weights on, else in the scratch buffers
+    (the arithmetic runs block by block in the packed order, and only the finished tile is interleaved)."""
     inputs, half = packed.shape[1] * 2, layout.block // 2
     count, groups = stop - start, scales_and_zeros.shape[0]
     blocks = packed.view(-1)[start * inputs // 2 : stop * inputs // 2].view(-1, inputs, half)
+    pairs = scales_and_zeros[:, start:stop].view(groups, -1, layout.block, 2).permute(1, 0, 2, 3).unsqueeze(2)
+    if count * inputs >= COMPILE_FROM and not _failed:
+        try:
+            started = time.perf_counter()
+            tile = _compiled()(blocks, pairs[..., 0].contiguous(), pairs[..., 1].contiguous(), layout.split)
+            if not _said:
+                _said.append(True)
+                stderr_text(f"the int4 prefill tiles compiled and ran in {time.perf_counter() - started:.1f} s "
+                            "(inductor's cache in llmcli's home keeps the compile for later runs)")  # fmt: skip
+            return tile
+        except Exception as exc:  # inductor's failures (no compiler, a tracing error) have no common type
+            from llmcli.errors import squash
+
+            _failed.append(squash(exc))
+            stderr_text(f"the compiled int4 tiles failed ({_failed[0]}); dequantizing with plain torch operations")
     codes = scratch.codes[: blocks.shape[0]]
     low, high = (codes[..., :half], codes[..., half:]) if layout.split else (codes[..., 0::2], codes[..., 1::2])
     torch.bitwise_and(blocks, 15, out=low)
@@ -49,7 +97,6 @@ def _full_blocks_tile(packed: torch.Tensor, scales_and_zeros: torch.Tensor, star
     blocked.copy_(codes)
     by_group = blocked.view(-1, groups, inputs // groups, layout.block)
     by_group.sub_(8)
-    pairs = scales_and_zeros[:, start:stop].view(groups, -1, layout.block, 2).permute(1, 0, 2, 3).unsqueeze(2)
     # contiguous copies (a few KB): addcmul over the strided views ran 8x slower
     torch.addcmul(pairs[..., 1].contiguous(), by_group, pairs[..., 0].contiguous(), out=by_group)
     fits = count == scratch.tile.shape[1]  # the last tile may be narrower: a view of the buffer is not [in, count]
