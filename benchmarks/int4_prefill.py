@@ -50,10 +50,11 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    from llmcli.engine.quant import int4_tiles
+    from llmcli.engine.quant import cpu_packing, int4_tiles
 
     record = {"cpu": {**cpu(), "threads": torch.get_num_threads(), "kernel": torch.backends.cpu.get_cpu_capability()},
-              "torch": torch.__version__, "layout": str(int4_tiles.unpacker()), "many_rows": int4_tiles.MANY_ROWS,
+              "torch": torch.__version__, "layout": str(cpu_packing.layout()), "many_rows": int4_tiles.MANY_ROWS,
+              "compile_from": int4_tiles.COMPILE_FROM,
               "ms": {}}  # fmt: skip
     with torch.no_grad():
         for name, shape in SHAPES.items():

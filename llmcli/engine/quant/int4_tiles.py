@@ -2,8 +2,8 @@
 
 torch's CPU int4 kernel turns every code into float32 once per row block of four, so its time grows with the
 rows: on the AVX-512 BF16 EPYC it costs ~0.45 ms a row for a 7B MLP weight (18,944 x 3,584), 233 ms for 512
-rows. Dequantizing the codes of 512 outputs at a time into a bfloat16 tile and multiplying with torch.mm (oneDNN)
-took 130-150 ms there, and ties at ~128 rows (docs/performance.md). The tile is cut straight from the kernel's
+rows. Dequantizing the codes of ~576 outputs at a time into a bfloat16 tile and multiplying with torch.mm
+(oneDNN) took 120 ms there, and wins from 128 rows on (docs/quantization.md). The tile is cut straight from the kernel's
 own packed buffer (read as engine.quant.cpu_packing learnt its layout), so nothing more is held; the tiles stay
 off where no known layout reads back. A tile of 1M weights or more is dequantized by one compiled loop
 (inductor; its cache in llmcli's home), smaller ones and any after a failed compile by plain operations.
@@ -21,7 +21,7 @@ import torch
 from llmcli.engine.quant.cpu_packing import Layout, transposed_codes
 from llmcli.output import stderr_text
 
-MANY_ROWS = 192  # from here on the tiles beat the kernel; at 128 rows the two tied (measured above)
+MANY_ROWS = 128  # from here on the tiles beat the kernel on every 7B shape; at 64 rows the kernel still won
 TILE_WEIGHTS = 1 << 21  # weights a tile dequantizes at once: a few MB, cache-sized
 COMPILE_FROM = 1 << 20  # a tile's weights from which its dequantizing is compiled (a 7B model's; no test model's)
 
