@@ -125,18 +125,18 @@ def test_compiled_tiles_equal_the_plain_ones_and_a_failed_compile_falls_back(mon
     monkeypatch.setattr(int4_tiles, "TILE_WEIGHTS", 64 * 128 * 2)
     plain = int4_tiles.product(x, layer.packed, layer.scales_and_zeros, layer.tiles)
     monkeypatch.setattr(int4_tiles, "COMPILE_FROM", 0)
-    monkeypatch.setattr(int4_tiles, "_said", [])
+    monkeypatch.setattr(int4_tiles.COMPILED, "said", False)
+    monkeypatch.setattr(int4_tiles.COMPILED, "failed", None)
     compiled = int4_tiles.product(x, layer.packed, layer.scales_and_zeros, layer.tiles)
     assert torch.equal(compiled, plain)  # the same arithmetic, rounded once to bfloat16 either way
     assert capsys.readouterr().err.count("the int4 prefill tiles compiled and ran in") == 1
 
-    def broken():
+    def broken(*args):
         raise RuntimeError("no C++ compiler\nsecond line")
 
-    monkeypatch.setattr(int4_tiles, "_compiled", broken)
-    monkeypatch.setattr(int4_tiles, "_failed", [])
+    monkeypatch.setattr(int4_tiles.COMPILED, "compiled", broken)
     again = int4_tiles.product(x, layer.packed, layer.scales_and_zeros, layer.tiles)
     assert torch.equal(again, plain)
     int4_tiles.product(x, layer.packed, layer.scales_and_zeros, layer.tiles)
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "the compiled int4 tiles failed (no C++ compiler second line)" in err[0]
+    assert len(err) == 1 and "the compiled int4 prefill tiles failed (no C++ compiler second line)" in err[0]

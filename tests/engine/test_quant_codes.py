@@ -281,15 +281,12 @@ def test_the_shard_reader_refuses_a_damaged_file_before_reading(tmp_path):
 def test_a_failed_compile_falls_back_to_the_plain_search_with_one_line(monkeypatch, capsys):
     from llmcli.engine.quant import codes, fast_search
 
-    def broken():
-        def fails(*args, **kwargs):
-            raise RuntimeError("no C++ compiler")
-
-        return fails
+    def fails(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
 
     monkeypatch.setattr(fast_search, "COMPILE_FROM", 0)
-    monkeypatch.setattr(fast_search, "_compiled", broken)
-    monkeypatch.setattr(fast_search, "_failed", [])
+    monkeypatch.setattr(fast_search.COMPILED, "compiled", fails)
+    monkeypatch.setattr(fast_search.COMPILED, "failed", None)
     w = _weight()
     for _ in range(2):
         got = fast_search.search(w, 32, bits=4)
@@ -308,8 +305,8 @@ def test_the_compiled_search_keeps_its_kernels_in_llmcli_home_and_says_so_once(m
     monkeypatch.setenv(compile_cache.VARIABLE, str(tmp_path / "mine"))
     assert compile_cache.use_llmcli_cache() == tmp_path / "mine"  # the user's choice wins
     monkeypatch.setattr(fast_search, "COMPILE_FROM", 0)
-    monkeypatch.setattr(fast_search, "_said", [])
-    monkeypatch.setattr(fast_search, "_failed", [])
+    monkeypatch.setattr(fast_search.COMPILED, "said", False)
+    monkeypatch.setattr(fast_search.COMPILED, "failed", None)
     for _ in range(2):
         fast_search.search(_weight(32, 64), 32, bits=4)
-    assert capsys.readouterr().err.count("the code search compiled and ran on its first weight in") == 1
+    assert capsys.readouterr().err.count("the code search compiled and ran in") == 1

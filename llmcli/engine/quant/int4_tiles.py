@@ -7,19 +7,15 @@ rows. Dequantizing the codes of ~576 outputs at a time into a bfloat16 tile and 
 own packed buffer (read as engine.quant.cpu_packing learnt its layout), so nothing more is held; the tiles stay
 off where no known layout reads back. A tile of 1M weights or more is dequantized by one compiled loop
 (inductor; its cache in llmcli's home), smaller ones and any after a failed compile by plain operations.
-Imports torch, engine.quant.cpu_packing, and the output layer for its stderr lines.
+Imports torch, engine.quant.cpu_packing and engine.quant.compiled_once.
 """
 
 from __future__ import annotations
 
-import functools
-import time
-from typing import Any
-
 import torch
 
+from llmcli.engine.quant.compiled_once import CompiledOnce
 from llmcli.engine.quant.cpu_packing import Layout, transposed_codes
-from llmcli.output import stderr_text
 
 MANY_ROWS = 128  # from here on the tiles beat the kernel on every 7B shape; at 64 rows the kernel still won
 TILE_WEIGHTS = 1 << 21  # weights a tile dequantizes at once: a few MB, cache-sized
@@ -55,16 +51,7 @@ def _blocks_tile(blocks: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor
     return weights.permute(1, 0, 2).reshape(inputs, count * 2 * half)
 
 
-@functools.cache
-def _compiled() -> Any:
-    from llmcli.modelfs.compile_cache import use_llmcli_cache
-
-    use_llmcli_cache()
-    return torch.compile(_blocks_tile)  # the first tile shape static (the fastest), the later ones dynamic
-
-
-_failed: list[str] = []
-_said: list[bool] = []
+COMPILED = CompiledOnce(_blocks_tile, what="int4 prefill tiles", fallback="dequantizing with plain torch operations")
 
 
 def _full_blocks_tile(packed: torch.Tensor, scales_and_zeros: torch.Tensor, start: int, stop: int, layout: Layout,
@@ -75,20 +62,8 @@ def _full_blocks_tile(packed: torch.Tensor, scales_and_zeros: torch.Tensor, star
     count, groups = stop - start, scales_and_zeros.shape[0]
     blocks = packed.view(-1)[start * inputs // 2 : stop * inputs // 2].view(-1, inputs, half)
     pairs = scales_and_zeros[:, start:stop].view(groups, -1, layout.block, 2).permute(1, 0, 2, 3).unsqueeze(2)
-    if count * inputs >= COMPILE_FROM and not _failed:
-        try:
-            started = time.perf_counter()
-            tile = _compiled()(blocks, pairs[..., 0].contiguous(), pairs[..., 1].contiguous(), layout.split)
-            if not _said:
-                _said.append(True)
-                stderr_text(f"the int4 prefill tiles compiled and ran in {time.perf_counter() - started:.1f} s "
-                            "(inductor's cache in llmcli's home keeps the compile for later runs)")  # fmt: skip
-            return tile
-        except Exception as exc:  # inductor's failures (no compiler, a tracing error) have no common type
-            from llmcli.errors import squash
-
-            _failed.append(squash(exc))
-            stderr_text(f"the compiled int4 tiles failed ({_failed[0]}); dequantizing with plain torch operations")
+    if count * inputs >= COMPILE_FROM and COMPILED.failed is None:
+        return COMPILED(blocks, pairs[..., 0].contiguous(), pairs[..., 1].contiguous(), layout.split)
     codes = scratch.codes[: blocks.shape[0]]
     low, high = (codes[..., :half], codes[..., half:]) if layout.split else (codes[..., 0::2], codes[..., 1::2])
     torch.bitwise_and(blocks, 15, out=low)
