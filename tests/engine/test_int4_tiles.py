@@ -64,10 +64,32 @@ def test_the_layer_takes_the_tiles_from_many_rows_on(monkeypatch):
     assert calls == [2 * (int4_tiles.MANY_ROWS - 1)]
     assert torch.allclose(layer(few), few @ codes.dequantize().t() + layer.bias, atol=0.05, rtol=0.02)
     calls.clear()
-    eight_bits = Int8Codes(torch.randint(0, 256, (128, 64), dtype=torch.uint8), torch.full((128, 2), 1e-3),
-                           torch.zeros(128, 2))  # fmt: skip
-    Int8Linear(eight_bits, None, device="cpu")(few)
-    assert calls == []  # int8 keeps the kernel: its steps are finer than a tile
+    assert calls == []
+
+
+@pytest.mark.parametrize("outputs", [128, 64 * 3 + 16])
+def test_int8_takes_its_two_halves_as_two_bfloat16_tiles_finer_than_its_steps(outputs, monkeypatch):
+    generator = torch.Generator().manual_seed(1)
+    eight_bits = Int8Codes(torch.randint(0, 256, (outputs, 64), generator=generator, dtype=torch.uint8),
+                           torch.rand(outputs, 2, generator=generator) * 1e-3 + 1e-4,
+                           torch.randn(outputs, 2, generator=generator) * 0.02)  # fmt: skip
+    layer = Int8Linear(eight_bits, None, device="cpu")
+    calls = []
+    real = int4_tiles.pair_product
+    monkeypatch.setattr(int4_tiles, "pair_product", lambda *a: calls.append(a[0].shape[0]) or real(*a))
+    x = torch.randn(int4_tiles.MANY_ROWS, 64).to(torch.bfloat16)
+    want = x.float() @ eight_bits.dequantize().t()
+    tiles = layer(x).float()
+    assert calls == [int4_tiles.MANY_ROWS]
+    kernel = (layer.high(x) + layer.low(x)).float()  # each half through the kernel, as below MANY_ROWS
+    # the two tiles hold the weight to ~16 bits: no further from the exact product than the kernel's pair is
+    assert (tiles - want).norm() <= 1.5 * (kernel - want).norm() + 1e-6
+    assert (tiles - want).abs().max() < 0.01 * want.abs().max()
+    monkeypatch.setattr(int4_tiles, "COMPILE_FROM", 0)  # compiled (fused multiply-adds: the last bits may move)
+    monkeypatch.setattr(int4_tiles.PAIR_COMPILED, "said", False)
+    monkeypatch.setattr(int4_tiles.PAIR_COMPILED, "failed", None)
+    compiled = layer(x).float()
+    assert calls[-1] == int4_tiles.MANY_ROWS and (compiled - want).norm() <= 1.5 * (kernel - want).norm() + 1e-6
 
 
 def test_a_long_prompts_prefill_agrees_with_the_kernels(tiny_dir, monkeypatch):

@@ -45,20 +45,28 @@ class Int4Linear(torch.nn.Module):
 
 
 class Int8Linear(torch.nn.Module):
-    """`x @ weight.T + bias` from 8-bit codes, as the sum of their two 4-bit halves (engine.quant.int8)."""
+    """`x @ weight.T + bias` from 8-bit codes, as the sum of their two 4-bit halves (engine.quant.int8); on a
+    CPU, many rows through both halves' weight in two bfloat16 tiles (engine.quant.int4_tiles)."""
 
     def __init__(self, codes: Int8Codes, bias: Any, *, device: str) -> None:
         super().__init__()
         self.out_features, self.in_features = codes.codes.shape
         self.group_size = codes.group_size
         high, low = codes.halves()
-        # no tiles: a bfloat16 tile holds a weight to 1/512 of itself, up to a quarter of an 8-bit step
+        # not a half's own tiles: a bfloat16 tile holds a weight to 1/512 of itself, up to a quarter of an 8-bit
+        # step; many rows take both halves' weight in two bfloat16 tiles instead (int4_tiles.pair_product)
         self.high = Int4Linear(high, None, device=device, tiles=False)
         self.low = Int4Linear(low, None, device=device, tiles=False)
+        self.tiles = cpu_packing.layout() if not device.startswith("cuda") else None
         self.bias = None if bias is None else torch.nn.Parameter(bias.to(device), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.high(x) + self.low(x)
+        flat = x.reshape(-1, self.in_features).to(torch.bfloat16)
+        if _many_rows(flat, self.tiles):
+            halves = [(half.packed, half.scales_and_zeros) for half in (self.high, self.low)]
+            out = int4_tiles.pair_product(flat, halves, self.tiles).to(x.dtype).reshape(*x.shape[:-1], -1)
+        else:
+            out = self.high(x) + self.low(x)
         return out if self.bias is None else out + self.bias
 
     def extra_repr(self) -> str:
