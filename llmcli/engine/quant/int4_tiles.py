@@ -106,15 +106,7 @@ def dequantized_tile(packed: torch.Tensor, scales_and_zeros: torch.Tensor, start
         inputs = packed.shape[1] * 2
         return _full_blocks_tile(packed, scales_and_zeros, start, stop, layout,
                                  scratch or _Scratch(inputs, stop - start, layout.block))  # fmt: skip
-    codes = transposed_codes(packed, start, stop, layout)
-    inputs, count = codes.shape
-    groups = scales_and_zeros.shape[0]
-    tile = codes.to(torch.bfloat16)
-    by_group = tile.view(groups, inputs // groups, count)
-    by_group.sub_(8)
-    pairs = scales_and_zeros[:, start:stop].unsqueeze(1)
-    torch.addcmul(pairs[..., 1].contiguous(), by_group, pairs[..., 0].contiguous(), out=by_group)
-    return tile
+    return _tail_weights(packed, scales_and_zeros, start, stop, layout).to(torch.bfloat16)
 
 
 def _spans(outputs: int, inputs: int, layout: Layout) -> tuple[list[tuple[int, int]], int]:
