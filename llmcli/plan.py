@@ -184,6 +184,7 @@ class GenerationPlan:
     logprobs: int | None = None  # per-token log-probabilities with the top N alternatives
     constraint: Any = None  # engine.generate.constraints.Compiled: structured output
     assistant: Any = None  # a loaded draft model for assisted decoding (generate()'s assistant_model)
+    plain_step: bool = False  # --no-compile: never the compiled decoding step (engine.step), even one kept
 
 
 def constraint_from(

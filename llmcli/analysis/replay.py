@@ -95,7 +95,8 @@ def rerun(loaded: Any, record: dict[str, Any]) -> list[list[int]]:
 
         constraint = Constraint(**record["constraint"])
         compiled = compile_for(loaded, constraint, parse(constraint), kwargs)
-    plan = GenerationPlan(kwargs=kwargs, seed=record.get("seed"), logprobs=None, constraint=compiled)
+    plain = not (record.get("stats") or {}).get("compiled_step")  # decoded as the record was
+    plan = GenerationPlan(kwargs=kwargs, seed=record.get("seed"), logprobs=None, constraint=compiled, plain_step=plain)
     ids = list(record["prompt_token_ids"])
     [result] = generate(loaded, [record.get("prompt") or ""], plan, encoded=[ids], raw=True)
     return [o.token_ids for o in result.outputs]

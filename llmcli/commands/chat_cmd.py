@@ -67,6 +67,7 @@ def chat(
         if not getattr(loaded.tokenizer, "chat_template", None):
             raise UsageError("this model's tokenizer has no chat template; use `llmcli generate --raw` instead")
         session = Session(loaded, kwargs, settings, system, seed)
+        session.plain_step = model_args.compile is False
         session.constraint = _compile(loaded, constraint, kwargs) if constraint is not None else None
         label = f"{source.label} ({loaded.dtype}, {loaded.device})"
     interactive = sys.stdin.isatty()
@@ -117,6 +118,7 @@ class Session:
         self.last_stats = None
         self.constraint = None  # engine.generate.constraints.Compiled: every answer follows it
         self.records: list[dict] = []  # each answer's generate --json record, replay block included
+        self.plain_step = False  # --no-compile
 
     def saved(self) -> dict:
         """What /save writes: the conversation, the settings, and each answer's record (`llmcli replay` reruns
@@ -141,7 +143,7 @@ class Session:
             )["input_ids"]
         )
         seed = pick_seed(self.seed, sampling=needs_sampling(self.kwargs, {}))
-        plan = GenerationPlan(kwargs=self.kwargs, seed=seed, constraint=self.constraint)
+        plan = GenerationPlan(kwargs=self.kwargs, seed=seed, constraint=self.constraint, plain_step=self.plain_step)
         answer = ""
         with stream_generate(self.loaded, [text], plan, encoded=[ids], stream_text=True) as stream:
             try:

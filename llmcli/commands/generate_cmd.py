@@ -124,7 +124,8 @@ def generate(
         _show_config(source, kwargs, json_out=json_out)
         return
     spec = model_args.with_adapter(spec)
-    run = _Run(source, spec, kwargs, seed=seed, logprobs=logprobs, json_out=json_out, constraint=constraint)
+    run = _Run(source, spec, kwargs, seed=seed, logprobs=logprobs, json_out=json_out, constraint=constraint,
+               plain_step=model_args.compile is False)  # fmt: skip
     if model_args.assistant_model is not None:
         run.add_assistant(model_args.assistant_model, spec)
     # generate() drafts for one sequence at a time (assisted and prompt-lookup decoding).
@@ -227,7 +228,8 @@ def _show_config(source: Any, kwargs: dict[str, Any], *, json_out: bool) -> None
 class _Run:
     """The loaded model and the plan, printing each batch's results as they finish."""
 
-    def __init__(self, source: Any, spec: Any, kwargs: dict[str, Any], *, seed, logprobs, json_out: bool, constraint):
+    def __init__(self, source: Any, spec: Any, kwargs: dict[str, Any], *, seed, logprobs, json_out: bool, constraint,
+                 plain_step: bool = False):  # fmt: skip
         from llmcli import output
         from llmcli.engine.load.loader import load
         from llmcli.genargs import checked_seed
@@ -246,7 +248,8 @@ class _Run:
             from llmcli.engine.generate.constraints import compile_for
 
             compiled = compile_for(self.loaded, constraint, grammar, kwargs)
-        self.plan = GenerationPlan(kwargs=kwargs, seed=seed_used, logprobs=logprobs, constraint=compiled)
+        self.plan = GenerationPlan(kwargs=kwargs, seed=seed_used, logprobs=logprobs, constraint=compiled,
+                                   plain_step=plain_step)  # fmt: skip
         self.incomplete = 0
         self.model_info = self.loaded.describe()
         if spec.adapter is not None:

@@ -21,7 +21,7 @@ OWN = ("model", "revision", "compile", "adapter", "assistant_model")  # the rest
 class ModelArgs:
     model: str | None = None
     revision: str | None = None
-    compile: bool = False
+    compile: bool | None = None  # --compile / --no-compile / neither (plan.step_mode)
     adapter: str | None = None  # located by with_adapter()
     assistant_model: str | None = None  # a draft model for assisted decoding, loaded like the model
     load: dict[str, Any] = field(default_factory=dict)  # LoadSpec fields the command offers
@@ -87,7 +87,7 @@ OPTIONS: dict[str, tuple[Any, Any]] = {
     "trust_remote_code_digest": (opt.TrustDigestOpt, None),
     "allow_pickle": (opt.AllowPickleOpt, False),
     "memory_check": (opt.MemoryCheckOpt, True),
-    "compile": (opt.CompileOpt, False),
+    "compile": (opt.CompileOpt, None),
     "adapter": (opt.AdapterOpt, None),
     "merge": (opt.MergeOpt, False),
     "assistant_model": (opt.AssistantOpt, None),

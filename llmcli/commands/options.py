@@ -124,12 +124,13 @@ AttnOpt = Annotated[
     ),
 ]
 CompileOpt = Annotated[
-    bool,
+    bool | None,
     typer.Option(
-        "--compile",
-        help="Static KV cache + torch.compile of the decoding step (generate()'s cache_implementation='static' "
-        "and compile_config). The first decoding step compiles (a minute or more), so it pays off for long "
-        "generations; see docs/performance.md.",
+        "--compile/--no-compile",
+        help="Static KV cache + a compiled decoding step (generate()'s cache_implementation='static' and "
+        "compile_config). On the CPU, one row: compiled ahead of time once per model, dtype and CPU (a minute) "
+        "and kept in llmcli's home; later runs use the kept step even without --compile, --no-compile never. "
+        "Elsewhere torch.compile, paid in every process. See docs/performance.md.",
         rich_help_panel=H_SPEED,
     ),
 ]

@@ -22,24 +22,29 @@ def gen_json(tiny_dir, args, capsys, monkeypatch):
     return gen_run(tiny_dir, args, capsys, monkeypatch).json()
 
 
-def test_compile_runs_a_compiled_static_cache_decode_with_eager_tokens(tiny_dir, direct, capsys, monkeypatch):  # noqa: F811
+def test_compile_of_a_batch_runs_transformers_compiled_decode_with_eager_tokens(
+    tiny_dir, capsys, monkeypatch, tmp_path
+):
+    """Two prompts at once are not the compiled step's one row (test_compiled_step.py): transformers compiles
+    the batch's decoding step with torch.compile, and the tokens are the plain batch's."""
     import torch._dynamo
 
+    monkeypatch.setenv("LLMCLI_HOME", str(tmp_path))  # nothing built here reaches other tests
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
-    args = ["--greedy", "-n", "8", "--min-new-tokens", "8", "--compile"]
-    run = gen_run(tiny_dir, args, capsys, monkeypatch)
-    data = run.json()
+    base = ["generate", "-m", str(tiny_dir), "--dtype", "float32", "--each-line", "--json", "--greedy", "-n", "8",
+            "--min-new-tokens", "8"]  # fmt: skip
+    run = run_cli([*base, "--compile"], capsys, monkeypatch, stdin=b"What is the capital of France?\nhi\n")
+    assert run.code == 0, run.stderr
     assert run.stderr.count("compiled the decoding step in ") == 1  # said, once
-    again = gen_run(tiny_dir, args, capsys, monkeypatch)  # compiled already, in this process
-    assert "compiled the decoding step" not in again.stderr and again.json()["outputs"] == data["outputs"]
-    kwargs = data["generate_kwargs"]
+    records = run.jsonl()
+    kwargs = records[0]["generate_kwargs"]
     assert kwargs["cache_implementation"] == "static" and kwargs["compile_config"] == {}
     # dynamo really traced the decoding step (transformers compiles only on accelerators unless told)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1
-    eager = {k: v for k, v in kwargs.items() if k not in ("cache_implementation", "compile_config")}
-    ref = direct_generate(direct, data["prompt_token_ids"], eager)
-    assert data["outputs"][0]["token_ids"] == strip_eos(ref[0], direct[1].eos_token_id)
+    assert [r["stats"]["compiled_step"] for r in records] == [None, None] and not (tmp_path / "steps").exists()
+    plain = run_cli([*base, "--no-compile"], capsys, monkeypatch, stdin=b"What is the capital of France?\nhi\n")
+    assert [r["outputs"] for r in plain.jsonl()] == [r["outputs"] for r in records]
 
 
 def test_compile_config_fields_pass_through_set(tiny_dir, capsys, monkeypatch):

@@ -58,6 +58,7 @@ class Call:
     eos: set[int] = field(default_factory=set)
     constraint: Any = None  # engine.generate.constraints.Compiled
     assistant: Any = None  # generate()'s assistant_model
+    plain_step: bool = False  # plan.GenerationPlan.plain_step
 
     @property
     def tokenizer(self) -> Any:
@@ -126,4 +127,5 @@ def prepare(loaded: Any, prompts: list[str], encoded: list[list[int]], plan: Gen
     call.eos = eos_set(loaded.model, kwargs)
     call.constraint = plan.constraint
     call.assistant = plan.assistant
+    call.plain_step = plan.plain_step
     return call

@@ -247,6 +247,7 @@ def _run(call: Call, stream: GenerationStream) -> list[Result]:
     from llmcli.engine.generate.compile_time import compile_seconds, say_compiled
     from llmcli.engine.generate.penalties import split_penalties
     from llmcli.engine.load.devices import input_device
+    from llmcli.engine.step import ahead_of_time, installed_for
     from llmcli.genargs import for_generate
 
     loaded = call.loaded
@@ -255,6 +256,7 @@ def _run(call: Call, stream: GenerationStream) -> list[Result]:
     input_ids = torch.tensor(rows, device=input_device(loaded.model))
     attention = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in call.encoded], device=input_ids.device)
     kwargs, penalties = split_penalties(for_generate(call.kwargs))
+    kwargs, step = ahead_of_time(loaded, call, kwargs)
     text_stream, timer, extra = _watchers(call, stream, penalties)
     if call.seed is not None:
         random.seed(call.seed)
@@ -266,7 +268,11 @@ def _run(call: Call, stream: GenerationStream) -> list[Result]:
     compiling = call.kwargs.get("compile_config") is not None
     compiled_before = compile_seconds() if compiling else 0.0
     try:
-        with torch.inference_mode(), attention_for_call(loaded, input_ids.numel(), static) as attn_used:
+        with (
+            torch.inference_mode(),
+            attention_for_call(loaded, input_ids.numel(), static) as attn_used,
+            installed_for(loaded, step, kwargs),
+        ):
             out = loaded.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs, **extra)
     except torch.cuda.OutOfMemoryError:
         if text_stream is not None:  # hand out what was generated before the error
@@ -285,6 +291,7 @@ def _run(call: Call, stream: GenerationStream) -> list[Result]:
     results = results_of(call, sequences, step_logits, interrupted=stream.cancelled.is_set())
     stats = stats_of(call, results, timer, started, ended)
     stats.attn_implementation = attn_used
+    stats.compiled_step = step.used() if step is not None else None
     for result in results:
         result.stats = stats
     if text_stream is not None and not stream.cancelled.is_set():

@@ -37,6 +37,7 @@ class Stats:
     peak_memory_bytes: int | None = None
     peak_memory_kind: str = "rss"
     attn_implementation: str | None = None
+    compiled_step: str | None = None  # "built" or "loaded": decoded through engine.step's library; None: the plain step
     requests_in_batch: int = 1  # llmcli serve: the most requests this one shared a forward pass with, itself included
     batch_rows_mean: float | None = None  # llmcli serve's step scheduler: the rows per step, on average
 

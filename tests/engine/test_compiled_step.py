@@ -1,0 +1,117 @@
+"""The decoding step compiled ahead of time (engine.step): built once by --compile, kept in llmcli's home and
+used by later runs without the flag, never with --no-compile; its tokens equal the plain step's in float32
+(greedy and seeded sampling) on a tiny model of each kind of attention mask; a damaged kept library is found
+and built again; a build that fails leaves the plain step with one stderr line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.engine.test_generate import PROMPT
+from tests.helpers import build_tokenizer, run_cli
+
+GREEDY = ["--greedy", "-n", "12", "--min-new-tokens", "12"]
+SAMPLED = ["--seed", "7", "--temperature", "0.9", "--top-p", "0.95", "-n", "12", "--min-new-tokens", "12"]
+
+
+@pytest.fixture(scope="module")
+def step_home(tmp_path_factory) -> Path:
+    """A home of the module's own: a library built here must not change how the rest of the suite decodes."""
+    return tmp_path_factory.mktemp("step-home")
+
+
+@pytest.fixture(scope="module")
+def tiny_qwen2(tmp_path_factory) -> Path:
+    """A tiny Qwen2 with `layer_types`: generate() hands its decoding calls a dict of masks."""
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    path = tmp_path_factory.mktemp("tiny-qwen2")
+    tok = build_tokenizer(path)
+    config = Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         layer_types=["full_attention"] * 2, tie_word_embeddings=False,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id)  # fmt: skip
+    torch.manual_seed(3)
+    model = Qwen2ForCausalLM(config)
+    model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    model.save_pretrained(str(path))
+    return path
+
+
+def generate(model: Path, args: list[str], capsys, monkeypatch, home: Path):
+    monkeypatch.setenv("LLMCLI_HOME", str(home))
+    run = run_cli(["generate", "-m", str(model), "--dtype", "float32", PROMPT, "--json", *args], capsys, monkeypatch)
+    assert run.code == 0, run.stderr
+    assert "Traceback" not in run.stderr
+    data = run.json()
+    return data["outputs"][0]["token_ids"], data["stats"]["compiled_step"], run.stderr
+
+
+def libraries(home: Path) -> list[Path]:
+    return sorted((home / "steps").glob("*/step-*.so"))
+
+
+@pytest.mark.parametrize("kind", ["llama", "qwen2"])
+def test_built_once_then_kept_and_equal_to_the_plain_step(kind, tiny_dir, tiny_qwen2, step_home, capsys, monkeypatch):
+    model = tiny_dir if kind == "llama" else tiny_qwen2
+    plain, how, _ = generate(model, [*GREEDY, "--no-compile"], capsys, monkeypatch, step_home)
+    assert how is None
+    before = set(libraries(step_home))
+    built, how, err = generate(model, [*GREEDY, "--compile"], capsys, monkeypatch, step_home)
+    assert how == "built" and built == plain
+    assert err.count("compiling the decoding step") == 1 and "compiled the decoding step in " in err
+    assert len(set(libraries(step_home)) - before) == 1  # one library for this model
+    kept, how, err = generate(model, GREEDY, capsys, monkeypatch, step_home)  # no flag: the kept library
+    assert how == "loaded" and kept == plain and "compil" not in err
+    sampled, how, _ = generate(model, SAMPLED, capsys, monkeypatch, step_home)
+    plain_sampled, plain_how, _ = generate(model, [*SAMPLED, "--no-compile"], capsys, monkeypatch, step_home)
+    assert (how, plain_how) == ("loaded", None) and sampled == plain_sampled
+
+
+def test_no_library_no_compile(tiny_dir, tmp_path, capsys, monkeypatch):
+    """Without --compile and with nothing kept, the plain step decodes and nothing is built."""
+    _, how, err = generate(tiny_dir, GREEDY, capsys, monkeypatch, tmp_path)
+    assert how is None and "compil" not in err and not libraries(tmp_path)
+
+
+def test_a_damaged_library_is_found_and_built_again(tiny_dir, step_home, capsys, monkeypatch):
+    plain, _, _ = generate(tiny_dir, [*GREEDY, "--no-compile"], capsys, monkeypatch, step_home)
+    generate(tiny_dir, [*GREEDY, "--compile"], capsys, monkeypatch, step_home)  # kept already, or built now
+    library = next(p for p in libraries(step_home) if _for_llama(p))
+    data = bytearray(library.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged = library.with_suffix(".tmp")
+    damaged.write_bytes(bytes(data))
+    damaged.replace(library)  # a new file: this process has the old one loaded, and its pages must stay whole
+    ids, how, err = generate(tiny_dir, GREEDY, capsys, monkeypatch, step_home)
+    assert how is None and ids == plain
+    assert "is damaged (its library does not match the manifest's hash); decoding with the plain step" in err
+    assert err.count("damaged") == 1
+    ids, how, err = generate(tiny_dir, [*GREEDY, "--compile"], capsys, monkeypatch, step_home)
+    assert how == "built" and ids == plain and "building it again" in err
+
+
+def test_a_failed_build_decodes_with_the_plain_step(tiny_dir, tmp_path, capsys, monkeypatch):
+    import llmcli.engine.step.export as export
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("Compiler not found: c++")
+
+    monkeypatch.setattr(export, "build", no_compiler)
+    plain, _, _ = generate(tiny_dir, [*GREEDY, "--no-compile"], capsys, monkeypatch, tmp_path)
+    ids, how, err = generate(tiny_dir, [*GREEDY, "--compile"], capsys, monkeypatch, tmp_path)
+    assert how is None and ids == plain and not libraries(tmp_path)
+    lines = [line for line in err.splitlines() if "could not be compiled" in line]
+    assert lines == ["the decoding step could not be compiled (Compiler not found: c++); decoding with the "
+                     "plain step"]  # fmt: skip
+
+
+def _for_llama(library: Path) -> bool:
+    """The tiny Llama's library: its one mask is a tensor, where the Qwen2's are a dict of them."""
+    inputs = json.loads((library.parent / "manifest.json").read_text())["inputs"]
+    return not any("full_attention" in item for item in inputs)
