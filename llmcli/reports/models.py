@@ -28,4 +28,8 @@ def build(data: dict[str, Any]) -> Report:
         numeric={1},
     )
     blocks = [KV(rows)] + ([table] if cached else [Para("cache is empty", "dim")])
+    steps = data.get("compiled_steps") or []
+    if steps:  # generate --compile's libraries (engine.step), used by later runs of the same model and dtype
+        rows_ = [[s["path"], s["dtype"], human_bytes(s["bytes"]), f"{s['build_seconds']} s", s["torch"]] for s in steps]
+        blocks.append(Table(["compiled decoding step", "dtype", "size", "built in", "torch"], rows_, numeric={2, 3}))
     return Report(data, [Section("Models", blocks)])

@@ -73,6 +73,15 @@ def test_built_once_then_kept_and_equal_to_the_plain_step(kind, tiny_dir, tiny_q
     assert (how, plain_how) == ("loaded", None) and sampled == plain_sampled
 
 
+def test_models_lists_the_kept_steps(tiny_dir, step_home, capsys, monkeypatch):
+    generate(tiny_dir, [*GREEDY, "--compile"], capsys, monkeypatch, step_home)  # kept already, or built now
+    run = run_cli(["models", "--json"], capsys, monkeypatch)
+    steps = run.json()["compiled_steps"]
+    assert {s["path"] for s in steps} == {str(p.parent) for p in libraries(step_home)}
+    assert {s["dtype"] for s in steps} == {"float32"} and all(s["bytes"] > 0 and s["build_seconds"] for s in steps)
+    assert "compiled decoding step" in run_cli(["models"], capsys, monkeypatch).stdout
+
+
 def test_no_library_no_compile(tiny_dir, tmp_path, capsys, monkeypatch):
     """Without --compile and with nothing kept, the plain step decodes and nothing is built."""
     _, how, err = generate(tiny_dir, GREEDY, capsys, monkeypatch, tmp_path)

@@ -84,6 +84,22 @@ def kept(key: dict[str, Any]) -> tuple[Path | None, str | None]:
     return library, None
 
 
+def listed() -> list[dict[str, Any]]:
+    """Every kept step as `llmcli models` lists it: folder, bytes, the cache's dtype, torch and build time."""
+    found = []
+    for manifest_path in sorted(steps_dir().glob(f"*/{MANIFEST}")):
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            key, inputs = manifest["key"], manifest.get("inputs") or ["?"]
+            size = sum(f.stat().st_size for f in manifest_path.parent.iterdir())
+            dtype = str(inputs[-1]).removeprefix("torch.")
+            found.append({"path": str(manifest_path.parent), "bytes": size, "dtype": dtype, "torch": key.get("torch"),
+                          "build_seconds": manifest.get("build_seconds")})  # fmt: skip
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return found
+
+
 def inputs_of(library: Path) -> list[str]:
     try:
         return list(json.loads((library.parent / MANIFEST).read_text(encoding="utf-8")).get("inputs", []))

@@ -1,0 +1,102 @@
+"""The compiled decoding step (engine/step) against the plain one, as a user meets them: one-shot `llmcli
+generate -n 128` processes, wall time included (load, prefill, the library's load), interleaved so that the
+machine's drift hits both alike; beside llama-cpp-python on the default model's own GGUF where a Python with
+llama_cpp is named. Issue 38, item 1 (does the step pay for a one-shot generate with a warm cache?) and item 7
+(the default model's single stream against llama.cpp's).
+
+    python benchmarks/compiled_step.py --reps 5 [--llama-python /path/to/venv/bin/python] \\
+        --out docs/measurements/compiled-step-DATE.json
+
+Each dtype's library is built first (`--compile`, its time read from the stderr line) unless one is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMPT = "Tell me a story about a dragon who learns to read."
+
+
+def llmcli(args: list[str]) -> tuple[dict, str, float]:
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "llmcli", *args], capture_output=True, text=True, cwd=ROOT)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"llmcli {' '.join(args)} failed:\n{proc.stderr}")
+    return (json.loads(proc.stdout) if "--json" in args else {}), proc.stderr, wall
+
+
+def one_shot(dtype: str, flag: list[str], tokens: int) -> dict:
+    args = ["generate", "--dtype", dtype, "-n", str(tokens), "--min-new-tokens", str(tokens), "--greedy", "--json"]
+    data, _, wall = llmcli([*args, *flag, PROMPT])
+    stats = data["stats"]
+    return {"wall_s": round(wall, 3), "decode_tok_s": stats["decode_tokens_per_second"],
+            "ttft_s": stats["time_to_first_token"], "compiled_step": stats["compiled_step"],
+            "token_ids": data["outputs"][0]["token_ids"]}  # fmt: skip
+
+
+def summary(runs: list[dict], field: str) -> dict:
+    values = [r[field] for r in runs]
+    return {"median": round(statistics.median(values), 3), "min": min(values), "max": max(values)}
+
+
+def llama_cpp(python: str, tokens: int, reps: int) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    args = [python, str(ROOT / "benchmarks" / "llama_cpp_bench.py"), "--gen-tokens", str(tokens), "--reps", str(reps)]
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, check=True)
+    runs = json.loads(proc.stdout)["runs"]
+    return {"decode_tok_s": summary(runs, "decode_tok_s"), "runs": runs}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--dtypes", default="bfloat16,float32")
+    parser.add_argument("--llama-python", help="a Python that imports llama_cpp (llama-cpp-python)")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    from llmcli.engine.load.environment import cpu
+
+    record: dict = {"cpu": cpu(), "tokens": args.tokens, "reps": args.reps, "prompt": PROMPT, "dtypes": {}}
+    for dtype in args.dtypes.split(","):
+        _, stderr, wall = llmcli(["generate", "--dtype", dtype, "-n", "4", "--greedy", "--compile", PROMPT])
+        built = re.search(r"compiled the decoding step in ([\d.]+) s", stderr)
+        runs: dict[str, list] = {"plain": [], "compiled": []}
+        for _ in range(args.reps):
+            runs["plain"].append(one_shot(dtype, ["--no-compile"], args.tokens))
+            runs["compiled"].append(one_shot(dtype, [], args.tokens))
+        same = all(r["token_ids"] == runs["plain"][0]["token_ids"] for r in runs["plain"] + runs["compiled"])
+        row = {"build_s": float(built.group(1)) if built else None, "build_run_wall_s": round(wall, 1),
+               "same_tokens": same}  # fmt: skip
+        for name, done in runs.items():
+            row[name] = {field: summary(done, field) for field in ("wall_s", "decode_tok_s", "ttft_s")}
+            row[name]["compiled_step"] = sorted({str(r["compiled_step"]) for r in done})
+        row["decode_ratio"] = round(
+            row["compiled"]["decode_tok_s"]["median"] / row["plain"]["decode_tok_s"]["median"], 3
+        )
+        row["wall_saved_s"] = round(row["plain"]["wall_s"]["median"] - row["compiled"]["wall_s"]["median"], 3)
+        record["dtypes"][dtype] = row
+        print(dtype, json.dumps({k: v for k, v in row.items()}), file=sys.stderr)
+    if args.llama_python:
+        record["llama_cpp"] = llama_cpp(args.llama_python, args.tokens, args.reps)
+        print("llama.cpp", record["llama_cpp"]["decode_tok_s"], file=sys.stderr)
+    text = json.dumps(record, indent=1)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
