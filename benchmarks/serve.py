@@ -2,13 +2,14 @@
 figures in docs/performance.md.
 
 Loads (chat completions of 128 tokens, `ignore_eos` so that every engine does the same work; one shared HTTP
-connection pool, as the openai client and load generators use): 1 client greedy, 8 greedy, 16 greedy, and 8
-clients sampling at temperature 0.7, top_p 0.95, each with its own seed. The aggregate is completion tokens
-per second over the wall time of the whole load. Servers: `llmcli serve` with no flags, with `--dtype
-bfloat16`, with `--batch-invariant`, with `--no-prepack` (part 'unpacked': torch's own CPU matrix products),
-and vLLM (float32, and bfloat16 as part vllm_bfloat16; skipped without .venv-vllm). For one lone request,
-where its time goes: the server's own decode time against the client's wall time.
-Also: (a) a one-shot `llmcli generate` against the same call with --server; (d) warm decode with --compile.
+connection pool, as the openai client and load generators use): 1, 4, 8, 16 and 32 clients greedy, and the
+same counts sampling at temperature 0.7, top_p 0.95, each with its own seed (`--loads` picks some). The
+aggregate is completion tokens per second over the wall time of the whole load. Servers: `llmcli serve`
+with no flags, with `--dtype bfloat16`, with `--batch-invariant`, with `--no-prepack` (part 'unpacked':
+torch's own CPU matrix products), and vLLM (float32, and bfloat16 as part vllm_bfloat16; skipped without
+.venv-vllm). For one lone request, where its time goes: the server's own decode time against the client's
+wall time. Also: (a) a one-shot `llmcli generate` against the same call with --server; (d) warm decode with
+--compile.
 Run: .venv/bin/python benchmarks/serve.py [--parts llmcli,float32,bfloat16,invariant,vllm,vllm_bfloat16] > result.json
 """
 
@@ -72,7 +73,8 @@ PROMPTS = [
 ]
 
 
-LOADS = [("1 greedy", 1, False), ("8 greedy", 8, False), ("16 greedy", 16, False), ("8 sampling", 8, True)]
+# issue 38's matrix: 1, 4, 16 and 32 clients, greedy and sampling (8 of each: the earlier tables' loads)
+LOADS = [(f"{n} {kind}", n, kind == "sampling") for kind in ("greedy", "sampling") for n in (1, 4, 8, 16, 32)]
 
 
 def ask(http: httpx.Client, url: str, model: str, prompt: str, seed: int | None, tokens: int = 128) -> int:
@@ -217,12 +219,13 @@ def main() -> None:
     for name in parts:
         report[name] = runs[name]()
         print(name, json.dumps(report[name]), file=sys.stderr, flush=True)
-    if "llmcli" in report and "vllm" in report and "skipped" not in report["vllm"]:
-        report["llmcli_over_vllm"] = {
-            load: round(report["llmcli"][load]["aggregate_tok_s"] / report["vllm"][load]["aggregate_tok_s"], 2)
-            for load, _c, _s in LOADS
-            if load in report["vllm"]
-        }
+    for ours, theirs in (("llmcli", "vllm"), ("float32", "vllm"), ("bfloat16", "vllm_bfloat16")):
+        if ours in report and theirs in report and "skipped" not in report[theirs]:
+            report[f"{ours}_over_{theirs}"] = {
+                load: round(report[ours][load]["aggregate_tok_s"] / report[theirs][load]["aggregate_tok_s"], 2)
+                for load, _c, _s in LOADS
+                if load in report[theirs] and load in report[ours]
+            }
     json.dump(report, sys.stdout, indent=2)
     sys.stdout.write("\n")
 
