@@ -100,7 +100,8 @@ def test_attn_errors(tiny_dir, capsys, monkeypatch):
     assert_clean_error(flash, 1, "--attn flash_attention_2", str(tiny_dir))
 
 
-def test_bench_compile_and_attn_are_reported(tiny_dir, capsys, monkeypatch):
+def test_bench_compile_and_attn_are_reported(tiny_dir, capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("LLMCLI_HOME", str(tmp_path))  # the compiled step it builds must not reach other tests
     run = run_cli(
         ["bench", "-m", str(tiny_dir), "-p", "8", "-g", "4", "-r", "1", "--attn", "eager", "--compile", "--json"],
         capsys,
