@@ -35,11 +35,9 @@ def ahead_of_time(loaded: Any, call: Any, kwargs: dict[str, Any]) -> tuple[dict[
     if not asked:
         if kwargs.get("cache_implementation") not in (None, "static") or not usable(loaded):
             return kwargs, None
-        from transformers.generation.configuration_utils import CompileConfig
+        from llmcli.genargs import for_generate
 
-        config = CompileConfig()
-        config._compile_all_devices = True
-        kwargs = {**kwargs, "cache_implementation": "static", "compile_config": config}
+        kwargs = for_generate({**kwargs, "cache_implementation": "static", "compile_config": {}})
     step = step_for(loaded)
     step.may_build = asked
     if asked:
