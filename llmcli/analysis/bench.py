@@ -79,7 +79,7 @@ def _run_llmcli(loaded: Any, prompts: list[str], extra: dict[str, Any], n: int) 
 
 def _run_raw(loaded: Any, input_ids: Any, extra: dict[str, Any], n: int) -> None:
     """A bare generate(), on the thread llmcli's own calls run on, so that both sides share one OpenMP team."""
-    from llmcli.engine.generate.generation import engine_thread
+    from llmcli.engine.load.worker import engine_thread
 
     engine_thread().submit(_bare_generate, loaded, input_ids, extra, n).result()
 

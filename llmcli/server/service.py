@@ -137,7 +137,7 @@ class Server:
 
     async def on_engine(self, work: Any) -> Any:
         """A forward pass (next-token, score): in the queue, on the engine thread, between generate() calls."""
-        from llmcli.engine.generate.generation import engine_thread
+        from llmcli.engine.load.worker import engine_thread
 
         self.admit()
         try:

@@ -12,7 +12,8 @@ import pytest
 
 from llmcli.engine.batch import kv_room
 from llmcli.engine.batch.scheduler import Scheduler, SchedulerSettings, kv_bytes_per_token, wait_rows_done
-from llmcli.engine.generate.generation import Finished, TextDelta, engine_thread, generate, stream_generate
+from llmcli.engine.generate.generation import Finished, TextDelta, generate, stream_generate
+from llmcli.engine.load.worker import engine_thread
 from llmcli.plan import GenerationPlan
 
 PROMPTS = ["the first prompt", "a second, longer prompt than the first", "three", "and a fourth one here"]

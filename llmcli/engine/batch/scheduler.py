@@ -71,7 +71,7 @@ class Scheduler:
         return not self.settings.invariant or invariant_batches(loaded)
 
     def submit(self, stream: Any) -> None:
-        from llmcli.engine.generate.generation import engine_thread
+        from llmcli.engine.load.worker import engine_thread
 
         with self.lock:
             self.waiting.append(stream)
@@ -104,7 +104,7 @@ class Scheduler:
             self._fail_everything(exc)
 
     def _run_slice(self) -> None:
-        from llmcli.engine.generate.generation import engine_thread
+        from llmcli.engine.load.worker import engine_thread
 
         while True:
             self._admit_waiting()

@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +21,7 @@ from llmcli.engine.generate.calls import Call, encode, prepare
 from llmcli.engine.generate.collect import results_of, stats_of, step_logprobs
 from llmcli.engine.generate.records import Output, Result, Stats
 from llmcli.engine.generate.streaming import ScoreTap, TextStream, TokenTimer
+from llmcli.engine.load.worker import engine_thread
 from llmcli.errors import Interrupted, LlmcliError, UsageError, squash
 from llmcli.plan import GenerationPlan
 
@@ -55,22 +56,6 @@ class GenerationInterrupted(Interrupted):
     def __init__(self, results: list[Result]):
         super().__init__("interrupted")
         self.results = results
-
-
-_ENGINE: list[ThreadPoolExecutor] = []
-
-
-def engine_thread() -> ThreadPoolExecutor:
-    """The one thread on which every generate() call runs, one call at a time.
-
-    torch's OpenMP workers belong to the thread that starts a parallel region. Two threads taking turns on
-    the CPU each keep a team whose idle workers spin for a while, in each other's way: on 2 cores a fresh
-    thread per call decoded a batch of 4 up to 12% slower than the thread before it (benchmarks in
-    docs/performance.md). One long-lived thread keeps one team.
-    """
-    if not _ENGINE:
-        _ENGINE.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmcli-engine"))
-    return _ENGINE[0]
 
 
 class GenerationStream:

@@ -1,0 +1,23 @@
+"""The one thread on which a loaded model computes: every generate() call, serve's batch steps, the forward
+passes of next-token and score, and the reordering of weights for oneDNN at load.
+
+torch's OpenMP workers belong to the thread that starts a parallel region. Two threads taking turns on the CPU
+each keep a team whose idle workers spin for a while, in each other's way: on 2 cores a fresh thread per call
+decoded a batch of 4 up to 12% slower than the thread before it (benchmarks in docs/performance.md). One
+long-lived thread keeps one team. Weights reordered for oneDNN must be reordered here too: reordered on the main
+thread and multiplied on this one, the default model decoded 1.6x slower (24 against 38 tok/s in float32 on a
+2-core AMD EPYC, the same in bfloat16), on every call, not only the first. Imports only the standard library.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+_ENGINE: list[ThreadPoolExecutor] = []
+
+
+def engine_thread() -> ThreadPoolExecutor:
+    """The engine's thread (one, made on first use), which runs what is submitted one at a time."""
+    if not _ENGINE:
+        _ENGINE.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmcli-engine"))
+    return _ENGINE[0]
