@@ -126,7 +126,8 @@ class LoadSpec:
     prefill_only: bool = False  # one forward pass (next-token, score): float32 on CPU
     sequence_classification: bool = False  # a reward model's head (AutoModelForSequenceClassification), not an LM's
     serving: bool = False  # llmcli serve: batched decoding, whose CPU default dtype is measured apart
-    prepack: bool = False  # on the CPU in float32: linear weights reordered for oneDNN at load (engine.load.prepack)
+    # on the CPU: linear weights reordered for oneDNN at load (engine.load.prepack); None: where it measures faster
+    prepack: bool | None = False
     split_lone_rows: bool = False  # with prepack: a one-row product's weight sliced across the threads
     adapter: Path | None = None
     merge: bool = False

@@ -29,7 +29,10 @@ class ModelArgs:
     def spec(self, **overrides: Any) -> LoadSpec:
         from llmcli import output
 
-        return LoadSpec(**{"show_progress": output.stderr_is_tty(), **self.load, **overrides})
+        # the CPU's product is measured (engine.load.dtype_probe) unless --compile asks for the compiled step,
+        # which multiplies by the weights as they are
+        prepack = None if self.compile is not True else False
+        return LoadSpec(**{"show_progress": output.stderr_is_tty(), "prepack": prepack, **self.load, **overrides})
 
     def with_adapter(self, spec: LoadSpec) -> LoadSpec:
         """The spec with --adapter located (a PEFT adapter directory), or unchanged without one."""

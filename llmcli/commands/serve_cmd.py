@@ -99,11 +99,13 @@ def serve(
         help="Batch only where every output equals its solo run (float32 on CPU; a lone row computes with the "
         "batched kernel); else one request at a time.",
     ),
-    prepack: bool = typer.Option(
-        True,
+    prepack: bool | None = typer.Option(
+        None,
         "--prepack/--no-prepack",
-        help="On the CPU in float32, reorder the linear weights for oneDNN at load (faster batches, a second copy "
-        "of those weights in memory) and slice them across the threads for a lone row.",
+        help="On the CPU, reorder the linear weights for oneDNN at load (a second copy of those weights in memory; "
+        "in float32 also sliced across the threads for a lone row). Default: where it measures faster on this CPU, "
+        "else in float32.",
+        show_default=False,
     ),
     keep_alive: str = typer.Option(
         "never", "--keep-alive", help="Unload a model idle this long (30s, 10m, 2h); the next request reloads it."
@@ -140,8 +142,8 @@ def serve(
     if len(set(names)) != len(names):
         raise UsageError(f"two models would be served under one name ({', '.join(names)}); rename a directory")
     base_kwargs = build_generate_kwargs(DecodingFlags(compile=model_args.compile))
-    packs = prepack and not model_args.compile
-    spec = model_args.spec(serving=True, prepack=packs, split_lone_rows=packs and not batch_invariant)
+    packs = False if model_args.compile else prepack
+    spec = model_args.spec(serving=True, prepack=packs, split_lone_rows=packs is not False and not batch_invariant)
     check_combinations(spec=spec, kwargs=base_kwargs)
     from llmcli.client import local_socket
     from llmcli.engine.load.loader import load

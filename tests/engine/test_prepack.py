@@ -1,10 +1,12 @@
-"""serve's CPU float32 kernel: linear weights reordered for oneDNN at load (engine.load.prepack), and the batch's
+"""The CPU's oneDNN kernel: linear weights reordered for oneDNN at load (engine.load.prepack), and the batch's
 cache layer that writes each step's column into spare room (engine.batch.kv_room).
 
 Prepacked layers compute what torch's own do (to float32 rounding), for a row alone as among others, a lone
 row on the weight sliced across threads too, and the scheduler's rows keep their solo tokens on them."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 
@@ -86,13 +88,37 @@ def test_the_scheduler_on_prepacked_layers_keeps_every_row_to_its_solo_tokens(ke
     assert [drain(s)[1][0].outputs[0].token_ids for s in streams] == alone
 
 
-def test_prepacking_applies_on_the_cpu_in_float32_and_declines_what_memory_cannot_hold(plain, tiny_dir):
-    assert prepack.applies(device="cpu", dtype="float32")
-    assert not prepack.applies(device="cpu", dtype="bfloat16") and not prepack.applies(device="cuda", dtype="float32")
+def test_prepacking_applies_on_the_cpu_in_float32_and_bfloat16_and_declines_what_memory_cannot_hold(plain):
+    assert prepack.applies(device="cpu", dtype="float32") and prepack.applies(device="cpu", dtype="bfloat16")
+    assert not prepack.applies(device="cpu", dtype="float16") and not prepack.applies(device="cuda", dtype="float32")
     assert prepack.refusal(plain.model, available=2**40) is None
     assert "half the free memory" in prepack.refusal(plain.model, available=1000)
-    bf16 = load(resolve_model(str(tiny_dir)), LoadSpec(dtype=Dtype.bfloat16, prepack=True))
-    assert not bf16.prepacked
+
+
+def test_bfloat16_layers_prepacked_compute_what_torch_does_and_are_not_sliced(tiny_dir):
+    import torch
+
+    spec = LoadSpec(dtype=Dtype.bfloat16)
+    bf16 = load(resolve_model(str(tiny_dir)), spec)
+    packed = load(resolve_model(str(tiny_dir)), replace(spec, prepack=True, split_lone_rows=True))
+    assert packed.prepacked and not packed.split_lone_rows and not bf16.prepacked
+    rows = [[3, 1, 4, 1, 5, 9, 2, 6], [2, 7, 1, 8, 2, 8, 1, 8]]
+    for ids in (rows, [[7]]):  # a prefill and a decoding step's one row
+        ours, theirs = logits(packed, ids).float(), logits(bf16, ids).float()
+        assert torch.allclose(ours, theirs, atol=0.05, rtol=0.05)  # bfloat16's rounding, summed in another order
+
+
+def test_weights_are_reordered_on_the_engine_thread(tiny_dir, monkeypatch):
+    import threading
+
+    threads = []
+    real = prepack.prepack
+    monkeypatch.setattr(prepack, "prepack", lambda *a, **k: threads.append(threading.current_thread()) or real(*a, **k))
+    load(resolve_model(str(tiny_dir)), LoadSpec(dtype=Dtype.float32, prepack=True))
+    assert threads and threads[0] is not threading.main_thread()  # decoding from main's reordering was 1.6x slower
+    from llmcli.engine.load.worker import engine_thread
+
+    assert engine_thread().submit(threading.current_thread).result() is threads[0]
 
 
 def test_the_replay_block_says_prepacked_and_replay_loads_the_same_way(packed, split, plain):

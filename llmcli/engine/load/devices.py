@@ -73,7 +73,7 @@ def resolve_dtype(
         # the flags: bf16 for one stream, bf16 for serve only where the CPU computes it natively.
         if prefill_only:
             return "float32"
-        probe = cpu_dtype_probe(config, serving=serving)
+        probe = cpu_kernel(config, dtype="auto", prepack=False, serving=serving)
         return probe["dtype"] if probe else serve_cpu_dtype() if serving else CPU_AUTO_DTYPE
     saved = config.get("torch_dtype", config.get("dtype"))
     if saved == "float16":  # a float16 checkpoint's values may not survive bfloat16's shorter mantissa
@@ -84,11 +84,17 @@ def resolve_dtype(
     return "bfloat16" if _bf16_supported(torch, device) else "float16"
 
 
-def cpu_dtype_probe(config: dict[str, Any], *, serving: bool) -> dict[str, Any] | None:
-    """engine.load.dtype_probe's measurement for this model's shape (None when turned off or shapeless)."""
+def cpu_kernel(config: dict[str, Any], *, dtype: str, prepack: bool | None, serving: bool) -> dict[str, Any] | None:
+    """engine.load.dtype_probe's choice of dtype and product for this model's shape among those `dtype` ("auto" or
+    one) and `prepack` (None: either product) leave; None when turned off, shapeless or nothing is left to choose."""
     from llmcli.engine.load import dtype_probe
 
-    return dtype_probe.measured(config, rows=16 if serving else 1) if dtype_probe.enabled() else None
+    dtypes = dtype_probe.CANDIDATES if dtype == "auto" else tuple({dtype} & set(dtype_probe.CANDIDATES))
+    products = dtype_probe.PRODUCTS if prepack is None else ("onednn",) if prepack else ("plain",)
+    if len(dtypes) * len(products) < 2 or not dtype_probe.enabled():
+        return None
+    record = dtype_probe.measured(config, rows=16 if serving else 1)
+    return None if record is None else dtype_probe.chosen(record, dtypes=dtypes, products=products)
 
 
 def _bf16_supported(torch: Any, device: str) -> bool:

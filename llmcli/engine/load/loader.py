@@ -11,7 +11,7 @@ from typing import Any
 from llmcli.engine.load.code_trust import check_remote_code, trusts_code
 from llmcli.engine.load.devices import (
     check_memory,
-    cpu_dtype_probe,
+    cpu_kernel,
     placement,
     placement_kwargs,
     resolve_device,
@@ -106,11 +106,14 @@ def load(source: ModelSource, spec: LoadSpec) -> Loaded:
     if spec.threads:
         torch.set_num_threads(spec.threads)
     device = resolve_device(spec.device)
-    measured = str(spec.dtype) == "auto" and device == "cpu" and not spec.prefill_only
-    dtype_choice = cpu_dtype_probe(config, serving=spec.serving) if measured else None
+    kernel = (  # measured where the flags leave more than one dtype or product (engine.load.dtype_probe)
+        cpu_kernel(config, dtype=str(spec.dtype), prepack=spec.prepack, serving=spec.serving)
+        if device == "cpu" and not spec.prefill_only
+        else None
+    )
     dtype = (
-        dtype_choice["dtype"]
-        if dtype_choice
+        kernel["dtype"]
+        if kernel
         else resolve_dtype(spec.dtype, device, config, prefill_only=spec.prefill_only, serving=spec.serving)
     )
     if spec.quantize == Quantize.int8_dynamic:
@@ -124,7 +127,7 @@ def load(source: ModelSource, spec: LoadSpec) -> Loaded:
         started = time.perf_counter()  # weights and tokenizer only: imports are not part of loading
         tokenizer, model, choice = _weights(source, spec, config, ckpt, device=device, dtype=dtype)
         model = _finish(model, spec, device)
-        packed = _prepack(model, source, spec, device=device, dtype=dtype)
+        packed = _prepack(model, source, spec, device=device, dtype=dtype, asked=_prepacks(spec, kernel, dtype))
         seconds = time.perf_counter() - started
     if choice is not None:
         from llmcli.engine.quant.offer import offer
@@ -140,7 +143,7 @@ def load(source: ModelSource, spec: LoadSpec) -> Loaded:
     return Loaded(model, tokenizer, device, dtype, seconds, source, config, str(spec.quantize),
                   None if choice is None else choice.describe(), str(spec.attn),
                   prepacked_bytes=packed.bytes, split_lone_rows=packed.split_lone_rows,
-                  dtype_choice=dtype_choice if dtype_choice and dtype_choice["dtype"] == dtype else None)  # fmt: skip
+                  dtype_choice=kernel if kernel and kernel["dtype"] == dtype else None)  # fmt: skip
 
 
 def _weights(source: ModelSource, spec: LoadSpec, config: dict[str, Any], ckpt: Any, *, device: str,
@@ -276,18 +279,27 @@ def _finish(model: Any, spec: LoadSpec, device: str) -> Any:
     return model
 
 
-def _prepack(model: Any, source: ModelSource, spec: LoadSpec, *, device: str, dtype: str) -> Any:
-    """serve's CPU float32 kernel (engine.load.prepack) where asked for, where it applies and the memory holds it:
+def _prepacks(spec: LoadSpec, kernel: dict[str, Any] | None, dtype: str) -> bool:
+    """Whether the linear weights are to be reordered for oneDNN: as measured (engine.load.dtype_probe), as the
+    spec says, or without a measurement serve's float32 default."""
+    if kernel is not None:
+        return kernel["product"] == "onednn"
+    return spec.prepack if spec.prepack is not None else spec.serving and dtype == "float32"
+
+
+def _prepack(model: Any, source: ModelSource, spec: LoadSpec, *, device: str, dtype: str, asked: bool) -> Any:
+    """The CPU's oneDNN kernel (engine.load.prepack) where asked for, where it applies and the memory holds it:
     what was prepacked (prepack.NOTHING where nothing was)."""
     from llmcli.engine.load import prepack
 
-    if not spec.prepack or not prepack.applies(device=device, dtype=dtype):
+    if not asked or not prepack.applies(device=device, dtype=dtype):
         return prepack.NOTHING
     why = prepack.refusal(model, available=device_memory(device)["free_bytes"])
     if why is not None:
-        from llmcli.output import warn
+        if spec.prepack:  # a measured default that does not fit is not worth a line; a flag's refusal is
+            from llmcli.output import warn
 
-        warn(f"{source.path}: linear weights not prepacked for oneDNN: {why}")
+            warn(f"{source.path}: linear weights not prepacked for oneDNN: {why}")
         return prepack.NOTHING
     from llmcli.engine.load.worker import engine_thread
 

@@ -1,12 +1,15 @@
-"""oneDNN-prepacked weights for a model's linear layers: serve's CPU float32 kernel.
+"""oneDNN-prepacked weights for a model's linear layers: the CPU's float32 and bfloat16 kernel where it measures
+faster (engine.load.dtype_probe; serve's float32 default without a measurement).
 
-A decoding step of 2-16 rows spends most of its time in the linear layers, and torch's default CPU matrix
-product repacks each weight on every call: oneDNN with each weight reordered once at load was 1.5-3x faster
-there and on the vocabulary projection (docs/performance.md), and no slower for prefills. On the AVX2 machine
-it was measured on, its result for a row did not depend on how many rows shared the call (the default's
-did), so a batched row's linear layers computed exactly what they compute alone. torch.compile's freezing
-pass and vLLM's CPU backend make the same choice. The price is a second copy of the linear weights in memory
-(the originals stay for everything else that reads them: tied embeddings, adapters, state dicts).
+A decoding step spends most of its time in the linear layers, and torch's default CPU matrix product repacks
+each weight on every call: oneDNN with each weight reordered once at load was 1.5-3x faster there and on the
+vocabulary projection in float32 (docs/performance.md), 1.4-2x in bfloat16 on an AMD EPYC with AVX-512 BF16,
+at one row and at sixteen, and no slower for prefills. On the AVX2 machine it was measured on, its float32
+result for a row did not depend on how many rows shared the call (the default's did), so a batched row's
+linear layers computed exactly what they compute alone. torch.compile's freezing pass and vLLM's CPU backend
+make the same choice. The price is a second copy of the linear weights in memory (the originals stay for
+everything else that reads them: tied embeddings, adapters, state dicts). The reordering runs on the engine's
+thread (engine.load.worker), where the products will.
 
 A lone row (one client decoding) is another matter: a matrix-vector product reads each weight once, from
 memory, and neither oneDNN nor torch's default spread one of these layers' products over the cores (at 576
@@ -14,7 +17,8 @@ outputs both took as long on one thread as on two, at 5-8 GB/s where a sum over 
 With `split_lone_rows`, a one-row input is multiplied by the weight cut into one slice of outputs per core,
 a batched product that torch runs a slice per thread: 1.7x faster a layer, a one-row step of the default
 model ~90 -> ~68 ms. Its rounding is not the batched kernel's, so a row's last bits depend on whether it
-decoded alone: --batch-invariant leaves it off.
+decoded alone: --batch-invariant leaves it off. In bfloat16 it gained nothing (48 against 50 us a 576-wide
+product): bfloat16 weights are not sliced.
 """
 
 from __future__ import annotations
@@ -33,8 +37,8 @@ NOTHING = Prepacked(0, False)
 
 
 def applies(*, device: str, dtype: str) -> bool:
-    """Whether prepacking is the kernel choice here: the CPU, float32 (other dtypes and GPUs keep torch's)."""
-    return device == "cpu" and dtype == "float32"
+    """Whether prepacking can be the kernel here: the CPU, float32 or bfloat16 (float16 and GPUs keep torch's)."""
+    return device == "cpu" and dtype in ("float32", "bfloat16")
 
 
 def refusal(model: Any, *, available: int) -> str | None:
@@ -52,8 +56,9 @@ def refusal(model: Any, *, available: int) -> str | None:
 
 
 def prepack(model: Any, *, split_lone_rows: bool = False) -> Prepacked:
-    """Every float32 CPU linear layer computes with its weight reordered for oneDNN once, now, and with
-    `split_lone_rows` a one-row input with its weight sliced across the intra-op threads where it can be."""
+    """Every float32 or bfloat16 CPU linear layer computes with its weight reordered for oneDNN once, now, and
+    with `split_lone_rows` a float32 one-row input with its weight sliced across the intra-op threads where it
+    can be."""
     import torch
 
     reorder = torch.ops.mkldnn._reorder_linear_weight
@@ -61,7 +66,8 @@ def prepack(model: Any, *, split_lone_rows: bool = False) -> Prepacked:
     size, split = 0, False
     for layer in _linears(model):
         packed = reorder(layer.weight.detach(), 8)  # the row count oneDNN picks its blocking for
-        slices = _slices(layer.weight.detach(), threads) if split_lone_rows else None
+        sliced = split_lone_rows and layer.weight.dtype == torch.float32
+        slices = _slices(layer.weight.detach(), threads) if sliced else None
         layer.forward = partial(_packed_forward, layer, packed, slices)
         size, split = size + layer.weight.nbytes, split or slices is not None
     return Prepacked(size, split)
@@ -81,7 +87,9 @@ def _linears(model: Any) -> list[Any]:
     return [
         m
         for m in model.modules()
-        if type(m) is torch.nn.Linear and m.weight.dtype == torch.float32 and m.weight.device.type == "cpu"
+        if type(m) is torch.nn.Linear
+        and m.weight.dtype in (torch.float32, torch.bfloat16)
+        and m.weight.device.type == "cpu"
     ]
 
 

@@ -25,9 +25,10 @@ def ahead_of_time(loaded: Any, call: Any, kwargs: dict[str, Any]) -> tuple[dict[
     """generate()'s kwargs and the compiled step for this call (None: the plain step, or on a GPU or for a
     batch transformers' own compiled call). On the CPU for one row: `--compile` builds the step where none is
     kept; without the flag a kept one is used (the static cache and the compile config added here); never
-    with `--no-compile` or where the user chose another cache."""
+    with `--no-compile`, where the user chose another cache, or where the load measured oneDNN's products faster
+    (engine.load.prepack; `--compile` loads without them)."""
     rows = len(call.encoded) * call.beams * (kwargs.get("num_return_sequences") or 1)
-    if call.plain_step or loaded.device != "cpu" or rows != 1:
+    if call.plain_step or loaded.device != "cpu" or rows != 1 or loaded.prepacked:  # oneDNN's weights: not traced
         return kwargs, None
     from llmcli.engine.step.compiled import step_for, usable
 
