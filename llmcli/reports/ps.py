@@ -22,10 +22,14 @@ def _weights(model: dict[str, Any]) -> str:
 
 
 def _dtype(model: dict[str, Any]) -> str:
-    """The dtype (and 'measured' when a probe chose it), and the scheme of a quantized model:
+    """The dtype (and 'measured' when a probe chose it, with oneDNN's product where it did), and the scheme of a
+    quantized model:
     'float32 + int4 g32 (5.0 bits)'."""
     quant = model.get("quantization")  # older servers do not say
-    dtype = model["dtype"] + (" (measured)" if model.get("dtype_choice") else "")
+    choice = model.get("dtype_choice")
+    dtype = model["dtype"] + (
+        "" if not choice else " (measured, oneDNN)" if choice.get("product") == "onednn" else " (measured)"
+    )
     if not quant:
         return dtype + (f" + {model['quantize']}" if model.get("quantize") else "")
     group = f" g{quant['group_size']}" if quant.get("group_size") else ""

@@ -11,5 +11,7 @@ def test_the_dtype_cell_says_measured_and_quantized():
     assert _dtype(model | {"dtype_choice": {"dtype": "bfloat16", "ms": {"bfloat16": 1.0, "float32": 2.0}}}) == (
         "bfloat16 (measured)"
     )
+    onednn = {"dtype": "bfloat16", "product": "onednn", "ms": {"bfloat16": 2.0, "bfloat16+onednn": 1.0}}
+    assert _dtype(model | {"dtype_choice": onednn}) == "bfloat16 (measured, oneDNN)"
     quant = {"scheme": "int4", "group_size": 32, "bits_per_weight": 5.0}
     assert _dtype(model | {"dtype": "float32", "quantization": quant}) == "float32 + int4 g32 (5.0 bits)"

@@ -49,7 +49,7 @@ class Loaded:
     attn_request: str = "auto"
     prepacked_bytes: int = 0  # the copy of the linear weights reordered for oneDNN at load (engine.load.prepack)
     split_lone_rows: bool = False  # a lone row's products sliced across the threads (engine.load.prepack)
-    dtype_choice: dict[str, Any] | None = None  # the measurement that chose the CPU dtype (engine.load.dtype_probe)
+    dtype_choice: dict[str, Any] | None = None  # what chose the CPU dtype and product (engine.load.dtype_probe)
 
     @property
     def prepacked(self) -> bool:
