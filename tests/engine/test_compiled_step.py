@@ -105,6 +105,29 @@ def test_a_damaged_library_is_found_and_built_again(tiny_dir, step_home, capsys,
     assert how == "built" and ids == plain and "building it again" in err
 
 
+def test_a_library_whose_hashes_match_but_that_does_not_load_is_built_again(tiny_dir, step_home, capsys,
+                                                                             monkeypatch):  # fmt: skip
+    from llmcli.engine.step.store import sha256_of
+
+    plain, _, _ = generate(tiny_dir, [*GREEDY, "--no-compile"], capsys, monkeypatch, step_home)
+    generate(tiny_dir, [*GREEDY, "--compile"], capsys, monkeypatch, step_home)  # kept already, or built now
+    library = next(p for p in libraries(step_home) if _for_llama(p))
+    garbage = library.with_suffix(".tmp")
+    garbage.write_bytes(b"not a shared library")  # as one built for another glibc would be, to this machine
+    digest = sha256_of(garbage)
+    # under a name of its own, as keep() names a library: this process has the good one loaded by its name
+    garbage.replace(library.with_name(f"step-{digest[:16]}.so"))
+    library.unlink()
+    manifest = library.parent / "manifest.json"
+    data = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps(data | {"library": f"step-{digest[:16]}.so", "sha256": digest}))
+    ids, how, err = generate(tiny_dir, GREEDY, capsys, monkeypatch, step_home)
+    assert how is None and ids == plain and err.count("damaged (it does not load: ") == 1
+    assert "decoding with the plain step" in err and "could not be compiled" not in err
+    ids, how, err = generate(tiny_dir, [*GREEDY, "--compile"], capsys, monkeypatch, step_home)
+    assert how == "built" and ids == plain and "building it again" in err
+
+
 def test_a_failed_build_decodes_with_the_plain_step(tiny_dir, tmp_path, capsys, monkeypatch):
     import llmcli.engine.step.export as export
 

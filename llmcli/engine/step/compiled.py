@@ -1,8 +1,9 @@
 """The compiled decoding step as generate() calls it: built (or loaded from llmcli's home) on the first
 decoding call it can take, then one call into the library a token. Calls it cannot take run the model's own
 forward: more than one token or row, a cache with layers other than plain static ones, a mask or cache of
-another dtype than the library was built for. A build or load that fails says so in one stderr line and
-leaves the plain step for the rest of the process; a damaged kept library is built again.
+another dtype than the library was built for. A build that fails says so in one stderr line and leaves the
+plain step for the rest of the process; a damaged kept library (hashes that do not match, or a library that
+does not load or bind) is built again under `--compile`, else said once and the plain step decodes.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class CompiledStep:
         self.how: str | None = None  # "built" or "loaded"
         self.ran = False  # since the last used()
         self.made: dict[str, Any] = {}  # the library's constants that are not the model's (see _load)
+        self.checked: tuple[Path | None, str | None] | None = None  # store.kept()'s answer, once hashed
 
     def __call__(self, **inputs: Any) -> Any:
         flat = None if self.failed else self._flat(inputs)
@@ -82,16 +84,23 @@ class CompiledStep:
         from llmcli.output import stderr_text
 
         try:
-            library, damaged = kept(self.key)
+            library, damaged = self.checked or kept(self.key)
+            self.checked = None
             if library is not None and inputs_of(library) != self.signature:
                 library, damaged = None, "it was built for inputs of other dtypes"
+            if library is not None:
+                try:
+                    self.runner = self._load(library)
+                    return True
+                except Exception as exc:  # hashes that match a library this machine cannot load or bind
+                    library, damaged = None, f"it does not load: {squash(exc)}"
             if damaged:
                 stderr_text(f"the compiled decoding step in {folder_of(self.key)} is damaged ({damaged}); "
                             + ("building it again" if self.may_build else "decoding with the plain step"))  # fmt: skip
-            if library is None and not self.may_build:
+            if not self.may_build:
                 self.failed = damaged or "none is kept"
                 return False
-            self.runner = self._load(library if library is not None else self._build(inputs))
+            self.runner = self._load(self._build(inputs))
             return True
         except Exception as exc:  # export and inductor fail in many ways; none of them may cost a token
             self.failed = squash(exc)
@@ -158,7 +167,7 @@ def usable(loaded: Any) -> bool:
     step = step_for(loaded)
     if step.failed:
         return False
-    library, damaged = kept(step.key)
+    step.checked = library, damaged = kept(step.key)  # _ready() takes this answer instead of hashing again
     if damaged:
         from llmcli.output import stderr_text
 
