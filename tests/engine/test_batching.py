@@ -211,3 +211,16 @@ def test_an_error_outside_a_step_ends_the_rows_with_it_and_the_next_request_is_s
     monkeypatch.setattr(Scheduler, "_room", original)
     [result] = generate(loaded, [PROMPTS[0]], plan(5), raw=True, scheduler=scheduler)
     assert result.outputs[0].token_ids == solo(loaded, PROMPTS[0], plan(5)).token_ids
+
+
+def test_the_rows_of_a_batch_choose_on_the_engine_thread(loaded, monkeypatch):
+    """No thread of the batch's own runs torch: each kept an OpenMP team in the engine's way (stepper.choose_all)."""
+    from llmcli.engine.batch.rows import Row
+
+    threads = set()
+    real = Row.choose
+    monkeypatch.setattr(Row, "choose", lambda row, logits: threads.add(threading.current_thread()) or real(row, logits))
+    streams, gate = queued(loaded, PROMPTS[:3], MIXED[:3], Scheduler(SchedulerSettings()))
+    gate.set()
+    assert all(drain(s)[1][0].outputs[0].token_ids for s in streams)
+    assert threads == {engine_thread().submit(threading.current_thread).result()}

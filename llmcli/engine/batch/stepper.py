@@ -10,8 +10,6 @@ others; a row that leaves is cut out, and columns that became padding in every r
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-from functools import cache
 from typing import Any
 
 from llmcli.engine.batch.rows import Row
@@ -138,26 +136,14 @@ class Batch:
 
 
 def choose_all(rows: list[Row], logits: Any) -> list[int]:
-    """Each row's next token from its line of `logits`. On the CPU the rows choose on the intra-op threads at
-    once: a row's choice runs one-row operations (top-p's sort of the vocabulary, the draw) that use one core,
-    and each row's arithmetic and random stream are its own, so the order they run in changes nothing."""
-    if len(rows) < 2 or logits.device.type != "cpu":
-        return [row.choose(logits[i]) for i, row in enumerate(rows)]
-    return list(_choosers().map(_choose_in_inference, rows, logits.unbind(0)))
+    """Each row's next token from its line of `logits`, one row after another on the engine thread.
 
-
-def _choose_in_inference(row: Row, line: Any) -> int:
-    import torch
-
-    with torch.inference_mode():  # thread-local, as the engine thread's is
-        return row.choose(line)
-
-
-@cache
-def _choosers() -> ThreadPoolExecutor:
-    import torch
-
-    return ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads()), thread_name_prefix="llmcli-choose")
+    The rows once chose on threads of their own, two at a time (a sampling row's top-p sort and draw run on one
+    core). Each of those threads kept an OpenMP team of its own, in the engine's way: on the 2-core AMD EPYC
+    (avx512_bf16, default model) 16 sampling rows decoded at 154 tok/s that way against 215 one after another,
+    32 greedy rows at 251-313 against 516, and a lone request after such a burst at half its speed for the
+    rest of the process (18 against 37 tok/s; docs/performance.md)."""
+    return [row.choose(logits[i]) for i, row in enumerate(rows)]
 
 
 def _select_rows(cache: Any, index: Any, *, start: int) -> None:
