@@ -1,5 +1,6 @@
-"""The compiled decoding step (engine/step) against the plain one, as a user meets them: one-shot `llmcli
-generate -n 128` processes, wall time included (load, prefill, the library's load), interleaved so that the
+"""The compiled decoding step (engine/step) and oneDNN's reordered weights (engine/load/prepack, the default where
+they measure faster) against the plain step, as a user meets them: one-shot `llmcli generate -n 128`
+processes, wall time included (load, prefill, the library's load), interleaved so that the
 machine's drift hits both alike; beside llama-cpp-python on the default model's own GGUF where a Python with
 llama_cpp is named. Issue 38, item 1 (does the step pay for a one-shot generate with a warm cache?) and item 7
 (the default model's single stream against llama.cpp's).
@@ -26,21 +27,32 @@ ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "Tell me a story about a dragon who learns to read."
 
 
-def llmcli(args: list[str]) -> tuple[dict, str, float]:
+# each way of decoding one row: its flags and whether the load measures its product (engine.load.dtype_probe)
+WAYS = {
+    "plain": (["--no-compile"], False),  # torch's F.linear, eager
+    "onednn": ([], True),  # the default: oneDNN's reordered weights where they measure faster, eager
+    "compiled": (["--compile"], True),  # the kept library (AOTInductor), torch's products inside it
+}
+
+
+def llmcli(args: list[str], *, probe: bool = True) -> tuple[dict, str, float]:
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "llmcli", *args], capture_output=True, text=True, cwd=ROOT)
+    env = dict(os.environ, LLMCLI_DTYPE_PROBE="1" if probe else "0")
+    proc = subprocess.run([sys.executable, "-m", "llmcli", *args], capture_output=True, text=True, cwd=ROOT, env=env)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"llmcli {' '.join(args)} failed:\n{proc.stderr}")
     return (json.loads(proc.stdout) if "--json" in args else {}), proc.stderr, wall
 
 
-def one_shot(dtype: str, flag: list[str], tokens: int) -> dict:
+def one_shot(dtype: str, way: str, tokens: int) -> dict:
     args = ["generate", "--dtype", dtype, "-n", str(tokens), "--min-new-tokens", str(tokens), "--greedy", "--json"]
-    data, _, wall = llmcli([*args, *flag, PROMPT])
+    flags, probe = WAYS[way]
+    data, _, wall = llmcli([*args, *flags, PROMPT], probe=probe)
     stats = data["stats"]
     return {"wall_s": round(wall, 3), "decode_tok_s": stats["decode_tokens_per_second"],
             "ttft_s": stats["time_to_first_token"], "compiled_step": stats["compiled_step"],
+            "product": (data["model"].get("dtype_choice") or {}).get("product", "plain"),
             "token_ids": data["outputs"][0]["token_ids"]}  # fmt: skip
 
 
@@ -72,20 +84,21 @@ def main() -> int:
     for dtype in args.dtypes.split(","):
         _, stderr, wall = llmcli(["generate", "--dtype", dtype, "-n", "4", "--greedy", "--compile", PROMPT])
         built = re.search(r"compiled the decoding step in ([\d.]+) s", stderr)
-        runs: dict[str, list] = {"plain": [], "compiled": []}
+        runs: dict[str, list] = {way: [] for way in WAYS}
         for _ in range(args.reps):
-            runs["plain"].append(one_shot(dtype, ["--no-compile"], args.tokens))
-            runs["compiled"].append(one_shot(dtype, [], args.tokens))
-        same = all(r["token_ids"] == runs["plain"][0]["token_ids"] for r in runs["plain"] + runs["compiled"])
+            for way in WAYS:
+                runs[way].append(one_shot(dtype, way, args.tokens))
+        same = {way: all(r["token_ids"] == runs["plain"][0]["token_ids"] for r in done) for way, done in runs.items()}
         row = {"build_s": float(built.group(1)) if built else None, "build_run_wall_s": round(wall, 1),
                "same_tokens": same}  # fmt: skip
         for name, done in runs.items():
             row[name] = {field: summary(done, field) for field in ("wall_s", "decode_tok_s", "ttft_s")}
             row[name]["compiled_step"] = sorted({str(r["compiled_step"]) for r in done})
-        row["decode_ratio"] = round(
-            row["compiled"]["decode_tok_s"]["median"] / row["plain"]["decode_tok_s"]["median"], 3
-        )
-        row["wall_saved_s"] = round(row["plain"]["wall_s"]["median"] - row["compiled"]["wall_s"]["median"], 3)
+            row[name]["product"] = sorted({r["product"] for r in done})
+        for way in ("onednn", "compiled"):
+            plain = row["plain"]
+            row[f"{way}_decode_ratio"] = round(row[way]["decode_tok_s"]["median"] / plain["decode_tok_s"]["median"], 3)
+            row[f"{way}_wall_saved_s"] = round(plain["wall_s"]["median"] - row[way]["wall_s"]["median"], 3)
         record["dtypes"][dtype] = row
         print(dtype, json.dumps({k: v for k, v in row.items()}), file=sys.stderr)
     if args.llama_python:
