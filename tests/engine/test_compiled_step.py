@@ -128,6 +128,26 @@ def test_a_library_whose_hashes_match_but_that_does_not_load_is_built_again(tiny
     assert how == "built" and ids == plain and "building it again" in err
 
 
+def test_onednn_measured_faster_decodes_eagerly_and_compile_keeps_the_library(tiny_dir, step_home, capsys, monkeypatch):
+    """torch.export cannot trace oneDNN's reordered weights: where the load takes them, no kept library is used
+    (and nothing is said); --compile loads without them and uses it."""
+    from llmcli.engine.load import dtype_probe
+
+    generate(tiny_dir, [*GREEDY, "--compile"], capsys, monkeypatch, step_home)  # kept already, or built now
+    monkeypatch.setenv("LLMCLI_DTYPE_PROBE", "1")
+    monkeypatch.setattr(
+        dtype_probe, "_seconds", lambda shape, rows, dtype, product: 1.0 if product == "onednn" else 2.0
+    )
+    monkeypatch.setenv("LLMCLI_HOME", str(step_home))
+    run = run_cli(["generate", "-m", str(tiny_dir), "--dtype", "float32", PROMPT, "--json", *GREEDY], capsys,
+                  monkeypatch)  # fmt: skip
+    data = run.json()
+    assert data["model"]["dtype_choice"]["product"] == "onednn" and data["replay"]["prepacked"]
+    assert data["stats"]["compiled_step"] is None and "compil" not in run.stderr
+    _, how, _ = generate(tiny_dir, [*GREEDY, "--compile"], capsys, monkeypatch, step_home)
+    assert how == "loaded"
+
+
 def test_a_failed_build_decodes_with_the_plain_step(tiny_dir, tmp_path, capsys, monkeypatch):
     import llmcli.engine.step.export as export
 
