@@ -102,9 +102,8 @@ def serve(
     prepack: bool | None = typer.Option(
         None,
         "--prepack/--no-prepack",
-        help="On the CPU, reorder the linear weights for oneDNN at load (a second copy of those weights in memory; "
-        "in float32 also sliced across the threads for a lone row). Default: where it measures faster on this CPU, "
-        "else in float32.",
+        help="On the CPU, reorder the linear weights for oneDNN at load (a second copy of those weights in memory). "
+        "Default: where it measures faster on this CPU, else in float32.",
         show_default=False,
     ),
     keep_alive: str = typer.Option(
@@ -143,7 +142,9 @@ def serve(
         raise UsageError(f"two models would be served under one name ({', '.join(names)}); rename a directory")
     base_kwargs = build_generate_kwargs(DecodingFlags(compile=model_args.compile))
     packs = False if model_args.compile else prepack
-    spec = model_args.spec(serving=True, prepack=packs, split_lone_rows=packs is not False and not batch_invariant)
+    # a lone row is not sliced across the threads any more: with the weights reordered on the engine thread,
+    # oneDNN's product was the faster for it too (docs/serve.md); replay still loads an older record's way
+    spec = model_args.spec(serving=True, prepack=packs)
     check_combinations(spec=spec, kwargs=base_kwargs)
     from llmcli.client import local_socket
     from llmcli.engine.load.loader import load
