@@ -17,8 +17,10 @@ outputs both took as long on one thread as on two, at 5-8 GB/s where a sum over 
 With `split_lone_rows`, a one-row input is multiplied by the weight cut into one slice of outputs per core,
 a batched product that torch runs a slice per thread: 1.7x faster a layer, a one-row step of the default
 model ~90 -> ~68 ms. Its rounding is not the batched kernel's, so a row's last bits depend on whether it
-decoded alone: --batch-invariant leaves it off. In bfloat16 it gained nothing (48 against 50 us a 576-wide
-product): bfloat16 weights are not sliced.
+decoded alone. In bfloat16 it gained nothing (48 against 50 us a 576-wide product): bfloat16 weights are not
+sliced. Those figures were taken with the weights reordered on the main thread, which slowed oneDNN's lone
+row; reordered on the engine thread, oneDNN is the faster (docs/serve.md), so serve no longer asks for the
+slices: only `llmcli replay` of an older record that says `split_lone_rows` does.
 """
 
 from __future__ import annotations
