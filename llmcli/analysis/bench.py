@@ -47,7 +47,10 @@ def spread(values: list[float]) -> dict[str, float]:
 def summarize(m: Measure, prompt: int, gen: int, batch: int) -> dict[str, Any]:
     t_full = statistics.median(m.seconds_full)
     t_first = statistics.median(m.seconds_first)
-    decode = [(gen - 1) * batch / (f - t_first) for f in m.seconds_full if f > t_first] if gen > 1 else []
+    # A full run's own prefill is no faster than the fastest one measured; the median would let one cold
+    # first call (no warm-up, two reps) exceed every full run and leave no decode figure at all.
+    fastest_first = min(m.seconds_first)
+    decode = [(gen - 1) * batch / (f - fastest_first) for f in m.seconds_full if f > fastest_first] if gen > 1 else []
     return {
         "time_to_first_token": spread(m.seconds_first),
         "prefill_tokens_per_second": prompt * batch / t_first if t_first > 0 else None,
