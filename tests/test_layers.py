@@ -205,15 +205,16 @@ def test_chat_and_next_token_options_come_from_the_table(capsys, monkeypatch):
         assert (flag.option in probe_help) == (key in SAMPLING_KEYS), key
 
 
-def test_inspect_of_config_and_headers_imports_no_numpy(tiny_dir):
-    """The torch-free inspect reads safetensors headers without the safetensors package's numpy. (pydantic is
-    still imported: typer 0.29 coerces every parameter through it.)"""
+def test_inspect_of_config_and_headers_imports_no_numpy_nor_pydantic(tiny_dir):
+    """The torch-free inspect reads safetensors headers without the safetensors package's numpy, and the CLI
+    layer parses its flags without pydantic (typer 0.29 coerces every parameter through pydantic, so the
+    project keeps typer 0.28)."""
     code = (
         "import json, sys\n"
         "from llmcli.cli import app\n"
         f"sys.argv = ['llmcli', 'inspect', {str(tiny_dir)!r}, '--only', 'config,checkpoint', '--json']\n"
         "try:\n    app()\nexcept SystemExit:\n    pass\n"
         "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'numpy', 'torch', 'transformers', "
-        "'safetensors'})))"
+        "'safetensors', 'pydantic'})))"
     )
     assert _in_fresh_interpreter(code) == []
