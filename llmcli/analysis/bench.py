@@ -82,9 +82,9 @@ def _run_llmcli(loaded: Any, prompts: list[str], extra: dict[str, Any], n: int) 
 
 def _run_raw(loaded: Any, input_ids: Any, extra: dict[str, Any], n: int) -> None:
     """A bare generate(), on the thread llmcli's own calls run on, so that both sides share one OpenMP team."""
-    from llmcli.engine.load.worker import engine_thread
+    from llmcli.engine.load.worker import on_engine
 
-    engine_thread().submit(_bare_generate, loaded, input_ids, extra, n).result()
+    on_engine(_bare_generate, loaded, input_ids, extra, n)
 
 
 def _bare_generate(loaded: Any, input_ids: Any, extra: dict[str, Any], n: int) -> None:

@@ -137,11 +137,11 @@ class Server:
 
     async def on_engine(self, work: Any) -> Any:
         """A forward pass (next-token, score): in the queue, on the engine thread, between generate() calls."""
-        from llmcli.engine.load.worker import engine_thread
+        from llmcli.engine.load.worker import on_engine
 
         self.admit()
         try:
-            return await anyio.to_thread.run_sync(lambda: engine_thread().submit(work).result())
+            return await anyio.to_thread.run_sync(on_engine, work)
         finally:
             self.in_flight -= 1
 

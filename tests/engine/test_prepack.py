@@ -121,6 +121,16 @@ def test_weights_are_reordered_on_the_engine_thread(tiny_dir, monkeypatch):
     assert engine_thread().submit(threading.current_thread).result() is threads[0]
 
 
+def test_a_load_on_the_engine_thread_reorders_there_in_place(tiny_dir):
+    """serve reloads a model that keep-alive let go inside a forward pass's work, on the engine thread: the
+    reordering runs in place there rather than waiting on its own thread for ever."""
+    from llmcli.engine.load.worker import engine_thread
+
+    spec = LoadSpec(dtype=Dtype.float32, prepack=True)
+    loaded = engine_thread().submit(load, resolve_model(str(tiny_dir)), spec).result(timeout=120)
+    assert loaded.prepacked
+
+
 def test_the_replay_block_says_prepacked_and_replay_loads_the_same_way(packed, split, plain):
     from llmcli.analysis.replay import load_spec
     from llmcli.engine.load.environment import environment

@@ -391,6 +391,12 @@ def test_a_per_user_socket_ps_and_keep_alive(tiny_dir, capsys, monkeypatch):
         while status()["loaded"]:
             assert time.monotonic() < deadline, "keep-alive did not unload the idle model"
             time.sleep(0.3)
+        # the first request after the unload is a forward pass, which reloads the model on the engine thread
+        # (whose prepacking once waited on that same thread for ever)
+        with httpx.Client(transport=httpx.HTTPTransport(uds=local_socket()), timeout=60) as client:
+            probe = client.post("http://local/llmcli/v1/next-token", json={"model": tiny_dir.name, "prompt": "hi"})
+        assert probe.status_code == 200 and probe.json()["candidates"], probe.text
+        assert status()["loads"] == 2
         again = run_cli(["generate", "--server", "local", "hi", "--greedy", "-n", "4"], capsys, monkeypatch)
         assert again.stdout == answered.stdout
         assert status()["loads"] == 2

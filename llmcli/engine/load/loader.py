@@ -301,10 +301,10 @@ def _prepack(model: Any, source: ModelSource, spec: LoadSpec, *, device: str, dt
 
             warn(f"{source.path}: linear weights not prepacked for oneDNN: {why}")
         return prepack.NOTHING
-    from llmcli.engine.load.worker import engine_thread
+    from llmcli.engine.load.worker import on_engine
 
     # on the thread that will multiply by them (engine.load.worker: reordered elsewhere, they decode slower)
-    return engine_thread().submit(prepack.prepack, model, split_lone_rows=spec.split_lone_rows).result()
+    return on_engine(prepack.prepack, model, split_lone_rows=spec.split_lone_rows)
 
 
 def apply_adapter(model: Any, adapter: Path, *, merge: bool) -> Any:
