@@ -100,11 +100,12 @@ def _quantization_summary(info: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def weights_bytes(model: Any) -> int:
-    """Parameters and buffers as held in memory (tied weights once)."""
+    """Parameters and buffers as held in memory (tied weights once; a weight released for its oneDNN copy,
+    left on the meta device, holds nothing)."""
     seen: set[int] = set()
     total = 0
     for tensor in [*model.parameters(), *model.buffers()]:
-        if tensor.data_ptr() in seen:
+        if tensor.is_meta or tensor.data_ptr() in seen:
             continue
         seen.add(tensor.data_ptr())
         total += tensor.numel() * tensor.element_size()

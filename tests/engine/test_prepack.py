@@ -92,7 +92,47 @@ def test_prepacking_applies_on_the_cpu_in_float32_and_bfloat16_and_declines_what
     assert prepack.applies(device="cpu", dtype="float32") and prepack.applies(device="cpu", dtype="bfloat16")
     assert not prepack.applies(device="cpu", dtype="float16") and not prepack.applies(device="cuda", dtype="float32")
     assert prepack.refusal(plain.model, available=2**40) is None
-    assert "half the free memory" in prepack.refusal(plain.model, available=1000)
+    assert "too little of the free memory" in prepack.refusal(plain.model, available=1000)
+
+
+def test_weights_nothing_else_reads_are_released_once_reordered(plain, packed):
+    """The tied output layer keeps its weight (the embeddings read it); every other linear layer's weight is
+    let go, leaving a meta-device tensor of its shape, and the logits are the same (the test above)."""
+    import torch
+
+    linears = [m for m in packed.model.modules() if isinstance(m, torch.nn.Linear)]
+    kept = [m for m in linears if not m.weight.is_meta]
+    assert [m is packed.model.lm_head for m in kept] == [True]
+    assert packed.model.lm_head.weight is packed.model.model.embed_tokens.weight
+    layer = packed.model.model.layers[0].self_attn.q_proj
+    twin = plain.model.model.layers[0].self_attn.q_proj
+    assert layer.weight.is_meta and layer.weight.shape == twin.weight.shape and layer.weight.dtype == twin.weight.dtype
+    from llmcli.server.models import weights_bytes
+
+    released = sum(m.weight.nbytes for m in linears if m.weight.is_meta)
+    assert weights_bytes(packed.model) == weights_bytes(plain.model) - released > 0
+
+
+def test_a_released_weight_mapped_from_a_file_gives_its_whole_pages_back(tmp_path):
+    import ctypes
+    import mmap
+
+    import torch
+
+    from llmcli.engine.load import pages
+
+    data = bytes(range(256)) * (8 * mmap.PAGESIZE // 256)
+    (tmp_path / "weights").write_bytes(data)
+    with open(tmp_path / "weights", "rb") as f:
+        mapped = mmap.mmap(f.fileno(), len(data), access=mmap.ACCESS_COPY)
+    address = ctypes.addressof(ctypes.c_char.from_buffer(mapped))
+    ranges = pages.file_ranges()
+    # a tensor from the middle of one page to the middle of the fourth after it: three whole pages are its own
+    assert pages.drop(address + 100, 4 * mmap.PAGESIZE, ranges) == 3 * mmap.PAGESIZE
+    assert mapped[:] == data  # read again, from the file
+    anonymous = torch.ones(1 << 20)
+    assert pages.drop(anonymous.data_ptr(), anonymous.nbytes, ranges) == 0  # the allocator's: never touched
+    assert bool((anonymous == 1).all())
 
 
 def test_bfloat16_layers_prepacked_compute_what_torch_does_and_are_not_sliced(tiny_dir):
@@ -166,7 +206,7 @@ def test_a_roomy_cache_gives_the_logits_of_transformers_own_across_reallocations
     assert torch.equal(outs[0], outs[1]) and caches[1].get_seq_length() == 11
 
 
-def test_a_copy_the_free_memory_cannot_hold_is_declined_with_a_warning(tiny_dir, capsys, monkeypatch):
+def test_copies_the_free_memory_cannot_hold_are_declined_with_a_warning(tiny_dir, capsys, monkeypatch):
     from llmcli.engine.load import loader
 
     monkeypatch.setattr(loader, "device_memory", lambda device: {"device": "cpu", "free_bytes": 1000})
@@ -174,4 +214,4 @@ def test_a_copy_the_free_memory_cannot_hold_is_declined_with_a_warning(tiny_dir,
     loaded = load(resolve_model(str(tiny_dir)), spec)
     assert not loaded.prepacked and type(loaded.model.lm_head.forward).__name__ == "method"
     err = capsys.readouterr().err
-    assert f"{tiny_dir}: linear weights not prepacked for oneDNN" in err and "half the free memory" in err
+    assert f"{tiny_dir}: linear weights not prepacked for oneDNN" in err and "too little of the free memory" in err

@@ -400,7 +400,8 @@ def test_a_per_user_socket_ps_and_keep_alive(tiny_dir, capsys, monkeypatch):
         again = run_cli(["generate", "--server", "local", "hi", "--greedy", "-n", "4"], capsys, monkeypatch)
         assert again.stdout == answered.stdout
         assert status()["loads"] == 2
-        assert 0 < status()["prepacked_bytes"] <= status()["weights_bytes"]  # float32 on the CPU: prepacked
+        # float32 on the CPU: prepacked, the originals released but for the output layer tied to the embeddings
+        assert status()["prepacked_bytes"] > 0 and status()["weights_bytes"] > 0
         assert status()["split_lone_rows"] is False  # oneDNN's kernel for a lone row too (it measured faster)
         shown = run_cli(["ps", "--server", "local"], capsys, monkeypatch)
         assert tiny_dir.name in shown.stdout and "requests in flight" in shown.stdout and "prepacked" in shown.stdout

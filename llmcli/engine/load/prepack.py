@@ -7,9 +7,9 @@ vocabulary projection in float32 (docs/performance.md), 1.4-2x in bfloat16 on an
 at one row and at sixteen, and no slower for prefills. On the AVX2 machine it was measured on, its float32
 result for a row did not depend on how many rows shared the call (the default's did), so a batched row's
 linear layers computed exactly what they compute alone. torch.compile's freezing pass and vLLM's CPU backend
-make the same choice. The price is a second copy of the linear weights in memory (the originals stay for
-everything else that reads them: tied embeddings, adapters, state dicts). The reordering runs on the engine's
-thread (engine.load.worker), where the products will.
+make the same choice. The originals are let go once reordered, except where something else reads them (a
+tied embedding, an adapter's layers, a lone row's slices): there the price is a second copy in memory. The
+reordering runs on the engine's thread (engine.load.worker), where the products will.
 
 A lone row (one client decoding) is another matter: a matrix-vector product reads each weight once, from
 memory, and neither oneDNN nor torch's default spread one of these layers' products over the cores (at 576
@@ -33,6 +33,7 @@ from typing import Any, NamedTuple
 class Prepacked(NamedTuple):
     bytes: int  # the reordered copies (the slices are views of the weights)
     split_lone_rows: bool  # some layer slices a lone row's product across the threads
+    released: int = 0  # the original weights let go (nothing reads them once their copy multiplies)
 
 
 NOTHING = Prepacked(0, False)
@@ -51,28 +52,52 @@ def refusal(model: Any, *, available: int) -> str | None:
         return "this torch build has no oneDNN"
     if getattr(model, "hf_device_map", None) and len(set(model.hf_device_map.values())) > 1:
         return "the model is placed across devices"
-    size = sum(layer.weight.nbytes for layer in _linears(model))
-    if size > available // 2:
-        return f"a second copy of its linear weights ({size / 2**30:.1f} GiB) would take over half the free memory"
+    linears = _linears(model)
+    size = sum(layer.weight.nbytes for layer in linears)
+    if size > available - max(available // 4, 1 << 30):  # the rest for the cache, activations and the system
+        return f"its linear weights reordered ({size / 2**30:.1f} GiB) would leave too little of the free memory"
     return None
 
 
 def prepack(model: Any, *, split_lone_rows: bool = False) -> Prepacked:
     """Every float32 or bfloat16 CPU linear layer computes with its weight reordered for oneDNN once, now, and
     with `split_lone_rows` a float32 one-row input with its weight sliced across the intra-op threads where it
-    can be."""
+    can be. A weight that nothing else reads (not tied to another module, no adapter wrapping the model, not
+    sliced) is released once reordered: the layer keeps a meta-device weight of its shape and dtype (what code
+    reads of it), and a weight mapped from the checkpoint's file gives its pages back (engine.load.pages)."""
     import torch
+
+    from llmcli.engine.load import pages
 
     reorder = torch.ops.mkldnn._reorder_linear_weight
     threads = torch.get_num_threads()
-    size, split = 0, False
+    shared = _shared_weights(model)
+    ranges = pages.file_ranges()
+    size, split, released = 0, False, 0
     for layer in _linears(model):
-        packed = reorder(layer.weight.detach(), 8)  # the row count oneDNN picks its blocking for
-        sliced = split_lone_rows and layer.weight.dtype == torch.float32
-        slices = _slices(layer.weight.detach(), threads) if sliced else None
+        weight = layer.weight.detach()
+        packed = reorder(weight, 8)  # the row count oneDNN picks its blocking for
+        sliced = split_lone_rows and weight.dtype == torch.float32
+        slices = _slices(weight, threads) if sliced else None
         layer.forward = partial(_packed_forward, layer, packed, slices)
-        size, split = size + layer.weight.nbytes, split or slices is not None
-    return Prepacked(size, split)
+        size, split = size + weight.nbytes, split or slices is not None
+        if slices is None and id(layer.weight) not in shared:
+            layer.weight = torch.nn.Parameter(torch.empty_like(weight, device="meta"), requires_grad=False)
+            pages.drop(weight.data_ptr(), weight.nbytes, ranges)
+            released += weight.nbytes
+    return Prepacked(size, split, released)
+
+
+def _shared_weights(model: Any) -> set[int]:
+    """The parameters another part of the model reads besides their linear layer: those under more than one
+    name (tied embeddings), and all of them where an adapter wraps the model (peft's layers read their base
+    weight)."""
+    from collections import Counter
+
+    names = Counter(id(p) for _, p in model.named_parameters(remove_duplicate=False))
+    if hasattr(model, "peft_config"):
+        return set(names)
+    return {key for key, count in names.items() if count > 1}
 
 
 def _slices(weight: Any, threads: int) -> Any:

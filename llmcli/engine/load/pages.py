@@ -1,0 +1,55 @@
+"""A released tensor's pages given back when they belong to a mapped file: safetensors hands a checkpoint's
+tensors over as views of the file mapped into memory (same dtype, on the CPU), so a weight that nothing will
+read again (its oneDNN copy does the products) keeps its pages resident, and counted in the process's memory,
+until the kernel needs them. `madvise(MADV_DONTNEED)` drops them at once; were they read again, they would
+come back from the file. Memory the allocator owns is never touched: only ranges inside a mapping of a file.
+Linux only (elsewhere nothing is dropped). Imports only the standard library.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import mmap
+import sys
+
+MADV_DONTNEED = 4
+
+
+def file_ranges() -> list[tuple[int, int]]:
+    """The address ranges mapped from files (with a path and an inode) in this process, now."""
+    if not sys.platform.startswith("linux"):
+        return []
+    ranges = []
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                fields = line.split(maxsplit=5)
+                if len(fields) == 6 and fields[4] != "0" and fields[5].startswith("/"):
+                    start, end = (int(x, 16) for x in fields[0].split("-"))
+                    ranges.append((start, end))
+    except OSError:
+        return []
+    return ranges
+
+
+def drop(address: int, length: int, ranges: list[tuple[int, int]]) -> int:
+    """Drops the whole pages of [address, address + length) when they lie in one file mapping of `ranges`;
+    returns the bytes dropped (0 where nothing was)."""
+    page = mmap.PAGESIZE
+    first = -(-address // page) * page  # only pages the tensor fills: a neighbour may share the edge pages
+    last = (address + length) // page * page
+    if last <= first or not any(start <= first and last <= end for start, end in ranges):
+        return 0
+    libc = _libc()
+    if libc is None or libc.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), MADV_DONTNEED) != 0:
+        return 0
+    return last - first
+
+
+def _libc():
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name, use_errno=True) if name else None
+    except OSError:
+        return None
