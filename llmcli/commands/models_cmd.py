@@ -50,9 +50,11 @@ def list_models(json_out: bool) -> None:
     except LlmcliError as exc:
         default = {"package": DEFAULT_DIST, "error": exc.one_line(), "install": INSTALL_HINT}
     cached = [{"path": str(p), "bytes": dir_size(p), "complete": is_complete(p)} for p in cached_models()]
+    from llmcli.engine.load.dtype_probe import kept
     from llmcli.engine.step.store import listed
 
-    data = {"cache_home": str(cache_home()), "default": default, "cached": cached, "compiled_steps": listed()}
+    data = {"cache_home": str(cache_home()), "default": default, "cached": cached, "compiled_steps": listed(),
+            "kernel_measurements": kept()}  # fmt: skip
     from llmcli.reports import models as models_report
 
     output.present(models_report.build(data), json=json_out)

@@ -32,4 +32,15 @@ def build(data: dict[str, Any]) -> Report:
     if steps:  # generate --compile's libraries (engine.step), used by later runs of the same model and dtype
         rows_ = [[s["path"], s["dtype"], human_bytes(s["bytes"]), f"{s['build_seconds']} s", s["torch"]] for s in steps]
         blocks.append(Table(["compiled decoding step", "dtype", "size", "built in", "torch"], rows_, numeric={2, 3}))
+    measured = data.get("kernel_measurements") or []
+    if measured:  # engine.load.dtype_probe: the CPU's decoding dtype and product, measured once and kept
+        blocks.append(Table(["CPU's product measured", "shape", "rows", "chosen", "ms per product", "torch", "when"],
+                            [_measurement(m) for m in measured], numeric={2}))  # fmt: skip
     return Report(data, [Section("Models", blocks)])
+
+
+def _measurement(m: dict[str, Any]) -> list[str]:
+    chosen = m["dtype"] if m["product"] == "plain" else f"{m['dtype']}+{m['product']}"
+    ms = ", ".join(f"{name} {value}" for name, value in sorted(m["ms"].items(), key=lambda item: item[1]))
+    shape = "x".join(str(n) for n in m.get("shape") or [])
+    return [str(m.get("cpu", "")), shape, str(m.get("rows", "")), chosen, ms, m["torch"], str(m.get("measured", ""))]

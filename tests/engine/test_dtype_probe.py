@@ -95,3 +95,18 @@ def test_a_real_load_records_what_chose_its_dtype(probe_on, tiny_dir):
     recorded = environment(loaded)["dtype_choice"]  # the replay block: the measurement, not whether memo held it
     assert recorded == {k: v for k, v in choice.items() if k != "cached"} and "cached" in choice
     assert environment(pinned)["dtype_choice"] is None
+
+
+def test_models_lists_the_kept_measurements(probe_on, monkeypatch, tmp_path, capsys):
+    from tests.helpers import run_cli
+
+    _timings(monkeypatch, {"bfloat16": 3.0, "float32": 4.0, "bfloat16+onednn": 1.0, "float32+onednn": 2.0})
+    dtype_probe.measured(CONFIG, rows=16)
+    memo = tmp_path / dtype_probe.MEMO
+    memo.write_text(memo.read_text()[:-1] + ', "not a key": {"ms": 1}}')  # a foreign entry is left out
+    run = run_cli(["models", "--json"], capsys, monkeypatch)
+    [kept] = run.json()["kernel_measurements"]
+    assert (kept["dtype"], kept["product"], kept["rows"], kept["shape"]) == ("bfloat16", "onednn", 16, [256, 64])
+    assert kept["torch"] and kept["flags"] and kept["ms"]["float32"] == 4.0
+    shown = run_cli(["models"], capsys, monkeypatch).stdout
+    assert "bfloat16+onednn 1.0, float32+onednn 2.0, bfloat16 3.0, float32 4.0" in shown

@@ -68,6 +68,19 @@ def measured(config: dict[str, Any], *, rows: int) -> dict[str, Any] | None:
     return record | {"cached": False}
 
 
+def kept() -> list[dict[str, Any]]:
+    """Every measurement kept in llmcli's home (`llmcli models`): each record with its CPU's flags and torch
+    version from its key, newest first; a record that does not read as one is left out. Imports no torch."""
+    records = []
+    for key, record in read_memo(MEMO).items():
+        parts = key.split("|") if isinstance(key, str) else []
+        if len(parts) < 5 or not isinstance(record, dict) or not isinstance(record.get("ms"), dict):
+            continue
+        flags, torch_version = parts[1].split(","), parts[2].removeprefix("torch ")
+        records.append({**record, "product": record.get("product", "plain"), "flags": flags, "torch": torch_version})
+    return sorted(records, key=lambda r: str(r.get("measured", "")), reverse=True)
+
+
 def chosen(record: dict[str, Any], *, dtypes: tuple[str, ...], products: tuple[str, ...]) -> dict[str, Any] | None:
     """The record with "dtype" and "product" the fastest candidate among those allowed (None: none measured)."""
     ms = record.get("ms") or {}
