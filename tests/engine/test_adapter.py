@@ -87,3 +87,22 @@ def test_adapter_usage_errors(tiny_dir, capsys, monkeypatch):
         2,
         "not a PEFT adapter",
     )
+
+
+def test_an_unmerged_adapter_keeps_its_base_weights_when_prepacked(tiny_adapter, tiny_dir):
+    """peft's layers read their base layer's weight: under an unmerged adapter, prepacking releases nothing;
+    merged, the model is plain again and its weights are released once reordered."""
+    import torch
+
+    from llmcli.engine.load.loader import load
+    from llmcli.modelfs.source import resolve_model
+    from llmcli.plan import Dtype, LoadSpec
+
+    def linears(adapter_merged):
+        spec = LoadSpec(dtype=Dtype.float32, prepack=True, adapter=tiny_adapter, merge=adapter_merged)
+        loaded = load(resolve_model(str(tiny_dir)), spec)
+        assert loaded.prepacked
+        return [m for m in loaded.model.modules() if isinstance(m, torch.nn.Linear)]
+
+    assert not any(m.weight.is_meta for m in linears(False))
+    assert any(m.weight.is_meta for m in linears(True))
