@@ -9,7 +9,7 @@ Linux only (elsewhere nothing is dropped). Imports only the standard library.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import mmap
 import sys
 
@@ -47,9 +47,10 @@ def drop(address: int, length: int, ranges: list[tuple[int, int]]) -> int:
     return last - first
 
 
+@functools.cache
 def _libc():
-    name = ctypes.util.find_library("c")
+    """The C library's symbols, from the process itself (no search: find_library would run ldconfig)."""
     try:
-        return ctypes.CDLL(name, use_errno=True) if name else None
+        return ctypes.CDLL(None, use_errno=True)
     except OSError:
         return None
