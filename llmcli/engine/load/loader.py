@@ -126,7 +126,7 @@ def load(source: ModelSource, spec: LoadSpec) -> Loaded:
     with spinner(f"Loading {source.label} ({source.path.name})…", enabled=spec.show_progress):
         started = time.perf_counter()  # weights and tokenizer only: imports are not part of loading
         tokenizer, model, choice = _weights(source, spec, config, ckpt, device=device, dtype=dtype)
-        model = _finish(model, spec, device)
+        model = _finish(model, spec, device, dtype)
         packed = _prepack(model, source, spec, device=device, dtype=dtype, asked=_prepacks(spec, kernel, dtype))
         seconds = time.perf_counter() - started
     if choice is not None:
@@ -261,8 +261,8 @@ def last_logits_only(model: Any, count: int) -> dict[str, int]:
     return {"logits_to_keep": count} if "logits_to_keep" in inspect.signature(inner.forward).parameters else {}
 
 
-def _finish(model: Any, spec: LoadSpec, device: str) -> Any:
-    """Evaluation mode, then the adapter, int8-dynamic and the CUDA attention default."""
+def _finish(model: Any, spec: LoadSpec, device: str, dtype: str) -> Any:
+    """Evaluation mode, then the adapter, int8-dynamic and the attention defaults of CUDA and the CPU."""
     model.eval()
     if spec.adapter is not None and not weight_only(spec):
         model = apply_adapter(model, spec.adapter, merge=spec.merge)
@@ -276,6 +276,10 @@ def _finish(model: Any, spec: LoadSpec, device: str) -> Any:
         # With cuDNN's SDPA backend a decoding step took ~65 ms (H200, 7B) until its key length had been seen
         # once, i.e. for the whole of a one-shot run; 34 ms without it (docs/performance.md, CUDA).
         torch.backends.cuda.enable_cudnn_sdp(False)
+    if not spec.prefill_only:  # a decoding step's attention in float32 (engine.load.cpu_attention)
+        from llmcli.engine.load import cpu_attention
+
+        cpu_attention.install(model, device=device, dtype=dtype, requested=str(spec.attn))
     return model
 
 

@@ -1,0 +1,51 @@
+"""Attention for a CPU decoding step in bfloat16 or float16: transformers' own SDPA function, on float32 copies
+of the query, keys and values.
+
+torch's CPU flash-attention kernel, which SDPA takes for these shapes, is several times slower in bfloat16 than
+in float32 for one query position: one query of 9 heads against 3 key/value heads of 64 dims (the default
+model's shape) took 30 / 107 / 484 us in bfloat16 at 64 / 256 / 1,024 keys against 8 / 16 / 52 us in float32
+(AMD EPYC, avx512_bf16; docs/performance.md). A decoding step runs it once a layer, so at long contexts it
+outweighed the rest of the step. With `--attn auto` on the CPU in bfloat16 or float16, the model's attention is
+registered under NAME with transformers' AttentionInterface: a call with one query position per row (a
+decoding step, alone or batched in serve) upcasts and casts the output back; a prefill goes straight to SDPA.
+bfloat16 and float16 values are exact in float32, so the result differs from the plain call by the kernel's
+rounding only. Imports torch and transformers lazily.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+NAME = "sdpa_float32_decode"
+NARROW = ("bfloat16", "float16")
+
+
+def attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, **kwargs: Any) -> tuple[Any, Any]:
+    """transformers' `sdpa_attention_forward`, in float32 for a step of one query position a row."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    if query.shape[2] != 1 or query.dtype not in (torch.bfloat16, torch.float16):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    mask = attention_mask
+    if mask is not None and mask.dtype != torch.bool:  # an additive mask joins the float32 scores
+        mask = mask.float()
+    out, weights = sdpa_attention_forward(module, query.float(), key.float(), value.float(), mask, **kwargs)
+    return out.to(query.dtype), weights
+
+
+def install(model: Any, *, device: str, dtype: str, requested: str) -> bool:
+    """Switches a model loaded with SDPA under `--attn auto` on the CPU in bfloat16 or float16 to NAME; says
+    whether it did (another request, device, dtype or implementation keeps what was loaded)."""
+    if requested != "auto" or device != "cpu" or dtype not in NARROW:
+        return False
+    if getattr(getattr(model, "config", None), "_attn_implementation", None) != "sdpa":
+        return False
+    can_switch = getattr(model, "_can_set_attn_implementation", None)
+    if can_switch is None or not can_switch():
+        return False
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(NAME, attention)
+    model.set_attn_implementation(NAME)
+    return True

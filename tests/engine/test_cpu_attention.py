@@ -1,0 +1,59 @@
+"""engine.load.cpu_attention: on the CPU in bfloat16 under `--attn auto`, a decoding step's attention is
+transformers' SDPA on float32 copies (torch's bfloat16 CPU kernel was several times slower); prefills, other
+dtypes and an explicit --attn keep what transformers loaded."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmcli.engine.load import cpu_attention
+from llmcli.engine.load.loader import load
+from llmcli.modelfs.source import resolve_model
+from llmcli.plan import Attn, Dtype, LoadSpec
+
+
+@pytest.fixture(scope="module")
+def narrow(tiny_dir):
+    return load(resolve_model(str(tiny_dir)), LoadSpec(dtype=Dtype.bfloat16))
+
+
+def test_installed_only_for_a_narrow_dtype_on_the_cpu_under_auto(narrow, tiny_dir):
+    assert narrow.attn == cpu_attention.NAME
+    source = resolve_model(str(tiny_dir))
+    assert load(source, LoadSpec(dtype=Dtype.float32)).attn == "sdpa"
+    assert load(source, LoadSpec(dtype=Dtype.bfloat16, attn=Attn.sdpa)).attn == "sdpa"  # the flag is kept
+    assert load(source, LoadSpec(dtype=Dtype.bfloat16, prefill_only=True)).attn != cpu_attention.NAME
+
+
+def test_a_step_is_sdpa_on_float32_copies_and_a_prefill_is_sdpa_itself(narrow):
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    module = narrow.model.model.layers[0].self_attn
+    config = narrow.model.config
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    dim = config.hidden_size // heads
+    gen = torch.Generator().manual_seed(0)
+    keys, values = (torch.randn(1, kv_heads, 37, dim, generator=gen).bfloat16() for _ in range(2))
+    one = torch.randn(1, heads, 1, dim, generator=gen).bfloat16()
+    out, _ = cpu_attention.attention(module, one, keys, values, None)
+    wide, _ = sdpa_attention_forward(module, one.float(), keys.float(), values.float(), None)
+    assert out.dtype == torch.bfloat16 and torch.equal(out, wide.to(torch.bfloat16))
+    many = torch.randn(1, heads, 5, dim, generator=gen).bfloat16()
+    mask = torch.ones(1, 1, 5, 37, dtype=torch.bool).tril(32)
+    out, _ = cpu_attention.attention(module, many, keys, values, mask)
+    assert torch.equal(out, sdpa_attention_forward(module, many, keys, values, mask)[0])
+
+
+def test_decoding_with_it_follows_the_plain_model_to_bfloat16_rounding(narrow, tiny_dir):
+    import torch
+
+    plain = load(resolve_model(str(tiny_dir)), LoadSpec(dtype=Dtype.bfloat16, attn=Attn.sdpa))
+    ids = torch.tensor([[5, 9, 13, 2, 7, 11]])
+    with torch.inference_mode():
+        ours = narrow.model.generate(ids, max_new_tokens=6, do_sample=False, output_logits=True,
+                                     return_dict_in_generate=True)  # fmt: skip
+        theirs = plain.model.generate(ids, max_new_tokens=6, do_sample=False, output_logits=True,
+                                      return_dict_in_generate=True)  # fmt: skip
+    first = ours.logits[1].float()  # a decoding step's logits (the first comes from the prefill, the same path)
+    assert torch.allclose(first, theirs.logits[1].float(), atol=0.05, rtol=0.05)
