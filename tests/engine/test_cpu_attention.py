@@ -57,3 +57,15 @@ def test_decoding_with_it_follows_the_plain_model_to_bfloat16_rounding(narrow, t
                                       return_dict_in_generate=True)  # fmt: skip
     first = ours.logits[1].float()  # a decoding step's logits (the first comes from the prefill, the same path)
     assert torch.allclose(first, theirs.logits[1].float(), atol=0.05, rtol=0.05)
+
+
+def test_a_static_cache_call_and_the_compiled_step_keep_plain_sdpa(narrow):
+    """The compiled step is traced with plain SDPA and keyed by it; a static cache's call switches to it."""
+    from llmcli.engine.generate.attention import attention_for_call, choose
+    from llmcli.engine.step.compiled import traced_attention
+
+    assert choose(narrow, 10, static_cache=True) == "sdpa" and choose(narrow, 10, static_cache=False) is None
+    with attention_for_call(narrow, 10, True) as used:
+        assert used == "sdpa" and narrow.attn == "sdpa"
+    assert narrow.attn == cpu_attention.NAME
+    assert traced_attention(cpu_attention.NAME) == "sdpa" and traced_attention("eager") == "eager"

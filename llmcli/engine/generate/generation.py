@@ -249,7 +249,7 @@ def _run(call: Call, stream: GenerationStream) -> list[Result]:
     if call.on_gpu:
         torch.cuda.reset_peak_memory_stats(loaded.device)
     started = time.perf_counter()
-    static = call.kwargs.get("cache_implementation") == "static"
+    static = kwargs.get("cache_implementation") == "static"  # the user's, or a kept compiled step's
     compiling = call.kwargs.get("compile_config") is not None
     compiled_before = compile_seconds() if compiling else 0.0
     try:

@@ -177,6 +177,14 @@ def usable(loaded: Any) -> bool:
     return library is not None
 
 
+def traced_attention(attn: str | None) -> str | None:
+    """The attention the step is traced with: plain SDPA where the load chose the CPU's float32 decoding step
+    (engine.load.cpu_attention; generate switches to SDPA for a static cache's call)."""
+    from llmcli.engine.load.cpu_attention import NAME
+
+    return "sdpa" if attn == NAME else attn
+
+
 def step_for(loaded: Any) -> CompiledStep:
     """The loaded model's compiled step (one a process, its library shared by every call)."""
     from llmcli.engine.load.environment import cpu
@@ -184,7 +192,7 @@ def step_for(loaded: Any) -> CompiledStep:
     model = loaded.model
     if model not in _STEPS:
         tensors = [f"{name} {tuple(t.shape)} {t.dtype}" for name, t in named_tensors(model)]
-        key = step_key(loaded.config, tensors=tensors, attn=loaded.attn, cpu=cpu())
+        key = step_key(loaded.config, tensors=tensors, attn=traced_attention(loaded.attn), cpu=cpu())
         _STEPS[model] = CompiledStep(model, key)
     return _STEPS[model]
 
