@@ -9,12 +9,17 @@ outweighed the rest of the step. With `--attn auto` on the CPU in bfloat16 or fl
 registered under NAME with transformers' AttentionInterface: a call with one query position per row (a
 decoding step, alone or batched in serve) upcasts and casts the output back; a prefill goes straight to SDPA.
 bfloat16 and float16 values are exact in float32, so the result differs from the plain call by the kernel's
-rounding only. Imports torch and transformers lazily.
+rounding only. Imported once a model has loaded: torch and transformers at its top (the attention runs once a
+layer a step, where a function-level import would be paid every call).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 NAME = "sdpa_float32_decode"
 NARROW = ("bfloat16", "float16")
@@ -22,9 +27,6 @@ NARROW = ("bfloat16", "float16")
 
 def attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, **kwargs: Any) -> tuple[Any, Any]:
     """transformers' `sdpa_attention_forward`, in float32 for a step of one query position a row."""
-    import torch
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     if query.shape[2] != 1 or query.dtype not in (torch.bfloat16, torch.float16):
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     mask = attention_mask
@@ -44,8 +46,6 @@ def install(model: Any, *, device: str, dtype: str, requested: str) -> bool:
     can_switch = getattr(model, "_can_set_attn_implementation", None)
     if can_switch is None or not can_switch():
         return False
-    from transformers import AttentionInterface
-
     AttentionInterface.register(NAME, attention)
     model.set_attn_implementation(NAME)
     return True
