@@ -102,8 +102,8 @@ def serve(
     prepack: bool | None = typer.Option(
         None,
         "--prepack/--no-prepack",
-        help="On the CPU, reorder the linear weights for oneDNN at load (a second copy of those weights in memory). "
-        "Default: where it measures faster on this CPU, else in float32.",
+        help="On the CPU, reorder the linear weights for oneDNN at load (each original let go once reordered, "
+        "unless something else reads it). Default: where it measures faster on this CPU, else in float32.",
         show_default=False,
     ),
     keep_alive: str = typer.Option(
