@@ -103,7 +103,7 @@ def test_attn_errors(tiny_dir, capsys, monkeypatch):
 def test_bench_compile_and_attn_are_reported(tiny_dir, capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("LLMCLI_HOME", str(tmp_path))  # the compiled step it builds must not reach other tests
     run = run_cli(
-        ["bench", "-m", str(tiny_dir), "-p", "8", "-g", "4", "-r", "1", "--attn", "eager", "--compile", "--json"],
+        ["bench", "-m", str(tiny_dir), "-p", "8", "-g", "16", "-r", "3", "--attn", "eager", "--compile", "--json"],
         capsys,
         monkeypatch,
     )
