@@ -1,7 +1,8 @@
 """The decoding step compiled ahead of time (engine.step): built once by --compile, kept in llmcli's home and
 used by later runs without the flag, never with --no-compile; its tokens equal the plain step's in float32
-(greedy and seeded sampling) on a tiny model of each kind of attention mask; a damaged kept library is found
-and built again; a build that fails leaves the plain step with one stderr line."""
+(greedy and seeded sampling) on a tiny model of each kind of attention mask, as a library that holds the
+weights and as one they are bound to; changed weights never meet an old library; a damaged kept library is
+found and built again; a build that fails leaves the plain step with one stderr line."""
 
 from __future__ import annotations
 
@@ -56,8 +57,23 @@ def libraries(home: Path) -> list[Path]:
     return sorted((home / "steps").glob("*/step-*.so"))
 
 
+def binding_weights(monkeypatch) -> None:
+    """Every model's library built without its weights (as a model above variant.MAX_BYTES, or quantized)."""
+    from llmcli.engine.step import variant
+
+    monkeypatch.setattr(variant, "MAX_BYTES", 0)
+
+
+def holds(library: Path) -> bool:
+    return "weights_sha256" in json.loads((library.parent / "manifest.json").read_text())["key"]
+
+
+@pytest.mark.parametrize("weights", ["held", "bound"])
 @pytest.mark.parametrize("kind", ["llama", "qwen2"])
-def test_built_once_then_kept_and_equal_to_the_plain_step(kind, tiny_dir, tiny_qwen2, step_home, capsys, monkeypatch):
+def test_built_once_then_kept_and_equal_to_the_plain_step(kind, weights, tiny_dir, tiny_qwen2, step_home, capsys,
+                                                          monkeypatch):  # fmt: skip
+    if weights == "bound":
+        binding_weights(monkeypatch)
     model = tiny_dir if kind == "llama" else tiny_qwen2
     plain, how, _ = generate(model, [*GREEDY, "--no-compile"], capsys, monkeypatch, step_home)
     assert how is None
@@ -65,7 +81,8 @@ def test_built_once_then_kept_and_equal_to_the_plain_step(kind, tiny_dir, tiny_q
     built, how, err = generate(model, [*GREEDY, "--compile"], capsys, monkeypatch, step_home)
     assert how == "built" and built == plain
     assert err.count("compiling the decoding step") == 1 and err.count("compiled the decoding step in ") == 1
-    assert len(set(libraries(step_home)) - before) == 1  # one library for this model
+    (library,) = set(libraries(step_home)) - before  # one library for this model
+    assert holds(library) == (weights == "held")
     kept, how, err = generate(model, GREEDY, capsys, monkeypatch, step_home)  # no flag: the kept library
     assert how == "loaded" and kept == plain and "compil" not in err
     sampled, how, _ = generate(model, SAMPLED, capsys, monkeypatch, step_home)
@@ -128,11 +145,16 @@ def test_a_library_whose_hashes_match_but_that_does_not_load_is_built_again(tiny
     assert how == "built" and ids == plain and "building it again" in err
 
 
-def test_onednn_measured_faster_decodes_eagerly_and_compile_keeps_the_library(tiny_dir, step_home, capsys, monkeypatch):
-    """torch.export cannot trace oneDNN's reordered weights: where the load takes them, no kept library is used
-    (and nothing is said); --compile loads without them and uses it."""
+@pytest.mark.parametrize("weights", ["held", "bound"])
+def test_onednn_measured_faster_and_the_kept_library(weights, tiny_dir, step_home, capsys, monkeypatch):
+    """oneDNN's reordered weights cannot be bound to a library: where the load takes them, a library without the
+    weights is not used (and nothing is said; --compile loads without them and uses it); one that holds its own
+    decodes."""
     from llmcli.engine.load import dtype_probe
 
+    if weights == "bound":
+        binding_weights(monkeypatch)
+    plain, _, _ = generate(tiny_dir, [*GREEDY, "--no-compile"], capsys, monkeypatch, step_home)
     generate(tiny_dir, [*GREEDY, "--compile"], capsys, monkeypatch, step_home)  # kept already, or built now
     monkeypatch.setenv("LLMCLI_DTYPE_PROBE", "1")
     monkeypatch.setattr(
@@ -143,9 +165,31 @@ def test_onednn_measured_faster_decodes_eagerly_and_compile_keeps_the_library(ti
                   monkeypatch)  # fmt: skip
     data = run.json()
     assert data["model"]["dtype_choice"]["product"] == "onednn" and data["replay"]["prepacked"]
-    assert data["stats"]["compiled_step"] is None and "compil" not in run.stderr
+    assert data["stats"]["compiled_step"] == (None if weights == "bound" else "loaded") and "compil" not in run.stderr
+    assert data["outputs"][0]["token_ids"] == plain
     _, how, _ = generate(tiny_dir, [*GREEDY, "--compile"], capsys, monkeypatch, step_home)
     assert how == "loaded"
+
+
+def test_changed_weights_never_meet_an_old_library(tiny_copy, tmp_path, capsys, monkeypatch):
+    """A library that holds the weights is keyed by the files' hashes: the same model with other weights (the
+    same names, shapes and dtypes) finds none and decodes with the plain step, until --compile builds its own."""
+    from safetensors.torch import load_file, save_file
+
+    home = tmp_path / "home"
+    generate(tiny_copy, [*GREEDY, "--compile"], capsys, monkeypatch, home)
+    (old,) = libraries(home)
+    assert holds(old)
+    shards = {p: load_file(str(p)) for p in sorted(tiny_copy.glob("*.safetensors"))}
+    weights, tensors = next((p, t) for p, t in shards.items() if any(n.endswith("down_proj.weight") for n in t))
+    name = next(n for n in sorted(tensors) if n.endswith("down_proj.weight"))
+    tensors[name] = tensors[name] * 3
+    save_file(tensors, str(weights), metadata={"format": "pt"})
+    plain, how, _ = generate(tiny_copy, [*GREEDY, "--no-compile"], capsys, monkeypatch, home)
+    ids, how, err = generate(tiny_copy, GREEDY, capsys, monkeypatch, home)
+    assert how is None and ids == plain and "compil" not in err
+    ids, how, _ = generate(tiny_copy, [*GREEDY, "--compile"], capsys, monkeypatch, home)
+    assert how == "built" and ids == plain and len(libraries(home)) == 2
 
 
 def test_a_failed_build_decodes_with_the_plain_step(tiny_dir, tmp_path, capsys, monkeypatch):

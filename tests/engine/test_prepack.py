@@ -135,6 +135,27 @@ def test_a_released_weight_mapped_from_a_file_gives_its_whole_pages_back(tmp_pat
     assert bool((anonymous == 1).all())
 
 
+def test_a_read_only_file_mapping_gives_its_pages_back_and_a_written_copy_is_left_alone(tmp_path):
+    import mmap
+
+    from llmcli.engine.load import pages
+
+    data = bytes(range(256)) * (512 * mmap.PAGESIZE // 256)  # 2 MiB with 4 KiB pages
+    path = tmp_path / "library.so"
+    path.write_bytes(data)
+    with open(path, "rb") as f:
+        mapped = mmap.mmap(f.fileno(), len(data), access=mmap.ACCESS_READ)
+    assert mapped[::4096] == data[::4096]  # every page read, so resident
+    assert pages.drop_file_pages(str(path)) == len(data)
+    assert mapped[:] == data  # read again, from the file
+    with open(path, "rb") as f:
+        written = mmap.mmap(f.fileno(), len(data), access=mmap.ACCESS_COPY)
+    written[:4] = b"mine"
+    mapped.close()
+    assert pages.drop_file_pages(str(path)) == 0  # writable: its own pages would be lost
+    assert written[:4] == b"mine"
+
+
 def test_bfloat16_layers_prepacked_compute_what_torch_does_and_are_not_sliced(tiny_dir):
     import torch
 

@@ -50,6 +50,7 @@ class Loaded:
     prepacked_bytes: int = 0  # the copy of the linear weights reordered for oneDNN at load (engine.load.prepack)
     split_lone_rows: bool = False  # a lone row's products sliced across the threads (engine.load.prepack)
     dtype_choice: dict[str, Any] | None = None  # what chose the CPU dtype and product (engine.load.dtype_probe)
+    adapter: Path | None = None  # the PEFT adapter on top of the files' weights
 
     @property
     def prepacked(self) -> bool:
@@ -143,7 +144,8 @@ def load(source: ModelSource, spec: LoadSpec) -> Loaded:
     return Loaded(model, tokenizer, device, dtype, seconds, source, config, str(spec.quantize),
                   None if choice is None else choice.describe(), str(spec.attn),
                   prepacked_bytes=packed.bytes, split_lone_rows=packed.split_lone_rows,
-                  dtype_choice=kernel if kernel and kernel["dtype"] == dtype else None)  # fmt: skip
+                  dtype_choice=kernel if kernel and kernel["dtype"] == dtype else None,
+                  adapter=spec.adapter)  # fmt: skip
 
 
 def _weights(source: ModelSource, spec: LoadSpec, config: dict[str, Any], ckpt: Any, *, device: str,

@@ -3,7 +3,8 @@ tensors over as views of the file mapped into memory (same dtype, on the CPU), s
 read again (its oneDNN copy does the products) keeps its pages resident, and counted in the process's memory,
 until the kernel needs them. `madvise(MADV_DONTNEED)` drops them at once; were they read again, they would
 come back from the file. Memory the allocator owns is never touched: only ranges inside a mapping of a file.
-Linux only (elsewhere nothing is dropped). Imports only the standard library.
+The same for a compiled library's file once it has copied its weights out (drop_file_pages). Linux only
+(elsewhere nothing is dropped). Imports only the standard library.
 """
 
 from __future__ import annotations
@@ -54,3 +55,40 @@ def _libc():
         return ctypes.CDLL(None, use_errno=True)
     except OSError:
         return None
+
+
+def drop_file_pages(path: str, *, at_least: int = 1 << 20) -> int:
+    """Drops this process's pages of `path`'s read-only mappings of at least `at_least` bytes that hold no page
+    of their own (no copy-on-write: what a relocation or a write made); returns the bytes dropped. A compiled
+    library that holds its weights copies them out of its file at load, and the file's pages it read would
+    otherwise stay counted in the process's memory beside the copy."""
+    libc = _libc()
+    if libc is None or not sys.platform.startswith("linux"):
+        return 0
+    dropped = 0
+    for start, end, private in _mappings_of(path):
+        if end - start >= at_least and private == 0:
+            if libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), MADV_DONTNEED) == 0:
+                dropped += end - start
+    return dropped
+
+
+def _mappings_of(path: str) -> list[tuple[int, int, int]]:
+    """(start, end, kB of anonymous pages) of each read-only, non-executable mapping of `path` (/proc/self/smaps)."""
+    found: list[list[int]] = []
+    current: list[int] | None = None
+    try:
+        with open("/proc/self/smaps") as smaps:
+            for line in smaps:
+                fields = line.split()
+                if fields and "-" in fields[0] and not fields[0].endswith(":"):
+                    current = None
+                    if len(fields) == 6 and fields[5] == path and fields[1].startswith("r--"):
+                        start, end = (int(x, 16) for x in fields[0].split("-"))
+                        current = [start, end, -1]  # -1 until its Anonymous line: never dropped without it
+                        found.append(current)
+                elif current is not None and fields[:1] == ["Anonymous:"]:
+                    current[2] = int(fields[1])
+    except (OSError, ValueError):
+        return []
+    return [(start, end, anonymous) for start, end, anonymous in found]

@@ -11,8 +11,10 @@ weights: the model's parameters and buffers are bound to it at load, where they 
   manifest, a damaged or foreign entry told apart from a good one.
 - export: the step traced and compiled into a folder (once per key).
 - compiled: the step as generate() calls it, built or loaded on its first decoding call.
+- variant: whether the library holds the weights (frozen, prepacked, products joined) or binds them at load.
 
-Imports torch and transformers lazily; may import modelfs, engine.load.environment, errors and the output layer.
+Imports torch and transformers lazily; may import modelfs, engine.load (environment, pages, cpu_attention),
+errors and the output layer.
 """
 
 from __future__ import annotations
@@ -26,11 +28,16 @@ def ahead_of_time(loaded: Any, call: Any, kwargs: dict[str, Any]) -> tuple[dict[
     batch transformers' own compiled call). On the CPU for one row: `--compile` builds the step where none is
     kept; without the flag a kept one is used (the static cache and the compile config added here); never
     with `--no-compile`, where the user chose another cache, or where the load measured oneDNN's products faster
-    (engine.load.prepack; `--compile` loads without them)."""
+    and the library would bind the model's weights (engine.load.prepack; `--compile` loads without them; a
+    library that holds the weights has its own oneDNN copies, engine.step.variant)."""
     rows = len(call.encoded) * call.beams * (kwargs.get("num_return_sequences") or 1)
-    if call.plain_step or loaded.device != "cpu" or rows != 1 or loaded.prepacked:  # oneDNN's weights: not traced
+    if call.plain_step or loaded.device != "cpu" or rows != 1:
         return kwargs, None
     from llmcli.engine.step.compiled import step_for, usable
+    from llmcli.engine.step.store import holds_weights
+
+    if loaded.prepacked and not holds_weights(step_for(loaded).key):  # oneDNN's weights cannot be bound to it
+        return kwargs, None
 
     asked = kwargs.get("compile_config") is not None
     if not asked:

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from llmcli.engine.step.store import CONSTANTS, folder_of, inputs_of, keep, kept, step_key, steps_dir
+from llmcli.engine.step.store import CONSTANTS, folder_of, holds_weights, inputs_of, keep, kept, step_key, steps_dir
 
 TAKEN = {"input_ids", "position_ids", "attention_mask", "cache", "logits_to_keep", "use_cache", "return_dict"}
 _STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its CompiledStep, for the process
@@ -120,7 +120,7 @@ class CompiledStep:
         started = time.perf_counter()
         steps_dir().mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=steps_dir(), prefix=".build-") as scratch:
-            built, constants = build(self.model, inputs, Path(scratch))
+            built, constants = build(self.model, inputs, Path(scratch), holds_weights=holds_weights(self.key))
             library = keep(self.key, built, constants=constants, seconds=time.perf_counter() - started,
                            inputs=self.signature or [])  # fmt: skip
         seconds = time.perf_counter() - started
@@ -129,11 +129,18 @@ class CompiledStep:
         return library
 
     def _load(self, library: Path) -> Any:
-        """The library's runner with the model's parameters and buffers bound to it where they are."""
+        """The library's runner with the model's parameters and buffers bound to it where they are (a library
+        that holds the weights has copied them out of its file: the file's pages are let go)."""
         import torch
         from safetensors.torch import load_file
 
         runner = torch._C._aoti.AOTIModelContainerRunnerCpu(str(library), 1)
+        if holds_weights(self.key):
+            from llmcli.engine.load.pages import drop_file_pages
+
+            drop_file_pages(str(library))
+            self.how = self.how or "loaded"
+            return runner
         # inductor's own constants, by their graph names; held here, since the runner uses them where they are
         self.made = load_file(str(library.parent / CONSTANTS))
         tensors = {**dict(named_tensors(self.model)), **self.made}
@@ -188,11 +195,13 @@ def traced_attention(attn: str | None) -> str | None:
 def step_for(loaded: Any) -> CompiledStep:
     """The loaded model's compiled step (one a process, its library shared by every call)."""
     from llmcli.engine.load.environment import cpu
+    from llmcli.engine.step.variant import weights_digest
 
     model = loaded.model
     if model not in _STEPS:
         tensors = [f"{name} {tuple(t.shape)} {t.dtype}" for name, t in named_tensors(model)]
-        key = step_key(loaded.config, tensors=tensors, attn=traced_attention(loaded.attn), cpu=cpu())
+        key = step_key(loaded.config, tensors=tensors, attn=traced_attention(loaded.attn), cpu=cpu(),
+                       weights=weights_digest(loaded))  # fmt: skip
         _STEPS[model] = CompiledStep(model, key)
     return _STEPS[model]
 

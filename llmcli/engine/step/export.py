@@ -4,7 +4,8 @@ The traced function takes what generate() hands a decoding call of one row throu
 its position, the 4-D mask transformers prepared, and each layer's keys, values and length), writes the
 token's keys and values into the cache's tensors in place and returns the logits. The cache's length is a
 dynamic dimension, so one library serves every prompt and generation length. The weights are left out of the
-library (bound at load from the model itself). Imports torch and transformers lazily.
+library (bound at load from the model itself) or frozen into it (engine.step.variant). Imports torch and
+transformers lazily.
 """
 
 from __future__ import annotations
@@ -82,9 +83,11 @@ def _made_constants() -> Iterator[dict[str, Any]]:
         GraphLowering.add_tensor_constant = add
 
 
-def build(model: Any, inputs: dict[str, Any], into: Path) -> tuple[Path, dict[str, Any]]:
+def build(model: Any, inputs: dict[str, Any], into: Path, *, holds_weights: bool) -> tuple[Path, dict[str, Any]]:
     """Exports and compiles the step for `inputs` (a decoding call's keyword arguments); returns the library,
-    written under `into`, and the constants inductor made for it (see `_made_constants`)."""
+    written under `into`, and the constants inductor made for it (see `_made_constants`). `holds_weights`:
+    the weights frozen into the library, prepacked for oneDNN and the products of one input joined
+    (engine.step.variant); else left out, to be bound at load."""
     import copy
 
     import torch
@@ -99,13 +102,16 @@ def build(model: Any, inputs: dict[str, Any], into: Path) -> tuple[Path, dict[st
     dynamic = (None, None, [{3: length}] * len(masks), [({2: length}, {2: length}, None)] * len(layers))
     example = (inputs["input_ids"], inputs["position_ids"], masks, layers)
     package = Path(tempfile.mkdtemp(dir=into)) / "step.pt2"
+    configs = (
+        {"freezing": True, "cpp.enable_concat_linear": True}
+        if holds_weights
+        else {"aot_inductor.package_constants_in_so": False}
+    )
     with warnings.catch_warnings(), torch.no_grad(), _made_constants() as made:  # warnings: transformers' code
         warnings.simplefilter("ignore")
         # non-strict export traces on fake copies: the caller's cache is not written
         program = torch.export.export(step, example, dynamic_shapes=dynamic, strict=False)
-        torch._inductor.aoti_compile_and_package(
-            program, package_path=str(package), inductor_configs={"aot_inductor.package_constants_in_so": False}
-        )
+        torch._inductor.aoti_compile_and_package(program, package_path=str(package), inductor_configs=configs)
     return _library_of(package), made
 
 

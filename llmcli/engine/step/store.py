@@ -3,9 +3,12 @@
 A step is compiled for one model architecture and shape (its config.json), its tensors' names, shapes and
 dtypes (the dtype and the quantization's layout), attention implementation, CPU
 (model and flags: the library's kernels use what the CPU has) and pair of torch and transformers versions
-(the traced forward is theirs); the key hashes all of them into a folder name under `steps/` in llmcli's home.
-The folder holds the library and a manifest naming the key and the library's SHA-256; a folder whose manifest
-is missing, unreadable, of another key or whose library's hash differs is damaged and built again. Writes go
+(the traced forward is theirs); a library that holds the weights themselves (engine.step.variant) adds the
+model files' identity (modelfs.identity: every weight file's SHA-256). The key hashes all of them into a folder
+name under `steps/` in llmcli's home. The folder holds the library and a manifest naming the key and the
+library's SHA-256; a folder whose manifest is missing, unreadable, of another key or whose library's hash
+differs is damaged and built again (a library whose size, modification time and inode are still those the
+manifest recorded is not hashed again: a weighty library would cost a read of itself every run). Writes go
 through a temporary folder and a rename, so a killed build leaves nothing half-written behind. No torch here
 beyond its version string.
 """
@@ -25,13 +28,15 @@ MANIFEST = "manifest.json"
 CONSTANTS = "constants.safetensors"  # what inductor added to the graph (engine.step.export._made_constants)
 
 
-def step_key(config: dict[str, Any], *, tensors: list[str], attn: str | None, cpu: dict[str, Any]) -> dict[str, Any]:
-    """`tensors`: each parameter and buffer as 'name shape dtype' (the dtype and the quantization's layout)."""
+def step_key(config: dict[str, Any], *, tensors: list[str], attn: str | None, cpu: dict[str, Any],
+             weights: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """`tensors`: each parameter and buffer as 'name shape dtype' (the dtype and the quantization's layout);
+    `weights`: the model files' digest, for a library that holds the weights (None: they are bound at load)."""
     import torch
     import transformers
 
     config_text = json.dumps(config, sort_keys=True, default=str)
-    return {
+    key = {
         "format": FORMAT,
         "config_sha256": hashlib.sha256(config_text.encode()).hexdigest(),
         "tensors_sha256": hashlib.sha256("\n".join(tensors).encode()).hexdigest(),
@@ -40,6 +45,11 @@ def step_key(config: dict[str, Any], *, tensors: list[str], attn: str | None, cp
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }
+    return key if weights is None else {**key, "weights_sha256": weights}
+
+
+def holds_weights(key: dict[str, Any]) -> bool:
+    return "weights_sha256" in key
 
 
 def steps_dir() -> Path:
@@ -75,13 +85,18 @@ def kept(key: dict[str, Any]) -> tuple[Path | None, str | None]:
         return None, "its manifest names another model, dtype, CPU or torch"
     library = folder / Path(manifest["library"]).name
     try:
-        if sha256_of(library) != manifest.get("sha256"):
+        if _stat_of(library) != manifest.get("stat") and sha256_of(library) != manifest.get("sha256"):
             return None, "its library does not match the manifest's hash"
         if sha256_of(folder / CONSTANTS) != manifest.get("constants_sha256"):
             return None, "its constants do not match the manifest's hash"
     except OSError:
         return None, "its library or constants are missing"
     return library, None
+
+
+def _stat_of(path: Path) -> list[int]:
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ino]
 
 
 def listed() -> list[dict[str, Any]]:
@@ -122,7 +137,7 @@ def keep(key: dict[str, Any], library: Path, *, constants: dict[str, Any], secon
         shutil.copyfile(library, staging / name)
         save_file({name: t.contiguous() for name, t in constants.items()}, str(staging / CONSTANTS))
         manifest = {"key": key, "library": name, "sha256": digest, "constants_sha256": sha256_of(staging / CONSTANTS),
-                    "inputs": inputs, "build_seconds": round(seconds, 1)}  # fmt: skip
+                    "stat": _stat_of(staging / name), "inputs": inputs, "build_seconds": round(seconds, 1)}  # fmt: skip
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
         if folder.exists():
             shutil.rmtree(folder)
