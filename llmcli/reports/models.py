@@ -30,8 +30,10 @@ def build(data: dict[str, Any]) -> Report:
     blocks = [KV(rows)] + ([table] if cached else [Para("cache is empty", "dim")])
     steps = data.get("compiled_steps") or []
     if steps:  # generate --compile's libraries (engine.step), used by later runs of the same model and dtype
-        rows_ = [[s["path"], s["dtype"], human_bytes(s["bytes"]), f"{s['build_seconds']} s", s["torch"]] for s in steps]
-        blocks.append(Table(["compiled decoding step", "dtype", "size", "built in", "torch"], rows_, numeric={2, 3}))
+        rows_ = [[s["path"], s["dtype"], s.get("weights", "bound"), human_bytes(s["bytes"]), f"{s['build_seconds']} s",
+                  s["torch"]] for s in steps]  # fmt: skip
+        heads = ["compiled decoding step", "dtype", "weights", "size", "built in", "torch"]
+        blocks.append(Table(heads, rows_, numeric={3, 4}))
     measured = data.get("kernel_measurements") or []
     if measured:  # engine.load.dtype_probe: the CPU's decoding dtype and product, measured once and kept
         blocks.append(Table(["CPU's product measured", "shape", "rows", "chosen", "ms per product", "torch", "when"],

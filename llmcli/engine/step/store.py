@@ -100,7 +100,8 @@ def _stat_of(path: Path) -> list[int]:
 
 
 def listed() -> list[dict[str, Any]]:
-    """Every kept step as `llmcli models` lists it: folder, bytes, the cache's dtype, torch and build time."""
+    """Every kept step as `llmcli models` lists it: folder, bytes, the cache's dtype, torch, build time and
+    whether the library holds the weights ("held") or they are bound to it at load ("bound")."""
     found = []
     for manifest_path in sorted(steps_dir().glob(f"*/{MANIFEST}")):
         try:
@@ -109,7 +110,8 @@ def listed() -> list[dict[str, Any]]:
             size = sum(f.stat().st_size for f in manifest_path.parent.iterdir())
             dtype = str(inputs[-1]).removeprefix("torch.")
             found.append({"path": str(manifest_path.parent), "bytes": size, "dtype": dtype, "torch": key.get("torch"),
-                          "build_seconds": manifest.get("build_seconds")})  # fmt: skip
+                          "build_seconds": manifest.get("build_seconds"),
+                          "weights": "held" if holds_weights(key) else "bound"})  # fmt: skip
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue
     return found
