@@ -30,28 +30,39 @@ PROMPT = "Tell me a story about a dragon who learns to read."
 # each way of decoding one row: its flags and whether the load measures its product (engine.load.dtype_probe)
 WAYS = {
     "plain": (["--no-compile"], False),  # torch's F.linear, eager
-    "onednn": ([], True),  # the default: oneDNN's reordered weights where they measure faster, eager
-    "compiled": (["--compile"], True),  # the kept library (AOTInductor), torch's products inside it
+    "onednn": (["--no-compile"], True),  # oneDNN's reordered weights where they measure faster, eager
+    "default": ([], True),  # what a run without flags does: oneDNN for the prefill, the kept library decodes
+    "compiled": (["--compile"], True),  # the kept library, the prefill on F.linear (--compile loads unpacked)
 }
+TIME = Path("/usr/bin/time")  # GNU time: the process's peak RSS
 
 
-def llmcli(args: list[str], *, probe: bool = True) -> tuple[dict, str, float]:
+def llmcli(args: list[str], *, probe: bool = True) -> tuple[dict, str, float, int | None]:
     started = time.perf_counter()
     env = dict(os.environ, LLMCLI_DTYPE_PROBE="1" if probe else "0")
-    proc = subprocess.run([sys.executable, "-m", "llmcli", *args], capture_output=True, text=True, cwd=ROOT, env=env)
+    timed = [str(TIME), "-f", "peak_kb=%M"] if TIME.exists() else []
+    proc = subprocess.run([*timed, sys.executable, "-m", "llmcli", *args], capture_output=True, text=True, cwd=ROOT,
+                          env=env)  # fmt: skip
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"llmcli {' '.join(args)} failed:\n{proc.stderr}")
-    return (json.loads(proc.stdout) if "--json" in args else {}), proc.stderr, wall
+    peak = re.search(r"peak_kb=(\d+)", proc.stderr)
+    return (
+        (json.loads(proc.stdout) if "--json" in args else {}),
+        proc.stderr,
+        wall,
+        int(peak.group(1)) if peak else None,
+    )
 
 
 def one_shot(dtype: str, way: str, tokens: int) -> dict:
     args = ["generate", "--dtype", dtype, "-n", str(tokens), "--min-new-tokens", str(tokens), "--greedy", "--json"]
     flags, probe = WAYS[way]
-    data, _, wall = llmcli([*args, *flags, PROMPT], probe=probe)
+    data, _, wall, peak_kb = llmcli([*args, *flags, PROMPT], probe=probe)
     stats = data["stats"]
     return {"wall_s": round(wall, 3), "decode_tok_s": stats["decode_tokens_per_second"],
-            "ttft_s": stats["time_to_first_token"], "compiled_step": stats["compiled_step"],
+            "peak_mib": (peak_kb or 0) // 1024, "ttft_s": stats["time_to_first_token"],
+            "compiled_step": stats["compiled_step"],
             "product": (data["model"].get("dtype_choice") or {}).get("product", "plain"),
             "token_ids": data["outputs"][0]["token_ids"]}  # fmt: skip
 
@@ -81,8 +92,11 @@ def main() -> int:
     from llmcli.engine.load.environment import cpu
 
     record: dict = {"cpu": cpu(), "tokens": args.tokens, "reps": args.reps, "prompt": PROMPT, "dtypes": {}}
+    if args.llama_python:  # before and after llmcli's runs, so that the machine's drift shows
+        record["llama_cpp_before"] = llama_cpp(args.llama_python, args.tokens, args.reps)
+        print("llama.cpp before", record["llama_cpp_before"]["decode_tok_s"], file=sys.stderr)
     for dtype in args.dtypes.split(","):
-        _, stderr, wall = llmcli(["generate", "--dtype", dtype, "-n", "4", "--greedy", "--compile", PROMPT])
+        _, stderr, wall, _ = llmcli(["generate", "--dtype", dtype, "-n", "4", "--greedy", "--compile", PROMPT])
         built = re.search(r"compiled the decoding step in ([\d.]+) s", stderr)
         runs: dict[str, list] = {way: [] for way in WAYS}
         for _ in range(args.reps):
@@ -92,10 +106,10 @@ def main() -> int:
         row = {"build_s": float(built.group(1)) if built else None, "build_run_wall_s": round(wall, 1),
                "same_tokens": same}  # fmt: skip
         for name, done in runs.items():
-            row[name] = {field: summary(done, field) for field in ("wall_s", "decode_tok_s", "ttft_s")}
+            row[name] = {field: summary(done, field) for field in ("wall_s", "decode_tok_s", "ttft_s", "peak_mib")}
             row[name]["compiled_step"] = sorted({str(r["compiled_step"]) for r in done})
             row[name]["product"] = sorted({r["product"] for r in done})
-        for way in ("onednn", "compiled"):
+        for way in ("onednn", "default", "compiled"):
             plain = row["plain"]
             row[f"{way}_decode_ratio"] = round(row[way]["decode_tok_s"]["median"] / plain["decode_tok_s"]["median"], 3)
             row[f"{way}_wall_saved_s"] = round(plain["wall_s"]["median"] - row[way]["wall_s"]["median"], 3)

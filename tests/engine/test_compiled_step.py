@@ -57,11 +57,11 @@ def libraries(home: Path) -> list[Path]:
     return sorted((home / "steps").glob("*/step-*.so"))
 
 
-def binding_weights(monkeypatch) -> None:
-    """Every model's library built without its weights (as a model above variant.MAX_BYTES, or quantized)."""
+def holding_weights(monkeypatch) -> None:
+    """A float32 model's library built with its weights, as a bfloat16 one's is (tokens compare in float32)."""
     from llmcli.engine.step import variant
 
-    monkeypatch.setattr(variant, "MAX_BYTES", 0)
+    monkeypatch.setattr(variant, "DTYPES", ("float32", "bfloat16"))
 
 
 def holds(library: Path) -> bool:
@@ -72,8 +72,8 @@ def holds(library: Path) -> bool:
 @pytest.mark.parametrize("kind", ["llama", "qwen2"])
 def test_built_once_then_kept_and_equal_to_the_plain_step(kind, weights, tiny_dir, tiny_qwen2, step_home, capsys,
                                                           monkeypatch):  # fmt: skip
-    if weights == "bound":
-        binding_weights(monkeypatch)
+    if weights == "held":
+        holding_weights(monkeypatch)
     model = tiny_dir if kind == "llama" else tiny_qwen2
     plain, how, _ = generate(model, [*GREEDY, "--no-compile"], capsys, monkeypatch, step_home)
     assert how is None
@@ -109,7 +109,7 @@ def test_no_library_no_compile(tiny_dir, tmp_path, capsys, monkeypatch):
 def test_a_damaged_library_is_found_and_built_again(tiny_dir, step_home, capsys, monkeypatch):
     plain, _, _ = generate(tiny_dir, [*GREEDY, "--no-compile"], capsys, monkeypatch, step_home)
     generate(tiny_dir, [*GREEDY, "--compile"], capsys, monkeypatch, step_home)  # kept already, or built now
-    library = next(p for p in libraries(step_home) if _for_llama(p))
+    library = next(p for p in libraries(step_home) if _for_llama(p) and not holds(p))  # what float32 uses
     data = bytearray(library.read_bytes())
     data[len(data) // 2] ^= 0xFF
     damaged = library.with_suffix(".tmp")
@@ -129,7 +129,7 @@ def test_a_library_whose_hashes_match_but_that_does_not_load_is_built_again(tiny
 
     plain, _, _ = generate(tiny_dir, [*GREEDY, "--no-compile"], capsys, monkeypatch, step_home)
     generate(tiny_dir, [*GREEDY, "--compile"], capsys, monkeypatch, step_home)  # kept already, or built now
-    library = next(p for p in libraries(step_home) if _for_llama(p))
+    library = next(p for p in libraries(step_home) if _for_llama(p) and not holds(p))  # what float32 uses
     garbage = library.with_suffix(".tmp")
     garbage.write_bytes(b"not a shared library")  # as one built for another glibc would be, to this machine
     digest = sha256_of(garbage)
@@ -153,8 +153,8 @@ def test_onednn_measured_faster_and_the_kept_library(weights, tiny_dir, step_hom
     decodes."""
     from llmcli.engine.load import dtype_probe
 
-    if weights == "bound":
-        binding_weights(monkeypatch)
+    if weights == "held":
+        holding_weights(monkeypatch)
     plain, _, _ = generate(tiny_dir, [*GREEDY, "--no-compile"], capsys, monkeypatch, step_home)
     generate(tiny_dir, [*GREEDY, "--compile"], capsys, monkeypatch, step_home)  # kept already, or built now
     monkeypatch.setenv("LLMCLI_DTYPE_PROBE", "1")
@@ -177,6 +177,7 @@ def test_changed_weights_never_meet_an_old_library(tiny_copy, tmp_path, capsys, 
     same names, shapes and dtypes) finds none and decodes with the plain step, until --compile builds its own."""
     from safetensors.torch import load_file, save_file
 
+    holding_weights(monkeypatch)
     home = tmp_path / "home"
     generate(tiny_copy, [*GREEDY, "--compile"], capsys, monkeypatch, home)
     (old,) = libraries(home)

@@ -36,17 +36,16 @@ def ahead_of_time(loaded: Any, call: Any, kwargs: dict[str, Any]) -> tuple[dict[
     from llmcli.engine.step.compiled import step_for, usable
     from llmcli.engine.step.store import holds_weights
 
-    if loaded.prepacked and not holds_weights(step_for(loaded).key):  # oneDNN's weights cannot be bound to it
-        return kwargs, None
-
     asked = kwargs.get("compile_config") is not None
+    if loaded.prepacked and not holds_weights(step_for(loaded, building=asked).key):  # oneDNN's weights: not bound
+        return kwargs, None
     if not asked:
         if kwargs.get("cache_implementation") not in (None, "static") or not usable(loaded):
             return kwargs, None
         from llmcli.genargs import for_generate
 
         kwargs = for_generate({**kwargs, "cache_implementation": "static", "compile_config": {}})
-    step = step_for(loaded)
+    step = step_for(loaded, building=asked)
     step.may_build = asked
     if asked:
         step.failed = None  # --compile tries again what a run without it gave up on

@@ -15,7 +15,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from llmcli.engine.step.store import CONSTANTS, folder_of, holds_weights, inputs_of, keep, kept, step_key, steps_dir
+from llmcli.engine.step.store import (
+    CONSTANTS,
+    folder_of,
+    held_kept,
+    holds_weights,
+    inputs_of,
+    keep,
+    kept,
+    step_key,
+    steps_dir,
+)
 
 TAKEN = {"input_ids", "position_ids", "attention_mask", "cache", "logits_to_keep", "use_cache", "return_dict"}
 _STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its CompiledStep, for the process
@@ -192,18 +202,28 @@ def traced_attention(attn: str | None) -> str | None:
     return "sdpa" if attn == NAME else attn
 
 
-def step_for(loaded: Any) -> CompiledStep:
-    """The loaded model's compiled step (one a process, its library shared by every call)."""
-    from llmcli.engine.load.environment import cpu
-    from llmcli.engine.step.variant import weights_digest
+def step_for(loaded: Any, *, building: bool = False) -> CompiledStep:
+    """The loaded model's compiled step (one a process, its library shared by every call). Its library holds
+    the weights where engine.step.variant allows it and one is to be built (`building`) or is kept."""
+    from llmcli.engine.step.variant import may_hold
 
     model = loaded.model
-    if model not in _STEPS:
-        tensors = [f"{name} {tuple(t.shape)} {t.dtype}" for name, t in named_tensors(model)]
-        key = step_key(loaded.config, tensors=tensors, attn=traced_attention(loaded.attn), cpu=cpu(),
-                       weights=weights_digest(loaded))  # fmt: skip
-        _STEPS[model] = CompiledStep(model, key)
-    return _STEPS[model]
+    step = _STEPS.get(model)
+    if step is None or (building and not holds_weights(step.key) and may_hold(loaded)):
+        _STEPS[model] = step = CompiledStep(model, _key(loaded, building=building))
+    return step
+
+
+def _key(loaded: Any, *, building: bool) -> dict[str, Any]:
+    from llmcli.engine.load.environment import cpu
+    from llmcli.engine.step.variant import may_hold, weights_digest
+
+    tensors = [f"{name} {tuple(t.shape)} {t.dtype}" for name, t in named_tensors(loaded.model)]
+    key = step_key(loaded.config, tensors=tensors, attn=traced_attention(loaded.attn), cpu=cpu())
+    if may_hold(loaded) and (building or held_kept(key)):
+        return step_key(loaded.config, tensors=tensors, attn=traced_attention(loaded.attn), cpu=cpu(),
+                        weights=weights_digest(loaded))  # fmt: skip
+    return key
 
 
 @contextmanager

@@ -52,6 +52,19 @@ def holds_weights(key: dict[str, Any]) -> bool:
     return "weights_sha256" in key
 
 
+def held_kept(key: dict[str, Any]) -> bool:
+    """Whether a library that holds the weights is kept for `key`'s model, dtype and CPU, whatever the weights
+    (so that a model with none kept is not hashed for nothing)."""
+    for manifest_path in steps_dir().glob(f"*/{MANIFEST}"):
+        try:
+            kept_key = json.loads(manifest_path.read_text(encoding="utf-8"))["key"]
+            if holds_weights(kept_key) and {k: v for k, v in kept_key.items() if k != "weights_sha256"} == key:
+                return True
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return False
+
+
 def steps_dir() -> Path:
     from llmcli.modelfs.default_model import cache_home
 
