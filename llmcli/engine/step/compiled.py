@@ -25,6 +25,7 @@ from llmcli.engine.step.store import (
     kept,
     step_key,
     steps_dir,
+    with_weights,
 )
 
 TAKEN = {"input_ids", "position_ids", "attention_mask", "cache", "logits_to_keep", "use_cache", "return_dict"}
@@ -220,10 +221,7 @@ def _key(loaded: Any, *, building: bool) -> dict[str, Any]:
 
     tensors = [f"{name} {tuple(t.shape)} {t.dtype}" for name, t in named_tensors(loaded.model)]
     key = step_key(loaded.config, tensors=tensors, attn=traced_attention(loaded.attn), cpu=cpu())
-    if may_hold(loaded) and (building or held_kept(key)):
-        return step_key(loaded.config, tensors=tensors, attn=traced_attention(loaded.attn), cpu=cpu(),
-                        weights=weights_digest(loaded))  # fmt: skip
-    return key
+    return with_weights(key, weights_digest(loaded)) if may_hold(loaded) and (building or held_kept(key)) else key
 
 
 @contextmanager

@@ -28,15 +28,13 @@ MANIFEST = "manifest.json"
 CONSTANTS = "constants.safetensors"  # what inductor added to the graph (engine.step.export._made_constants)
 
 
-def step_key(config: dict[str, Any], *, tensors: list[str], attn: str | None, cpu: dict[str, Any],
-             weights: str | None = None) -> dict[str, Any]:  # fmt: skip
-    """`tensors`: each parameter and buffer as 'name shape dtype' (the dtype and the quantization's layout);
-    `weights`: the model files' digest, for a library that holds the weights (None: they are bound at load)."""
+def step_key(config: dict[str, Any], *, tensors: list[str], attn: str | None, cpu: dict[str, Any]) -> dict[str, Any]:
+    """`tensors`: each parameter and buffer as 'name shape dtype' (the dtype and the quantization's layout)."""
     import torch
     import transformers
 
     config_text = json.dumps(config, sort_keys=True, default=str)
-    key = {
+    return {
         "format": FORMAT,
         "config_sha256": hashlib.sha256(config_text.encode()).hexdigest(),
         "tensors_sha256": hashlib.sha256("\n".join(tensors).encode()).hexdigest(),
@@ -45,7 +43,11 @@ def step_key(config: dict[str, Any], *, tensors: list[str], attn: str | None, cp
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }
-    return key if weights is None else {**key, "weights_sha256": weights}
+
+
+def with_weights(key: dict[str, Any], digest: str) -> dict[str, Any]:
+    """The key of a library that holds the weights: `digest` is the model files' (modelfs.identity)."""
+    return {**key, "weights_sha256": digest}
 
 
 def holds_weights(key: dict[str, Any]) -> bool:
