@@ -32,7 +32,9 @@ def register(app: typer.Typer) -> None:
     app.command("chat")(chat)
 
 
-@model_options("model", "revision", "device", *PLACEMENT, "dtype", "quantize", "trust_remote_code", "attn", "threads")
+@model_options(
+    "model", "revision", "device", *PLACEMENT, "dtype", "quantize", "trust_remote_code", "compile", "attn", "threads"
+)
 @decoding_options(CHAT_KEYS)
 @structure_options()
 def chat(
@@ -51,6 +53,7 @@ def chat(
     from llmcli.plan import check_combinations
 
     settings = dict(decoding.values)
+    decoding.compile = bool(model_args.compile)
     kwargs = build_generate_kwargs(decoding)
     spec = model_args.spec()
     check_combinations(spec=spec, kwargs=kwargs, constraint=constraint)
@@ -67,7 +70,7 @@ def chat(
         if not getattr(loaded.tokenizer, "chat_template", None):
             raise UsageError("this model's tokenizer has no chat template; use `llmcli generate --raw` instead")
         session = Session(loaded, kwargs, settings, system, seed)
-        session.plain_step = model_args.compile is False
+        session.plain_step, session.compile = model_args.compile is False, decoding.compile
         session.constraint = _compile(loaded, constraint, kwargs) if constraint is not None else None
         label = f"{source.label} ({loaded.dtype}, {loaded.device})"
     interactive = sys.stdin.isatty()
@@ -119,6 +122,7 @@ class Session:
         self.constraint = None  # engine.generate.constraints.Compiled: every answer follows it
         self.records: list[dict] = []  # each answer's generate --json record, replay block included
         self.plain_step = False  # --no-compile
+        self.compile = False  # --compile: /set keeps it
 
     def saved(self) -> dict:
         """What /save writes: the conversation, the settings, and each answer's record (`llmcli replay` reruns
@@ -177,7 +181,7 @@ class Session:
             raise UsageError(f"/set KEY VALUE with KEY one of {', '.join(settable)}")
         parsed = BY_KEY[key].parse(value)
         settings = dict(self.settings, **{key: parsed})
-        self.kwargs = build_generate_kwargs(DecodingFlags(**settings))
+        self.kwargs = build_generate_kwargs(DecodingFlags(compile=self.compile, **settings))
         self.settings = settings
         output.warn(f"{key} = {parsed}")
 

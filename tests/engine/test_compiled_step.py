@@ -213,3 +213,17 @@ def _for_llama(library: Path) -> bool:
     """The tiny Llama's library: its one mask is a tensor, where the Qwen2's are a dict of them."""
     inputs = json.loads((library.parent / "manifest.json").read_text())["inputs"]
     return not any("full_attention" in item for item in inputs)
+
+
+def test_chat_decodes_with_the_kept_step_and_no_compile_keeps_it_out(tiny_dir, step_home, tmp_path, capsys,
+                                                                      monkeypatch):  # fmt: skip
+    generate(tiny_dir, [*GREEDY, "--compile"], capsys, monkeypatch, step_home)  # kept already, or built now
+    answers = {}
+    for flags in ([], ["--no-compile"]):
+        saved = tmp_path / f"chat-{len(flags)}.json"
+        args = ["chat", "-m", str(tiny_dir), "--dtype", "float32", *GREEDY, *flags]
+        run = run_cli(args, capsys, monkeypatch, stdin=f"Hello\n/save {saved}\n".encode())
+        assert run.code == 0, run.stderr
+        (record,) = json.loads(saved.read_text())["records"]
+        answers[record["stats"]["compiled_step"]] = record["outputs"][0]["token_ids"]
+    assert set(answers) == {"loaded", None} and answers["loaded"] == answers[None]
