@@ -165,7 +165,7 @@ def main() -> int:
         "--llmcli",
         action="append",
         default=[],
-        help="NAME=DTYPE QUANTIZE [kernel], e.g. 'int4=bfloat16 int4' ('kernel': prefill without tiles)",
+        help="NAME=DTYPE QUANTIZE [kernel] [gN], e.g. 'int4=bfloat16 int4 g64' (kernel: no tiles; gN: group size)",
     )
     s.add_argument("--decode", type=int, default=16)
     s.add_argument("--out", required=True)

@@ -16,11 +16,13 @@ from llmcli.engine.load.loader import load
 from llmcli.modelfs.source import ModelSource
 from llmcli.plan import LoadSpec, Quantize
 path, dtype, quantize, decode = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-if sys.argv[5:] == ["kernel"]:  # prefill through torch's int4 kernel, as before the dequantized tiles
+if "kernel" in sys.argv[5:]:  # prefill through torch's int4 kernel, as before the dequantized tiles
     from llmcli.engine.quant import int4_tiles
     int4_tiles.MANY_ROWS = 10**9
+group = next((int(a[1:]) for a in sys.argv[5:] if a[:1] == "g"), None)  # g64: --group-size 64
 started = time.perf_counter()
-loaded = load(ModelSource(__import__('pathlib').Path(path), path), LoadSpec(dtype=dtype, quantize=Quantize(quantize)))
+spec = LoadSpec(dtype=dtype, quantize=Quantize(quantize), group_size=group)
+loaded = load(ModelSource(__import__('pathlib').Path(path), path), spec)
 load_s = time.perf_counter() - started
 ids = torch.randint(100, 40000, (1, 512), generator=torch.Generator().manual_seed(0))
 class Clock:
