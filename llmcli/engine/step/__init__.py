@@ -4,8 +4,9 @@ loads it in milliseconds instead of tracing and compiling again (issue 38, item 
 
 generate() keeps its loop, logits processors, stopping criteria and seeds: the compiled step is handed to it
 as the model's compiled call (the hook transformers' own `--compile` path uses), and every call it cannot take
-(more than one row, a mask or cache of another kind) runs the model's own forward. The library holds no
-weights: the model's parameters and buffers are bound to it at load, where they are.
+(more than one row, a mask or cache of another kind) runs the model's own forward. The library either binds
+the model's parameters and buffers at load, where they are, or (a small bfloat16 model) holds its own copy
+of the weights, reordered for oneDNN (variant).
 
 - store: the key (model config, dtype, quantization, CPU, torch and transformers), the folder and its
   manifest, a damaged or foreign entry told apart from a good one.
