@@ -30,10 +30,10 @@ def build(data: dict[str, Any]) -> Report:
     blocks = [KV(rows)] + ([table] if cached else [Para("cache is empty", "dim")])
     steps = data.get("compiled_steps") or []
     if steps:  # generate --compile's libraries (engine.step), used by later runs of the same model and dtype
-        rows_ = [[s["path"], s["dtype"], s.get("weights", "bound"), human_bytes(s["bytes"]), f"{s['build_seconds']} s",
-                  s["torch"]] for s in steps]  # fmt: skip
-        heads = ["compiled decoding step", "dtype", "weights", "size", "built in", "torch"]
-        blocks.append(Table(heads, rows_, numeric={3, 4}))
+        rows_ = [[s["path"], s.get("model") or "?", s["dtype"], s.get("weights", "bound"), human_bytes(s["bytes"]),
+                  f"{s['build_seconds']} s", s["torch"]] for s in steps]  # fmt: skip
+        heads = ["compiled decoding step", "model", "dtype", "weights", "size", "built in", "torch"]
+        blocks.append(Table(heads, rows_, numeric={4, 5}))
     measured = data.get("kernel_measurements") or []
     if measured:  # engine.load.dtype_probe: the CPU's decoding dtype and product, measured once and kept
         blocks.append(Table(["CPU's product measured", "shape", "rows", "chosen", "ms per product", "torch", "when"],

@@ -36,8 +36,9 @@ class CompiledStep:
     """One model's compiled step. `may_build`: whether a missing or damaged library is built here (`--compile`)
     or the plain step decodes instead (a run that only uses what is kept)."""
 
-    def __init__(self, model: Any, key: dict[str, Any]) -> None:
+    def __init__(self, model: Any, key: dict[str, Any], *, source: str | None = None) -> None:
         self.model, self.key = model, key
+        self.source = source  # the model's directory, named in the manifest for `llmcli models` (not in the key)
         self.may_build = False
         self.runner: Any = None
         self.signature: list[str] | None = None
@@ -133,7 +134,7 @@ class CompiledStep:
         with tempfile.TemporaryDirectory(dir=steps_dir(), prefix=".build-") as scratch:
             built, constants = build(self.model, inputs, Path(scratch), holds_weights=holds_weights(self.key))
             library = keep(self.key, built, constants=constants, seconds=time.perf_counter() - started,
-                           inputs=self.signature or [])  # fmt: skip
+                           inputs=self.signature or [], source=self.source)  # fmt: skip
         seconds = time.perf_counter() - started
         self.how = "built"
         stderr_text(f"compiled the decoding step in {seconds:.1f} s ({library.parent})")
@@ -211,7 +212,7 @@ def step_for(loaded: Any, *, building: bool = False) -> CompiledStep:
     model = loaded.model
     step = _STEPS.get(model)
     if step is None or (building and not holds_weights(step.key) and may_hold(loaded)):
-        _STEPS[model] = step = CompiledStep(model, _key(loaded, building=building))
+        _STEPS[model] = step = CompiledStep(model, _key(loaded, building=building), source=str(loaded.source.path))
     return step
 
 

@@ -115,8 +115,9 @@ def _stat_of(path: Path) -> list[int]:
 
 
 def listed() -> list[dict[str, Any]]:
-    """Every kept step as `llmcli models` lists it: folder, bytes, the cache's dtype, torch, build time and
-    whether the library holds the weights ("held") or they are bound to it at load ("bound")."""
+    """Every kept step as `llmcli models` lists it: folder, bytes, the cache's dtype, torch, build time,
+    whether the library holds the weights ("held") or they are bound to it at load ("bound"), and the model
+    directory it was built from (None for a step kept before that was recorded)."""
     found = []
     for manifest_path in sorted(steps_dir().glob(f"*/{MANIFEST}")):
         try:
@@ -125,7 +126,7 @@ def listed() -> list[dict[str, Any]]:
             size = sum(f.stat().st_size for f in manifest_path.parent.iterdir())
             dtype = str(inputs[-1]).removeprefix("torch.")
             found.append({"path": str(manifest_path.parent), "bytes": size, "dtype": dtype, "torch": key.get("torch"),
-                          "build_seconds": manifest.get("build_seconds"),
+                          "build_seconds": manifest.get("build_seconds"), "model": manifest.get("source"),
                           "weights": "held" if holds_weights(key) else "bound"})  # fmt: skip
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue
@@ -139,8 +140,10 @@ def inputs_of(library: Path) -> list[str]:
         return []
 
 
-def keep(key: dict[str, Any], library: Path, *, constants: dict[str, Any], seconds: float, inputs: list[str]) -> Path:
-    """Moves a freshly built library into the key's folder, with its manifest; returns the kept library. Its
+def keep(key: dict[str, Any], library: Path, *, constants: dict[str, Any], seconds: float, inputs: list[str],
+         source: str | None = None) -> Path:  # fmt: skip
+    """Moves a freshly built library into the key's folder, with its manifest (`source`: the model directory it
+    was built from, for `llmcli models`); returns the kept library. Its
     file name holds its hash: a process that loaded an earlier build holds that file open under its own name
     (the dynamic loader reuses a library it has loaded by name)."""
     from safetensors.torch import save_file
@@ -154,7 +157,8 @@ def keep(key: dict[str, Any], library: Path, *, constants: dict[str, Any], secon
         shutil.copyfile(library, staging / name)
         save_file({name: t.contiguous() for name, t in constants.items()}, str(staging / CONSTANTS))
         manifest = {"key": key, "library": name, "sha256": digest, "constants_sha256": sha256_of(staging / CONSTANTS),
-                    "stat": _stat_of(staging / name), "inputs": inputs, "build_seconds": round(seconds, 1)}  # fmt: skip
+                    "stat": _stat_of(staging / name), "inputs": inputs, "build_seconds": round(seconds, 1),
+                    "source": source}  # fmt: skip
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
         if folder.exists():
             shutil.rmtree(folder)
