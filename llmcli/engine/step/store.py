@@ -143,9 +143,9 @@ def inputs_of(library: Path) -> list[str]:
 def keep(key: dict[str, Any], library: Path, *, constants: dict[str, Any], seconds: float, inputs: list[str],
          source: str | None = None) -> Path:  # fmt: skip
     """Moves a freshly built library into the key's folder, with its manifest (`source`: the model directory it
-    was built from, for `llmcli models`); returns the kept library. Its
-    file name holds its hash: a process that loaded an earlier build holds that file open under its own name
-    (the dynamic loader reuses a library it has loaded by name)."""
+    was built from, for `llmcli models`); returns the kept library. Its file name holds its hash: a process that
+    loaded an earlier build holds that file open under its own name (the dynamic loader reuses a library it has
+    loaded by name)."""
     from safetensors.torch import save_file
 
     folder = folder_of(key)
