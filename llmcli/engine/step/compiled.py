@@ -151,17 +151,16 @@ class CompiledStep:
             from llmcli.engine.load.pages import drop_file_pages
 
             drop_file_pages(str(library))
-            self.how = self.how or "loaded"
-            return runner
-        # inductor's own constants, by their graph names; held here, since the runner uses them where they are
-        self.made = load_file(str(library.parent / CONSTANTS))
-        tensors = {**dict(named_tensors(self.model)), **self.made}
-        names = runner.get_constant_names_to_original_fqns()
-        missing = sorted({fqn.removeprefix("model.") for fqn in names.values()} - tensors.keys())
-        if missing:
-            raise RuntimeError(f"the model has no tensor {missing[0]}")
-        bound = {name: tensors[fqn.removeprefix("model.")] for name, fqn in names.items()}
-        runner.update_constant_buffer(bound, False, True, True)
+        else:
+            # inductor's own constants, by their graph names; held here, since the runner uses them where they are
+            self.made = load_file(str(library.parent / CONSTANTS))
+            tensors = {**dict(named_tensors(self.model)), **self.made}
+            names = runner.get_constant_names_to_original_fqns()
+            missing = sorted({fqn.removeprefix("model.") for fqn in names.values()} - tensors.keys())
+            if missing:
+                raise RuntimeError(f"the model has no tensor {missing[0]}")
+            bound = {name: tensors[fqn.removeprefix("model.")] for name, fqn in names.items()}
+            runner.update_constant_buffer(bound, False, True, True)
         self.how = self.how or "loaded"
         return runner
 

@@ -57,14 +57,24 @@ def holds_weights(key: dict[str, Any]) -> bool:
 def held_kept(key: dict[str, Any]) -> bool:
     """Whether a library that holds the weights is kept for `key`'s model, dtype and CPU, whatever the weights
     (so that a model with none kept is not hashed for nothing)."""
-    for manifest_path in steps_dir().glob(f"*/{MANIFEST}"):
-        try:
-            kept_key = json.loads(manifest_path.read_text(encoding="utf-8"))["key"]
-            if holds_weights(kept_key) and {k: v for k, v in kept_key.items() if k != "weights_sha256"} == key:
-                return True
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            continue
+    for _, manifest in _manifests():
+        kept_key = manifest["key"]
+        if holds_weights(kept_key) and {k: v for k, v in kept_key.items() if k != "weights_sha256"} == key:
+            return True
     return False
+
+
+def _manifests() -> list[tuple[Path, dict[str, Any]]]:
+    """(folder, manifest) of every kept step whose manifest reads as one (a dict with a dict `key`), by folder."""
+    found = []
+    for manifest_path in sorted(steps_dir().glob(f"*/{MANIFEST}")):
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(manifest, dict) and isinstance(manifest.get("key"), dict):
+            found.append((manifest_path.parent, manifest))
+    return found
 
 
 def steps_dir() -> Path:
@@ -119,16 +129,15 @@ def listed() -> list[dict[str, Any]]:
     whether the library holds the weights ("held") or they are bound to it at load ("bound"), and the model
     directory it was built from (None for a step kept before that was recorded)."""
     found = []
-    for manifest_path in sorted(steps_dir().glob(f"*/{MANIFEST}")):
+    for folder, manifest in _manifests():
         try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
             key, inputs = manifest["key"], manifest.get("inputs") or ["?"]
-            size = sum(f.stat().st_size for f in manifest_path.parent.iterdir())
+            size = sum(f.stat().st_size for f in folder.iterdir())
             dtype = str(inputs[-1]).removeprefix("torch.")
-            found.append({"path": str(manifest_path.parent), "bytes": size, "dtype": dtype, "torch": key.get("torch"),
+            found.append({"path": str(folder), "bytes": size, "dtype": dtype, "torch": key.get("torch"),
                           "build_seconds": manifest.get("build_seconds"), "model": manifest.get("source"),
                           "weights": "held" if holds_weights(key) else "bound"})  # fmt: skip
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (OSError, TypeError, AttributeError):
             continue
     return found
 
