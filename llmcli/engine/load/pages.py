@@ -42,10 +42,13 @@ def drop(address: int, length: int, ranges: list[tuple[int, int]]) -> int:
     last = (address + length) // page * page
     if last <= first or not any(start <= first and last <= end for start, end in ranges):
         return 0
+    return last - first if _dontneed(first, last - first) else 0
+
+
+def _dontneed(start: int, length: int) -> bool:
+    """madvise(MADV_DONTNEED) over [start, start + length); whether it was done."""
     libc = _libc()
-    if libc is None or libc.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), MADV_DONTNEED) != 0:
-        return 0
-    return last - first
+    return libc is not None and libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(length), MADV_DONTNEED) == 0
 
 
 @functools.cache
@@ -62,15 +65,10 @@ def drop_file_pages(path: str, *, at_least: int = 1 << 20) -> int:
     of their own (no copy-on-write: what a relocation or a write made); returns the bytes dropped. A compiled
     library that holds its weights copies them out of its file at load, and the file's pages it read would
     otherwise stay counted in the process's memory beside the copy."""
-    libc = _libc()
-    if libc is None or not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux"):
         return 0
-    dropped = 0
-    for start, end, private in _mappings_of(path):
-        if end - start >= at_least and private == 0:
-            if libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), MADV_DONTNEED) == 0:
-                dropped += end - start
-    return dropped
+    return sum(end - start for start, end, private in _mappings_of(path)
+               if end - start >= at_least and private == 0 and _dontneed(start, end - start))  # fmt: skip
 
 
 def _mappings_of(path: str) -> list[tuple[int, int, int]]:
