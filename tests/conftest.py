@@ -34,6 +34,13 @@ def session_home(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def step_home(tmp_path_factory) -> Path:
+    """A home of the compiled steps' tests' own (engine.step): a library built there must not change how the rest
+    of the suite decodes; the tests share it, so that each kind of library is built once."""
+    return tmp_path_factory.mktemp("step-home")
+
+
+@pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory) -> Path:
     """Tiny tied Llama, saved in several shards with an index."""
     path = tmp_path_factory.mktemp("tiny")

@@ -173,6 +173,7 @@ def serve(
         max_batch=max_batch,
         kv_budget_bytes=kv_budget,
         keep_alive_seconds=idle,
+        plain_step=model_args.compile is False,
     )
     from llmcli.engine.batch.scheduler import invariant_batches
 

@@ -42,6 +42,7 @@ class ServeSettings:
     max_batch: int | None = None  # a cap on the rows of a batch (None: bounded by the KV cache's memory)
     kv_budget_bytes: int | None = None  # the KV cache a model's batch may hold (None: half the free memory)
     keep_alive_seconds: float | None = None  # unload a model idle this long (None: never)
+    plain_step: bool = False  # --no-compile: never a kept compiled decoding step (engine.step)
 
 
 class Server:
@@ -51,7 +52,12 @@ class Server:
         self.models, self.settings = models, settings
         self.in_flight = 0
         self.scheduler = Scheduler(
-            SchedulerSettings(settings.batch_invariant, settings.max_batch, settings.kv_budget_bytes)
+            SchedulerSettings(
+                invariant=settings.batch_invariant,
+                max_rows=settings.max_batch,
+                kv_budget_bytes=settings.kv_budget_bytes,
+                plain_step=settings.plain_step,
+            )
         )
         self.grammars = Grammars()
         self.started = time.monotonic()
@@ -102,7 +108,7 @@ class Server:
             seed = checked_seed(served.defaults, kwargs, job.seed)
         except UsageError as exc:
             raise usage_error(exc) from None
-        return GenerationPlan(kwargs=kwargs, seed=seed, logprobs=job.logprobs)
+        return GenerationPlan(kwargs=kwargs, seed=seed, logprobs=job.logprobs, plain_step=self.settings.plain_step)
 
     def admit(self) -> None:
         if self.in_flight >= self.settings.queue_size:

@@ -19,12 +19,6 @@ SAMPLED = ["--seed", "7", "--temperature", "0.9", "--top-p", "0.95", "-n", "12",
 
 
 @pytest.fixture(scope="module")
-def step_home(tmp_path_factory) -> Path:
-    """A home of the module's own: a library built here must not change how the rest of the suite decodes."""
-    return tmp_path_factory.mktemp("step-home")
-
-
-@pytest.fixture(scope="module")
 def tiny_qwen2(tmp_path_factory) -> Path:
     """A tiny Qwen2 with `layer_types`: generate() hands its decoding calls a dict of masks."""
     import torch

@@ -3,7 +3,8 @@
 DynamicLayer appends a step's keys and values with torch.cat, copying the whole cache every step (a fifth of
 a step at 8 rows of a few hundred tokens on CPU). This layer writes each step's column into spare room and
 hands attention a view of the filled part; when the room is full, or the batch replaced the tensors (rows
-joined or left), it takes new room with ROOM more columns.
+joined or left), it takes new room with ROOM more columns. A lone row's step through the compiled library
+(engine.step.lone) writes its column into the same room.
 """
 
 from __future__ import annotations
@@ -36,11 +37,24 @@ def _roomy_layer() -> type:
                 self.lazy_initialization(key_states, value_states)
             length = self.keys.shape[-2] if self.keys.dim() == 4 else 0
             end = length + key_states.shape[-2]
-            if not self._fits(end):
-                self.room = (_room(self.keys, key_states, end), _room(self.values, value_states, end))
-            keys, values = self.room
+            keys, values = self.reserve(end, key_states, value_states)
             keys[:, :, length:end] = key_states
             values[:, :, length:end] = value_states
+            return self.filled(end)
+
+        def reserve(self, end: int, keys_like: Any = None, values_like: Any = None) -> tuple[Any, Any]:
+            """The layer's room (keys, values: [rows, heads, columns, dim]), taken afresh unless the current
+            keys start it and it has `end` columns. Columns past the filled ones hold zeros, never garbage: the
+            compiled step attends over the whole room, masked, and a masked NaN would still spoil a sum."""
+            if not self._fits(end):
+                keys_like = self.keys if keys_like is None else keys_like
+                values_like = self.values if values_like is None else values_like
+                self.room = (_room(self.keys, keys_like, end), _room(self.values, values_like, end))
+            return self.room
+
+        def filled(self, end: int) -> tuple[Any, Any]:
+            """The first `end` columns of the room become the layer's keys and values."""
+            keys, values = self.room
             self.keys, self.values = keys[:, :, :end], values[:, :, :end]
             return self.keys, self.values
 
@@ -58,7 +72,7 @@ def _roomy_layer() -> type:
 def _room(old: Any, new: Any, end: int) -> Any:
     """Fresh room for `end` columns and ROOM more, holding `old` at its start."""
     batch, heads, _, dim = new.shape
-    room = new.new_empty(batch, heads, end + ROOM, dim)
+    room = new.new_zeros(batch, heads, end + ROOM, dim)
     if old.dim() == 4 and old.shape[-2]:
         room[:, :, : old.shape[-2]] = old
     return room

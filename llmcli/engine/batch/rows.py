@@ -31,6 +31,7 @@ class RowStats:
     count: int = 0  # tokens chosen, one per step
     rows_total: int = 0
     rows_max: int = 1
+    compiled: int = 0  # steps decoded alone through the compiled library (engine.step.lone)
 
     def step(self, rows: int) -> None:
         now = time.perf_counter()
@@ -124,4 +125,5 @@ def row_result(row: Row, *, interrupted: bool) -> Any:
     result.stats.attn_implementation = getattr(call.loaded.model.config, "_attn_implementation", None)
     result.stats.requests_in_batch = marks.rows_max
     result.stats.batch_rows_mean = round(marks.rows_mean, 2)
+    result.stats.compiled_step = "loaded" if marks.compiled else None
     return result

@@ -38,6 +38,7 @@ class SchedulerSettings:
     invariant: bool = False  # --batch-invariant: rows share a batch only where the output equals a solo run
     max_rows: int | None = None  # a cap on the batch (None: the KV budget alone)
     kv_budget_bytes: int | None = None  # the KV cache the rows of one model may hold (None: from free memory)
+    plain_step: bool = False  # --no-compile: a lone row never steps through a kept compiled library
 
 
 class Scheduler:
@@ -163,8 +164,18 @@ class Scheduler:
         if batch is None:
             from llmcli.engine.load.devices import input_device
 
-            batch = self.batches[id(loaded)] = Batch(loaded.model, input_device(loaded.model))
+            batch = Batch(loaded.model, input_device(loaded.model), lone=self._lone_step(loaded))
+            self.batches[id(loaded)] = batch
         return batch
+
+    def _lone_step(self, loaded: Any) -> Any:
+        """The kept compiled step a lone row of this model decodes through (engine.step.lone), unless
+        --no-compile or --batch-invariant (its rounding is not the batched kernel's) keep it on the forward."""
+        if self.settings.plain_step or self.settings.invariant:
+            return None
+        from llmcli.engine.step.lone import lone_step
+
+        return lone_step(loaded)
 
     def _room(self, batch: Batch, calls: list[Any]) -> bool:
         """Whether the batch can take these calls too (the last one is the newcomer)."""

@@ -5,7 +5,8 @@ The cache is left-padded: every row's keys and values end at the same column, th
 row's padding, and position ids count each row's own tokens, so a row computes what it would compute alone
 (float32 on CPU gives the same tokens; other dtypes round differently for other batch shapes). Rows that
 arrive together are prefilled together, their cache padded to the batch's width and stacked under the
-others; a row that leaves is cut out, and columns that became padding in every row are dropped.
+others; a row that leaves is cut out, and columns that became padding in every row are dropped. A row alone
+in its batch may step through the kept compiled library instead (engine.step.lone).
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ def cache_mergeable(model: Any) -> bool:
 class Batch:
     """The rows decoding together, their cache and attention mask."""
 
-    def __init__(self, model: Any, device: Any):
+    def __init__(self, model: Any, device: Any, *, lone: Any = None):
         self.model, self.device = model, device
+        self.lone = lone  # engine.step.lone's LoneStep: a lone row's step through the kept compiled library
         self.rows: list[Row] = []
         self.cache: Any = None
         self.mask: Any = None  # [rows, width] of 0/1
@@ -109,11 +111,28 @@ class Batch:
         last = torch.tensor([[r.generated[-1]] for r in self.rows], device=self.device)
         positions = torch.tensor([[r.length - 1] for r in self.rows], device=self.device)
         self.mask = torch.cat([self.mask, torch.ones_like(last)], dim=1)
-        logits = self._last_logits(last, self.mask, positions, self.cache)
+        logits = self._lone_logits(last, positions) if self.lone is not None and len(self.rows) == 1 else None
+        if logits is None:
+            logits = self._last_logits(last, self.mask, positions, self.cache)
         count = len(self.rows)
         for row, token in zip(self.rows, choose_all(self.rows, logits), strict=True):
             row.accept(token, count)
         return self.drop([r for r in self.rows if r.finish is not None])
+
+    def _lone_logits(self, ids: Any, positions: Any) -> Any:
+        """The lone row's float32 logits from the compiled library, its keys and values written into the cache's
+        room as the model's forward would have; None where the library does not take the step."""
+        import torch
+
+        end = self.width  # the new token's column is the last
+        rooms = [layer.reserve(end) for layer in self.cache.layers]
+        logits = self.lone.logits(ids, positions, self.mask, rooms, end - 1)
+        if logits is None:
+            return None
+        for layer in self.cache.layers:
+            layer.filled(end)
+        self.rows[0].stats.compiled += 1
+        return logits[:, -1].to(dtype=torch.float32, copy=True)
 
     def drop(self, leaving: list[Row]) -> list[Row]:
         """The given rows cut out of the batch (finished, or their client gone)."""

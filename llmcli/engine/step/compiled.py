@@ -50,13 +50,22 @@ class CompiledStep:
 
     def __call__(self, **inputs: Any) -> Any:
         flat = None if self.failed else self._flat(inputs)
-        if flat is None or (self.runner is None and not self._ready(inputs)):
+        logits = None if flat is None else self.logits(flat, inputs)
+        if logits is None:
             return self.model(**inputs)
         from transformers.modeling_outputs import CausalLMOutputWithPast
 
+        return CausalLMOutputWithPast(logits=logits, cache=inputs["cache"])
+
+    def logits(self, flat: list, inputs: dict[str, Any] | None = None) -> Any:
+        """The library's logits for its inputs in its order (`flat`, of the dtypes in `signature`), or None: the
+        plain step decodes. A library is built here only for generate()'s own call (`inputs`, under
+        `may_build`); a caller without them (serve's lone row) only loads a kept one."""
+        if self.failed or (self.runner is None and not self._ready(inputs)):
+            return None
         (logits,) = self.runner.run(flat)
         self.ran = True
-        return CausalLMOutputWithPast(logits=logits, cache=inputs["cache"])
+        return logits
 
     def _flat(self, inputs: dict[str, Any]) -> list | None:
         """The library's inputs, or None where this call is not one the library takes."""
@@ -91,7 +100,7 @@ class CompiledStep:
         return [ids, positions, *tensors, *(t for layer in layers for t in (layer.keys, layer.values,
                                                                             layer.cumulative_length))]  # fmt: skip
 
-    def _ready(self, inputs: dict[str, Any]) -> bool:
+    def _ready(self, inputs: dict[str, Any] | None) -> bool:
         from llmcli.errors import squash
         from llmcli.output import stderr_text
 
@@ -109,7 +118,7 @@ class CompiledStep:
             if damaged:
                 stderr_text(f"the compiled decoding step in {folder_of(self.key)} is damaged ({damaged}); "
                             + ("building it again" if self.may_build else "decoding with the plain step"))  # fmt: skip
-            if not self.may_build:
+            if not self.may_build or inputs is None:
                 self.failed = damaged or "none is kept"
                 return False
             self.runner = self._load(self._build(inputs))

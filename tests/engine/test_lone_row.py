@@ -1,0 +1,95 @@
+"""serve's lone row through the kept compiled step (engine.step.lone): a row alone in its batch decodes through
+the library generate() uses, the rows that join it later take the model's forward over the same cache, and
+every row keeps the tokens of its solo run (float32, a library that holds the weights beside oneDNN's and one
+bound to torch's own); --no-compile and --batch-invariant keep lone rows on the forward."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmcli.engine.batch import kv_room
+from llmcli.engine.batch.scheduler import Scheduler, SchedulerSettings
+from llmcli.engine.generate.generation import generate, stream_generate
+from llmcli.plan import GenerationPlan
+from tests.engine.test_batching import MIXED, PROMPTS, drain
+from tests.engine.test_compiled_step import GREEDY, holding_weights
+from tests.engine.test_compiled_step import generate as generate_cli
+
+LONG = GenerationPlan(kwargs={"do_sample": False, "max_new_tokens": 40, "min_new_tokens": 40}, seed=None)
+
+
+def loaded_with(tiny_dir, *, prepack: bool):
+    from llmcli.engine.load.loader import load
+    from llmcli.modelfs.source import resolve_model
+    from llmcli.plan import Dtype, LoadSpec
+
+    return load(resolve_model(str(tiny_dir)), LoadSpec(dtype=Dtype("float32"), prepack=prepack))
+
+
+def solo(loaded, prompt, plan):
+    """The prompt's tokens through generate() on the plain step."""
+    from dataclasses import replace
+
+    return generate(loaded, [prompt], replace(plan, plain_step=True), raw=True)[0].outputs[0].token_ids
+
+
+def recorded_logits(monkeypatch) -> dict[tuple[int, ...], list]:
+    """Every row's logits at each of its steps, by its prompt, as the batch hands them to the rows' choice."""
+    from llmcli.engine.batch import stepper
+
+    seen: dict[tuple[int, ...], list] = {}
+    choose = stepper.choose_all
+
+    def recording(rows, logits):
+        for i, row in enumerate(rows):
+            seen.setdefault(tuple(row.prompt), []).append(logits[i].clone())
+        return choose(rows, logits)
+
+    monkeypatch.setattr(stepper, "choose_all", recording)
+    return seen
+
+
+def alone_then_joined(loaded, settings: SchedulerSettings) -> list:
+    """A long request that decodes alone, joined mid-way by a second, which leaves before it: their results."""
+    scheduler = Scheduler(settings)
+    first = stream_generate(loaded, [PROMPTS[0]], LONG, raw=True, scheduler=scheduler, stream_text=True)
+    iterator = iter(first)
+    next(iterator)
+    [joined] = drain(stream_generate(loaded, [PROMPTS[1]], MIXED[1], raw=True, scheduler=scheduler))[1]
+    for _ in iterator:
+        pass
+    return [*first.results, joined]
+
+
+@pytest.mark.parametrize("weights", ["held", "bound"])
+def test_a_lone_row_steps_through_the_library_and_others_join_it(weights, tiny_dir, step_home, capsys, monkeypatch):
+    import torch
+
+    if weights == "held":
+        holding_weights(monkeypatch)
+    generate_cli(tiny_dir, [*GREEDY, "--compile"], capsys, monkeypatch, step_home)  # kept already, or built now
+    monkeypatch.setattr(kv_room, "ROOM", 3)  # the room is taken afresh every few steps, alone and in a batch
+    loaded = loaded_with(tiny_dir, prepack=weights == "held")
+    assert loaded.prepacked == (weights == "held")
+    logits = recorded_logits(monkeypatch)
+    plain = alone_then_joined(loaded, SchedulerSettings(plain_step=True))
+    on_forward, logits_forward = [r.stats.compiled_step for r in plain], dict(logits)
+    logits.clear()
+    alone, joined = alone_then_joined(loaded, SchedulerSettings())
+    assert on_forward == [None, None] and (alone.stats.compiled_step, alone.stats.requests_in_batch) == ("loaded", 2)
+    for prompt, steps in logits.items():  # each row's logits at every step, alone or beside the other
+        assert torch.allclose(torch.stack(steps), torch.stack(logits_forward[prompt]), atol=1e-4, rtol=1e-4)
+    assert alone.outputs[0].token_ids == solo(loaded, PROMPTS[0], LONG) == plain[0].outputs[0].token_ids
+    assert joined.outputs[0].token_ids == solo(loaded, PROMPTS[1], MIXED[1])
+
+
+@pytest.mark.parametrize("settings", [SchedulerSettings(plain_step=True), SchedulerSettings(invariant=True)])
+def test_no_compile_and_batch_invariant_keep_lone_rows_on_the_forward(settings, tiny_dir, step_home, capsys,
+                                                                      monkeypatch):  # fmt: skip
+    generate_cli(tiny_dir, [*GREEDY, "--compile"], capsys, monkeypatch, step_home)
+    loaded = loaded_with(tiny_dir, prepack=False)
+    [result] = drain(stream_generate(loaded, [PROMPTS[2]], LONG, raw=True, scheduler=Scheduler(settings)))[1]
+    assert result.stats.compiled_step is None
+    assert result.outputs[0].token_ids == solo(loaded, PROMPTS[2], LONG)
+    [result] = drain(stream_generate(loaded, [PROMPTS[2]], LONG, raw=True, scheduler=Scheduler(SchedulerSettings())))[1]
+    assert result.stats.compiled_step == "loaded"  # the same load, without either: the library
