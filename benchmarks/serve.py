@@ -5,11 +5,12 @@ Loads (chat completions of 128 tokens, `ignore_eos` so that every engine does th
 connection pool, as the openai client and load generators use): 1, 4, 8, 16 and 32 clients greedy, and the
 same counts sampling at temperature 0.7, top_p 0.95, each with its own seed (`--loads` picks some). The
 aggregate is completion tokens per second over the wall time of the whole load. Servers: `llmcli serve`
-with no flags, with `--dtype bfloat16`, with `--batch-invariant`, with `--no-prepack` (part 'unpacked':
-torch's own CPU matrix products), and vLLM (float32, and bfloat16 as part vllm_bfloat16; skipped without
-.venv-vllm). For one lone request, where its time goes: the server's own decode time against the client's
-wall time. Also: (a) a one-shot `llmcli generate` against the same call with --server; (d) warm decode with
---compile.
+with no flags, with `--dtype bfloat16`, with `--dtype bfloat16 --no-compile` (part 'bfloat16_plain': lone
+rows on the model's forward, not a kept compiled step), with `--batch-invariant`, with `--no-prepack` (part
+'unpacked': torch's own CPU matrix products), and vLLM (float32, and bfloat16 as part vllm_bfloat16; skipped
+without .venv-vllm). For one lone request, where its time goes: the server's own decode time against the
+client's wall time. Also: (a) a one-shot `llmcli generate` against the same call with --server; (d) warm
+decode with --compile.
 Run: .venv/bin/python benchmarks/serve.py [--parts llmcli,float32,bfloat16,invariant,vllm,vllm_bfloat16] > result.json
 """
 
@@ -206,6 +207,9 @@ def main() -> None:
     runs = {
         "llmcli": lambda: served([], lambda url: {**loads(url, "default", args.reps), "lone": where_time_goes(url)}),
         "bfloat16": lambda: served(["--dtype", "bfloat16"], lambda url: loads(url, "default", args.reps)),
+        "bfloat16_plain": lambda: served(
+            ["--dtype", "bfloat16", "--no-compile"], lambda url: loads(url, "default", args.reps)
+        ),
         "float32": lambda: served(["--dtype", "float32"], lambda url: loads(url, "default", args.reps)),
         "invariant": lambda: served(["--batch-invariant"], lambda url: loads(url, "default", args.reps)),
         "unpacked": lambda: served(["--no-prepack"], lambda url: loads(url, "default", args.reps)),

@@ -69,6 +69,7 @@ def test_a_lone_row_steps_through_the_library_and_others_join_it(weights, tiny_d
         holding_weights(monkeypatch)
     generate_cli(tiny_dir, [*GREEDY, "--compile"], capsys, monkeypatch, step_home)  # kept already, or built now
     monkeypatch.setattr(kv_room, "ROOM", 3)  # the room is taken afresh every few steps, alone and in a batch
+    monkeypatch.setattr(kv_room, "LONE_ROOM", 2)
     loaded = loaded_with(tiny_dir, prepack=weights == "held")
     assert loaded.prepacked == (weights == "held")
     logits = recorded_logits(monkeypatch)

@@ -124,8 +124,10 @@ class Batch:
         room as the model's forward would have; None where the library does not take the step."""
         import torch
 
+        from llmcli.engine.batch.kv_room import LONE_ROOM
+
         end = self.width  # the new token's column is the last
-        rooms = [layer.reserve(end) for layer in self.cache.layers]
+        rooms = [layer.reserve(end, spare=LONE_ROOM) for layer in self.cache.layers]
         logits = self.lone.logits(ids, positions, self.mask, rooms, end - 1)
         if logits is None:
             return None
