@@ -3,7 +3,8 @@ they measure faster) against the plain step, as a user meets them: one-shot `llm
 processes, wall time included (load, prefill, the library's load), interleaved so that the
 machine's drift hits both alike; beside llama-cpp-python on the default model's own GGUF where a Python with
 llama_cpp is named. Issue 38, item 1 (does the step pay for a one-shot generate with a warm cache?) and item 7
-(the default model's single stream against llama.cpp's).
+(the default model's single stream against llama.cpp's). `--prompt-file` gives llmcli a long prompt instead (the
+llama.cpp side keeps its own).
 
     python benchmarks/compiled_step.py --reps 5 [--llama-python /path/to/venv/bin/python] \\
         --out docs/measurements/compiled-step-DATE.json
@@ -55,10 +56,10 @@ def llmcli(args: list[str], *, probe: bool = True) -> tuple[dict, str, float, in
     )
 
 
-def one_shot(dtype: str, way: str, tokens: int) -> dict:
+def one_shot(dtype: str, way: str, tokens: int, prompt: str) -> dict:
     args = ["generate", "--dtype", dtype, "-n", str(tokens), "--min-new-tokens", str(tokens), "--greedy", "--json"]
     flags, probe = WAYS[way]
-    data, _, wall, peak_kb = llmcli([*args, *flags, PROMPT], probe=probe)
+    data, _, wall, peak_kb = llmcli([*args, *flags, prompt], probe=probe)
     stats = data["stats"]
     return {"wall_s": round(wall, 3), "decode_tok_s": stats["decode_tokens_per_second"],
             "peak_mib": (peak_kb or 0) // 1024, "ttft_s": stats["time_to_first_token"],
@@ -86,12 +87,15 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--dtypes", default="bfloat16,float32")
     parser.add_argument("--llama-python", help="a Python that imports llama_cpp (llama-cpp-python)")
+    parser.add_argument("--prompt-file", type=Path, help="llmcli's prompt: this file's first --prompt-chars characters")
+    parser.add_argument("--prompt-chars", type=int, default=4500)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    prompt = args.prompt_file.read_text()[: args.prompt_chars] if args.prompt_file else PROMPT
     sys.path.insert(0, str(ROOT))
     from llmcli.engine.load.environment import cpu
 
-    record: dict = {"cpu": cpu(), "tokens": args.tokens, "reps": args.reps, "prompt": PROMPT, "dtypes": {}}
+    record: dict = {"cpu": cpu(), "tokens": args.tokens, "reps": args.reps, "prompt": prompt[:200], "dtypes": {}}
     if args.llama_python:  # before and after llmcli's runs, so that the machine's drift shows
         record["llama_cpp_before"] = llama_cpp(args.llama_python, args.tokens, args.reps)
         print("llama.cpp before", record["llama_cpp_before"]["decode_tok_s"], file=sys.stderr)
@@ -101,7 +105,7 @@ def main() -> int:
         runs: dict[str, list] = {way: [] for way in WAYS}
         for _ in range(args.reps):
             for way in WAYS:
-                runs[way].append(one_shot(dtype, way, args.tokens))
+                runs[way].append(one_shot(dtype, way, args.tokens, prompt))
         same = {way: all(r["token_ids"] == runs["plain"][0]["token_ids"] for r in done) for way, done in runs.items()}
         row = {"build_s": float(built.group(1)) if built else None, "build_run_wall_s": round(wall, 1),
                "same_tokens": same}  # fmt: skip

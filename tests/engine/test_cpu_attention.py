@@ -59,13 +59,35 @@ def test_decoding_with_it_follows_the_plain_model_to_bfloat16_rounding(narrow, t
     assert torch.allclose(first, theirs.logits[1].float(), atol=0.05, rtol=0.05)
 
 
-def test_a_static_cache_call_and_the_compiled_step_keep_plain_sdpa(narrow):
-    """The compiled step is traced with plain SDPA and keyed by it; a static cache's call switches to it."""
+def test_a_static_cache_call_keeps_plain_sdpa(narrow):
+    """generate() calls a static cache's step (and so the compiled one) under plain SDPA."""
     from llmcli.engine.generate.attention import attention_for_call, choose
-    from llmcli.engine.step.compiled import traced_attention
 
     assert choose(narrow, 10, static_cache=True) == "sdpa" and choose(narrow, 10, static_cache=False) is None
     with attention_for_call(narrow, 10, True) as used:
         assert used == "sdpa" and narrow.attn == "sdpa"
     assert narrow.attn == cpu_attention.NAME
-    assert traced_attention(cpu_attention.NAME) == "sdpa" and traced_attention("eager") == "eager"
+
+
+def test_the_compiled_step_is_traced_and_keyed_with_the_float32_step(narrow, tiny_dir, step_home, capsys,
+                                                                     monkeypatch):  # fmt: skip
+    """The library is traced with the load's float32 decoding step, not the plain SDPA generate() calls it under
+    (torch's bfloat16 flash attention is the slow one), and its key says so."""
+    import torch
+
+    from llmcli.engine.step.compiled import step_for
+    from tests.helpers import run_cli
+
+    assert step_for(narrow).key["attention"] == cpu_attention.NAME
+    traced, export = [], torch.export.export
+
+    def recording(module, *args, **kwargs):
+        traced.append(module.model.config._attn_implementation)
+        return export(module, *args, **kwargs)
+
+    monkeypatch.setattr(torch.export, "export", recording)
+    monkeypatch.setenv("LLMCLI_HOME", str(step_home))
+    args = ["generate", "-m", str(tiny_dir), "--dtype", "bfloat16", "hello", "--greedy", "-n", "6", "--json"]
+    run = run_cli([*args, "--compile"], capsys, monkeypatch)
+    assert run.code == 0 and run.json()["stats"]["compiled_step"] == "built", run.stderr
+    assert traced == [cpu_attention.NAME]

@@ -1,7 +1,8 @@
 """Which attention kernel one generate() call uses when the user left `--attn auto`: on CUDA (below), and on
 the CPU plain SDPA for a static cache's step, compiled or not, where the load chose engine.load.cpu_attention's
-float32 step (the compiled step is traced with plain SDPA, and under the registered attention generate() did
-not call it: a static cache's step then attended over the whole cache eagerly, 7 tok/s).
+float32 step (under the registered attention generate() did not call the compiled step: a static cache's step
+then attended over the whole cache eagerly, 7 tok/s). The compiled step itself is traced with the float32
+step (engine.step.export), so that switch only names the call.
 
 Measured on an H200 with a Qwen2.5-7B-shaped model (docs/performance.md): in a fresh process, SDPA's
 decoding steps cost 65 ms (cuDNN backend) or 34 ms (without it) until each key length has been seen once
@@ -24,7 +25,7 @@ def choose(loaded: Any, prefill_tokens: int, static_cache: bool) -> str | None:
     """The implementation to switch to for this call, or None to keep the one loaded."""
     from llmcli.engine.load.cpu_attention import NAME
 
-    if static_cache and loaded.attn == NAME:  # a static cache's step (the compiled one too) runs plain SDPA
+    if static_cache and loaded.attn == NAME:  # generate() calls the compiled step under plain SDPA
         return "sdpa"
     if loaded.attn_request != "auto" or not loaded.device.startswith("cuda") or static_cache:
         return None

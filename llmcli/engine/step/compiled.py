@@ -141,7 +141,8 @@ class CompiledStep:
         started = time.perf_counter()
         steps_dir().mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=steps_dir(), prefix=".build-") as scratch:
-            built, constants = build(self.model, inputs, Path(scratch), holds_weights=holds_weights(self.key))
+            built, constants = build(self.model, inputs, Path(scratch), holds_weights=holds_weights(self.key),
+                                     attention=self.key["attention"])  # fmt: skip
             library = keep(self.key, built, constants=constants, seconds=time.perf_counter() - started,
                            inputs=self.signature or [], source=self.source)  # fmt: skip
         seconds = time.perf_counter() - started
@@ -204,14 +205,6 @@ def usable(loaded: Any) -> bool:
     return library is not None
 
 
-def traced_attention(attn: str | None) -> str | None:
-    """The attention the step is traced with: plain SDPA where the load chose the CPU's float32 decoding step
-    (engine.load.cpu_attention; generate switches to SDPA for a static cache's call)."""
-    from llmcli.engine.load.cpu_attention import NAME
-
-    return "sdpa" if attn == NAME else attn
-
-
 def step_for(loaded: Any, *, building: bool = False) -> CompiledStep:
     """The loaded model's compiled step (one a process, its library shared by every call). Its library holds
     the weights where engine.step.variant allows it and one is to be built (`building`) or is kept."""
@@ -229,7 +222,7 @@ def _key(loaded: Any, *, building: bool) -> dict[str, Any]:
     from llmcli.engine.step.variant import may_hold, weights_digest
 
     tensors = [f"{name} {tuple(t.shape)} {t.dtype}" for name, t in named_tensors(loaded.model)]
-    key = step_key(loaded.config, tensors=tensors, attn=traced_attention(loaded.attn), cpu=cpu())
+    key = step_key(loaded.config, tensors=tensors, attn=loaded.attn, cpu=cpu())
     return with_weights(key, weights_digest(loaded)) if may_hold(loaded) and (building or held_kept(key)) else key
 
 
