@@ -224,3 +224,32 @@ def test_the_rows_of_a_batch_choose_on_the_engine_thread(loaded, monkeypatch):
     gate.set()
     assert all(drain(s)[1][0].outputs[0].token_ids for s in streams)
     assert threads == {engine_thread().submit(threading.current_thread).result()}
+
+
+def test_a_bfloat16_batch_keeps_its_cache_in_float32_and_computes_what_it_did(tiny_dir, monkeypatch):
+    """Where a decoding step's attention upcasts (engine.load.cpu_attention), the batch's cache is kept in
+    float32 instead of copied up in every layer of every step: the same tokens, bit for bit the same arithmetic."""
+    import torch
+
+    from llmcli.engine.batch import stepper
+
+    loaded = load_tiny(tiny_dir, "bfloat16")
+    dtypes = []
+    step = stepper.Batch.step
+
+    def recording(self):
+        done = step(self)
+        dtypes.extend([self.cache.layers[0].keys.dtype] if self.rows else [])
+        return done
+
+    def run():
+        streams, gate = queued(loaded, PROMPTS[:3], MIXED[:3], Scheduler(SchedulerSettings(plain_step=True)))
+        gate.set()
+        return [drain(stream)[1][0].outputs[0].token_ids for stream in streams]
+
+    monkeypatch.setattr(stepper.Batch, "step", recording)
+    wide = run()
+    assert dtypes and set(dtypes) == {torch.float32}
+    dtypes.clear()
+    monkeypatch.setattr(stepper, "wide_cache_dtype", lambda model: None)
+    assert run() == wide and set(dtypes) == {torch.bfloat16}

@@ -43,6 +43,9 @@ def test_a_step_is_sdpa_on_float32_copies_and_a_prefill_is_sdpa_itself(narrow):
     mask = torch.ones(1, 1, 5, 37, dtype=torch.bool).tril(32)
     out, _ = cpu_attention.attention(module, many, keys, values, mask)
     assert torch.equal(out, sdpa_attention_forward(module, many, keys, values, mask)[0])
+    out, _ = cpu_attention.attention(module, many, keys.float(), values.float(), mask)  # serve's float32 cache
+    wide, _ = sdpa_attention_forward(module, many.float(), keys.float(), values.float(), mask)
+    assert out.dtype == torch.bfloat16 and torch.equal(out, wide.to(torch.bfloat16))
 
 
 def test_decoding_with_it_follows_the_plain_model_to_bfloat16_rounding(narrow, tiny_dir):
@@ -69,7 +72,7 @@ def test_a_static_cache_call_keeps_plain_sdpa(narrow):
     assert narrow.attn == cpu_attention.NAME
 
 
-def test_the_compiled_step_is_traced_and_keyed_with_the_float32_step(narrow, tiny_dir, step_home, capsys,
+def test_the_compiled_step_is_traced_and_keyed_with_the_float32_step(narrow, tiny_dir, tmp_path, capsys,
                                                                      monkeypatch):  # fmt: skip
     """The library is traced with the load's float32 decoding step, not the plain SDPA generate() calls it under
     (torch's bfloat16 flash attention is the slow one), and its key says so."""
@@ -86,7 +89,7 @@ def test_the_compiled_step_is_traced_and_keyed_with_the_float32_step(narrow, tin
         return export(module, *args, **kwargs)
 
     monkeypatch.setattr(torch.export, "export", recording)
-    monkeypatch.setenv("LLMCLI_HOME", str(step_home))
+    monkeypatch.setenv("LLMCLI_HOME", str(tmp_path))  # a home of its own: the library is built here
     args = ["generate", "-m", str(tiny_dir), "--dtype", "bfloat16", "hello", "--greedy", "-n", "6", "--json"]
     run = run_cli([*args, "--compile"], capsys, monkeypatch)
     assert run.code == 0 and run.json()["stats"]["compiled_step"] == "built", run.stderr

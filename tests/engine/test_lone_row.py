@@ -18,12 +18,12 @@ from tests.engine.test_compiled_step import generate as generate_cli
 LONG = GenerationPlan(kwargs={"do_sample": False, "max_new_tokens": 40, "min_new_tokens": 40}, seed=None)
 
 
-def loaded_with(tiny_dir, *, prepack: bool):
+def loaded_with(tiny_dir, *, prepack: bool, dtype: str = "float32"):
     from llmcli.engine.load.loader import load
     from llmcli.modelfs.source import resolve_model
     from llmcli.plan import Dtype, LoadSpec
 
-    return load(resolve_model(str(tiny_dir)), LoadSpec(dtype=Dtype("float32"), prepack=prepack))
+    return load(resolve_model(str(tiny_dir)), LoadSpec(dtype=Dtype(dtype), prepack=prepack))
 
 
 def solo(loaded, prompt, plan):
@@ -94,3 +94,33 @@ def test_no_compile_and_batch_invariant_keep_lone_rows_on_the_forward(settings, 
     assert result.outputs[0].token_ids == solo(loaded, PROMPTS[2], LONG)
     [result] = drain(stream_generate(loaded, [PROMPTS[2]], LONG, raw=True, scheduler=Scheduler(SchedulerSettings())))[1]
     assert result.stats.compiled_step == "loaded"  # the same load, without either: the library
+
+
+def test_bfloat16_alone_on_the_library_float32_in_a_batch(tiny_dir, step_home, capsys, monkeypatch):
+    """A bfloat16 lone row gives the library a bfloat16 cache; once another row joins, the batch's cache is
+    float32 (engine.batch.stepper.wide_cache_dtype); alone again, bfloat16 again."""
+    import torch
+
+    from llmcli.engine.batch import stepper
+    from tests.helpers import run_cli
+
+    monkeypatch.setenv("LLMCLI_HOME", str(step_home))
+    args = ["generate", "-m", str(tiny_dir), "--dtype", "bfloat16", "hi", "--greedy", "-n", "4", "--compile"]
+    assert run_cli(args, capsys, monkeypatch).code == 0
+    loaded = loaded_with(tiny_dir, prepack=True, dtype="bfloat16")
+    seen = []
+    step = stepper.Batch.step
+
+    def recording(self):
+        rows = len(self.rows)
+        done = step(self)
+        seen.append((rows, self.cache.layers[0].keys.dtype if self.rows else None))
+        return done
+
+    monkeypatch.setattr(stepper.Batch, "step", recording)
+    alone, joined = alone_then_joined(loaded, SchedulerSettings())
+    assert alone.stats.compiled_step == "loaded" and len(alone.outputs[0].token_ids) == 40
+    assert len(joined.outputs[0].token_ids) == 16
+    kinds = {(rows, dtype) for rows, dtype in seen if dtype is not None}
+    assert kinds == {(1, torch.bfloat16), (2, torch.float32)}
+    assert [rows for rows, _ in seen][-1] == 1  # the first finished alone again

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmcli.engine.batch.rows import Row, row_result
-from llmcli.engine.batch.stepper import Batch, cache_mergeable
+from llmcli.engine.batch.stepper import Batch, cache_mergeable, wide_cache_dtype
 from llmcli.engine.generate.calls import FALLBACK_MAX_NEW_TOKENS
 
 # generate() settings a row honours itself (token choice through transformers' processors, or its stops);
@@ -258,12 +258,13 @@ def _reserve(call: Any) -> int:
 
 
 def kv_bytes_per_token(loaded: Any) -> int:
-    """Keys and values of one token across the layers, as the model's dtype holds them (modelfs.memory's count
-    over config.json's geometry)."""
+    """Keys and values of one token across the layers, as the batch's cache holds them (the model's dtype, or
+    float32: stepper.wide_cache_dtype; modelfs.memory's count over config.json's geometry)."""
     from llmcli.modelfs.config import geometry
     from llmcli.modelfs.memory import kv_bytes_per_token as per_token
 
-    count = per_token(geometry(loaded.config), loaded.model.dtype.itemsize)
+    wide = wide_cache_dtype(loaded.model)
+    count = per_token(geometry(loaded.config), (wide or loaded.model.dtype).itemsize)
     if count is None:
         raise ValueError("config.json does not give the KV cache's shape (layers, heads, head size)")
     return count

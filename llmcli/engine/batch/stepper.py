@@ -35,6 +35,7 @@ class Batch:
     def __init__(self, model: Any, device: Any, *, lone: Any = None):
         self.model, self.device = model, device
         self.lone = lone  # engine.step.lone's LoneStep: a lone row's step through the kept compiled library
+        self.wide = wide_cache_dtype(model)  # the cache's dtype while rows step on the model's forward
         self.rows: list[Row] = []
         self.cache: Any = None
         self.mask: Any = None  # [rows, width] of 0/1
@@ -99,8 +100,9 @@ class Batch:
             return
         width = max(self.width, int(mask.shape[1]))
         for mine, theirs in zip(self.cache.layers, cache.layers, strict=True):
-            mine.keys = torch.cat([_left_pad(mine.keys, width), _left_pad(theirs.keys, width)])
-            mine.values = torch.cat([_left_pad(mine.values, width), _left_pad(theirs.values, width)])
+            keys, values = theirs.keys.to(mine.keys.dtype), theirs.values.to(mine.values.dtype)
+            mine.keys = torch.cat([_left_pad(mine.keys, width), _left_pad(keys, width)])
+            mine.values = torch.cat([_left_pad(mine.values, width), _left_pad(values, width)])
         self.mask = torch.cat([_left_pad(self.mask, width), _left_pad(mask, width)])
         self.rows.extend(rows)
 
@@ -113,6 +115,7 @@ class Batch:
         self.mask = torch.cat([self.mask, torch.ones_like(last)], dim=1)
         logits = self._lone_logits(last, positions) if self.lone is not None and len(self.rows) == 1 else None
         if logits is None:
+            _cache_to(self.cache, self.wide)
             logits = self._last_logits(last, self.mask, positions, self.cache)
         count = len(self.rows)
         for row, token in zip(self.rows, choose_all(self.rows, logits), strict=True):
@@ -127,9 +130,11 @@ class Batch:
         from llmcli.engine.batch.kv_room import LONE_ROOM
 
         end = self.width  # the new token's column is the last
+        _cache_to(self.cache, self.model.dtype)  # the library's cache is the model's dtype
         rooms = [layer.reserve(end, spare=LONE_ROOM) for layer in self.cache.layers]
         logits = self.lone.logits(ids, positions, self.mask, rooms, end - 1)
-        if logits is None:
+        if logits is None:  # the library cannot take this model's steps: not asked again for this batch
+            self.lone = None
             return None
         for layer in self.cache.layers:
             layer.filled(end)
@@ -165,6 +170,29 @@ def choose_all(rows: list[Row], logits: Any) -> list[int]:
     32 greedy rows at 251-313 against 516, and a lone request after such a burst at half its speed for the
     rest of the process (18 against 37 tok/s; docs/performance.md)."""
     return [row.choose(logits[i]) for i, row in enumerate(rows)]
+
+
+def wide_cache_dtype(model: Any) -> Any:
+    """float32 for a model whose decoding attention upcasts to it (engine.load.cpu_attention: bfloat16 or
+    float16 on the CPU), so that the batch's cache is not copied to float32 in every layer of every step (at 16
+    rows of 150 tokens, 40 against 41-42 ms a step; the copies grow with the context); else None, the model's
+    own dtype. bfloat16 values are exact in float32: the batch computes what it computed before."""
+    from llmcli.engine.load.cpu_attention import NAME
+
+    if getattr(model.config, "_attn_implementation", None) != NAME:
+        return None
+    import torch
+
+    return torch.float32
+
+
+def _cache_to(cache: Any, dtype: Any) -> None:
+    """Every layer's keys and values in `dtype` (None: as they are); a changed layer takes new room at its next
+    write."""
+    if dtype is None or cache.layers[0].keys.dtype == dtype:
+        return
+    for layer in cache.layers:
+        layer.keys, layer.values = layer.keys.to(dtype), layer.values.to(dtype)
 
 
 def _select_rows(cache: Any, index: Any, *, start: int) -> None:

@@ -7,7 +7,8 @@ model's shape) took 30 / 107 / 484 us in bfloat16 at 64 / 256 / 1,024 keys again
 (AMD EPYC, avx512_bf16; docs/performance.md). A decoding step runs it once a layer, so at long contexts it
 outweighed the rest of the step. With `--attn auto` on the CPU in bfloat16 or float16, the model's attention is
 registered under NAME with transformers' AttentionInterface: a call with one query position per row (a
-decoding step, alone or batched in serve) upcasts and casts the output back; a prefill goes straight to SDPA.
+decoding step, alone or batched in serve) upcasts and casts the output back; a prefill goes straight to SDPA,
+unless its keys are float32 already (serve's batch keeps its cache in float32: engine.batch.stepper).
 bfloat16 and float16 values are exact in float32, so the result differs from the plain call by the kernel's
 rounding only. Imported once a model has loaded: torch and transformers at its top (the attention runs once a
 layer a step, where a function-level import would be paid every call).
@@ -27,7 +28,8 @@ NARROW = ("bfloat16", "float16")
 
 def attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, **kwargs: Any) -> tuple[Any, Any]:
     """transformers' `sdpa_attention_forward`, in float32 for a step of one query position a row."""
-    if query.shape[2] != 1 or query.dtype not in (torch.bfloat16, torch.float16):
+    narrow = query.dtype in (torch.bfloat16, torch.float16)
+    if not narrow or (query.shape[2] != 1 and key.dtype == query.dtype):
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     mask = attention_mask
     if mask is not None and mask.dtype != torch.bool:  # an additive mask joins the float32 scores
