@@ -176,7 +176,8 @@ def wide_cache_dtype(model: Any) -> Any:
     """float32 for a model whose decoding attention upcasts to it (engine.load.cpu_attention: bfloat16 or
     float16 on the CPU), so that the batch's cache is not copied to float32 in every layer of every step (16
     rows of 150 tokens, default model: 38.3-39.4 against 39.9-41.8 ms a step; the copies grow with the
-    context); else None, the model's own dtype. bfloat16 values are exact in float32: the batch computes what it computed before."""
+    context); else None, the model's own dtype. bfloat16 values are exact in float32: the batch computes what
+    it computed before."""
     from llmcli.engine.load.cpu_attention import NAME
 
     if getattr(model.config, "_attn_implementation", None) != NAME:

@@ -13,6 +13,8 @@ of the weights, reordered for oneDNN (variant).
 - export: the step traced and compiled into a folder (once per key).
 - compiled: the step as generate() calls it, built or loaded on its first decoding call.
 - variant: whether the library holds the weights (frozen, prepacked, products joined) or binds them at load.
+- lone: the step as serve's lone row calls it, over the batch's cache room.
+- offer: `--compile` offered once where a library holding the weights would pay.
 
 Imports torch and transformers lazily; may import modelfs, engine.load (environment, pages, cpu_attention),
 errors and the output layer.
@@ -38,7 +40,10 @@ def ahead_of_time(loaded: Any, call: Any, kwargs: dict[str, Any]) -> tuple[dict[
     from llmcli.engine.step.store import holds_weights
 
     asked = kwargs.get("compile_config") is not None
-    if loaded.prepacked and not holds_weights(step_for(loaded, building=asked).key):  # oneDNN's weights: not bound
+    held = holds_weights(step_for(loaded, building=asked).key)
+    if not (asked or held):
+        _offer(loaded, kwargs)
+    if loaded.prepacked and not held:  # oneDNN's weights: not bound
         return kwargs, None
     if not asked:
         if kwargs.get("cache_implementation") not in (None, "static") or not usable(loaded):
@@ -51,6 +56,22 @@ def ahead_of_time(loaded: Any, call: Any, kwargs: dict[str, Any]) -> tuple[dict[
     if asked:
         step.failed = None  # --compile tries again what a run without it gave up on
     return kwargs, step
+
+
+def _offer(loaded: Any, kwargs: dict[str, Any]) -> None:
+    """The offer of `--compile` (engine.step.offer), where a library would hold this model's weights."""
+    from llmcli.engine.step.variant import may_hold
+
+    if not may_hold(loaded):
+        return
+    from llmcli.engine.step.offer import offer
+
+    tokens = kwargs.get("max_new_tokens") or getattr(loaded.model.generation_config, "max_new_tokens", None)
+    line = offer(loaded.source.path, dtype=loaded.dtype, tokens=tokens)
+    if line:
+        from llmcli.output import warn
+
+        warn(line)
 
 
 def installed_for(loaded: Any, step: Any, kwargs: dict[str, Any]) -> AbstractContextManager:

@@ -1,0 +1,30 @@
+"""engine.step.offer: a run that would decode through a library holding the weights, were one kept, and asks
+for enough tokens says once how to build it; never with --no-compile, for a few tokens, or once one is kept."""
+
+from __future__ import annotations
+
+from tests.helpers import run_cli
+
+OFFER = "`--compile` builds it"
+
+
+def generate(tiny_dir, home, args, capsys, monkeypatch) -> str:
+    monkeypatch.setenv("LLMCLI_HOME", str(home))
+    run = run_cli(["generate", "-m", str(tiny_dir), "--dtype", "bfloat16", "hi", "--greedy", *args], capsys,
+                  monkeypatch)  # fmt: skip
+    assert run.code == 0, run.stderr
+    return run.stderr
+
+
+def test_the_compile_offer_is_made_once_where_it_pays(tiny_dir, tmp_path, capsys, monkeypatch):
+    home = tmp_path / "home"
+    assert OFFER not in generate(tiny_dir, home, ["-n", "8"], capsys, monkeypatch)  # too short to pay
+    assert OFFER not in generate(tiny_dir, home, ["-n", "64", "--no-compile"], capsys, monkeypatch)
+    said = generate(tiny_dir, home, ["-n", "64"], capsys, monkeypatch)
+    assert said.count(OFFER) == 1 and f"{tiny_dir.name}: no compiled decoding step" in said
+    assert OFFER not in generate(tiny_dir, home, ["-n", "64"], capsys, monkeypatch)  # said once
+
+
+def test_no_offer_once_a_library_is_kept(tiny_dir, step_home, capsys, monkeypatch):
+    generate(tiny_dir, step_home, ["-n", "4", "--compile"], capsys, monkeypatch)  # kept already, or built now
+    assert OFFER not in generate(tiny_dir, step_home, ["-n", "64", "--json"], capsys, monkeypatch)
