@@ -1,5 +1,6 @@
 """engine.step.offer: a run that would decode through a library holding the weights, were one kept, and asks
-for enough tokens says once how to build it; never with --no-compile, for a few tokens, or once one is kept."""
+for enough tokens says once how to build it, to a person at a terminal; never with --no-compile, for a few
+tokens, without a terminal, or once one is kept."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ from tests.helpers import run_cli
 OFFER = "`--compile` builds it"
 
 
-def generate(tiny_dir, home, args, capsys, monkeypatch) -> str:
+def generate(tiny_dir, home, args, capsys, monkeypatch, *, terminal: bool = True) -> str:
+    from llmcli.engine.step import offer
+
+    monkeypatch.setattr(offer, "at_terminal", lambda: terminal)  # capsys's stderr is no TTY
     monkeypatch.setenv("LLMCLI_HOME", str(home))
     run = run_cli(["generate", "-m", str(tiny_dir), "--dtype", "bfloat16", "hi", "--greedy", *args], capsys,
                   monkeypatch)  # fmt: skip
@@ -20,6 +24,7 @@ def test_the_compile_offer_is_made_once_where_it_pays(tiny_dir, tmp_path, capsys
     home = tmp_path / "home"
     assert OFFER not in generate(tiny_dir, home, ["-n", "8"], capsys, monkeypatch)  # too short to pay
     assert OFFER not in generate(tiny_dir, home, ["-n", "64", "--no-compile"], capsys, monkeypatch)
+    assert OFFER not in generate(tiny_dir, home, ["-n", "64"], capsys, monkeypatch, terminal=False)  # a script
     said = generate(tiny_dir, home, ["-n", "64"], capsys, monkeypatch)
     assert said.count(OFFER) == 1 and f"{tiny_dir.name}: no compiled decoding step" in said
     assert OFFER not in generate(tiny_dir, home, ["-n", "64"], capsys, monkeypatch)  # said once

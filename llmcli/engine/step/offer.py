@@ -2,12 +2,14 @@
 if one were kept (engine.step.variant: a small bfloat16 model on the CPU) and asks for enough tokens for it to
 pay says how to build one. Without it a user never meets the compiled step: it is built only under `--compile`
 (about 40 s for the default model), and later runs use it unasked (default model, this project's AMD EPYC
-machine: 97 against 65 tok/s). "Once" is per model directory and dtype, remembered in llmcli's cache
-(modelfs.memo). May import modelfs; no torch.
+machine: 97 against 65 tok/s). Only for a person at a terminal (stderr a TTY): a script's stderr and a pipe
+into `head` stay quiet. "Once" is per model directory and dtype, remembered in llmcli's cache (modelfs.memo).
+May import modelfs; no torch.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -18,8 +20,8 @@ MEMO = "compile-offers.json"
 
 
 def offer(path: Path, *, dtype: str, tokens: int | None) -> str | None:
-    """The line to print, or None (too few tokens, or offered before)."""
-    if tokens is None or tokens < PAYS_FROM:
+    """The line to print, or None (too few tokens, no terminal, or offered before)."""
+    if tokens is None or tokens < PAYS_FROM or not at_terminal():
         return None
     key = f"{path.resolve()}|{dtype}"
     made = read_memo(MEMO)
@@ -28,3 +30,7 @@ def offer(path: Path, *, dtype: str, tokens: int | None) -> str | None:
     write_memo(MEMO, {**made, key: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     return (f"{path.name}: no compiled decoding step is kept for it in {dtype} on this CPU; one run with "
             "`--compile` builds it (about a minute, once), and later runs decode with it (said once)")  # fmt: skip
+
+
+def at_terminal() -> bool:
+    return sys.stderr.isatty()
