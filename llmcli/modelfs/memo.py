@@ -39,3 +39,14 @@ def write_memo(name: str, data: dict[str, Any]) -> None:
             raise
     except OSError:
         pass
+
+
+def first_time(name: str, key: str) -> bool:
+    """True the first time `key` is asked for in memo `name` (an offer said once), which remembers it then."""
+    import time
+
+    made = read_memo(name)
+    if key in made:
+        return False
+    write_memo(name, {**made, key: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    return True

@@ -6,10 +6,9 @@ every run of a script. May import modelfs; no torch.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-from llmcli.modelfs.memo import read_memo, write_memo
+from llmcli.modelfs.memo import first_time
 
 OFFER_AFTER_S = 60.0
 MEMO = "quantize-offers.json"
@@ -19,11 +18,8 @@ def offer(label: str, path: Path, *, scheme: str, group_size: int | None, second
     """The line to print, or None (quick enough, or offered before)."""
     if seconds < OFFER_AFTER_S:
         return None
-    key = f"{path.resolve()}|{scheme}|{group_size}"
-    made = read_memo(MEMO)
-    if key in made:
+    if not first_time(MEMO, f"{path.resolve()}|{scheme}|{group_size}"):
         return None
-    write_memo(MEMO, {**made, key: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     group = f" --group-size {group_size}" if group_size and group_size != 32 else ""
     return (f"{path.name}: quantizing took {seconds:.0f} s; `llmcli quantize {label} OUT --to {scheme}{group}` "
             f"saves these codes once, and loading OUT skips this (said once)")  # fmt: skip

@@ -10,10 +10,9 @@ May import modelfs; no torch.
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
-from llmcli.modelfs.memo import read_memo, write_memo
+from llmcli.modelfs.memo import first_time
 
 PAYS_FROM = 64  # tokens asked for: the library's load (~0.15 s) against ~4 ms saved a token (break-even ~45)
 MEMO = "compile-offers.json"
@@ -23,11 +22,8 @@ def offer(path: Path, *, dtype: str, tokens: int | None) -> str | None:
     """The line to print, or None (too few tokens, no terminal, or offered before)."""
     if tokens is None or tokens < PAYS_FROM or not at_terminal():
         return None
-    key = f"{path.resolve()}|{dtype}"
-    made = read_memo(MEMO)
-    if key in made:
+    if not first_time(MEMO, f"{path.resolve()}|{dtype}"):
         return None
-    write_memo(MEMO, {**made, key: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     return (f"{path.name}: no compiled decoding step is kept for it in {dtype} on this CPU; one run with "
             "`--compile` builds it (about a minute, once), and later runs decode with it (said once)")  # fmt: skip
 
