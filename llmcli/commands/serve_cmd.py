@@ -141,7 +141,7 @@ def serve(
     if len(set(names)) != len(names):
         raise UsageError(f"two models would be served under one name ({', '.join(names)}); rename a directory")
     base_kwargs = build_generate_kwargs(DecodingFlags(compile=model_args.compile))
-    packs = False if model_args.compile else prepack
+    packs = prepack  # --compile on the CPU keeps the batches' product (server.compiled_step)
     # a lone row is not sliced across the threads any more: with the weights reordered on the engine thread,
     # oneDNN's product was the faster for it too (docs/serve.md); replay still loads an older record's way
     spec = model_args.spec(serving=True, prepack=packs)
@@ -163,6 +163,14 @@ def serve(
         served[name] = Served(name, lambda source=source: load(source, spec), keep_alive=idle,
                               chat_template=template, tool_parser=tool_parser)  # fmt: skip
     loaded = [s.loaded for s in served.values()]
+    if model_args.compile and all(m.device == "cpu" for m in loaded):
+        base_kwargs = build_generate_kwargs(DecodingFlags())  # requests batch; lone rows take the step
+        from llmcli.server.compiled_step import prepare
+
+        for name, model in zip(served, loaded, strict=True):
+            said = prepare(model)
+            if said:
+                output.warn(f"{name}: {said}")
     settings = ServeSettings(
         api_key,
         max_tokens,

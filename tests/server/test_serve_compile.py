@@ -1,0 +1,29 @@
+"""`llmcli serve --compile` on the CPU: the compiled step is built (or found kept) at start, a lone request
+decodes through it, and requests still share batches (the flag once put every request on generate()'s static
+cache, one at a time)."""
+
+from __future__ import annotations
+
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+from tests.helpers import run_cli
+from tests.server.test_serve import KEY, post, start_server
+
+
+def test_serve_compile_keeps_batching_and_steps_lone_rows_on_the_library(tiny_dir, step_home, capsys,
+                                                                         monkeypatch):  # fmt: skip
+    monkeypatch.setenv("LLMCLI_HOME", str(step_home))  # the server's environment is this one's
+    proc, url = start_server(tiny_dir, "--dtype", "float32", "--no-prepack", "--compile")
+    try:
+        monkeypatch.setenv("LLMCLI_API_KEY", KEY)
+        lone = run_cli(["generate", "--server", url, "hi", "--greedy", "-n", "6", "--json"], capsys, monkeypatch)
+        assert lone.code == 0 and lone.json()["stats"]["compiled_step"] == "loaded", lone.stderr
+        body = {"max_tokens": 32, "temperature": 0, "ignore_eos": True}
+        with ThreadPoolExecutor(8) as pool:
+            burst = list(pool.map(lambda i: post(url, "/v1/completions", {**body, "prompt": f"burst {i}"}).json(),
+                                  range(8)))  # fmt: skip
+        assert any(answer["batch"]["shared"] for answer in burst), burst[0]["batch"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
