@@ -14,7 +14,8 @@ from typing import Any
 
 ROOM = 256  # spare columns per reallocation: one copy of the cache every ROOM steps
 # a lone row's spare columns when it steps through the compiled library, which attends over the whole room: at
-# 256 the default model's lone step took 19.8 ms against 16.2 with one spare column (40 filled; 16.8 at 32)
+# 256 the default model's lone step took 19.8 ms against 16.2 with one spare column (40 filled; 16.8 at 32;
+# measured with the library's bfloat16 attention, before it was traced with the float32 one)
 LONE_ROOM = 32
 
 
