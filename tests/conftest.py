@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import QWEN7B_CONFIG_DIR, build_tiny_model
+from tests.helpers import QWEN7B_CONFIG_DIR, build_tiny_model, build_tokenizer
 
 
 @pytest.fixture(autouse=True)
@@ -38,6 +38,26 @@ def step_home(tmp_path_factory) -> Path:
     """A home of the compiled steps' tests' own (engine.step): a library built there must not change how the rest
     of the suite decodes; the tests share it, so that each kind of library is built once."""
     return tmp_path_factory.mktemp("step-home")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2(tmp_path_factory) -> Path:
+    """A tiny Qwen2 with `layer_types`: generate() hands its decoding calls a dict of masks."""
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    path = tmp_path_factory.mktemp("tiny-qwen2")
+    tok = build_tokenizer(path)
+    config = Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         layer_types=["full_attention"] * 2, tie_word_embeddings=False,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id)  # fmt: skip
+    torch.manual_seed(3)
+    model = Qwen2ForCausalLM(config)
+    model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    model.save_pretrained(str(path))
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -12,30 +12,10 @@ from pathlib import Path
 import pytest
 
 from tests.engine.test_generate import PROMPT
-from tests.helpers import build_tokenizer, run_cli
+from tests.helpers import run_cli
 
 GREEDY = ["--greedy", "-n", "12", "--min-new-tokens", "12"]
 SAMPLED = ["--seed", "7", "--temperature", "0.9", "--top-p", "0.95", "-n", "12", "--min-new-tokens", "12"]
-
-
-@pytest.fixture(scope="module")
-def tiny_qwen2(tmp_path_factory) -> Path:
-    """A tiny Qwen2 with `layer_types`: generate() hands its decoding calls a dict of masks."""
-    import torch
-    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
-
-    path = tmp_path_factory.mktemp("tiny-qwen2")
-    tok = build_tokenizer(path)
-    config = Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         layer_types=["full_attention"] * 2, tie_word_embeddings=False,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                         pad_token_id=tok.pad_token_id)  # fmt: skip
-    torch.manual_seed(3)
-    model = Qwen2ForCausalLM(config)
-    model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    model.save_pretrained(str(path))
-    return path
 
 
 def generate(model: Path, args: list[str], capsys, monkeypatch, home: Path):

@@ -61,16 +61,19 @@ def alone_then_joined(loaded, settings: SchedulerSettings) -> list:
     return [*first.results, joined]
 
 
-@pytest.mark.parametrize("weights", ["held", "bound"])
-def test_a_lone_row_steps_through_the_library_and_others_join_it(weights, tiny_dir, step_home, capsys, monkeypatch):
+@pytest.mark.parametrize(("kind", "weights"), [("llama", "held"), ("llama", "bound"), ("qwen2", "bound")])
+def test_a_lone_row_steps_through_the_library_and_others_join_it(kind, weights, tiny_dir, tiny_qwen2, step_home,
+                                                                 capsys, monkeypatch):  # fmt: skip
+    """qwen2: a model with `layer_types`, whose library takes a dict of masks (one full-attention kind)."""
     import torch
 
     if weights == "held":
         holding_weights(monkeypatch)
-    generate_cli(tiny_dir, [*GREEDY, "--compile"], capsys, monkeypatch, step_home)  # kept already, or built now
+    model = tiny_dir if kind == "llama" else tiny_qwen2
+    generate_cli(model, [*GREEDY, "--compile"], capsys, monkeypatch, step_home)  # kept already, or built now
     monkeypatch.setattr(kv_room, "ROOM", 3)  # the room is taken afresh every few steps, alone and in a batch
     monkeypatch.setattr(kv_room, "LONE_ROOM", 2)
-    loaded = loaded_with(tiny_dir, prepack=weights == "held")
+    loaded = loaded_with(model, prepack=weights == "held")
     assert loaded.prepacked == (weights == "held")
     logits = recorded_logits(monkeypatch)
     plain = alone_then_joined(loaded, SchedulerSettings(plain_step=True))
