@@ -40,7 +40,8 @@ def ahead_of_time(loaded: Any, call: Any, kwargs: dict[str, Any]) -> tuple[dict[
     from llmcli.engine.step.store import holds_weights
 
     asked = kwargs.get("compile_config") is not None
-    held = holds_weights(step_for(loaded, building=asked).key)
+    step = step_for(loaded, building=asked)
+    held = holds_weights(step.key)
     if not (asked or held):
         _offer(loaded, kwargs)
     if loaded.prepacked and not held:  # oneDNN's weights: not bound
@@ -51,7 +52,6 @@ def ahead_of_time(loaded: Any, call: Any, kwargs: dict[str, Any]) -> tuple[dict[
         from llmcli.genargs import for_generate
 
         kwargs = for_generate({**kwargs, "cache_implementation": "static", "compile_config": {}})
-    step = step_for(loaded, building=asked)
     step.may_build = asked
     if asked:
         step.failed = None  # --compile tries again what a run without it gave up on
