@@ -36,7 +36,8 @@ def session_home(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def step_home(tmp_path_factory) -> Path:
     """A home of the compiled steps' tests' own (engine.step): a library built there must not change how the rest
-    of the suite decodes; the tests share it, so that each kind of library is built once."""
+    of the suite decodes; the tests share it, so that each kind of library is built once (test_compiled_step
+    keeps one of its own: it asserts that its first build is one)."""
     return tmp_path_factory.mktemp("step-home")
 
 

@@ -228,28 +228,39 @@ def test_the_rows_of_a_batch_choose_on_the_engine_thread(loaded, monkeypatch):
 
 def test_a_bfloat16_batch_keeps_its_cache_in_float32_and_computes_what_it_did(tiny_dir, monkeypatch):
     """Where a decoding step's attention upcasts (engine.load.cpu_attention), the batch's cache is kept in
-    float32 instead of copied up in every layer of every step: the same tokens, bit for bit the same arithmetic."""
+    float32 instead of copied up in every layer of every step, and a step's logits are what they were. One step
+    is compared, not tokens: bfloat16 tokens of two compute paths may part at a near-tie on another CPU."""
     import torch
 
     from llmcli.engine.batch import stepper
 
     loaded = load_tiny(tiny_dir, "bfloat16")
-    dtypes = []
-    step = stepper.Batch.step
+    dtypes, logits = [], []
+    forward, choose = stepper.Batch._last_logits, stepper.choose_all
 
-    def recording(self):
-        done = step(self)
-        dtypes.extend([self.cache.layers[0].keys.dtype] if self.rows else [])
-        return done
+    def recording_forward(self, ids, mask, positions, cache):
+        dtypes.extend([cache.layers[0].keys.dtype] if ids.shape[1] == 1 else [])  # a step, not a prefill
+        return forward(self, ids, mask, positions, cache)
 
-    def run():
-        streams, gate = queued(loaded, PROMPTS[:3], MIXED[:3], Scheduler(SchedulerSettings(plain_step=True)))
+    def recording_choice(rows, scores):
+        logits.append(scores.clone())
+        return choose(rows, scores)
+
+    def step_logits():
+        dtypes.clear()
+        logits.clear()
+        two = plan(2, min_new_tokens=2)  # the prefill chooses the first token (the same path), one step the second
+        streams, gate = queued(loaded, PROMPTS[:3], [two] * 3, Scheduler(SchedulerSettings(plain_step=True)))
         gate.set()
-        return [drain(stream)[1][0].outputs[0].token_ids for stream in streams]
+        for stream in streams:
+            drain(stream)
+        return logits[-1]  # the step's (the prefill's came first)
 
-    monkeypatch.setattr(stepper.Batch, "step", recording)
-    wide = run()
-    assert dtypes and set(dtypes) == {torch.float32}
-    dtypes.clear()
+    monkeypatch.setattr(stepper.Batch, "_last_logits", recording_forward)
+    monkeypatch.setattr(stepper, "choose_all", recording_choice)
+    wide = step_logits()
+    assert dtypes == [torch.float32]
     monkeypatch.setattr(stepper, "wide_cache_dtype", lambda model: None)
-    assert run() == wide and set(dtypes) == {torch.bfloat16}
+    narrow = step_logits()
+    assert dtypes == [torch.bfloat16] and wide.shape[0] == 3
+    assert torch.allclose(wide, narrow, atol=1e-5, rtol=1e-5)

@@ -18,6 +18,12 @@ GREEDY = ["--greedy", "-n", "12", "--min-new-tokens", "12"]
 SAMPLED = ["--seed", "7", "--temperature", "0.9", "--top-p", "0.95", "-n", "12", "--min-new-tokens", "12"]
 
 
+@pytest.fixture(scope="module")
+def step_home(tmp_path_factory) -> Path:
+    """A home of the module's own (over the session's): its first test finds none kept and builds."""
+    return tmp_path_factory.mktemp("step-home")
+
+
 def generate(model: Path, args: list[str], capsys, monkeypatch, home: Path):
     monkeypatch.setenv("LLMCLI_HOME", str(home))
     run = run_cli(["generate", "-m", str(model), "--dtype", "float32", PROMPT, "--json", *args], capsys, monkeypatch)
@@ -69,8 +75,7 @@ def test_models_lists_the_kept_steps(tiny_dir, step_home, capsys, monkeypatch):
     run = run_cli(["models", "--json"], capsys, monkeypatch)
     steps = run.json()["compiled_steps"]
     assert {s["path"] for s in steps} == {str(p.parent) for p in libraries(step_home)}
-    assert "float32" in {s["dtype"] for s in steps} <= {"float32", "bfloat16"}  # the session's home is shared
-    assert all(s["bytes"] > 0 and s["build_seconds"] for s in steps)
+    assert {s["dtype"] for s in steps} == {"float32"} and all(s["bytes"] > 0 and s["build_seconds"] for s in steps)
     assert {s["weights"] for s in steps} == {"held" if holds(p) else "bound" for p in libraries(step_home)}
     assert str(tiny_dir) in {s["model"] for s in steps}
     assert "compiled decoding step" in run_cli(["models"], capsys, monkeypatch).stdout
