@@ -235,16 +235,15 @@ def test_a_bfloat16_batch_keeps_its_cache_in_float32_and_computes_what_it_did(ti
     from llmcli.engine.batch import stepper
 
     loaded = load_tiny(tiny_dir, "bfloat16")
-    dtypes, logits = [], []
-    forward, choose = stepper.Batch._last_logits, stepper.choose_all
+    dtypes = []
+    forward = stepper.Batch._last_logits
 
     def recording_forward(self, ids, mask, positions, cache):
         dtypes.extend([cache.layers[0].keys.dtype] if ids.shape[1] == 1 else [])  # a step, not a prefill
         return forward(self, ids, mask, positions, cache)
 
-    def recording_choice(rows, scores):
-        logits.append(scores.clone())
-        return choose(rows, scores)
+    monkeypatch.setattr(stepper.Batch, "_last_logits", recording_forward)
+    logits = recorded_logits(monkeypatch)
 
     def step_logits():
         dtypes.clear()
@@ -254,13 +253,27 @@ def test_a_bfloat16_batch_keeps_its_cache_in_float32_and_computes_what_it_did(ti
         gate.set()
         for stream in streams:
             drain(stream)
-        return logits[-1]  # the step's (the prefill's came first)
+        return torch.stack([steps[-1] for steps in logits.values()])  # each row's step (its prefill's first)
 
-    monkeypatch.setattr(stepper.Batch, "_last_logits", recording_forward)
-    monkeypatch.setattr(stepper, "choose_all", recording_choice)
     wide = step_logits()
     assert dtypes == [torch.float32]
     monkeypatch.setattr(stepper, "wide_cache_dtype", lambda model: None)
     narrow = step_logits()
     assert dtypes == [torch.bfloat16] and wide.shape[0] == 3
     assert torch.allclose(wide, narrow, atol=1e-5, rtol=1e-5)
+
+
+def recorded_logits(monkeypatch) -> dict[tuple[int, ...], list]:
+    """Every row's logits at each of its steps, by its prompt, as the batch hands them to the rows' choice."""
+    from llmcli.engine.batch import stepper
+
+    seen: dict[tuple[int, ...], list] = {}
+    choose = stepper.choose_all
+
+    def recording(rows, logits):
+        for i, row in enumerate(rows):
+            seen.setdefault(tuple(row.prompt), []).append(logits[i].clone())
+        return choose(rows, logits)
+
+    monkeypatch.setattr(stepper, "choose_all", recording)
+    return seen

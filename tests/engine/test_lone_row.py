@@ -11,7 +11,7 @@ from llmcli.engine.batch import kv_room
 from llmcli.engine.batch.scheduler import Scheduler, SchedulerSettings
 from llmcli.engine.generate.generation import generate, stream_generate
 from llmcli.plan import GenerationPlan
-from tests.engine.test_batching import MIXED, PROMPTS, drain
+from tests.engine.test_batching import MIXED, PROMPTS, drain, recorded_logits
 from tests.engine.test_compiled_step import GREEDY, holding_weights
 from tests.engine.test_compiled_step import generate as generate_cli
 
@@ -31,22 +31,6 @@ def solo(loaded, prompt, plan):
     from dataclasses import replace
 
     return generate(loaded, [prompt], replace(plan, plain_step=True), raw=True)[0].outputs[0].token_ids
-
-
-def recorded_logits(monkeypatch) -> dict[tuple[int, ...], list]:
-    """Every row's logits at each of its steps, by its prompt, as the batch hands them to the rows' choice."""
-    from llmcli.engine.batch import stepper
-
-    seen: dict[tuple[int, ...], list] = {}
-    choose = stepper.choose_all
-
-    def recording(rows, logits):
-        for i, row in enumerate(rows):
-            seen.setdefault(tuple(row.prompt), []).append(logits[i].clone())
-        return choose(rows, logits)
-
-    monkeypatch.setattr(stepper, "choose_all", recording)
-    return seen
 
 
 def alone_then_joined(loaded, settings: SchedulerSettings, second: GenerationPlan = MIXED[1]) -> list:
