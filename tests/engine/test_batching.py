@@ -245,11 +245,12 @@ def test_a_bfloat16_batch_keeps_its_cache_in_float32_and_computes_what_it_did(ti
     monkeypatch.setattr(stepper.Batch, "_last_logits", recording_forward)
     logits = recorded_logits(monkeypatch)
 
-    def step_logits():
+    def step_logits(prompts=PROMPTS[:3]):
         dtypes.clear()
         logits.clear()
         two = plan(2, min_new_tokens=2)  # the prefill chooses the first token (the same path), one step the second
-        streams, gate = queued(loaded, PROMPTS[:3], [two] * 3, Scheduler(SchedulerSettings(plain_step=True)))
+        settings = SchedulerSettings(plain_step=True)
+        streams, gate = queued(loaded, prompts, [two] * len(prompts), Scheduler(settings))
         gate.set()
         for stream in streams:
             drain(stream)
@@ -257,6 +258,8 @@ def test_a_bfloat16_batch_keeps_its_cache_in_float32_and_computes_what_it_did(ti
 
     wide = step_logits()
     assert dtypes == [torch.float32]
+    alone = torch.cat([step_logits(prompts=[p]) for p in PROMPTS[:3]])  # no padding: each row's own figures
+    assert torch.allclose(wide, alone, atol=0.05, rtol=0.05)  # the padded rows masked (bfloat16 rounding apart)
     monkeypatch.setattr(stepper, "wide_cache_dtype", lambda model: None)
     narrow = step_logits()
     assert dtypes == [torch.bfloat16] and wide.shape[0] == 3

@@ -62,6 +62,21 @@ def test_decoding_with_it_follows_the_plain_model_to_bfloat16_rounding(narrow, t
     assert torch.allclose(first, theirs.logits[1].float(), atol=0.05, rtol=0.05)
 
 
+def test_a_padded_batch_is_masked_as_under_sdpa(narrow, tiny_dir):
+    """transformers builds no mask for an attention name its mask registry lacks: the padded row would attend
+    to its padding (and a sliding-window model past its window)."""
+    import torch
+
+    plain = load(resolve_model(str(tiny_dir)), LoadSpec(dtype=Dtype.bfloat16, attn=Attn.sdpa))
+    ids = torch.tensor([[0, 0, 0, 0, 5, 9], [5, 9, 13, 2, 7, 11]])
+    mask = torch.tensor([[0, 0, 0, 0, 1, 1], [1, 1, 1, 1, 1, 1]])
+    flags = {"max_new_tokens": 3, "do_sample": False, "output_logits": True, "return_dict_in_generate": True}
+    with torch.inference_mode():
+        ours, theirs = (m.model.generate(ids, attention_mask=mask, pad_token_id=0, **flags) for m in (narrow, plain))
+    for step in (0, 1):  # the prefill, then a decoding step
+        assert torch.allclose(ours.logits[step].float(), theirs.logits[step].float(), atol=0.05, rtol=0.05)
+
+
 def test_a_static_cache_call_keeps_plain_sdpa(narrow):
     """generate() calls a static cache's step (and so the compiled one) under plain SDPA."""
     from llmcli.engine.generate.attention import attention_for_call, choose

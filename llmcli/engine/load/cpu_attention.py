@@ -8,7 +8,8 @@ model's shape) took 30 / 107 / 484 us in bfloat16 at 64 / 256 / 1,024 keys again
 outweighed the rest of the step. With `--attn auto` on the CPU in bfloat16 or float16, the model's attention is
 registered under NAME with transformers' AttentionInterface: a call with one query position per row (a
 decoding step, alone or batched in serve) upcasts and casts the output back; a prefill goes straight to SDPA,
-unless its keys are float32 already (serve's batch keeps its cache in float32: engine.batch.stepper).
+unless its keys are float32 already (serve's batch keeps its cache in float32: engine.batch.stepper). The name
+is registered for SDPA's masks too: without them transformers passes no mask (padding and windows ignored).
 bfloat16 and float16 values are exact in float32, so the result differs from the plain call by the kernel's
 rounding only. Imported once a model has loaded: torch and transformers at its top (the attention runs once a
 layer a step, where a function-level import would be paid every call).
@@ -19,8 +20,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformers import AttentionInterface
+from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import sdpa_mask
 
 NAME = "sdpa_float32_decode"
 NARROW = ("bfloat16", "float16")
@@ -49,5 +51,8 @@ def install(model: Any, *, device: str, dtype: str, requested: str) -> bool:
     if can_switch is None or not can_switch():
         return False
     AttentionInterface.register(NAME, attention)
+    # transformers builds no mask at all for a name its mask registry lacks: padded rows would attend to their
+    # padding and sliding-window layers past their window. SDPA's masks are what the function above takes.
+    AttentionMaskInterface.register(NAME, sdpa_mask)
     model.set_attn_implementation(NAME)
     return True
