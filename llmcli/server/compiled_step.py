@@ -1,7 +1,8 @@
-"""`serve --compile` on the CPU: the compiled decoding step built (or found kept) once at start, so that a row
-alone in its batch decodes through it (engine.step.lone) while requests keep batching. The flag used to put
-every request on generate()'s static cache, one request at a time. On a GPU it keeps that path (torch.compile
-inside generate()). May import the engine and the shared top-level modules.
+"""`serve --compile` on the CPU: the compiled decoding steps built (or found kept) once at start, so that a row
+alone in its batch decodes through the one-row step and a few rows through one traced for many rows
+(engine.step.lone) while requests keep batching. The flag used to put every request on generate()'s static
+cache, one request at a time. On a GPU it keeps that path (torch.compile inside generate()). May import the
+engine and the shared top-level modules.
 """
 
 from __future__ import annotations
@@ -20,6 +21,31 @@ def prepare(loaded: Any) -> str | None:
     kwargs = {**build_generate_kwargs(DecodingFlags(compile=True)), "do_sample": False, "max_new_tokens": 2}
     generate(loaded, ["Hello"], GenerationPlan(kwargs=kwargs), raw=True)
     if lone_step(loaded) is not None:
+        build_rows_step(loaded)
         return None
     why = "it binds the weights, which this load reordered for oneDNN (--no-prepack keeps them)"
     return f"--compile: lone rows decode on the model's forward: {why if loaded.prepacked else 'no step was built'}"
+
+
+def build_rows_step(loaded: Any) -> None:
+    """Builds (or finds kept) the library for a few rows with one short generate() call of two left-padded
+    prompts through a static cache (its build says so on stderr, as the one-row step's)."""
+    import torch
+
+    from llmcli.engine.generate.attention import attention_for_call
+    from llmcli.engine.step.compiled import installed, rows_step_for
+    from llmcli.genargs import DecodingFlags, build_generate_kwargs, for_generate
+
+    step = rows_step_for(loaded)
+    step.may_build, step.failed = True, None
+    kwargs = for_generate({**build_generate_kwargs(DecodingFlags(compile=True)), "do_sample": False,
+                           "max_new_tokens": 3, "min_new_tokens": 3})  # fmt: skip
+    ids = torch.tensor([[0, 5, 6], [7, 8, 9]], device=loaded.model.device)  # ids any vocabulary has
+    mask = torch.tensor([[0, 1, 1], [1, 1, 1]], device=loaded.model.device)
+    with (
+        torch.inference_mode(),
+        attention_for_call(loaded, 3, True),
+        installed(loaded.model, step, kwargs["compile_config"]),
+    ):
+        loaded.model.generate(input_ids=ids, attention_mask=mask, pad_token_id=0, **kwargs)
+    step.may_build = False

@@ -164,18 +164,20 @@ class Scheduler:
         if batch is None:
             from llmcli.engine.load.devices import input_device
 
-            batch = Batch(loaded.model, input_device(loaded.model), lone=self._lone_step(loaded))
+            lone, few = self._kept_steps(loaded)
+            batch = Batch(loaded.model, input_device(loaded.model), lone=lone, few=few)
             self.batches[id(loaded)] = batch
         return batch
 
-    def _lone_step(self, loaded: Any) -> Any:
-        """The kept compiled step a lone row of this model decodes through (engine.step.lone), unless
-        --no-compile or --batch-invariant (its rounding is not the batched kernel's) keep it on the forward."""
+    def _kept_steps(self, loaded: Any) -> tuple[Any, Any]:
+        """The kept compiled steps a lone row and a few rows of this model decode through (engine.step.lone),
+        unless --no-compile or --batch-invariant (their rounding is not the batched kernel's) keep them on the
+        forward."""
         if self.settings.plain_step or self.settings.invariant:
-            return None
-        from llmcli.engine.step.lone import lone_step
+            return None, None
+        from llmcli.engine.step.lone import lone_step, rows_step
 
-        return lone_step(loaded)
+        return lone_step(loaded), rows_step(loaded)
 
     def _room(self, batch: Batch, calls: list[Any]) -> bool:
         """Whether the batch can take these calls too (the last one is the newcomer)."""

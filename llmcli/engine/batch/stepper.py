@@ -6,7 +6,8 @@ row's padding, and position ids count each row's own tokens, so a row computes w
 (float32 on CPU gives the same tokens; other dtypes round differently for other batch shapes). Rows that
 arrive together are prefilled together, their cache padded to the batch's width and stacked under the
 others; a row that leaves is cut out, and columns that became padding in every row are dropped. A row alone
-in its batch may step through the kept compiled library instead (engine.step.lone).
+in its batch may step through the kept compiled library instead, and up to FEW_ROWS rows through one traced
+with a dynamic row count (engine.step.lone).
 """
 
 from __future__ import annotations
@@ -14,6 +15,11 @@ from __future__ import annotations
 from typing import Any
 
 from llmcli.engine.batch.rows import Row
+
+# rows a step of the library for many rows takes (more: the model's forward). The default model in bfloat16, a
+# step at 1 / 2 / 4 / 8 / 16 rows: 26.6 / 27.9 / 29.7 / 35.7 / 56.4 ms through it against 41.4 / 43.2 / 46.5 /
+# 47.9 / 56.6 on oneDNN eager (AMD EPYC VM, avx512_bf16; docs/performance.md)
+FEW_ROWS = 8
 
 
 def cache_mergeable(model: Any) -> bool:
@@ -32,9 +38,10 @@ def cache_mergeable(model: Any) -> bool:
 class Batch:
     """The rows decoding together, their cache and attention mask."""
 
-    def __init__(self, model: Any, device: Any, *, lone: Any = None):
+    def __init__(self, model: Any, device: Any, *, lone: Any = None, few: Any = None):
         self.model, self.device = model, device
         self.lone = lone  # engine.step.lone's LoneStep: a lone row's step through the kept compiled library
+        self.few = few  # the same for 2 to FEW_ROWS rows, through the library traced for many rows
         self.wide = wide_cache_dtype(model)  # the cache's dtype while rows step on the model's forward
         self.rows: list[Row] = []
         self.cache: Any = None
@@ -113,7 +120,7 @@ class Batch:
         last = torch.tensor([[r.generated[-1]] for r in self.rows], device=self.device)
         positions = torch.tensor([[r.length - 1] for r in self.rows], device=self.device)
         self.mask = torch.cat([self.mask, torch.ones_like(last)], dim=1)
-        logits = self._lone_logits(last, positions) if self.lone is not None and len(self.rows) == 1 else None
+        logits = self._compiled_logits(last, positions)
         if logits is None:
             _cache_to(self.cache, self.wide)
             logits = self._last_logits(last, self.mask, positions, self.cache)
@@ -122,23 +129,29 @@ class Batch:
             row.accept(token, count)
         return self.drop([r for r in self.rows if r.finish is not None])
 
-    def _lone_logits(self, ids: Any, positions: Any) -> Any:
-        """The lone row's float32 logits from the compiled library, its keys and values written into the cache's
-        room as the model's forward would have; None where the library does not take the step."""
+    def _compiled_logits(self, ids: Any, positions: Any) -> Any:
+        """The rows' float32 logits from a kept compiled library (one row: lone; a few: few), their keys and
+        values written into the cache's room as the model's forward would have; None where no library takes
+        the step."""
         import torch
 
         from llmcli.engine.batch.kv_room import LONE_ROOM
 
+        kind = "lone" if len(self.rows) == 1 else "few" if len(self.rows) <= FEW_ROWS else None
+        library = getattr(self, kind) if kind else None
+        if library is None:
+            return None
         end = self.width  # the new token's column is the last
         _cache_to(self.cache, self.model.dtype)  # the library's cache is the model's dtype
         rooms = [layer.reserve(end, spare=LONE_ROOM) for layer in self.cache.layers]
-        logits = self.lone.logits(ids, positions, self.mask, rooms, end - 1)
+        logits = library.logits(ids, positions, self.mask, rooms, end - 1)
         if logits is None:  # the library cannot take this model's steps: not asked again for this batch
-            self.lone = None
+            setattr(self, kind, None)
             return None
         for layer in self.cache.layers:
             layer.filled(end)
-        self.rows[0].stats.compiled += 1
+        for row in self.rows:
+            row.stats.compiled += 1
         return logits[:, -1].to(dtype=torch.float32, copy=True)
 
     def drop(self, leaving: list[Row]) -> list[Row]:

@@ -30,6 +30,8 @@ from llmcli.engine.step.store import (
 
 TAKEN = {"input_ids", "position_ids", "attention_mask", "cache", "logits_to_keep", "use_cache", "return_dict"}
 _STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its CompiledStep, for the process
+_ROW_STEPS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> its step for many rows
+ROWS = "many"  # the key's "rows" for a library traced with a dynamic row count
 
 
 class CompiledStep:
@@ -38,6 +40,7 @@ class CompiledStep:
 
     def __init__(self, model: Any, key: dict[str, Any], *, source: str | None = None) -> None:
         self.model, self.key = model, key
+        self.rows = key.get("rows") == ROWS  # traced with a dynamic row count (serve's batch, engine.step.lone)
         self.source = source  # the model's directory, named in the manifest for `llmcli models` (not in the key)
         self.may_build = False
         self.runner: Any = None
@@ -79,7 +82,7 @@ class CompiledStep:
         masks = masks_of(inputs.get("attention_mask"))
         if ids is None or positions is None or masks is None or type(cache) is not StaticCache:
             return None
-        if tuple(ids.shape) != (1, 1) or tuple(positions.shape) != (1, 1):
+        if ids.shape[1] != 1 or positions.shape != ids.shape or (ids.shape[0] != 1 and not self.rows):
             return None
         layers = cache.layers
         if not all(type(layer) is StaticLayer and layer.is_initialized for layer in layers):
@@ -142,7 +145,7 @@ class CompiledStep:
         steps_dir().mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=steps_dir(), prefix=".build-") as scratch:
             built, constants = build(self.model, inputs, Path(scratch), holds_weights=holds_weights(self.key),
-                                     attention=self.key["attention"])  # fmt: skip
+                                     attention=self.key["attention"], rows=self.rows)  # fmt: skip
             library = keep(self.key, built, constants=constants, seconds=time.perf_counter() - started,
                            inputs=self.signature or [], source=self.source)  # fmt: skip
         seconds = time.perf_counter() - started
@@ -189,10 +192,10 @@ def named_tensors(model: Any) -> list[tuple[str, Any]]:
     return [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
 
 
-def usable(loaded: Any) -> bool:
+def usable(loaded: Any, step: CompiledStep | None = None) -> bool:
     """Whether a good library is kept for this model (a run that did not ask for `--compile` uses it then); a
-    damaged one is said on stderr, once a process."""
-    step = step_for(loaded)
+    damaged one is said on stderr, once a process. `step`: that step's library (default: the one-row step's)."""
+    step = step or step_for(loaded)
     if step.failed:
         return False
     step.checked = library, damaged = kept(step.key)  # _ready() takes this answer instead of hashing again
@@ -214,6 +217,19 @@ def step_for(loaded: Any, *, building: bool = False) -> CompiledStep:
     step = _STEPS.get(model)
     if step is None or (building and not holds_weights(step.key) and may_hold(loaded)):
         _STEPS[model] = step = CompiledStep(model, _key(loaded, building=building), source=str(loaded.source.path))
+    return step
+
+
+def rows_step_for(loaded: Any) -> CompiledStep:
+    """The loaded model's step for a batch of rows (serve's, engine.step.lone): a library of its own, traced with
+    a dynamic row count, holding the weights where engine.step.variant allows it."""
+    from llmcli.engine.step.variant import may_hold
+
+    model = loaded.model
+    step = _ROW_STEPS.get(model)
+    if step is None:
+        key = {**_key(loaded, building=may_hold(loaded)), "rows": ROWS}
+        _ROW_STEPS[model] = step = CompiledStep(model, key, source=str(loaded.source.path))
     return step
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 MAX_CACHE = 1 << 20  # the dynamic cache length's upper bound (any model's context fits)
+MAX_ROWS = 256  # the dynamic row count's upper bound, in a library built for rows
 
 
 def masks_of(mask: Any) -> tuple[list[str] | None, list[Any]] | None:
@@ -83,13 +84,14 @@ def _made_constants() -> Iterator[dict[str, Any]]:
         GraphLowering.add_tensor_constant = add
 
 
-def build(model: Any, inputs: dict[str, Any], into: Path, *, holds_weights: bool,
-          attention: str | None = None) -> tuple[Path, dict[str, Any]]:  # fmt: skip
+def build(model: Any, inputs: dict[str, Any], into: Path, *, holds_weights: bool, attention: str | None = None,
+          rows: bool = False) -> tuple[Path, dict[str, Any]]:  # fmt: skip
     """Exports and compiles the step for `inputs` (a decoding call's keyword arguments); returns the library,
     written under `into`, and the constants inductor made for it (see `_made_constants`). `holds_weights`:
     the weights frozen into the library, prepacked for oneDNN and the products of one input joined
     (engine.step.variant); else left out, to be bound at load. `attention`: the implementation traced (the
-    load's; generate() calls a static cache's step under plain SDPA, engine.generate.attention)."""
+    load's; generate() calls a static cache's step under plain SDPA, engine.generate.attention). `rows`: the
+    row count a dynamic dimension too (serve's batch, engine.step.lone), from an example of two rows or more."""
     import copy
 
     import torch
@@ -101,7 +103,12 @@ def build(model: Any, inputs: dict[str, Any], into: Path, *, holds_weights: bool
     step = _step_module(model, own_cache, mask_keys)
     layers = layer_tensors(cache)
     length = torch.export.Dim("cache_length", min=2, max=MAX_CACHE)
-    dynamic = (None, None, [{3: length}] * len(masks), [({2: length}, {2: length}, None)] * len(layers))
+    if rows:
+        many = torch.export.Dim("rows", min=1, max=MAX_ROWS)
+        dynamic = ({0: many}, {0: many}, [{0: many, 3: length}] * len(masks),
+                   [({0: many, 2: length}, {0: many, 2: length}, None)] * len(layers))  # fmt: skip
+    else:
+        dynamic = (None, None, [{3: length}] * len(masks), [({2: length}, {2: length}, None)] * len(layers))
     example = (inputs["input_ids"], inputs["position_ids"], masks, layers)
     package = Path(tempfile.mkdtemp(dir=into)) / "step.pt2"
     configs = (
