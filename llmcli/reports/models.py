@@ -30,9 +30,9 @@ def build(data: dict[str, Any]) -> Report:
     blocks = [KV(rows)] + ([table] if cached else [Para("cache is empty", "dim")])
     steps = data.get("compiled_steps") or []
     if steps:  # generate --compile's libraries (engine.step), used by later runs of the same model and dtype
-        rows_ = [[s["path"], s.get("model") or "?", s["dtype"], s.get("weights", "bound"), human_bytes(s["bytes"]),
-                  f"{s['build_seconds']} s", s["torch"]] for s in steps]  # fmt: skip
-        heads = ["compiled decoding step", "model", "dtype", "weights", "size", "built in", "torch"]
+        rows_ = [[s["path"], s.get("model") or "?", s["dtype"], s.get("weights", "bound"), s.get("rows", "one"),
+                  human_bytes(s["bytes"]), f"{s['build_seconds']} s", s["torch"]] for s in steps]  # fmt: skip
+        heads = ["compiled decoding step", "model", "dtype", "weights", "rows", "size", "built in", "torch"]
         blocks.append(Table(heads, rows_, numeric={4, 5}))
     measured = data.get("kernel_measurements") or []
     if measured:  # engine.load.dtype_probe: the CPU's decoding dtype and product, measured once and kept

@@ -77,7 +77,7 @@ def test_models_lists_the_kept_steps(tiny_dir, step_home, capsys, monkeypatch):
     assert {s["path"] for s in steps} == {str(p.parent) for p in libraries(step_home)}
     assert {s["dtype"] for s in steps} == {"float32"} and all(s["bytes"] > 0 and s["build_seconds"] for s in steps)
     assert {s["weights"] for s in steps} == {"held" if holds(p) else "bound" for p in libraries(step_home)}
-    assert str(tiny_dir) in {s["model"] for s in steps}
+    assert str(tiny_dir) in {s["model"] for s in steps} and {s["rows"] for s in steps} == {"one"}  # generate's
     assert "compiled decoding step" in run_cli(["models"], capsys, monkeypatch).stdout
 
 

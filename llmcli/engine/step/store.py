@@ -126,8 +126,9 @@ def _stat_of(path: Path) -> list[int]:
 
 def listed() -> list[dict[str, Any]]:
     """Every kept step as `llmcli models` lists it: folder, bytes, the cache's dtype, torch, build time,
-    whether the library holds the weights ("held") or they are bound to it at load ("bound"), and the model
-    directory it was built from (None for a step kept before that was recorded)."""
+    whether the library holds the weights ("held") or they are bound to it at load ("bound"), the rows it takes
+    ("one", or "many": serve's few rows) and the model directory it was built from (None for a step kept before
+    that was recorded)."""
     found = []
     for folder, manifest in _manifests():
         try:
@@ -136,7 +137,8 @@ def listed() -> list[dict[str, Any]]:
             dtype = str(inputs[-1]).removeprefix("torch.")
             found.append({"path": str(folder), "bytes": size, "dtype": dtype, "torch": key.get("torch"),
                           "build_seconds": manifest.get("build_seconds"), "model": manifest.get("source"),
-                          "weights": "held" if holds_weights(key) else "bound"})  # fmt: skip
+                          "weights": "held" if holds_weights(key) else "bound",
+                          "rows": "many" if key.get("rows") else "one"})  # fmt: skip
         except (OSError, TypeError, AttributeError):
             continue
     return found
