@@ -1,8 +1,9 @@
 """Which attention kernel one generate() call uses when the user left `--attn auto`: on CUDA (below), and on
 the CPU plain SDPA for a static cache's step, compiled or not, where the load chose engine.load.cpu_attention's
-float32 step (under the registered attention generate() did not call the compiled step: a static cache's step
-then attended over the whole cache eagerly, 7 tok/s). The compiled step itself is traced with the float32
-step (engine.step.export), so that switch only names the call.
+float32 step (under the registered attention generate() did not call the compiled step: transformers built no
+mask for that name until it was registered for SDPA's masks as well, so the static cache's step attended over
+the whole cache eagerly, 7 tok/s). The compiled step itself is traced with the float32 step
+(engine.step.export), so that switch only names the call.
 
 Measured on an H200 with a Qwen2.5-7B-shaped model (docs/performance.md): in a fresh process, SDPA's
 decoding steps cost 65 ms (cuDNN backend) or 34 ms (without it) until each key length has been seen once
