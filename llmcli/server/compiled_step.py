@@ -36,7 +36,7 @@ def build_rows_step(loaded: Any) -> None:
     from llmcli.engine.step.compiled import installed, rows_step_for
     from llmcli.genargs import DecodingFlags, build_generate_kwargs, for_generate
 
-    step = rows_step_for(loaded)
+    step = rows_step_for(loaded, building=True)
     step.may_build, step.failed = True, None
     kwargs = for_generate({**build_generate_kwargs(DecodingFlags(compile=True)), "do_sample": False,
                            "max_new_tokens": 3, "min_new_tokens": 3})  # fmt: skip

@@ -131,7 +131,7 @@ def test_a_few_rows_step_through_the_library_for_rows(tiny_dir, step_home, monke
     monkeypatch.setattr(kv_room, "ROOM", 3)  # rooms taken afresh every few steps
     loaded = loaded_with(tiny_dir, prepack=True)
     build_rows_step(loaded)
-    assert rows_step(loaded) is not None
+    assert rows_step(loaded) is not None and rows_step(loaded_with(tiny_dir, prepack=True)) is not None  # kept
     rows = []
     step = stepper.Batch.step
 

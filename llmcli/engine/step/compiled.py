@@ -220,25 +220,26 @@ def step_for(loaded: Any, *, building: bool = False) -> CompiledStep:
     return step
 
 
-def rows_step_for(loaded: Any) -> CompiledStep:
+def rows_step_for(loaded: Any, *, building: bool = False) -> CompiledStep:
     """The loaded model's step for a batch of rows (serve's, engine.step.lone): a library of its own, traced with
-    a dynamic row count, holding the weights where engine.step.variant allows it."""
+    a dynamic row count, holding the weights as step_for's does."""
     from llmcli.engine.step.variant import may_hold
 
     model = loaded.model
     step = _ROW_STEPS.get(model)
-    if step is None:
-        key = {**_key(loaded, building=may_hold(loaded)), "rows": ROWS}
+    if step is None or (building and not holds_weights(step.key) and may_hold(loaded)):
+        key = _key(loaded, building=building, rows=True)
         _ROW_STEPS[model] = step = CompiledStep(model, key, source=str(loaded.source.path))
     return step
 
 
-def _key(loaded: Any, *, building: bool) -> dict[str, Any]:
+def _key(loaded: Any, *, building: bool, rows: bool = False) -> dict[str, Any]:
     from llmcli.engine.load.environment import cpu
     from llmcli.engine.step.variant import may_hold, weights_digest
 
     tensors = [f"{name} {tuple(t.shape)} {t.dtype}" for name, t in named_tensors(loaded.model)]
     key = step_key(loaded.config, tensors=tensors, attn=loaded.attn, cpu=cpu())
+    key = {**key, "rows": ROWS} if rows else key
     return with_weights(key, weights_digest(loaded)) if may_hold(loaded) and (building or held_kept(key)) else key
 
 
