@@ -163,14 +163,16 @@ def serve(
         served[name] = Served(name, lambda source=source: load(source, spec), keep_alive=idle,
                               chat_template=template, tool_parser=tool_parser)  # fmt: skip
     loaded = [s.loaded for s in served.values()]
-    if model_args.compile and all(m.device == "cpu" for m in loaded):
-        base_kwargs = build_generate_kwargs(DecodingFlags())  # requests batch; lone rows take the step
-        from llmcli.server.compiled_step import prepare
+    from llmcli.server.compiled_step import offer, prepare
 
-        for name, model in zip(served, loaded, strict=True):
-            said = prepare(model)
-            if said:
-                output.warn(f"{name}: {said}")
+    compiling = model_args.compile and all(m.device == "cpu" for m in loaded)
+    if compiling:
+        base_kwargs = build_generate_kwargs(DecodingFlags())  # requests batch; lone rows take the step
+    at_start = prepare if compiling else offer if model_args.compile is None else None
+    for name, model in zip(served, loaded, strict=True) if at_start else []:
+        said = at_start(model)  # --compile: the steps built; no flag: the offer to build them, once
+        if said:
+            output.warn(f"{name}: {said}")
     settings = ServeSettings(
         api_key,
         max_tokens,

@@ -49,3 +49,24 @@ def build_rows_step(loaded: Any) -> None:
     ):
         loaded.model.generate(input_ids=ids, attention_mask=mask, pad_token_id=0, **kwargs)
     step.may_build = False
+
+
+def offer(loaded: Any) -> str | None:
+    """The offer of `serve --compile`, made once on stderr to a person at a terminal (engine.step.offer's memo):
+    a server started without the flag on the CPU, for a model whose libraries may hold the weights, where
+    neither the one-row library nor the one for rows is kept (serve never compiles unasked; without them its
+    rows decode on the model's forward: docs/performance.md)."""
+    if loaded.device != "cpu":
+        return None
+    from llmcli.engine.step.lone import lone_step, rows_step
+    from llmcli.engine.step.offer import MEMO, at_terminal
+    from llmcli.engine.step.variant import may_hold
+    from llmcli.modelfs.memo import first_time
+
+    if not may_hold(loaded) or not at_terminal() or (lone_step(loaded) and rows_step(loaded)):
+        return None
+    if not first_time(MEMO, f"serve|{loaded.source.path.resolve()}|{loaded.dtype}"):
+        return None
+    return (f"no compiled decoding steps are kept for it in {loaded.dtype} on this CPU; one start with `--compile` "
+            "builds them (a minute or two, once), and later starts decode through them while 1 to 8 requests "
+            "run (said once)")  # fmt: skip

@@ -27,3 +27,22 @@ def test_serve_compile_keeps_batching_and_steps_lone_rows_on_the_library(tiny_di
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
+
+
+def test_serve_without_the_flag_offers_it_once_at_a_terminal(tiny_dir, tmp_path, monkeypatch):
+    """No library kept for a model whose libraries may hold the weights: `serve` says once, to a person at a
+    terminal, that `--compile` builds them (it never compiles unasked)."""
+    from llmcli.engine.load.loader import load
+    from llmcli.engine.step import offer as step_offer
+    from llmcli.modelfs.source import resolve_model
+    from llmcli.plan import Dtype, LoadSpec
+    from llmcli.server.compiled_step import offer
+
+    monkeypatch.setenv("LLMCLI_HOME", str(tmp_path / "home"))
+    loaded = load(resolve_model(str(tiny_dir)), LoadSpec(dtype=Dtype.bfloat16, serving=True, prepack=True))
+    monkeypatch.setattr(step_offer, "at_terminal", lambda: False)
+    assert offer(loaded) is None  # a script's stderr
+    monkeypatch.setattr(step_offer, "at_terminal", lambda: True)
+    said = offer(loaded)
+    assert said and "`--compile` builds them" in said and "bfloat16" in said
+    assert offer(loaded) is None  # said once
