@@ -39,6 +39,14 @@ def test_a_step_is_sdpa_on_float32_copies_and_a_prefill_is_sdpa_itself(narrow):
     out, _ = cpu_attention.attention(module, one, keys, values, None)
     wide, _ = sdpa_attention_forward(module, one.float(), keys.float(), values.float(), None)
     assert out.dtype == torch.bfloat16 and torch.equal(out, wide.to(torch.bfloat16))
+    assert module.num_key_value_groups > 1  # grouped heads: the step folds them onto their key/value head
+    rows = torch.randn(3, heads, 1, dim, generator=gen).bfloat16()
+    three = [t.expand(3, -1, -1, -1) for t in (keys, values)]
+    padded = torch.ones(3, 1, 1, 37, dtype=torch.bool)
+    padded[1:, ..., :4] = False
+    out, _ = cpu_attention.attention(module, rows, *three, padded)
+    wide, _ = sdpa_attention_forward(module, rows.float(), *(t.float() for t in three), padded)
+    assert out.shape == (3, 1, heads, dim) and torch.equal(out, wide.to(torch.bfloat16))
     many = torch.randn(1, heads, 5, dim, generator=gen).bfloat16()
     mask = torch.ones(1, 1, 5, 37, dtype=torch.bool).tril(32)
     out, _ = cpu_attention.attention(module, many, keys, values, mask)

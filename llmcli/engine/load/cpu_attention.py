@@ -36,8 +36,26 @@ def attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any
     mask = attention_mask
     if mask is not None and mask.dtype != torch.bool:  # an additive mask joins the float32 scores
         mask = mask.float()
+    groups = getattr(module, "num_key_value_groups", 1)
+    if query.shape[2] == 1 and groups > 1 and (mask is None or mask.shape[1] == 1) and _plain(kwargs):
+        return _packed(query, key.float(), value.float(), mask, groups, kwargs.get("scaling")), None
     out, weights = sdpa_attention_forward(module, query.float(), key.float(), value.float(), mask, **kwargs)
     return out.to(query.dtype), weights
+
+
+def _plain(kwargs: dict[str, Any]) -> bool:
+    """Whether the call asks for nothing beyond SDPA's scaled, masked attention."""
+    return not kwargs.get("dropout") and all(kwargs.get(k) is None for k in ("softcap", "position_bias", "s_aux"))
+
+
+def _packed(query: Any, key: Any, value: Any, mask: Any, groups: int, scaling: Any) -> Any:
+    """One query position a row with its grouped heads folded onto their key/value head, as transformers'
+    `pack_gqa` does (which it skips while tracing: the compiled step then copied every layer's keys and values
+    once per group, [rows, heads, columns, dim] in float32, at 16 rows most of the step; docs/performance.md)."""
+    rows, heads, _, dim = query.shape
+    packed = query.float().reshape(rows, heads // groups, groups, dim)
+    out = torch.nn.functional.scaled_dot_product_attention(packed, key, value, attn_mask=mask, scale=scaling)
+    return out.reshape(rows, heads, 1, dim).transpose(1, 2).contiguous().to(query.dtype)
 
 
 def install(model: Any, *, device: str, dtype: str, requested: str) -> bool:
