@@ -1,5 +1,5 @@
 """`serve --compile` on the CPU: the compiled decoding steps built (or found kept) once at start, so that a row
-alone in its batch decodes through the one-row step and a few rows through one traced for many rows
+alone in its batch decodes through the one-row step and more rows through one traced with a dynamic row count
 (engine.step.lone) while requests keep batching. The flag used to put every request on generate()'s static
 cache, one request at a time. On a GPU it keeps that path (torch.compile inside generate()). May import the
 engine and the shared top-level modules.
@@ -28,7 +28,7 @@ def prepare(loaded: Any) -> str | None:
 
 
 def build_rows_step(loaded: Any) -> None:
-    """Builds (or finds kept) the library for a few rows with one short generate() call of two left-padded
+    """Builds (or finds kept) the library for rows with one short generate() call of two left-padded
     prompts through a static cache (its build says so on stderr, as the one-row step's)."""
     import torch
 
@@ -68,5 +68,5 @@ def offer(loaded: Any) -> str | None:
     if not first_time(MEMO, f"serve|{loaded.source.path.resolve()}|{loaded.dtype}"):
         return None
     return (f"no compiled decoding steps are kept for it in {loaded.dtype} on this CPU; one start with `--compile` "
-            "builds them (a minute or two, once), and later starts decode through them while 1 to 8 requests "
-            "run (said once)")  # fmt: skip
+            "builds them (a minute or two, once), and later starts decode through them "
+            "(said once)")  # fmt: skip

@@ -115,9 +115,9 @@ def test_bfloat16_alone_on_the_library_float32_in_a_batch(tiny_dir, step_home, c
     assert [rows for rows, _ in seen][-1] == 1  # the first finished alone again
 
 
-def test_a_few_rows_step_through_the_library_for_rows(tiny_dir, step_home, monkeypatch):
-    """`serve --compile`'s library for a few rows (traced with a dynamic row count): three rows of different
-    prompts and flags decode eagerly while they exceed FEW_ROWS, through the library once one has left (the
+def test_rows_step_through_the_library_for_rows(tiny_dir, step_home, monkeypatch):
+    """`serve --compile`'s library for rows (traced with a dynamic row count): three rows of different prompts
+    and flags decode eagerly while they exceed LIBRARY_ROWS (2 here), through the library once one has left (the
     third alone again, without a one-row library here: eagerly), each with its solo tokens (float32; the
     library holds the weights beside oneDNN's, as a bfloat16 one's does)."""
     from llmcli.engine.batch import stepper
@@ -127,7 +127,7 @@ def test_a_few_rows_step_through_the_library_for_rows(tiny_dir, step_home, monke
 
     holding_weights(monkeypatch)
     monkeypatch.setenv("LLMCLI_HOME", str(step_home))
-    monkeypatch.setattr(stepper, "FEW_ROWS", 2)
+    monkeypatch.setattr(stepper, "LIBRARY_ROWS", 2)
     monkeypatch.setattr(kv_room, "ROOM", 3)  # rooms taken afresh every few steps
     loaded = loaded_with(tiny_dir, prepack=True)
     build_rows_step(loaded)
@@ -136,7 +136,7 @@ def test_a_few_rows_step_through_the_library_for_rows(tiny_dir, step_home, monke
     step = stepper.Batch.step
 
     def recording(self):
-        rows.append((len(self.rows), self.few is not None))
+        rows.append((len(self.rows), self.many is not None))
         return step(self)
 
     monkeypatch.setattr(stepper.Batch, "step", recording)
@@ -145,6 +145,6 @@ def test_a_few_rows_step_through_the_library_for_rows(tiny_dir, step_home, monke
     gate.set()
     results = [drain(s)[1][0] for s in streams]
     assert [r.stats.compiled_step for r in results] == ["loaded", None, "loaded"]
-    assert {n for n, _ in rows} == {1, 2, 3} and all(few for _, few in rows)
+    assert {n for n, _ in rows} == {1, 2, 3} and all(many for _, many in rows)
     for prompt, plan, result in zip(PROMPTS[:3], plans, results, strict=True):
         assert result.outputs[0].token_ids == solo(loaded, prompt, plan)

@@ -164,13 +164,13 @@ class Scheduler:
         if batch is None:
             from llmcli.engine.load.devices import input_device
 
-            lone, few = self._kept_steps(loaded)
-            batch = Batch(loaded.model, input_device(loaded.model), lone=lone, few=few)
+            lone, many = self._kept_steps(loaded)
+            batch = Batch(loaded.model, input_device(loaded.model), lone=lone, many=many)
             self.batches[id(loaded)] = batch
         return batch
 
     def _kept_steps(self, loaded: Any) -> tuple[Any, Any]:
-        """The kept compiled steps a lone row and a few rows of this model decode through (engine.step.lone),
+        """The kept compiled steps a lone row and several rows of this model decode through (engine.step.lone),
         unless --no-compile or --batch-invariant (their rounding is not the batched kernel's) keep them on the
         forward."""
         if self.settings.plain_step or self.settings.invariant:

@@ -6,8 +6,8 @@ row's padding, and position ids count each row's own tokens, so a row computes w
 (float32 on CPU gives the same tokens; other dtypes round differently for other batch shapes). Rows that
 arrive together are prefilled together, their cache padded to the batch's width and stacked under the
 others; a row that leaves is cut out, and columns that became padding in every row are dropped. A row alone
-in its batch may step through the kept compiled library instead, and up to FEW_ROWS rows through one traced
-with a dynamic row count (engine.step.lone).
+in its batch may step through the kept compiled library instead, and more rows through one traced with a
+dynamic row count (engine.step.lone).
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ from __future__ import annotations
 from typing import Any
 
 from llmcli.engine.batch.rows import Row
+from llmcli.engine.step.export import MAX_ROWS
 
-# rows a step of the library for many rows takes (more: the model's forward). The default model in bfloat16, a
-# step at 1 / 2 / 4 / 8 / 16 rows: 26.6 / 27.9 / 29.7 / 35.7 / 56.4 ms through it against 41.4 / 43.2 / 46.5 /
-# 47.9 / 56.6 on oneDNN eager (AMD EPYC VM, avx512_bf16; docs/performance.md)
-FEW_ROWS = 8
+# rows up to which a batch steps through the library for rows (more: the model's forward): its bound. The default
+# model in bfloat16, serve's step at 4 / 16 / 32 / 64 rows: 15.5 / 29 / 44 / 75 ms through it against ~18 on the
+# library before its grouped heads were folded, and 45 / 61 / 95 ms (16 / 32 / 64 rows) on oneDNN eager (AMD
+# EPYC VM, avx512_bf16; docs/performance.md)
+LIBRARY_ROWS = MAX_ROWS
 
 
 def cache_mergeable(model: Any) -> bool:
@@ -38,10 +40,10 @@ def cache_mergeable(model: Any) -> bool:
 class Batch:
     """The rows decoding together, their cache and attention mask."""
 
-    def __init__(self, model: Any, device: Any, *, lone: Any = None, few: Any = None):
+    def __init__(self, model: Any, device: Any, *, lone: Any = None, many: Any = None):
         self.model, self.device = model, device
         self.lone = lone  # engine.step.lone's LoneStep: a lone row's step through the kept compiled library
-        self.few = few  # the same for 2 to FEW_ROWS rows, through the library traced for many rows
+        self.many = many  # the same for 2 to LIBRARY_ROWS rows, through the library traced for many rows
         self.wide = wide_cache_dtype(model)  # the cache's dtype while rows step on the model's forward
         self.rows: list[Row] = []
         self.cache: Any = None
@@ -130,14 +132,14 @@ class Batch:
         return self.drop([r for r in self.rows if r.finish is not None])
 
     def _compiled_logits(self, ids: Any, positions: Any) -> Any:
-        """The rows' float32 logits from a kept compiled library (one row: lone; a few: few), their keys and
+        """The rows' float32 logits from a kept compiled library (one row: lone; more: many), their keys and
         values written into the cache's room as the model's forward would have; None where no library takes
         the step."""
         import torch
 
         from llmcli.engine.batch.kv_room import LONE_ROOM
 
-        kind = "lone" if len(self.rows) == 1 else "few" if len(self.rows) <= FEW_ROWS else None
+        kind = "lone" if len(self.rows) == 1 else "many" if len(self.rows) <= LIBRARY_ROWS else None
         library = getattr(self, kind) if kind else None
         if library is None:
             return None

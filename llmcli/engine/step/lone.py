@@ -1,5 +1,5 @@
 """serve's rows through kept compiled steps. While a batch holds one row, its step can be the one-row library
-that generate() decodes with (engine.step.compiled) instead of the model's eager forward; while it holds a few,
+that generate() decodes with (engine.step.compiled) instead of the model's eager forward; while it holds more,
 a library of its own traced with a dynamic row count (built by `serve --compile`: server.compiled_step). The batch's
 cache room (engine.batch.kv_room) goes to the library as a static cache's tensors (keys and values with spare
 columns, the rows' common length) and each row's mask is laid over the whole room. Rows that join later find
@@ -17,7 +17,7 @@ PLAIN_MASKS = ("", "full_attention")  # the library's mask inputs a lone row's m
 
 
 class LoneStep:
-    """A compiled step as serve's batch calls it (one row, or a few on a library built for rows)."""
+    """A compiled step as serve's batch calls it (one row, or more on a library built for rows)."""
 
     def __init__(self, step: Any, signature: list[str]) -> None:
         self.step, self.signature = step, signature
@@ -51,7 +51,7 @@ def lone_step(loaded: Any) -> LoneStep | None:
 
 
 def rows_step(loaded: Any) -> LoneStep | None:
-    """The kept compiled step for a few rows of this model's batch (a library traced with a dynamic row count),
+    """The kept compiled step for several rows of this model's batch (a library traced with a dynamic row count),
     or None, as lone_step."""
     if loaded.device != "cpu":
         return None

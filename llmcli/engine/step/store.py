@@ -127,7 +127,7 @@ def _stat_of(path: Path) -> list[int]:
 def listed() -> list[dict[str, Any]]:
     """Every kept step as `llmcli models` lists it: folder, bytes, the cache's dtype, torch, build time,
     whether the library holds the weights ("held") or they are bound to it at load ("bound"), the rows it takes
-    ("one", or "many": serve's few rows) and the model directory it was built from (None for a step kept before
+    ("one", or "many": serve's batch of rows) and the model directory it was built from (None for a step kept before
     that was recorded)."""
     found = []
     for folder, manifest in _manifests():
