@@ -18,9 +18,8 @@ from llmcli.engine.batch.rows import Row
 from llmcli.engine.step.export import MAX_ROWS
 
 # rows up to which a batch steps through the library for rows (more: the model's forward): its bound. The default
-# model in bfloat16, serve's step at 4 / 16 / 32 / 64 rows: 15.5 / 29 / 44 / 75 ms through it against ~18 on the
-# library before its grouped heads were folded, and 45 / 61 / 95 ms (16 / 32 / 64 rows) on oneDNN eager (AMD
-# EPYC VM, avx512_bf16; docs/performance.md)
+# model in bfloat16, serve's step in-process at 12 / 16 / 32 / 64 rows: 24 / 29 / 44 / 75 ms through it against
+# 40 / 45 / 61 / 95 on oneDNN eager (AMD EPYC VM, avx512_bf16; docs/performance.md)
 LIBRARY_ROWS = MAX_ROWS
 
 
