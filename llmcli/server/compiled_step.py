@@ -53,9 +53,9 @@ def build_rows_step(loaded: Any) -> None:
 
 def offer(loaded: Any) -> str | None:
     """The offer of `serve --compile`, made once on stderr to a person at a terminal (engine.step.offer's memo):
-    a server started without the flag on the CPU, for a model whose libraries may hold the weights, where
-    neither the one-row library nor the one for rows is kept (serve never compiles unasked; without them its
-    rows decode on the model's forward: docs/performance.md)."""
+    a server started without the flag on the CPU, for a model whose libraries may hold the weights, where the
+    one-row library or the one for rows is not kept (serve never compiles unasked; without them its rows decode
+    on the model's forward: docs/performance.md)."""
     if loaded.device != "cpu":
         return None
     from llmcli.engine.step.lone import lone_step, rows_step
@@ -67,6 +67,6 @@ def offer(loaded: Any) -> str | None:
         return None
     if not first_time(MEMO, f"serve|{loaded.source.path.resolve()}|{loaded.dtype}"):
         return None
-    return (f"no compiled decoding steps are kept for it in {loaded.dtype} on this CPU; one start with `--compile` "
-            "builds them (a minute or two, once), and later starts decode through them "
+    return (f"the compiled decoding steps serve uses are not all kept for it in {loaded.dtype} on this CPU; one "
+            "start with `--compile` builds them (a minute or two, once), and later starts decode through them "
             "(said once)")  # fmt: skip

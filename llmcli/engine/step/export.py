@@ -103,12 +103,9 @@ def build(model: Any, inputs: dict[str, Any], into: Path, *, holds_weights: bool
     step = _step_module(model, own_cache, mask_keys)
     layers = layer_tensors(cache)
     length = torch.export.Dim("cache_length", min=2, max=MAX_CACHE)
-    if rows:
-        many = torch.export.Dim("rows", min=1, max=MAX_ROWS)
-        dynamic = ({0: many}, {0: many}, [{0: many, 3: length}] * len(masks),
-                   [({0: many, 2: length}, {0: many, 2: length}, None)] * len(layers))  # fmt: skip
-    else:
-        dynamic = (None, None, [{3: length}] * len(masks), [({2: length}, {2: length}, None)] * len(layers))
+    batch = {0: torch.export.Dim("rows", min=1, max=MAX_ROWS)} if rows else {}
+    cache = {**batch, 2: length}
+    dynamic = (batch or None, batch or None, [{**batch, 3: length}] * len(masks), [(cache, cache, None)] * len(layers))
     example = (inputs["input_ids"], inputs["position_ids"], masks, layers)
     package = Path(tempfile.mkdtemp(dir=into)) / "step.pt2"
     configs = (
