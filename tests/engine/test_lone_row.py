@@ -18,12 +18,13 @@ from tests.engine.test_compiled_step import generate as generate_cli
 LONG = GenerationPlan(kwargs={"do_sample": False, "max_new_tokens": 40, "min_new_tokens": 40}, seed=None)
 
 
-def loaded_with(tiny_dir, *, prepack: bool, dtype: str = "float32"):
+def loaded_with(tiny_dir, *, prepack: bool, dtype: str = "float32", quantize: str = "none"):
     from llmcli.engine.load.loader import load
     from llmcli.modelfs.source import resolve_model
-    from llmcli.plan import Dtype, LoadSpec
+    from llmcli.plan import Dtype, LoadSpec, Quantize
 
-    return load(resolve_model(str(tiny_dir)), LoadSpec(dtype=Dtype(dtype), prepack=prepack))
+    spec = LoadSpec(dtype=Dtype(dtype), prepack=prepack, quantize=Quantize(quantize))
+    return load(resolve_model(str(tiny_dir)), spec)
 
 
 def solo(loaded, prompt, plan):
@@ -115,23 +116,27 @@ def test_bfloat16_alone_on_the_library_float32_in_a_batch(tiny_dir, step_home, c
     assert [rows for rows, _ in seen][-1] == 1  # the first finished alone again
 
 
-def test_rows_step_through_the_library_for_rows(tiny_dir, step_home, monkeypatch):
+@pytest.mark.parametrize("quantize", ["none", "int4"])
+def test_rows_step_through_the_library_for_rows(quantize, tiny_dir, step_home, monkeypatch):
     """`serve --compile`'s library for rows (traced with a dynamic row count): three rows of different prompts
     and flags decode eagerly while they exceed LIBRARY_ROWS (2 here), through the library once one has left (the
     third alone again, without a one-row library here: eagerly), each with its solo tokens (float32; the
-    library holds the weights beside oneDNN's, as a bfloat16 one's does)."""
+    library holds the weights beside oneDNN's, as a bfloat16 one's does; an int4 model's binds its layers, whose
+    kernel takes the library's whole range of rows)."""
     from llmcli.engine.batch import stepper
     from llmcli.engine.step.lone import rows_step
     from llmcli.server.compiled_step import build_rows_step
     from tests.engine.test_batching import queued
 
-    holding_weights(monkeypatch)
+    if quantize == "none":
+        holding_weights(monkeypatch)
     monkeypatch.setenv("LLMCLI_HOME", str(step_home))
     monkeypatch.setattr(stepper, "LIBRARY_ROWS", 2)
     monkeypatch.setattr(kv_room, "ROOM", 3)  # rooms taken afresh every few steps
-    loaded = loaded_with(tiny_dir, prepack=True)
+    loaded = loaded_with(tiny_dir, prepack=quantize == "none", quantize=quantize)
     build_rows_step(loaded)
-    assert rows_step(loaded) is not None and rows_step(loaded_with(tiny_dir, prepack=True)) is not None  # kept
+    again = loaded_with(tiny_dir, prepack=quantize == "none", quantize=quantize)
+    assert rows_step(loaded) is not None and rows_step(again) is not None  # kept
     rows = []
     step = stepper.Batch.step
 

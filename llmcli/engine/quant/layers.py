@@ -74,8 +74,10 @@ class Int8Linear(torch.nn.Module):
 
 
 def _many_rows(flat: torch.Tensor, tiles: cpu_packing.Layout | None) -> bool:
-    """Whether the dequantized tiles take these rows (a compiled graph keeps the kernel: one op to trace)."""
-    return tiles is not None and flat.shape[0] >= int4_tiles.MANY_ROWS and not torch.compiler.is_compiling()
+    """Whether the dequantized tiles take these rows. A compiled graph keeps the kernel (one op to trace), asked
+    before the rows are: a traced row count compared with MANY_ROWS bounds the graph below it (a library for
+    serve's rows could not be built for 2 to 256 of them)."""
+    return tiles is not None and not torch.compiler.is_compiling() and flat.shape[0] >= int4_tiles.MANY_ROWS
 
 
 def held_bytes(module: torch.nn.Module) -> int:
