@@ -7,7 +7,8 @@ same counts sampling at temperature 0.7, top_p 0.95, each with its own seed (`--
 aggregate is completion tokens per second over the wall time of the whole load. Servers: `llmcli serve`
 with no flags, with `--dtype bfloat16`, with `--dtype bfloat16 --no-compile` (part 'bfloat16_plain': lone
 rows on the model's forward, not a kept compiled step), with `--batch-invariant`, with `--no-prepack` (part
-'unpacked': torch's own CPU matrix products), and vLLM (float32, and bfloat16 as part vllm_bfloat16; skipped
+'unpacked': torch's own CPU matrix products), with `--quantize int4` (part 'int4'; 'int4_plain' adds
+`--no-compile`), and vLLM (float32, and bfloat16 as part vllm_bfloat16; skipped
 without .venv-vllm). For one lone request, where its time goes: the server's own decode time against the
 client's wall time. Also: (a) a one-shot `llmcli generate` against the same call with --server; (d) warm
 decode with --compile.
@@ -211,6 +212,10 @@ def main() -> None:
             ["--dtype", "bfloat16", "--no-compile"], lambda url: loads(url, "default", args.reps)
         ),
         "float32": lambda: served(["--dtype", "float32"], lambda url: loads(url, "default", args.reps)),
+        "int4": lambda: served(["--quantize", "int4"], lambda url: loads(url, "default", args.reps)),
+        "int4_plain": lambda: served(
+            ["--quantize", "int4", "--no-compile"], lambda url: loads(url, "default", args.reps)
+        ),
         "invariant": lambda: served(["--batch-invariant"], lambda url: loads(url, "default", args.reps)),
         "unpacked": lambda: served(["--no-prepack"], lambda url: loads(url, "default", args.reps)),
         "vllm": lambda: vllm(lambda url: loads(url, "default", args.reps)),

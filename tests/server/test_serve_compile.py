@@ -30,12 +30,13 @@ def test_serve_compile_keeps_batching_and_steps_lone_rows_on_the_library(tiny_di
 
 
 def test_serve_without_the_flag_offers_it_once_at_a_terminal(tiny_dir, tmp_path, monkeypatch):
-    """No library kept for a model whose libraries may hold the weights: `serve` says once, to a person at a
-    terminal, that `--compile` builds them (it never compiles unasked)."""
+    """No library kept for a model whose libraries may hold the weights, or an int4/int8 one (not torch's dynamic
+    int8): `serve` says once, to a person at a terminal, that `--compile` builds them (it never compiles
+    unasked)."""
     from llmcli.engine.load.loader import load
     from llmcli.engine.step import offer as step_offer
     from llmcli.modelfs.source import resolve_model
-    from llmcli.plan import Dtype, LoadSpec
+    from llmcli.plan import Dtype, LoadSpec, Quantize
     from llmcli.server.compiled_step import offer
 
     monkeypatch.setenv("LLMCLI_HOME", str(tmp_path / "home"))
@@ -46,3 +47,7 @@ def test_serve_without_the_flag_offers_it_once_at_a_terminal(tiny_dir, tmp_path,
     said = offer(loaded)
     assert said and "`--compile` builds them" in said and "bfloat16" in said
     assert offer(loaded) is None  # said once
+    for quantize, offered in (("int4", True), ("int8", True), ("int8-dynamic", False)):
+        spec = LoadSpec(dtype=Dtype.bfloat16, serving=True, quantize=Quantize(quantize))
+        said = offer(load(resolve_model(str(tiny_dir)), spec))
+        assert bool(said) == offered and (not said or f"bfloat16 + {quantize}" in said)
