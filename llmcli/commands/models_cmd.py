@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 models_app = typer.Typer(
-    help="The embedded default model and the cache of converted GGUF files.",
+    help="The embedded default model, the cache of converted GGUF files and the kept compiled steps.",
     invoke_without_command=True,
     no_args_is_help=False,
 )
@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
 def models(
     ctx: typer.Context, json_out: bool = typer.Option(False, "--json", help="One JSON object on stdout.")
 ) -> None:
-    """List the default model, where its cache lives and its size (also: rebuild, remove)."""
+    """List the default model, where its cache lives and its size (also: rebuild, remove, prune)."""
     if ctx.invoked_subcommand is None:
         list_models(json_out)
 
@@ -83,3 +83,29 @@ def remove() -> None:
     paths = cached_models()
     freed = remove_cached(paths)
     output.warn(f"removed {len(paths)} cached model(s), freed {human_bytes(freed)}")
+
+
+@models_app.command("prune")
+def prune(
+    everything: bool = typer.Option(
+        False, "--all", help="Every compiled decoding step, not only those no run can load again."
+    ),  # fmt: skip
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would go; delete nothing."),
+    json_out: bool = typer.Option(False, "--json", help="One JSON object on stdout."),
+) -> None:
+    """Delete the compiled decoding steps that no run here can load again (another torch, transformers or CPU,
+    a model directory that is gone, a build that did not finish)."""
+    from llmcli import output
+    from llmcli.engine.step.prune import remove, stale_steps
+    from llmcli.reports import models as models_report
+    from llmcli.units import human_bytes
+
+    stale = stale_steps(everything=everything)
+    freed = 0 if dry_run else remove(stale)
+    data = {"dry_run": dry_run, "freed_bytes": freed,
+            "steps": [{"path": str(s.path), "why": s.why, "bytes": s.bytes} for s in stale]}  # fmt: skip
+    output.present(models_report.pruned(data), json=json_out)
+    if dry_run:
+        output.warn(f"would remove {len(stale)} compiled step(s), {human_bytes(sum(s.bytes for s in stale))}")
+    else:
+        output.warn(f"removed {len(stale)} compiled step(s), freed {human_bytes(freed)}")

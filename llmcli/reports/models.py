@@ -30,7 +30,8 @@ def build(data: dict[str, Any]) -> Report:
     blocks = [KV(rows)] + ([table] if cached else [Para("cache is empty", "dim")])
     steps = data.get("compiled_steps") or []
     if steps:  # generate --compile's libraries (engine.step), used by later runs of the same model and dtype
-        rows_ = [[s["path"], s.get("model") or "?", s["dtype"], s.get("weights", "bound"), s.get("rows", "one"),
+        rows_ = [[s["path"], s.get("model") or "?", " + ".join(filter(None, (s["dtype"], s.get("scheme")))),
+                  s.get("weights", "bound"), s.get("rows", "one"),
                   human_bytes(s["bytes"]), f"{s['build_seconds']} s", s["torch"]] for s in steps]  # fmt: skip
         heads = ["compiled decoding step", "model", "dtype", "weights", "rows", "size", "built in", "torch"]
         blocks.append(Table(heads, rows_, numeric={4, 5}))
@@ -46,3 +47,12 @@ def _measurement(m: dict[str, Any]) -> list[str]:
     ms = ", ".join(f"{name} {value}" for name, value in sorted(m["ms"].items(), key=lambda item: item[1]))
     shape = "x".join(str(n) for n in m.get("shape") or [])
     return [str(m.get("cpu", "")), shape, str(m.get("rows", "")), chosen, ms, m["torch"], str(m.get("measured", ""))]
+
+
+def pruned(data: dict[str, Any]) -> Report:
+    """`llmcli models prune`: the compiled steps removed (or, `dry_run`, that would be), each with why."""
+    steps = data["steps"]
+    head = "compiled decoding step" + (" (would go)" if data["dry_run"] else " (removed)")
+    rows = [[s["path"], s["why"], human_bytes(s["bytes"])] for s in steps]
+    block = Table([head, "why", "size"], rows, numeric={2}) if steps else Para("nothing to remove", "dim")
+    return Report(data, [Section("Pruned", [block])])

@@ -125,6 +125,7 @@ def test_rows_step_through_the_library_for_rows(quantize, tiny_dir, step_home, m
     kernel takes the library's whole range of rows)."""
     from llmcli.engine.batch import stepper
     from llmcli.engine.step.lone import rows_step
+    from llmcli.engine.step.store import listed
     from llmcli.server.compiled_step import build_rows_step
     from tests.engine.test_batching import queued
 
@@ -137,6 +138,8 @@ def test_rows_step_through_the_library_for_rows(quantize, tiny_dir, step_home, m
     build_rows_step(loaded)
     again = loaded_with(tiny_dir, prepack=quantize == "none", quantize=quantize)
     assert rows_step(loaded) is not None and rows_step(again) is not None  # kept
+    named = {(s["model"], s["scheme"]) for s in listed() if s["rows"] == "many"}
+    assert (str(tiny_dir), None if quantize == "none" else "int4 g32") in named  # as `llmcli models` lists it
     rows = []
     step = stepper.Batch.step
 

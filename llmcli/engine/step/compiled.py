@@ -38,10 +38,14 @@ class CompiledStep:
     """One model's compiled step. `may_build`: whether a missing or damaged library is built here (`--compile`)
     or the plain step decodes instead (a run that only uses what is kept)."""
 
-    def __init__(self, model: Any, key: dict[str, Any], *, source: str | None = None) -> None:
+    def __init__(
+        self, model: Any, key: dict[str, Any], *, source: str | None = None, scheme: str | None = None
+    ) -> None:
         self.model, self.key = model, key
         self.rows = key.get("rows") == ROWS  # traced with a dynamic row count (serve's batch, engine.step.lone)
-        self.source = source  # the model's directory, named in the manifest for `llmcli models` (not in the key)
+        # the model's directory and quantization ("int4 g32"), named in the manifest for `llmcli models` (the
+        # key has them as the config's and tensors' hashes)
+        self.source, self.scheme = source, scheme
         self.may_build = False
         self.runner: Any = None
         self.signature: list[str] | None = None
@@ -147,7 +151,7 @@ class CompiledStep:
             built, constants = build(self.model, inputs, Path(scratch), holds_weights=holds_weights(self.key),
                                      attention=self.key["attention"], rows=self.rows)  # fmt: skip
             library = keep(self.key, built, constants=constants, seconds=time.perf_counter() - started,
-                           inputs=self.signature or [], source=self.source)  # fmt: skip
+                           inputs=self.signature or [], source=self.source, scheme=self.scheme)  # fmt: skip
         seconds = time.perf_counter() - started
         self.how = "built"
         stderr_text(f"compiled the decoding step in {seconds:.1f} s ({library.parent})")
@@ -216,7 +220,7 @@ def step_for(loaded: Any, *, building: bool = False) -> CompiledStep:
     model = loaded.model
     step = _STEPS.get(model)
     if step is None or (building and not holds_weights(step.key) and may_hold(loaded)):
-        _STEPS[model] = step = CompiledStep(model, _key(loaded, building=building), source=str(loaded.source.path))
+        _STEPS[model] = step = CompiledStep(model, _key(loaded, building=building), **_named(loaded))
     return step
 
 
@@ -229,8 +233,17 @@ def rows_step_for(loaded: Any, *, building: bool = False) -> CompiledStep:
     step = _ROW_STEPS.get(model)
     if step is None or (building and not holds_weights(step.key) and may_hold(loaded)):
         key = _key(loaded, building=building, rows=True)
-        _ROW_STEPS[model] = step = CompiledStep(model, key, source=str(loaded.source.path))
+        _ROW_STEPS[model] = step = CompiledStep(model, key, **_named(loaded))
     return step
+
+
+def _named(loaded: Any) -> dict[str, str | None]:
+    """What the manifest names for `llmcli models`: the model's directory and its quantization scheme."""
+    described = loaded.quantization or {}
+    scheme = None if loaded.quantize == "none" else loaded.quantize
+    if scheme and described.get("group_size"):
+        scheme = f"{scheme} g{described['group_size']}"
+    return {"source": str(loaded.source.path), "scheme": scheme}
 
 
 def _key(loaded: Any, *, building: bool, rows: bool = False) -> dict[str, Any]:

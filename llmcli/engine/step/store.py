@@ -39,10 +39,15 @@ def step_key(config: dict[str, Any], *, tensors: list[str], attn: str | None, cp
         "config_sha256": hashlib.sha256(config_text.encode()).hexdigest(),
         "tensors_sha256": hashlib.sha256("\n".join(tensors).encode()).hexdigest(),
         "attention": attn,
-        "cpu": f"{cpu.get('model')}|{','.join(cpu.get('flags', []))}|{cpu.get('machine')}",
+        "cpu": cpu_text(cpu),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }
+
+
+def cpu_text(cpu: dict[str, Any]) -> str:
+    """The CPU as a key names it (engine.load.environment.cpu()'s model, flags and machine)."""
+    return f"{cpu.get('model')}|{','.join(cpu.get('flags', []))}|{cpu.get('machine')}"
 
 
 def with_weights(key: dict[str, Any], digest: str) -> dict[str, Any]:
@@ -57,14 +62,14 @@ def holds_weights(key: dict[str, Any]) -> bool:
 def held_kept(key: dict[str, Any]) -> bool:
     """Whether a library that holds the weights is kept for `key`'s model, dtype and CPU, whatever the weights
     (so that a model with none kept is not hashed for nothing)."""
-    for _, manifest in _manifests():
+    for _, manifest in manifests():
         kept_key = manifest["key"]
         if holds_weights(kept_key) and {k: v for k, v in kept_key.items() if k != "weights_sha256"} == key:
             return True
     return False
 
 
-def _manifests() -> list[tuple[Path, dict[str, Any]]]:
+def manifests() -> list[tuple[Path, dict[str, Any]]]:
     """(folder, manifest) of every kept step whose manifest reads as one (a dict with a dict `key`), by folder."""
     found = []
     for manifest_path in sorted(steps_dir().glob(f"*/{MANIFEST}")):
@@ -127,21 +132,24 @@ def _stat_of(path: Path) -> list[int]:
 def listed() -> list[dict[str, Any]]:
     """Every kept step as `llmcli models` lists it: folder, bytes, the cache's dtype, torch, build time,
     whether the library holds the weights ("held") or they are bound to it at load ("bound"), the rows it takes
-    ("one", or "many": serve's batch of rows) and the model directory it was built from (None for a step kept before
-    that was recorded)."""
+    ("one", or "many": serve's batch of rows), the model directory it was built from and the quantization
+    scheme whose layers it binds ("int4 g32"; None for none, or for a step kept before these were recorded)."""
     found = []
-    for folder, manifest in _manifests():
+    for folder, manifest in manifests():
         try:
             key, inputs = manifest["key"], manifest.get("inputs") or ["?"]
-            size = sum(f.stat().st_size for f in folder.iterdir())
             dtype = str(inputs[-1]).removeprefix("torch.")
-            found.append({"path": str(folder), "bytes": size, "dtype": dtype, "torch": key.get("torch"),
+            found.append({"path": str(folder), "bytes": dir_bytes(folder), "dtype": dtype, "torch": key.get("torch"),
                           "build_seconds": manifest.get("build_seconds"), "model": manifest.get("source"),
                           "weights": "held" if holds_weights(key) else "bound",
-                          "rows": "many" if key.get("rows") else "one"})  # fmt: skip
+                          "rows": "many" if key.get("rows") else "one", "scheme": manifest.get("scheme")})  # fmt: skip
         except (OSError, TypeError, AttributeError):
             continue
     return found
+
+
+def dir_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
 def inputs_of(library: Path) -> list[str]:
@@ -152,9 +160,10 @@ def inputs_of(library: Path) -> list[str]:
 
 
 def keep(key: dict[str, Any], library: Path, *, constants: dict[str, Any], seconds: float, inputs: list[str],
-         source: str | None = None) -> Path:  # fmt: skip
+         source: str | None = None, scheme: str | None = None) -> Path:  # fmt: skip
     """Moves a freshly built library into the key's folder, with its manifest (`source`: the model directory it
-    was built from, for `llmcli models`); returns the kept library. Its file name holds its hash: a process that
+    was built from, `scheme`: the quantization whose layers it binds, both for `llmcli models`); returns the kept
+    library. Its file name holds its hash: a process that
     loaded an earlier build holds that file open under its own name (the dynamic loader reuses a library it has
     loaded by name)."""
     from safetensors.torch import save_file
@@ -169,7 +178,7 @@ def keep(key: dict[str, Any], library: Path, *, constants: dict[str, Any], secon
         save_file({name: t.contiguous() for name, t in constants.items()}, str(staging / CONSTANTS))
         manifest = {"key": key, "library": name, "sha256": digest, "constants_sha256": sha256_of(staging / CONSTANTS),
                     "stat": _stat_of(staging / name), "inputs": inputs, "build_seconds": round(seconds, 1),
-                    "source": source}  # fmt: skip
+                    "source": source, "scheme": scheme}  # fmt: skip
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
         if folder.exists():
             shutil.rmtree(folder)
