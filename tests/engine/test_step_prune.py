@@ -55,3 +55,17 @@ def test_prune_removes_what_no_run_can_load(tmp_path, capsys, monkeypatch):
     everything = run_cli(["models", "prune", "--all", "--json"], capsys, monkeypatch)
     assert [os.path.basename(s["path"]) for s in everything.json()["steps"]] == ["good"]
     assert [p.name for p in steps.iterdir()] == [".build-running"]
+
+
+def test_a_folder_that_will_not_go_is_an_error_naming_it(tmp_path, capsys, monkeypatch):
+    from llmcli.engine.step import prune
+
+    monkeypatch.setenv("LLMCLI_HOME", str(tmp_path / "home"))
+    steps = tmp_path / "home" / "steps"
+    kept_step(steps, "old-a", source=tmp_path, torch="2.0.0")
+    kept_step(steps, "old-b", source=tmp_path, torch="2.0.0")
+    removing = prune.shutil.rmtree
+    monkeypatch.setattr(prune.shutil, "rmtree", lambda p, **kw: None if p.name == "old-a" else removing(p, **kw))
+    run = run_cli(["models", "prune"], capsys, monkeypatch)
+    assert run.code == 1 and run.stderr.count("\n") == 1 and "old-a: could not be removed" in run.stderr
+    assert "Traceback" not in run.stderr and [p.name for p in steps.iterdir()] == ["old-a"]

@@ -2,7 +2,7 @@
 by another torch or transformers (the traced forward is theirs), for another CPU (its kernels use what that CPU
 has), in an older format, or from a model directory that is gone; a folder whose manifest does not read; and
 what a killed build left behind (a hidden scratch or staging folder untouched for a day). Reads manifests and
-version strings only: no torch. May import engine.step.store and engine.load.environment.
+version strings only: no torch. May import engine.step.store, engine.load.environment and errors.
 """
 
 from __future__ import annotations
@@ -51,11 +51,20 @@ def stale_steps(*, everything: bool = False) -> list[Stale]:
 
 
 def remove(stale: list[Stale]) -> int:
-    """Deletes the folders; returns the bytes freed."""
-    freed = 0
+    """Deletes the folders; returns the bytes freed. A folder that will not go is an error naming it (exit 1),
+    after the others have gone."""
+    from llmcli.errors import LlmcliError
+
+    freed, failed = 0, []
     for entry in stale:
         shutil.rmtree(entry.path, ignore_errors=True)
-        freed += 0 if entry.path.exists() else entry.bytes
+        if entry.path.exists():
+            failed.append(entry.path)
+        else:
+            freed += entry.bytes
+    if failed:
+        more = f" and {len(failed) - 1} more" if len(failed) > 1 else ""
+        raise LlmcliError(f"{failed[0]}: could not be removed{more} (freed {freed} bytes of the others)")
     return freed
 
 
