@@ -53,23 +53,20 @@ def build_rows_step(loaded: Any) -> None:
 
 def offer(loaded: Any) -> str | None:
     """The offer of `serve --compile`, made once on stderr to a person at a terminal (engine.step.offer's memo):
-    a server started without the flag on the CPU, for a model whose libraries may hold the weights or an int4 or
-    int8 one whose libraries bind its unprepacked layers (the two kinds measured faster through them), where the
-    one-row library or the one for rows is not kept (serve never compiles unasked; without them its rows decode
-    on the model's forward: docs/performance.md)."""
+    a server started without the flag on the CPU, for a model whose libraries measured faster than its forward
+    (engine.step.variant.pays), where the one-row library or the one for rows is not kept (serve never compiles
+    unasked; without them its rows decode on the model's forward: docs/performance.md)."""
     if loaded.device != "cpu":
         return None
     from llmcli.engine.step.lone import lone_step, rows_step
     from llmcli.engine.step.offer import MEMO, at_terminal
-    from llmcli.engine.step.variant import may_hold
+    from llmcli.engine.step.variant import kind, pays
     from llmcli.modelfs.memo import first_time
 
-    quantized = loaded.quantize in ("int4", "int8") and not loaded.prepacked
-    if not (may_hold(loaded) or quantized) or not at_terminal() or (lone_step(loaded) and rows_step(loaded)):
+    if not pays(loaded) or not at_terminal() or (lone_step(loaded) and rows_step(loaded)):
         return None
-    kind = f"{loaded.dtype} + {loaded.quantize}" if quantized else loaded.dtype
-    if not first_time(MEMO, f"serve|{loaded.source.path.resolve()}|{kind}"):
+    if not first_time(MEMO, f"serve|{loaded.source.path.resolve()}|{kind(loaded)}"):
         return None
-    return (f"the compiled decoding steps serve uses are not all kept for it in {kind} on this CPU; one "
+    return (f"the compiled decoding steps serve uses are not all kept for it in {kind(loaded)} on this CPU; one "
             "start with `--compile` builds them (a minute or two, once), and later starts decode through them "
             "(said once)")  # fmt: skip

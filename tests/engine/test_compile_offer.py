@@ -33,3 +33,17 @@ def test_the_compile_offer_is_made_once_where_it_pays(tiny_dir, tmp_path, capsys
 def test_no_offer_once_a_library_is_kept(tiny_dir, step_home, capsys, monkeypatch):
     generate(tiny_dir, step_home, ["-n", "4", "--compile"], capsys, monkeypatch)  # kept already, or built now
     assert OFFER not in generate(tiny_dir, step_home, ["-n", "64", "--json"], capsys, monkeypatch)
+
+
+def test_an_int4_model_is_offered_the_library_that_binds_its_layers(tiny_dir, tmp_path, capsys, monkeypatch):
+    """Its library binds the int4 layers (measured faster on a small model); not past MAX_BYTES of them (a 7B
+    shape's int4 step gained nothing)."""
+    from llmcli.engine.step import variant
+
+    home = tmp_path / "home"
+    int4 = ["-n", "64", "--quantize", "int4"]
+    monkeypatch.setattr(variant, "MAX_BYTES", 1000)
+    assert OFFER not in generate(tiny_dir, home, int4, capsys, monkeypatch)
+    monkeypatch.undo()
+    said = generate(tiny_dir, home, int4, capsys, monkeypatch)
+    assert said.count(OFFER) == 1 and "kept for it in bfloat16 + int4 on this CPU" in said

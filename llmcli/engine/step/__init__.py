@@ -14,7 +14,7 @@ of the weights, reordered for oneDNN (variant).
 - compiled: the step as generate() calls it, built or loaded on its first decoding call.
 - variant: whether the library holds the weights (frozen, prepacked, products joined) or binds them at load.
 - lone: the step as serve's lone row calls it, over the batch's cache room.
-- offer: `--compile` offered once where a library holding the weights would pay.
+- offer: `--compile` offered once where a kept library would pay.
 
 Imports torch and transformers lazily; may import modelfs, engine.load (environment, pages, cpu_attention),
 errors and the output layer.
@@ -59,15 +59,15 @@ def ahead_of_time(loaded: Any, call: Any, kwargs: dict[str, Any]) -> tuple[dict[
 
 
 def _offer(loaded: Any, kwargs: dict[str, Any]) -> None:
-    """The offer of `--compile` (engine.step.offer), where a library would hold this model's weights."""
-    from llmcli.engine.step.variant import may_hold
+    """The offer of `--compile` (engine.step.offer), where a kept library measured faster (engine.step.variant)."""
+    from llmcli.engine.step.variant import kind, pays
 
-    if not may_hold(loaded):
+    if not pays(loaded):
         return
     from llmcli.engine.step.offer import offer
 
     tokens = kwargs.get("max_new_tokens") or getattr(loaded.model.generation_config, "max_new_tokens", None)
-    line = offer(loaded.source.path, dtype=loaded.dtype, tokens=tokens)
+    line = offer(loaded.source.path, dtype=kind(loaded), tokens=tokens)
     if line:
         from llmcli.output import warn
 

@@ -27,6 +27,23 @@ def may_hold(loaded: Any) -> bool:
     return _weight_bytes(loaded.model) <= MAX_BYTES
 
 
+def pays(loaded: Any) -> bool:
+    """Whether a kept library measured faster than the model's forward for this load, so that `--compile` is
+    offered: one that may hold the weights, or one that binds an int4 or int8 model's unprepacked layers, at
+    most MAX_BYTES of them (the default model in int4: 47.8 against 31.0 tok/s; a 7B shape's int4 step gained
+    nothing, its kernel being the whole step: docs/performance.md)."""
+    if may_hold(loaded):
+        return True
+    if loaded.device != "cpu" or loaded.quantize not in ("int4", "int8") or loaded.prepacked:
+        return False
+    return _weight_bytes(loaded.model) + sum(b.numel() * b.element_size() for b in loaded.model.buffers()) <= MAX_BYTES
+
+
+def kind(loaded: Any) -> str:
+    """The dtype a library is offered for, with the quantization: "bfloat16 + int4"."""
+    return loaded.dtype if loaded.quantize == "none" else f"{loaded.dtype} + {loaded.quantize}"
+
+
 def weights_digest(loaded: Any) -> str:
     """The model files' digest (every weight file hashed once, then remembered by its stat: modelfs.identity)."""
     from llmcli.modelfs.identity import identity
