@@ -30,8 +30,8 @@ def may_hold(loaded: Any) -> bool:
 def pays(loaded: Any) -> bool:
     """Whether a kept library measured faster than the model's forward for this load, so that `--compile` is
     offered: one that may hold the weights, or one that binds an int4 or int8 model's unprepacked layers, at
-    most MAX_BYTES of them (the default model in int4, `generate -n 128`: 38.6–39.4 against 22.2–28.0 tok/s; a 7B shape's int4 step gained
-    nothing, its kernel being the whole step: docs/performance.md)."""
+    most MAX_BYTES of them (the default model in int4, `generate -n 128`: 38.6–39.4 against 22.2–28.0 tok/s;
+    a 7B shape's int4 step gained nothing, its kernel being the whole step: docs/performance.md)."""
     if may_hold(loaded):
         return True
     if loaded.device != "cpu" or loaded.quantize not in ("int4", "int8") or loaded.prepacked:
