@@ -159,3 +159,18 @@ def test_sample_json_and_each_line_match_schema(tiny_dir, tmp_path, capsys, monk
     group = {**schema("sample.schema.json")["$defs"]["group"], "$defs": schema("sample.schema.json")["$defs"]}
     for line in run_cli([*args, "--each"], capsys, monkeypatch).jsonl():
         jsonschema.validate(line, group)
+
+
+def test_models_and_prune_json_match_their_schemas(tmp_path, capsys, monkeypatch):
+    from tests.engine.test_step_prune import kept_step
+
+    monkeypatch.setenv("LLMCLI_HOME", str(tmp_path / "home"))
+    kept_step(tmp_path / "home" / "steps", "old", source=tmp_path, torch="2.0.0")
+    listed = run_cli(["models", "--json"], capsys, monkeypatch)
+    assert listed.code == 0, listed.stderr
+    jsonschema.validate(listed.json(), schema("models.schema.json"))
+    assert [s["torch"] for s in listed.json()["compiled_steps"]] == ["2.0.0"]
+    for args in (["--dry-run"], []):
+        run = run_cli(["models", "prune", "--json", *args], capsys, monkeypatch)
+        jsonschema.validate(run.json(), schema("models-prune.schema.json"))
+    assert run.json()["freed_bytes"] > 0
