@@ -42,8 +42,9 @@ def test_an_int4_model_is_offered_the_library_that_binds_its_layers(tiny_dir, tm
 
     home = tmp_path / "home"
     int4 = ["-n", "64", "--quantize", "int4"]
+    bound = variant.MAX_BYTES
     monkeypatch.setattr(variant, "MAX_BYTES", 1000)
     assert OFFER not in generate(tiny_dir, home, int4, capsys, monkeypatch)
-    monkeypatch.undo()
+    monkeypatch.setattr(variant, "MAX_BYTES", bound)  # not undo(): it would undo conftest's isolation too
     said = generate(tiny_dir, home, int4, capsys, monkeypatch)
     assert said.count(OFFER) == 1 and "kept for it in bfloat16 + int4 on this CPU" in said
